@@ -1,0 +1,15 @@
+# jobq_backend_enabled(<NAME> <found-var> <out-var>): applies the ON/OFF/AUTO switch
+# JOBQ_WITH_<NAME> once the backend's dependency lookup has set <found-var>.
+function(jobq_backend_enabled name found out)
+  set(mode "${JOBQ_WITH_${name}}")
+  if(mode STREQUAL "OFF")
+    set(${out} FALSE PARENT_SCOPE)
+  elseif(${found})
+    set(${out} TRUE PARENT_SCOPE)
+  elseif(mode STREQUAL "ON")
+    message(FATAL_ERROR "JOBQ_WITH_${name}=ON but its client library was not found")
+  else()
+    message(STATUS "jobq: ${name} backend skipped (client library not found)")
+    set(${out} FALSE PARENT_SCOPE)
+  endif()
+endfunction()

@@ -1,0 +1,88 @@
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/job.hpp"
+#include "jobq/time.hpp"
+
+namespace jobq {
+
+/// @brief The storage contract every backend satisfies. Each operation is one atomic state
+/// change in the backend, and every backend is safe to share between threads.
+///
+/// Semantics (checked by tests/conformance for every backend):
+/// - `now()`: the backend's clock (injected; system clock by default). All times below use it.
+/// - `enqueue(job)`: validate(job) first (InvalidArgument, nothing written). If job.unique_key
+///   is non-empty and a job of the same queue with that key is queued or active, or completed
+///   with finished_at + unique_for > now, return {that id, created=false}. Otherwise store it
+///   as queued with run_at = job.run_at or now, attempts 0.
+/// - `enqueue_many(jobs)`: the same for each, all-or-nothing (one transaction / pipeline).
+/// - `claim(req)`: atomically take up to req.limit queued jobs with run_at <= now from the
+///   non-paused queues in req.queues, ordered by priority desc, run_at asc, id asc; for each:
+///   state active, attempts + 1, a fresh lease token, lease_until = now + req.lease.
+/// - `complete(id, token, result)`: if active with that token: completed, finished_at = now,
+///   result stored, lease cleared, unique key released (or held until now + unique_for).
+///   Otherwise change nothing and return false.
+/// - `complete_many(completions)`: the same for each, in one round trip; one bool per item.
+/// - `fail(f)`: if active with that token: the error appended (attempt = attempts); if
+///   f.retry_at and attempts < max_attempts: queued with run_at = *f.retry_at, else dead with
+///   finished_at = now. Stale token: FailOutcome::rejected, nothing changed.
+/// - `extend_lease(id, token, lease)`: heartbeat; lease_until = now + lease if still held.
+/// - `release(id, token)`: give a leased job back untouched (graceful shutdown): queued,
+///   run_at = now, attempts - 1 (the attempt did not happen), lease cleared.
+/// - `set_progress(id, token, percent 0..100, message)`: progress of an active job.
+/// - `recover_expired()`: every active job with lease_until <= now: an error "lease expired"
+///   appended; queued at run_at = now if attempts < max_attempts, else dead. Returns counts.
+/// - `get(id)`: the job, or nullopt.
+/// - `cancel(id)`: a queued job becomes cancelled (finished_at = now, unique key released);
+///   any other state: false.
+/// - `redrive(id)`: a dead job becomes queued, run_at = now, attempts 0, errors kept; else false.
+/// - `pause(queue)` / `resume(queue)` / `is_paused(queue)`: paused queues are not claimed from.
+/// - `counts(queue)`: exact jobs per state.
+/// - `prune(queue, retention)`: delete finished jobs of the queue whose finished_at is older
+///   than now - the retention of their state; returns how many. Never touches queued/active.
+/// - `list(queue, state, page)`: jobs of that state, in a stable order (by id) so that pages
+///   together list each job once.
+/// - `wait_for_work(queues, timeout, stop)`: block until work may be ready in one of the
+///   queues (an enqueue, a retry, a release, a resume, or a delayed job coming due), the
+///   timeout passes, or stop is requested. Spurious wake-ups are allowed; it is a hint only.
+template <class B>
+concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const NewJob> jobs,
+                           const ClaimRequest& req, JobId id, const std::string& token,
+                           const nlohmann::json& result, std::span<const Completion> completions,
+                           const Failure& failure, Millis lease, const std::string& queue,
+                           JobState state, const Retention& retention, Page page,
+                           std::span<const std::string> queues, std::stop_token stop) {
+  { cb.now() } -> std::same_as<TimePoint>;
+  { b.enqueue(job) } -> std::same_as<EnqueueResult>;
+  { b.enqueue_many(jobs) } -> std::same_as<std::vector<EnqueueResult>>;
+  { b.claim(req) } -> std::same_as<std::vector<JobRecord>>;
+  { b.complete(id, token, result) } -> std::same_as<bool>;
+  { b.complete_many(completions) } -> std::same_as<std::vector<bool>>;
+  { b.fail(failure) } -> std::same_as<FailOutcome>;
+  { b.extend_lease(id, token, lease) } -> std::same_as<bool>;
+  { b.release(id, token) } -> std::same_as<bool>;
+  { b.set_progress(id, token, 50, token) } -> std::same_as<bool>;
+  { b.recover_expired() } -> std::same_as<Recovered>;
+  { b.get(id) } -> std::same_as<std::optional<JobRecord>>;
+  { b.cancel(id) } -> std::same_as<bool>;
+  { b.redrive(id) } -> std::same_as<bool>;
+  { b.pause(queue) } -> std::same_as<void>;
+  { b.resume(queue) } -> std::same_as<void>;
+  { b.is_paused(queue) } -> std::same_as<bool>;
+  { b.counts(queue) } -> std::same_as<Counts>;
+  { b.prune(queue, retention) } -> std::same_as<std::size_t>;
+  { b.list(queue, state, page) } -> std::same_as<std::vector<JobRecord>>;
+  { b.wait_for_work(queues, lease, stop) } -> std::same_as<void>;
+};
+
+}  // namespace jobq

@@ -1,0 +1,300 @@
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/backoff.hpp"
+#include "jobq/error.hpp"
+#include "jobq/time.hpp"
+
+namespace jobq {
+
+/// @brief A job's identity, unique within one backend store.
+using JobId = std::int64_t;
+
+/// @brief Where a job is in its life.
+///
+/// queued: waiting (run_at may be in the future: delayed or backing off); active: leased by a
+/// worker; completed, dead (out of attempts or permanent failure), cancelled: finished.
+enum class JobState { queued, active, completed, dead, cancelled };
+
+/// @brief The stored name of a state ("queued", "active", ...).
+constexpr std::string_view to_string(JobState s) noexcept {
+  switch (s) {
+    case JobState::queued: return "queued";
+    case JobState::active: return "active";
+    case JobState::completed: return "completed";
+    case JobState::dead: return "dead";
+    case JobState::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+/// @brief Parses a stored state name; throws InvalidArgument for anything else.
+inline JobState job_state_from_string(std::string_view s) {
+  for (auto st : {JobState::queued, JobState::active, JobState::completed, JobState::dead,
+                  JobState::cancelled}) {
+    if (to_string(st) == s) return st;
+  }
+  throw InvalidArgument("unknown job state '" + std::string(s) + "'");
+}
+
+/// @brief A typed job: a struct with a name and an nlohmann_json form.
+template <class T>
+concept Job = requires(const T& t, const nlohmann::json& j) {
+  { T::job_name } -> std::convertible_to<std::string_view>;
+  { nlohmann::json(t) };
+  { j.get<T>() } -> std::same_as<T>;
+};
+
+/// @brief Limits on names and payloads, checked before anything is written.
+inline constexpr std::size_t max_queue_name_length = 128;
+/// @brief Longest job name accepted.
+inline constexpr std::size_t max_job_name_length = 255;
+/// @brief Longest unique key accepted.
+inline constexpr std::size_t max_unique_key_length = 512;
+
+/// @brief Throws InvalidArgument unless `name` is 1..128 characters of [A-Za-z0-9_.-].
+///
+/// The set is narrow on purpose: queue names become parts of Redis keys (inside a `{}` hash
+/// tag) and SQL values, and appear in URLs of the dashboard.
+inline void validate_queue_name(std::string_view name) {
+  if (name.empty()) throw InvalidArgument("queue name is empty");
+  if (name.size() > max_queue_name_length) {
+    throw InvalidArgument("queue name is longer than " + std::to_string(max_queue_name_length) +
+                          " characters");
+  }
+  const bool ok = std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+  if (!ok) {
+    throw InvalidArgument("queue name '" + std::string(name) +
+                          "' is invalid: use only letters, digits, '_', '-' and '.'");
+  }
+}
+
+/// @brief Throws InvalidArgument unless `name` is 1..255 printable, non-space characters.
+inline void validate_job_name(std::string_view name) {
+  if (name.empty()) throw InvalidArgument("job name is empty");
+  if (name.size() > max_job_name_length) {
+    throw InvalidArgument("job name is longer than " + std::to_string(max_job_name_length) +
+                          " characters");
+  }
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c == 0x7f) {
+      throw InvalidArgument("job name '" + std::string(name) +
+                            "' contains a space or control character");
+    }
+  }
+}
+
+/// @brief A job to be written by Backend::enqueue; Queue fills it from EnqueueOptions.
+struct NewJob {
+  std::string queue;                     ///< validated queue name
+  std::string name;                      ///< job name, selects the handler
+  nlohmann::json payload;                ///< the job's arguments
+  int priority = 0;                      ///< higher runs first
+  std::optional<TimePoint> run_at;       ///< not claimable before; nullopt = now
+  int max_attempts = 3;                  ///< attempts before the job is dead (>= 1)
+  Backoff backoff;                       ///< retry delay policy (stored as JSON)
+  Millis timeout{0};                     ///< per-attempt time limit; 0 = none
+  std::string unique_key;                ///< empty = not unique
+  Millis unique_for{0};                  ///< keep the key held this long after completion
+};
+
+/// @brief Throws InvalidArgument when a NewJob cannot be stored as given. Backends call it
+/// first in enqueue, before writing anything.
+inline void validate(const NewJob& job) {
+  validate_queue_name(job.queue);
+  validate_job_name(job.name);
+  if (job.max_attempts < 1) throw InvalidArgument("max_attempts must be at least 1");
+  if (job.timeout.count() < 0) throw InvalidArgument("timeout must not be negative");
+  if (job.unique_for.count() < 0) throw InvalidArgument("unique_for must not be negative");
+  if (job.unique_key.size() > max_unique_key_length) {
+    throw InvalidArgument("unique key is longer than " + std::to_string(max_unique_key_length) +
+                          " characters");
+  }
+  if (job.payload.is_discarded()) throw InvalidArgument("payload is not valid JSON");
+  (void)job.backoff.to_json();  // throws for a custom function, which cannot be stored
+}
+
+/// @brief What Backend::enqueue returns: the job's id, and whether it was newly created
+/// (false when a held unique key returned the existing job's id).
+struct EnqueueResult {
+  JobId id = 0;          ///< the new job, or the job holding the unique key
+  bool created = false;  ///< false for a deduplicated enqueue
+  friend bool operator==(const EnqueueResult&, const EnqueueResult&) = default;
+};
+
+/// @brief The error of one failed attempt, kept for every attempt.
+struct AttemptError {
+  int attempt = 0;      ///< 1-based attempt number
+  std::string message;  ///< what the handler threw, or why the lease was lost
+  TimePoint at{};       ///< when it was recorded
+  friend bool operator==(const AttemptError&, const AttemptError&) = default;
+};
+
+/// @brief A job as stored: what Backend::get, list and claim return.
+struct JobRecord {
+  JobId id = 0;                             ///< identity
+  std::string queue;                        ///< queue name
+  std::string name;                         ///< job name
+  nlohmann::json payload;                   ///< arguments
+  JobState state = JobState::queued;        ///< current state
+  int priority = 0;                         ///< higher first
+  int attempts = 0;                         ///< attempts started so far (claims)
+  int max_attempts = 3;                     ///< attempts allowed
+  TimePoint run_at{};                       ///< earliest time it may be claimed
+  TimePoint created_at{};                   ///< enqueue time
+  std::optional<TimePoint> finished_at;     ///< when it became completed/dead/cancelled
+  std::optional<TimePoint> lease_until;     ///< lease deadline while active
+  std::string lease_token;                  ///< the current lease's token while active
+  Backoff backoff;                          ///< retry policy
+  Millis timeout{0};                        ///< per-attempt limit, 0 = none
+  std::string unique_key;                   ///< empty = not unique
+  Millis unique_for{0};                     ///< key held this long after completion
+  nlohmann::json result;                    ///< handler's result once completed (null otherwise)
+  std::vector<AttemptError> errors;         ///< one entry per failed attempt, oldest first
+  int progress = 0;                         ///< 0..100, set by the handler
+  std::string progress_message;             ///< optional text with the progress
+};
+
+/// @brief Serialises errors the way every backend stores them: [{"attempt","message","at"}].
+inline nlohmann::json errors_to_json(const std::vector<AttemptError>& errors) {
+  auto arr = nlohmann::json::array();
+  for (const auto& e : errors) {
+    arr.push_back({{"attempt", e.attempt}, {"message", e.message}, {"at", to_epoch_ms(e.at)}});
+  }
+  return arr;
+}
+
+/// @brief Inverse of errors_to_json; throws InvalidArgument on a malformed value.
+inline std::vector<AttemptError> errors_from_json(const nlohmann::json& j) {
+  std::vector<AttemptError> out;
+  if (j.is_null()) return out;
+  try {
+    for (const auto& e : j) {
+      out.push_back({e.at("attempt").get<int>(), e.at("message").get<std::string>(),
+                     from_epoch_ms(e.at("at").get<std::int64_t>())});
+    }
+  } catch (const nlohmann::json::exception& ex) {
+    throw InvalidArgument(std::string("stored error list is malformed: ") + ex.what());
+  }
+  return out;
+}
+
+/// @brief A whole job as JSON (for the CLI, the dashboard and logs).
+inline nlohmann::json to_json(const JobRecord& r) {
+  nlohmann::json j = {
+      {"id", r.id},
+      {"queue", r.queue},
+      {"name", r.name},
+      {"payload", r.payload},
+      {"state", to_string(r.state)},
+      {"priority", r.priority},
+      {"attempts", r.attempts},
+      {"max_attempts", r.max_attempts},
+      {"run_at", to_epoch_ms(r.run_at)},
+      {"created_at", to_epoch_ms(r.created_at)},
+      {"finished_at", r.finished_at ? nlohmann::json(to_epoch_ms(*r.finished_at)) : nullptr},
+      {"lease_until", r.lease_until ? nlohmann::json(to_epoch_ms(*r.lease_until)) : nullptr},
+      {"timeout_ms", r.timeout.count()},
+      {"unique_key", r.unique_key},
+      {"unique_for_ms", r.unique_for.count()},
+      {"result", r.result},
+      {"errors", errors_to_json(r.errors)},
+      {"progress", r.progress},
+      {"progress_message", r.progress_message},
+  };
+  if (r.backoff.kind() != Backoff::Kind::custom) j["backoff"] = r.backoff.to_json();
+  return j;
+}
+
+/// @brief Parameters of Backend::claim.
+struct ClaimRequest {
+  std::vector<std::string> queues;  ///< claim from any of these (paused ones are skipped)
+  std::size_t limit = 1;            ///< at most this many jobs
+  Millis lease{30'000};             ///< lease length; the worker heartbeats before it ends
+};
+
+/// @brief One successful attempt to record (Backend::complete_many).
+struct Completion {
+  JobId id = 0;            ///< the job
+  std::string lease_token; ///< token from the claim; a stale token is rejected
+  nlohmann::json result;   ///< stored as the job's result
+};
+
+/// @brief One failed attempt to record (Backend::fail).
+struct Failure {
+  JobId id = 0;                       ///< the job
+  std::string lease_token;            ///< token from the claim; a stale token is rejected
+  std::string error;                  ///< kept in the job's error list
+  std::optional<TimePoint> retry_at;  ///< retry then; nullopt = no retry (dead now)
+};
+
+/// @brief What Backend::fail did.
+enum class FailOutcome {
+  rejected,  ///< the lease token was stale or the job not active: nothing changed
+  retried,   ///< queued again for retry_at
+  dead,      ///< out of attempts or permanent: dead
+};
+
+/// @brief Jobs per state in one queue.
+struct Counts {
+  std::int64_t queued = 0;     ///< waiting, including delayed ones
+  std::int64_t active = 0;     ///< leased
+  std::int64_t completed = 0;  ///< finished successfully (until pruned)
+  std::int64_t dead = 0;       ///< out of attempts (until pruned or re-driven)
+  std::int64_t cancelled = 0;  ///< cancelled (until pruned)
+  friend bool operator==(const Counts&, const Counts&) = default;
+};
+
+/// @brief What Backend::recover_expired did.
+struct Recovered {
+  std::size_t retried = 0;  ///< leases expired, requeued (the attempt counts)
+  std::size_t dead = 0;     ///< leases expired on the last attempt: dead
+  friend bool operator==(const Recovered&, const Recovered&) = default;
+};
+
+/// @brief How long finished jobs are kept before Backend::prune deletes them
+/// (measured from finished_at); nullopt keeps them forever.
+struct Retention {
+  std::optional<Millis> completed = std::chrono::hours(24);   ///< keep completed jobs
+  std::optional<Millis> dead = std::chrono::hours(24 * 7);    ///< keep dead jobs
+  std::optional<Millis> cancelled = std::chrono::hours(24);   ///< keep cancelled jobs
+};
+
+/// @brief A page of Backend::list.
+struct Page {
+  std::size_t offset = 0;   ///< jobs to skip
+  std::size_t limit = 100;  ///< jobs to return at most
+};
+
+namespace detail {
+
+/// @brief A fresh random lease token (128 bits, hex); unguessable enough to fence stale workers.
+inline std::string new_lease_token() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string s(32, '0');
+  for (int half = 0; half < 2; ++half) {
+    auto v = rng();
+    for (int i = 0; i < 16; ++i) {
+      s[static_cast<std::size_t>(half * 16 + i)] = hex[v & 0xf];
+      v >>= 4;
+    }
+  }
+  return s;
+}
+
+}  // namespace detail
+}  // namespace jobq

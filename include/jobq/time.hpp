@@ -1,0 +1,57 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+namespace jobq {
+
+/// @brief Milliseconds: the resolution every backend stores times with.
+using Millis = std::chrono::milliseconds;
+
+/// @brief A wall-clock instant at millisecond resolution (what backends persist).
+using TimePoint = std::chrono::time_point<std::chrono::system_clock, Millis>;
+
+/// @brief The clock a backend reads time from; injectable so tests can move time by hand.
+using ClockFn = std::function<TimePoint()>;
+
+/// @brief The real wall clock, truncated to milliseconds.
+inline TimePoint system_now() {
+  return std::chrono::time_point_cast<Millis>(std::chrono::system_clock::now());
+}
+
+/// @brief A ClockFn reading the system clock (every backend's default).
+inline ClockFn system_clock() { return [] { return system_now(); }; }
+
+/// @brief Milliseconds since the Unix epoch, the integer form backends store.
+constexpr std::int64_t to_epoch_ms(TimePoint t) noexcept { return t.time_since_epoch().count(); }
+
+/// @brief Inverse of to_epoch_ms.
+constexpr TimePoint from_epoch_ms(std::int64_t ms) noexcept { return TimePoint{Millis{ms}}; }
+
+/// @brief A clock that only moves when told to; thread-safe. Used by the conformance suite.
+class ManualClock {
+ public:
+  /// @brief Starts at a fixed instant (2030-01-01T00:00:00Z) unless given another.
+  explicit ManualClock(TimePoint start = from_epoch_ms(1'893'456'000'000)) : ms_(to_epoch_ms(start)) {}
+
+  /// @brief The current manual time.
+  [[nodiscard]] TimePoint now() const noexcept { return from_epoch_ms(ms_.load()); }
+
+  /// @brief Moves time forward by d.
+  void advance(Millis d) noexcept { ms_.fetch_add(d.count()); }
+
+  /// @brief Sets the time to t.
+  void set(TimePoint t) noexcept { ms_.store(to_epoch_ms(t)); }
+
+  /// @brief A ClockFn reading this clock; the clock must outlive the backend using it.
+  [[nodiscard]] ClockFn fn() const {
+    return [this] { return now(); };
+  }
+
+ private:
+  std::atomic<std::int64_t> ms_;
+};
+
+}  // namespace jobq
