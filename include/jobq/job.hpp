@@ -99,15 +99,15 @@ inline void validate_job_name(std::string_view name) {
 
 /// @brief A job to be written by Backend::enqueue; Queue fills it from EnqueueOptions.
 struct NewJob {
-  std::string queue;                     ///< validated queue name
-  std::string name;                      ///< job name, selects the handler
-  nlohmann::json payload;                ///< the job's arguments
+  std::string queue{};                   ///< validated queue name
+  std::string name{};                    ///< job name, selects the handler
+  nlohmann::json payload{};              ///< the job's arguments
   int priority = 0;                      ///< higher runs first
-  std::optional<TimePoint> run_at;       ///< not claimable before; nullopt = now
+  std::optional<TimePoint> run_at{};     ///< not claimable before; nullopt = now
   int max_attempts = 3;                  ///< attempts before the job is dead (>= 1)
-  Backoff backoff;                       ///< retry delay policy (stored as JSON)
+  Backoff backoff{};                     ///< retry delay policy (stored as JSON)
   Millis timeout{0};                     ///< per-attempt time limit; 0 = none
-  std::string unique_key;                ///< empty = not unique
+  std::string unique_key{};              ///< empty = not unique
   Millis unique_for{0};                  ///< keep the key held this long after completion
 };
 
@@ -146,7 +146,7 @@ struct AttemptError {
 /// @brief A job as stored: what Backend::get, list and claim return.
 struct JobRecord {
   JobId id = 0;                             ///< identity
-  std::string queue;                        ///< queue name
+  std::string queue{};                      ///< queue name
   std::string name;                         ///< job name
   nlohmann::json payload;                   ///< arguments
   JobState state = JobState::queued;        ///< current state
@@ -160,7 +160,7 @@ struct JobRecord {
   std::string lease_token;                  ///< the current lease's token while active
   Backoff backoff;                          ///< retry policy
   Millis timeout{0};                        ///< per-attempt limit, 0 = none
-  std::string unique_key;                   ///< empty = not unique
+  std::string unique_key{};                 ///< empty = not unique
   Millis unique_for{0};                     ///< key held this long after completion
   nlohmann::json result;                    ///< handler's result once completed (null otherwise)
   std::vector<AttemptError> errors;         ///< one entry per failed attempt, oldest first
@@ -221,7 +221,7 @@ inline nlohmann::json to_json(const JobRecord& r) {
 
 /// @brief Parameters of Backend::claim.
 struct ClaimRequest {
-  std::vector<std::string> queues;  ///< claim from any of these (paused ones are skipped)
+  std::vector<std::string> queues{};  ///< claim from any of these (paused ones are skipped)
   std::size_t limit = 1;            ///< at most this many jobs
   Millis lease{30'000};             ///< lease length; the worker heartbeats before it ends
 };
@@ -229,16 +229,16 @@ struct ClaimRequest {
 /// @brief One successful attempt to record (Backend::complete_many).
 struct Completion {
   JobId id = 0;            ///< the job
-  std::string lease_token; ///< token from the claim; a stale token is rejected
-  nlohmann::json result;   ///< stored as the job's result
+  std::string lease_token{}; ///< token from the claim; a stale token is rejected
+  nlohmann::json result{};   ///< stored as the job's result
 };
 
 /// @brief One failed attempt to record (Backend::fail).
 struct Failure {
   JobId id = 0;                       ///< the job
-  std::string lease_token;            ///< token from the claim; a stale token is rejected
-  std::string error;                  ///< kept in the job's error list
-  std::optional<TimePoint> retry_at;  ///< retry then; nullopt = no retry (dead now)
+  std::string lease_token{};          ///< token from the claim; a stale token is rejected
+  std::string error{};                ///< kept in the job's error list
+  std::optional<TimePoint> retry_at{};  ///< retry then; nullopt = no retry (dead now)
 };
 
 /// @brief What Backend::fail did.

@@ -1,0 +1,13 @@
+#pragma once
+
+/// @file
+/// jobq's core: jobs, the Backend concept, Queue and Worker. Include a backend header
+/// (jobq/memory.hpp, jobq/sqlite.hpp, jobq/postgres.hpp, jobq/redis.hpp) next to it.
+
+#include "jobq/backend.hpp"
+#include "jobq/backoff.hpp"
+#include "jobq/error.hpp"
+#include "jobq/job.hpp"
+#include "jobq/queue.hpp"
+#include "jobq/time.hpp"
+#include "jobq/worker.hpp"

@@ -1,0 +1,134 @@
+#pragma once
+
+#include <concepts>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/backend.hpp"
+
+namespace jobq {
+
+/// @brief Per-enqueue options. Field order allows designated initializers in this order.
+struct EnqueueOptions {
+  int priority = 0;                  ///< higher runs first
+  std::optional<Millis> delay{};     ///< not before now + delay
+  std::optional<TimePoint> run_at{}; ///< not before this instant (wins over delay)
+  int max_attempts = 3;              ///< attempts before dead (>= 1)
+  Backoff backoff = {};              ///< retry delays (default: exponential from 1 s, cap 1 h)
+  Millis timeout{0};                 ///< per-attempt time limit; 0 = none
+  std::string unique_key{};          ///< dedup key within the queue; empty = none
+  Millis unique_for{0};              ///< keep the key held this long after completion
+  std::string queue{};               ///< overrides the Queue's own name when non-empty
+};
+
+/// @brief The producer's facade over a backend and one queue name.
+template <Backend B>
+class Queue {
+ public:
+  /// @brief A queue named `name` (validated: InvalidArgument if empty, too long or bad chars).
+  Queue(B& backend, std::string name) : backend_(&backend), name_(std::move(name)) {
+    validate_queue_name(name_);
+  }
+
+  /// @brief The queue's name.
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// @brief The backend it writes to.
+  [[nodiscard]] B& backend() const noexcept { return *backend_; }
+
+  /// @brief Builds the backend request for an untyped job (for mixed bulk enqueues).
+  [[nodiscard]] NewJob make(std::string_view job_name, nlohmann::json payload,
+                            const EnqueueOptions& o = {}) const {
+    NewJob j;
+    j.queue = o.queue.empty() ? name_ : o.queue;
+    j.name = std::string(job_name);
+    j.payload = std::move(payload);
+    j.priority = o.priority;
+    if (o.run_at) {
+      j.run_at = o.run_at;
+    } else if (o.delay) {
+      j.run_at = backend_->now() + *o.delay;
+    }
+    j.max_attempts = o.max_attempts;
+    j.backoff = o.backoff;
+    j.timeout = o.timeout;
+    j.unique_key = o.unique_key;
+    j.unique_for = o.unique_for;
+    return j;
+  }
+
+  /// @brief Builds the backend request for a typed job.
+  template <Job T>
+  [[nodiscard]] NewJob make(const T& job, const EnqueueOptions& o = {}) const {
+    return make(T::job_name, nlohmann::json(job), o);
+  }
+
+  /// @brief Enqueues a typed job; returns its id (or the id holding its unique key).
+  template <Job T>
+  JobId enqueue(const T& job, const EnqueueOptions& o = {}) {
+    return backend_->enqueue(make(job, o)).id;
+  }
+
+  /// @brief Enqueues an untyped job by name and JSON payload.
+  JobId enqueue(std::string_view job_name, nlohmann::json payload, const EnqueueOptions& o = {}) {
+    return backend_->enqueue(make(job_name, std::move(payload), o)).id;
+  }
+
+  /// @brief Enqueues and says whether the job was created or deduplicated by its unique key.
+  EnqueueResult submit(const NewJob& job) { return backend_->enqueue(job); }
+
+  /// @brief Enqueues many jobs in one atomic call: typed jobs (all with options `o`) or
+  /// prepared NewJobs (see make).
+  template <std::ranges::input_range R>
+    requires Job<std::ranges::range_value_t<R>> ||
+             std::same_as<std::ranges::range_value_t<R>, NewJob>
+  std::vector<JobId> enqueue_many(const R& jobs, const EnqueueOptions& o = {}) {
+    using V = std::ranges::range_value_t<R>;
+    if constexpr (std::same_as<V, NewJob>) {
+      std::vector<NewJob> batch(std::ranges::begin(jobs), std::ranges::end(jobs));
+      return ids(backend_->enqueue_many(batch));
+    } else {
+      std::vector<NewJob> batch;
+      for (const auto& j : jobs) batch.push_back(make(j, o));
+      return ids(backend_->enqueue_many(batch));
+    }
+  }
+
+  /// @brief The job, if it exists.
+  std::optional<JobRecord> get(JobId id) { return backend_->get(id); }
+  /// @brief Cancels a queued job; false if it is not queued.
+  bool cancel(JobId id) { return backend_->cancel(id); }
+  /// @brief Re-drives a dead job; false if it is not dead.
+  bool redrive(JobId id) { return backend_->redrive(id); }
+  /// @brief Stops workers claiming from this queue.
+  void pause() { backend_->pause(name_); }
+  /// @brief Lets workers claim from this queue again.
+  void resume() { backend_->resume(name_); }
+  /// @brief Whether the queue is paused.
+  bool is_paused() { return backend_->is_paused(name_); }
+  /// @brief Jobs per state.
+  Counts counts() { return backend_->counts(name_); }
+  /// @brief A page of jobs in one state.
+  std::vector<JobRecord> list(JobState state, Page page = {}) { return backend_->list(name_, state, page); }
+  /// @brief Deletes finished jobs older than the retention policy.
+  std::size_t prune(const Retention& r = {}) { return backend_->prune(name_, r); }
+
+ private:
+  static std::vector<JobId> ids(const std::vector<EnqueueResult>& rs) {
+    std::vector<JobId> out;
+    out.reserve(rs.size());
+    for (const auto& r : rs) out.push_back(r.id);
+    return out;
+  }
+
+  B* backend_;
+  std::string name_;
+};
+
+}  // namespace jobq

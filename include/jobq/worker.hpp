@@ -1,0 +1,590 @@
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/backend.hpp"
+
+namespace jobq {
+
+/// @brief Options of a Worker.
+struct WorkerOptions {
+  std::vector<std::string> queues{};   ///< queues to claim from (at least one)
+  int concurrency = 1;                 ///< handler threads = jobs in flight at most
+  Millis lease{30'000};                ///< lease per claim; renewed by heartbeats
+  Millis heartbeat_interval{0};        ///< 0 = lease / 3
+  Millis poll_interval{1'000};         ///< longest single wait for work (a wake-up cuts it short)
+  Millis maintenance_interval{5'000};  ///< how often to recover expired leases; 0 = never
+  Millis shutdown_grace{10'000};       ///< how long stop() waits for running handlers
+  std::optional<Retention> retention{};///< prune finished jobs during maintenance when set
+  /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
+  std::function<void(const std::exception&)> on_error{};
+};
+
+/// @brief Per-handler options.
+struct HandlerOptions {
+  std::optional<Backoff> backoff{};///< overrides the job's stored backoff (custom functions here)
+};
+
+/// @brief Counters of a Worker since it was made.
+struct WorkerStats {
+  std::uint64_t processed = 0;    ///< attempts completed successfully
+  std::uint64_t failed = 0;       ///< attempts that failed (retried or dead)
+  std::uint64_t retried = 0;      ///< failed attempts scheduled for retry
+  std::uint64_t dead = 0;         ///< jobs moved to dead by this worker
+  std::uint64_t lost_leases = 0;  ///< results refused because the lease was no longer ours
+  std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
+};
+
+/// @brief What a handler sees of its job: identity, cancellation and progress.
+class JobContext {
+ public:
+  /// @brief Made by the Worker for one attempt.
+  JobContext(const JobRecord& job, std::stop_token stop,
+             std::function<bool(int, const std::string&)> progress)
+      : job_(&job), stop_(std::move(stop)), progress_(std::move(progress)) {}
+
+  /// @brief The job's id.
+  [[nodiscard]] JobId id() const noexcept { return job_->id; }
+  /// @brief This attempt's number, from 1.
+  [[nodiscard]] int attempt() const noexcept { return job_->attempts; }
+  /// @brief The whole job record as claimed.
+  [[nodiscard]] const JobRecord& job() const noexcept { return *job_; }
+  /// @brief Requested when the attempt times out, the lease is lost, or the worker shuts down.
+  [[nodiscard]] std::stop_token stop_token() const noexcept { return stop_; }
+  /// @brief Shorthand for stop_token().stop_requested().
+  [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  /// @brief Records progress (0..100) and an optional message; false if the lease is lost.
+  bool progress(int percent, const std::string& message = {}) { return progress_(percent, message); }
+
+ private:
+  const JobRecord* job_;
+  std::stop_token stop_;
+  std::function<bool(int, const std::string&)> progress_;
+};
+
+namespace detail {
+// Raised inside the worker when no handler matches; an ordinary (retried) failure.
+struct NoHandler : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace detail
+
+/// @brief The consumer: claims jobs in batches up to its free slots, runs their handlers on
+/// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
+/// dead-letters, and shuts down gracefully.
+///
+/// Threads: one fetcher (claim / wait_for_work), `concurrency` runners (handlers), and one
+/// keeper (heartbeats, timeouts, expired-lease recovery, pruning). Handlers never heartbeat.
+template <Backend B>
+class Worker {
+ public:
+  /// @brief A stopped worker over `backend`; register handlers, then start().
+  Worker(B& backend, WorkerOptions options) : backend_(&backend), opt_(std::move(options)) {
+    if (opt_.queues.empty()) throw InvalidArgument("worker: no queues given");
+    for (const auto& q : opt_.queues) validate_queue_name(q);
+    if (opt_.concurrency < 1) throw InvalidArgument("worker: concurrency must be at least 1");
+    if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
+    if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
+    if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
+    if (!opt_.on_error) {
+      opt_.on_error = [](const std::exception& e) { std::cerr << "jobq worker: " << e.what() << '\n'; };
+    }
+  }
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// @brief Stops (gracefully) if still running.
+  ~Worker() { stop(); }
+
+  /// @brief Registers the handler of typed job T: fn(const T&, JobContext&) or fn(const T&),
+  /// returning void or a value stored as the job's JSON result. A payload that does not
+  /// deserialize into T fails the job permanently (dead) with a message saying so.
+  template <Job T, class F>
+  void handle(F fn, HandlerOptions options = {}) {
+    add_handler(std::string(T::job_name), std::move(options),
+                [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
+                  std::optional<T> value;
+                  try {
+                    value.emplace(job.payload.get<T>());
+                  } catch (const nlohmann::json::exception& e) {
+                    throw Permanent("payload does not match job type '" + std::string(T::job_name) +
+                                    "': " + e.what());
+                  }
+                  return invoke(fn, *value, ctx);
+                });
+  }
+
+  /// @brief Registers the handler of an untyped job: fn(const nlohmann::json&, JobContext&).
+  template <class F>
+  void handle(const std::string& job_name, F fn, HandlerOptions options = {}) {
+    validate_job_name(job_name);
+    add_handler(job_name, std::move(options),
+                [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
+                  return invoke(fn, job.payload, ctx);
+                });
+  }
+
+  /// @brief Starts the threads and returns; stop() or the destructor ends them.
+  void start() {
+    std::lock_guard lock(mutex_);
+    if (running_) return;
+    running_ = true;
+    for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
+    keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
+    fetcher_ = std::jthread([this](std::stop_token st) { fetch_loop(st); });
+  }
+
+  /// @brief Graceful stop: stop claiming, give back jobs not started, wait up to shutdown_grace
+  /// for running handlers, then release the leases of those still running (another worker
+  /// takes them at once), request their stop, and join. A handler that ignores its stop token
+  /// delays the return of stop() until it returns.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!running_) return;
+    }
+    fetcher_.request_stop();
+    if (fetcher_.joinable()) fetcher_.join();
+
+    std::deque<Task> pending;
+    {
+      std::lock_guard lock(mutex_);
+      pending.swap(tasks_);
+    }
+    for (auto& t : pending) {
+      give_back(*t.flight);
+      finish_flight(t.job.id);
+    }
+
+    {
+      std::unique_lock lock(mutex_);
+      slots_cv_.wait_for(lock, opt_.shutdown_grace, [&] { return flights_.empty(); });
+      for (auto& [id, f] : flights_) {
+        f->released = true;
+        f->stop.request_stop();
+      }
+    }
+    std::vector<std::shared_ptr<Flight>> still;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [id, f] : flights_) still.push_back(f);
+    }
+    for (auto& f : still) give_back(*f);
+
+    {
+      std::lock_guard lock(mutex_);
+      shutting_down_ = true;
+    }
+    tasks_cv_.notify_all();
+    for (auto& t : runners_) t.join();
+    runners_.clear();
+    keeper_.request_stop();
+    keeper_cv_.notify_all();
+    if (keeper_.joinable()) keeper_.join();
+
+    std::lock_guard lock(mutex_);
+    flights_.clear();
+    running_ = false;
+    shutting_down_ = false;
+    stop_requested_ = false;
+  }
+
+  /// @brief Runs until SIGINT or SIGTERM (or request_stop()), then stops gracefully.
+  /// Blocks both signals in the calling thread (and so in the worker's threads) meanwhile.
+  void run_until_signal() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigset_t old;
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    start();
+    while (!stop_requested_.load()) {
+      timespec tick{0, 100'000'000};
+      const int sig = sigtimedwait(&set, nullptr, &tick);
+      if (sig == SIGINT || sig == SIGTERM) break;
+    }
+    stop();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  /// @brief Makes run_until_signal() return (thread-safe).
+  void request_stop() noexcept { stop_requested_ = true; }
+
+  /// @brief Starts, runs until every queue of the worker has no queued or active job (delayed
+  /// retries included) or `limit` passes, then stops. Returns true if the queues went idle.
+  bool run_until_idle(Millis limit = Millis{60'000}) {
+    start();
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    bool idle = false;
+    while (!idle && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(Millis{5});
+      try {
+        idle = in_flight() == 0;
+        for (const auto& q : opt_.queues) {
+          if (!idle) break;
+          const auto c = backend_->counts(q);
+          idle = c.queued == 0 && c.active == 0;
+        }
+      } catch (const std::exception& e) {
+        report(e);
+      }
+    }
+    stop();
+    return idle;
+  }
+
+  /// @brief The counters so far.
+  [[nodiscard]] WorkerStats stats() const {
+    WorkerStats s;
+    s.processed = processed_.load();
+    s.failed = failed_.load();
+    s.retried = retried_.load();
+    s.dead = dead_.load();
+    s.lost_leases = lost_leases_.load();
+    s.in_flight = in_flight();
+    return s;
+  }
+
+  /// @brief The options in force (with defaults filled in).
+  [[nodiscard]] const WorkerOptions& options() const noexcept { return opt_; }
+
+ private:
+  using Fn = std::function<nlohmann::json(const JobRecord&, JobContext&)>;
+  struct Handler {
+    Fn fn;
+    HandlerOptions options;
+  };
+  // One claimed job, from claim until its outcome is recorded.
+  struct Flight {
+    JobId id = 0;
+    std::string token;
+    std::stop_source stop;
+    std::optional<std::chrono::steady_clock::time_point> deadline;  // set when it starts
+    std::atomic<bool> timed_out{false};
+    std::atomic<bool> released{false};  // lease given back at shutdown: record nothing
+  };
+  struct Task {
+    JobRecord job;
+    std::shared_ptr<Flight> flight;
+  };
+
+  template <class F, class V>
+  static nlohmann::json invoke(F& fn, const V& value, JobContext& ctx) {
+    if constexpr (std::is_invocable_v<F&, const V&, JobContext&>) {
+      using R = std::invoke_result_t<F&, const V&, JobContext&>;
+      if constexpr (std::is_void_v<R>) {
+        fn(value, ctx);
+        return nullptr;
+      } else {
+        return nlohmann::json(fn(value, ctx));
+      }
+    } else {
+      static_assert(std::is_invocable_v<F&, const V&>,
+                    "handler must be callable as fn(const T&, JobContext&) or fn(const T&)");
+      using R = std::invoke_result_t<F&, const V&>;
+      if constexpr (std::is_void_v<R>) {
+        fn(value);
+        return nullptr;
+      } else {
+        return nlohmann::json(fn(value));
+      }
+    }
+  }
+
+  void add_handler(std::string name, HandlerOptions options, Fn fn) {
+    std::lock_guard lock(mutex_);
+    if (running_) throw Error(ErrorCategory::conflict, "worker: register handlers before start()");
+    handlers_[std::move(name)] = Handler{std::move(fn), std::move(options)};
+  }
+
+  std::uint64_t in_flight() const {
+    std::lock_guard lock(mutex_);
+    return flights_.size();
+  }
+
+  void report(const std::exception& e) noexcept {
+    try {
+      opt_.on_error(e);
+    } catch (...) {
+    }
+  }
+
+  // Sleeps for an error backoff, waking early on stop.
+  static void pause_for(std::stop_token st, Millis d) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait_for(lock, st, d, [] { return false; });
+  }
+
+  void fetch_loop(std::stop_token st) {
+    Millis error_backoff{50};
+    while (!st.stop_requested()) {
+      std::size_t free = 0;
+      {
+        std::unique_lock lock(mutex_);
+        slots_cv_.wait(lock, st, [&] {
+          return flights_.size() < static_cast<std::size_t>(opt_.concurrency);
+        });
+        if (st.stop_requested()) break;
+        free = static_cast<std::size_t>(opt_.concurrency) - flights_.size();
+      }
+      try {
+        auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
+        error_backoff = Millis{50};
+        if (jobs.empty()) {
+          backend_->wait_for_work(opt_.queues, opt_.poll_interval, st);
+          continue;
+        }
+        {
+          std::lock_guard lock(mutex_);
+          for (auto& j : jobs) {
+            auto f = std::make_shared<Flight>();
+            f->id = j.id;
+            f->token = j.lease_token;
+            flights_[j.id] = f;
+            tasks_.push_back(Task{std::move(j), std::move(f)});
+          }
+        }
+        tasks_cv_.notify_all();
+      } catch (const std::exception& e) {
+        report(e);
+        pause_for(st, error_backoff);
+        error_backoff = std::min(error_backoff * 2, Millis{5'000});
+      }
+    }
+  }
+
+  void run_loop() {
+    for (;;) {
+      Task task;
+      {
+        std::unique_lock lock(mutex_);
+        tasks_cv_.wait(lock, [&] { return !tasks_.empty() || shutting_down_; });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+        if (task.job.timeout > Millis{0}) {
+          task.flight->deadline = std::chrono::steady_clock::now() + task.job.timeout;
+          ++keeper_kicks_;
+        }
+      }
+      if (task.job.timeout > Millis{0}) keeper_cv_.notify_all();
+      execute(task);
+      finish_flight(task.job.id);
+    }
+  }
+
+  void execute(Task& task) {
+    const auto& job = task.job;
+    auto& flight = *task.flight;
+    JobContext ctx(job, flight.stop.get_token(), [this, &job, &flight](int pct, const std::string& msg) {
+      if (flight.released) return false;
+      try {
+        return backend_->set_progress(job.id, flight.token, pct, msg);
+      } catch (const std::exception& e) {
+        report(e);
+        return false;
+      }
+    });
+
+    nlohmann::json result;
+    std::string error;
+    bool ok = false;
+    bool permanent = false;
+    const Handler* handler = nullptr;
+    try {
+      auto it = handlers_.find(job.name);
+      if (it == handlers_.end()) {
+        throw detail::NoHandler("no handler registered for job '" + job.name +
+                                "' on this worker (queue '" + job.queue + "')");
+      }
+      handler = &it->second;
+      result = handler->fn(job, ctx);
+      ok = true;
+    } catch (const Permanent& e) {
+      error = e.what();
+      permanent = true;
+    } catch (const std::exception& e) {
+      error = e.what();
+    } catch (...) {
+      error = "handler threw a non-standard exception";
+    }
+    if (flight.timed_out) {
+      ok = false;
+      permanent = false;
+      error = "timed out after " + std::to_string(job.timeout.count()) + " ms";
+    }
+    if (flight.released) return;  // shutdown gave the lease back; another worker runs it
+
+    if (ok) {
+      record([&] {
+        if (backend_->complete(job.id, flight.token, result)) {
+          ++processed_;
+        } else {
+          ++lost_leases_;
+        }
+      });
+      return;
+    }
+    ++failed_;
+    Failure f{job.id, flight.token, error, std::nullopt};
+    if (!permanent) {
+      const Backoff& policy = handler && handler->options.backoff ? *handler->options.backoff : job.backoff;
+      f.retry_at = backend_->now() + policy.delay(job.attempts);
+    }
+    record([&] {
+      switch (backend_->fail(f)) {
+        case FailOutcome::retried: ++retried_; break;
+        case FailOutcome::dead: ++dead_; break;
+        case FailOutcome::rejected: ++lost_leases_; break;
+      }
+    });
+  }
+
+  // Records an outcome, retrying transient backend errors for a while; if it never succeeds
+  // the lease expires and the job is recovered (at-least-once), so nothing is lost.
+  template <class F>
+  void record(F&& op) {
+    Millis backoff{50};
+    for (int tries = 0;; ++tries) {
+      try {
+        op();
+        return;
+      } catch (const Error& e) {
+        report(e);
+        if (!e.is_transient() || tries >= 8) return;
+      } catch (const std::exception& e) {
+        report(e);
+        return;
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, Millis{2'000});
+    }
+  }
+
+  void give_back(Flight& f) {
+    f.released = true;
+    f.stop.request_stop();
+    try {
+      backend_->release(f.id, f.token);
+    } catch (const std::exception& e) {
+      report(e);  // the lease will expire instead
+    }
+  }
+
+  void finish_flight(JobId id) {
+    {
+      std::lock_guard lock(mutex_);
+      flights_.erase(id);
+    }
+    slots_cv_.notify_all();
+  }
+
+  void keeper_loop(std::stop_token st) {
+    using steady = std::chrono::steady_clock;
+    auto next_beat = steady::now() + opt_.heartbeat_interval;
+    auto next_maintenance = steady::now();
+    while (!st.stop_requested()) {
+      const auto now = steady::now();
+      std::vector<std::shared_ptr<Flight>> flights;
+      auto wake = next_beat;
+      std::uint64_t kicks = 0;  // read with the flights so a kick after the scan still wakes us
+      {
+        std::lock_guard lock(mutex_);
+        kicks = keeper_kicks_;
+        for (auto& [id, f] : flights_) {
+          flights.push_back(f);
+          if (f->deadline) {
+            if (*f->deadline <= now) {
+              if (!f->timed_out.exchange(true)) f->stop.request_stop();
+            } else {
+              wake = std::min(wake, *f->deadline);
+            }
+          }
+        }
+      }
+      if (now >= next_beat) {
+        for (auto& f : flights) {
+          if (f->released) continue;
+          try {
+            if (!backend_->extend_lease(f->id, f->token, opt_.lease)) f->stop.request_stop();
+          } catch (const std::exception& e) {
+            report(e);
+          }
+        }
+        next_beat = steady::now() + opt_.heartbeat_interval;
+        wake = std::min(wake, next_beat);
+      }
+      if (opt_.maintenance_interval > Millis{0}) {
+        if (now >= next_maintenance) {
+          maintain();
+          next_maintenance = steady::now() + opt_.maintenance_interval;
+        }
+        wake = std::min(wake, next_maintenance);
+      }
+      std::unique_lock lock(mutex_);
+      keeper_cv_.wait_until(lock, st, wake, [&] { return keeper_kicks_ != kicks; });
+    }
+  }
+
+  void maintain() {
+    try {
+      backend_->recover_expired();
+      if (opt_.retention) {
+        for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
+      }
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  B* backend_;
+  WorkerOptions opt_;
+  std::unordered_map<std::string, Handler> handlers_;  // read-only once running
+
+  mutable std::mutex mutex_;
+  std::condition_variable_any slots_cv_;   // a flight finished
+  std::condition_variable tasks_cv_;       // a task arrived, or shutdown
+  std::condition_variable_any keeper_cv_;  // a timed job started
+  std::uint64_t keeper_kicks_ = 0;         // bumped (under mutex_) to wake the keeper
+  std::map<JobId, std::shared_ptr<Flight>> flights_;
+  std::deque<Task> tasks_;
+  bool running_ = false;
+  bool shutting_down_ = false;
+  std::atomic<bool> stop_requested_{false};
+
+  std::vector<std::thread> runners_;
+  std::jthread keeper_;
+  std::jthread fetcher_;
+
+  std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
+};
+
+}  // namespace jobq
