@@ -1,0 +1,1518 @@
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <poll.h>
+
+#include <libpq-fe.h>
+#include <nlohmann/json.hpp>
+
+#include "jobq/backend.hpp"
+
+namespace jobq {
+
+/// @brief An error reported by PostgreSQL or libpq, keeping the server's SQLSTATE (empty when
+/// the failure happened on the client side, e.g. a refused connection).
+class PostgresError : public Error {
+ public:
+  /// @brief An error of a category with its message and SQLSTATE.
+  PostgresError(ErrorCategory category, const std::string& message, std::string sqlstate = {})
+      : Error(category, message), sqlstate_(std::move(sqlstate)) {}
+
+  /// @brief The five-character SQLSTATE ("42501", "08006", ...), or empty.
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
+
+ private:
+  std::string sqlstate_;
+};
+
+/// @brief Options of the PostgreSQL backend.
+struct PostgresOptions {
+  /// Where job times come from. Every time is computed here and sent as a statement parameter
+  /// (epoch ms), never read from the server's now(): see README "Time".
+  ClockFn clock = system_clock();
+  std::string schema = "jobq";                    ///< own schema: [a-z_][a-z0-9_]*, at most 48 chars
+  std::size_t pool_size = 4;                      ///< connections shared by the calling threads
+  Millis poll_interval{1'000};                    ///< longest wait_for_work sleep without a wake-up
+  bool listen = true;                             ///< LISTEN/NOTIFY wake-ups; false = poll only
+  bool prepared_statements = true;                ///< false for PgBouncer (transaction mode) < 1.21
+  std::chrono::seconds connect_timeout{5};        ///< per connection attempt
+  Millis reconnect_backoff_min{50};               ///< first wait before reconnecting
+  Millis reconnect_backoff_max{2'000};            ///< longest wait between reconnect attempts
+  Millis reconnect_give_up{15'000};               ///< a call gives up (ConnectionError) after this
+  std::string application_name = "jobq";          ///< shown in pg_stat_activity
+};
+
+namespace detail::pg {
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+struct ConnDeleter {
+  void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+using ConnPtr = std::unique_ptr<PGconn, ConnDeleter>;
+
+/// Thrown inside the backend when a connection broke; `unknown` = the statement may have been
+/// applied (it was sent and no answer came back). Never escapes the backend.
+struct Lost {
+  bool unknown = false;
+  std::string message;
+};
+
+/// One statement parameter in text form; nullopt is SQL NULL.
+using Param = std::optional<std::string>;
+using Params = std::vector<Param>;
+
+inline bool is_transient_sqlstate(std::string_view s) {
+  return s.starts_with("08") || s == "57P01" || s == "57P02" || s == "57P03" || s == "53300";
+}
+
+inline ErrorCategory category_for(std::string_view s) {
+  if (is_transient_sqlstate(s)) return ErrorCategory::connection;
+  if (s == "23505" || s == "40001" || s == "40P01" || s == "55P03") return ErrorCategory::conflict;
+  if (s.starts_with("22") || s.starts_with("23") || s.starts_with("28") || s == "42602") {
+    return ErrorCategory::invalid_argument;
+  }
+  if (s == "3D000" || s == "3F000") return ErrorCategory::not_found;
+  return ErrorCategory::backend;
+}
+
+inline std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+/// libpq's message with the "LOCATION:" lines of verbose mode and the SQLSTATE prefix removed;
+/// the SQLSTATE found (connection-time errors have no PGresult to read it from) goes to `state`.
+inline std::string clean_message(std::string_view raw, std::string* state) {
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < raw.size()) {
+    auto end = raw.find('\n', pos);
+    if (end == std::string_view::npos) end = raw.size();
+    std::string line(raw.substr(pos, end - pos));
+    pos = end + 1;
+    if (line.starts_with("LOCATION:")) continue;
+    for (const char* sev : {"FATAL:  ", "ERROR:  "}) {
+      const auto at = line.find(sev);
+      const auto code = at == std::string::npos ? at : at + std::strlen(sev);
+      if (code != std::string::npos && line.size() > code + 7 && line[code + 5] == ':' &&
+          line[code + 6] == ' ') {
+        const auto candidate = line.substr(code, 5);
+        if (std::all_of(candidate.begin(), candidate.end(),
+                        [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); })) {
+          if (state != nullptr && state->empty()) *state = candidate;
+          line.erase(code, 7);
+        }
+      }
+    }
+    if (!out.empty()) out += ' ';
+    out += line;
+  }
+  return trim(out);
+}
+
+/// A PostgreSQL array literal of text elements ({"a","b\"c",NULL}).
+inline std::string text_array(const std::vector<Param>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    if (!items[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+/// An integer array literal ({1,2,3}).
+template <class Int>
+std::string int_array(const std::vector<Int>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(items[i]);
+  }
+  out += '}';
+  return out;
+}
+
+/// JSON text of a value; invalid UTF-8 in strings is an InvalidArgument (nothing written).
+inline std::string dump_json(const nlohmann::json& j, std::string_view what) {
+  try {
+    return j.dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw InvalidArgument(std::string(what) + " cannot be stored: " + e.what());
+  }
+}
+
+/// Text safe to store in a text column: valid UTF-8 (bad bytes replaced) without NUL bytes.
+/// Used for error and progress messages, which come from arbitrary exceptions.
+inline std::string safe_text(const std::string& s) {
+  std::string out =
+      nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out = nlohmann::json::parse(out).get<std::string>();
+  std::erase(out, '\0');
+  return out;
+}
+
+/// Refuses text that PostgreSQL cannot hold (NUL bytes); libpq would silently cut it short.
+inline void require_no_nul(const std::string& s, std::string_view what) {
+  if (s.find('\0') != std::string::npos) throw InvalidArgument(std::string(what) + " contains a NUL byte");
+}
+
+inline std::int64_t to_i64(const char* s) {
+  std::int64_t v = 0;
+  std::from_chars(s, s + std::strlen(s), v);
+  return v;
+}
+
+inline std::string quote_ident(std::string_view name) { return "\"" + std::string(name) + "\""; }
+
+}  // namespace detail::pg
+
+/// @brief PostgreSQL backend: jobs in their own schema, claimed with FOR UPDATE SKIP LOCKED,
+/// woken with LISTEN/NOTIFY; any number of processes on any number of hosts.
+///
+/// Thread-safe: one object is shared by all threads of a process (a small connection pool).
+/// Not fork-safe: a child process makes its own object.
+class PostgresBackend {
+ public:
+  /// @brief The schema version this library writes (numbered migrations 1..N).
+  static constexpr int latest_schema_version = 1;
+
+  /// @brief Connects (libpq connection string or URL), then creates or upgrades the schema.
+  /// Throws InvalidArgument (bad options or connection string), PostgresError (refused,
+  /// unreachable, rejected login, schema owned by someone else, newer schema).
+  explicit PostgresBackend(std::string conninfo, PostgresOptions options = {})
+      : conninfo_(std::move(conninfo)), opt_(std::move(options)) {
+    validate_options();
+    target_ = describe_target(conninfo_);
+    schema_q_ = detail::pg::quote_ident(opt_.schema);
+    channel_ = "jobq:" + opt_.schema;
+    build_statements();
+    migrate();
+  }
+
+  PostgresBackend(const PostgresBackend&) = delete;
+  PostgresBackend& operator=(const PostgresBackend&) = delete;
+
+  /// @brief Closes every connection; no call may be running.
+  ~PostgresBackend() = default;
+
+  /// @brief The backend's clock.
+  [[nodiscard]] TimePoint now() const { return opt_.clock(); }
+
+  /// @brief The schema this backend uses.
+  [[nodiscard]] const std::string& schema() const noexcept { return opt_.schema; }
+
+  /// @brief The server address this backend talks to, without the password.
+  [[nodiscard]] const std::string& target() const noexcept { return target_; }
+
+  /// @brief The schema's applied migration version (reads the server).
+  int schema_version() {
+    return with_retry("read schema version", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec_sql(c, "SELECT coalesce(max(version), 0) FROM " + schema_q_ + ".schema_migrations", {});
+      return static_cast<int>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)));
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Enqueue
+
+  /// @brief Stores a job (or returns the holder of its unique key).
+  ///
+  /// A connection lost after the statement was sent leaves its outcome unknown: that is a
+  /// ConnectionError saying so, never a silent second insert.
+  EnqueueResult enqueue(const NewJob& job) {
+    check_job(job);
+    auto r = with_retry("enqueue", Replay::never, [&](Conn& c, bool) {
+      return insert_one(c, job, now());
+    });
+    wake_local();
+    return r;
+  }
+
+  /// @brief Stores many jobs in one transaction, all or nothing.
+  std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
+    for (const auto& j : jobs) check_job(j);
+    if (jobs.empty()) return {};
+    auto out = with_retry("enqueue_many", Replay::never, [&](Conn& c, bool) {
+      return in_transaction(c, [&] { return insert_many(c, jobs, now()); });
+    });
+    wake_local();
+    return out;
+  }
+
+  /// @brief Transactional enqueue on the caller's own connection: inside the caller's open
+  /// transaction the job exists iff that transaction commits. On an idle connection it runs
+  /// in a transaction of its own. Never retried (the connection is the caller's).
+  EnqueueResult enqueue(PGconn* tx, const NewJob& job) {
+    check_job(job);
+    CallerConn c{check_caller_conn(tx)};
+    return insert_one(c, job, now());
+  }
+
+  /// @brief enqueue_many on the caller's own connection (see enqueue(PGconn*, job)).
+  std::vector<EnqueueResult> enqueue_many(PGconn* tx, std::span<const NewJob> jobs) {
+    for (const auto& j : jobs) check_job(j);
+    CallerConn c{check_caller_conn(tx)};
+    if (jobs.empty()) return {};
+    if (PQtransactionStatus(tx) == PQTRANS_IDLE) {
+      return in_transaction(c, [&] { return insert_many(c, jobs, now()); });
+    }
+    return insert_many(c, jobs, now());
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Claim and outcomes
+
+  /// @brief Leases up to req.limit ready jobs, best first across the queues, in one statement.
+  std::vector<JobRecord> claim(const ClaimRequest& req) {
+    std::vector<std::string> queues;
+    for (const auto& q : req.queues) {
+      validate_queue_name(q);
+      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
+    }
+    if (queues.empty() || req.limit == 0) return {};
+    const auto limit = std::min<std::size_t>(req.limit, 10'000);
+    std::vector<detail::pg::Param> qp(queues.begin(), queues.end());
+    const auto queues_lit = detail::pg::text_array(qp);
+    return with_retry("claim", Replay::safe, [&](Conn& c, bool) {
+      flush_pending_releases(c);
+      // Tokens are made here, not in SQL, so that a claim whose answer was lost can be undone
+      // by token (release_tokens) instead of leaving its jobs active until the lease runs out.
+      std::vector<detail::pg::Param> tokens;
+      tokens.reserve(limit);
+      for (std::size_t i = 0; i < limit; ++i) tokens.emplace_back(detail::new_lease_token());
+      const auto t = now();
+      detail::pg::Result r;
+      try {
+        r = exec(c, S::claim,
+                 {queues_lit, ms(t), std::to_string(limit), ms(t + req.lease),
+                  detail::pg::text_array(tokens)});
+      } catch (const detail::pg::Lost& lost) {
+        if (lost.unknown) remember_pending_release(tokens);
+        throw;
+      }
+      auto jobs = rows_to_jobs(r.get());
+      std::sort(jobs.begin(), jobs.end(), [](const JobRecord& a, const JobRecord& b) {
+        if (a.priority != b.priority) return a.priority > b.priority;
+        if (a.run_at != b.run_at) return a.run_at < b.run_at;
+        return a.id < b.id;
+      });
+      return jobs;
+    });
+  }
+
+  /// @brief Records a success if the lease token is current.
+  bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    const Completion one{id, token, result};
+    return complete_many(std::span<const Completion>(&one, 1)).front();
+  }
+
+  /// @brief Records many successes in one round trip; one bool per completion.
+  ///
+  /// If the connection breaks with the outcome unknown, the retry asks the rows that did not
+  /// change whether this token already finished them (done_token), so an applied completion
+  /// reports true and nothing changes twice.
+  std::vector<bool> complete_many(std::span<const Completion> completions) {
+    std::vector<bool> out(completions.size(), false);
+    std::vector<std::int64_t> ids;
+    std::vector<detail::pg::Param> tokens, results;
+    std::vector<std::size_t> index;  // position in `completions` of each sent item
+    for (std::size_t i = 0; i < completions.size(); ++i) {
+      const auto& c = completions[i];
+      // A repeated id can succeed once at most; only its first occurrence is sent.
+      if (c.lease_token.empty() || std::find(ids.begin(), ids.end(), c.id) != ids.end()) continue;
+      ids.push_back(c.id);
+      tokens.emplace_back(strip_nul(c.lease_token));
+      results.emplace_back(detail::pg::dump_json(c.result, "result"));
+      index.push_back(i);
+    }
+    if (ids.empty()) return out;
+    const auto ids_lit = detail::pg::int_array(ids);
+    const auto tokens_lit = detail::pg::text_array(tokens);
+    const auto results_lit = detail::pg::text_array(results);
+    with_retry("complete", Replay::safe, [&](Conn& c, bool uncertain) {
+      auto r = exec(c, S::complete_many, {ids_lit, tokens_lit, results_lit, ms(now())});
+      std::vector<bool> done(ids.size(), false);
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        done[static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)) - 1)] = true;
+      }
+      if (uncertain) {
+        auto again = exec(c, S::done_check, {ids_lit, tokens_lit});
+        for (int row = 0; row < PQntuples(again.get()); ++row) {
+          const auto ord = static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(again.get(), row, 0)) - 1);
+          if (std::string_view(PQgetvalue(again.get(), row, 1)) == "completed") done[ord] = true;
+        }
+      }
+      for (std::size_t k = 0; k < done.size(); ++k) out[index[k]] = done[k];
+      return 0;
+    });
+    return out;
+  }
+
+  /// @brief Records a failed attempt: retry at f.retry_at, or dead.
+  FailOutcome fail(const Failure& f) {
+    if (f.lease_token.empty()) return FailOutcome::rejected;
+    const auto token = strip_nul(f.lease_token);
+    const auto message = detail::pg::safe_text(f.error);
+    const auto outcome = with_retry("fail", Replay::safe, [&](Conn& c, bool uncertain) {
+      const auto t = now();
+      auto r = exec(c, S::fail,
+                    {std::to_string(f.id), token, message,
+                     f.retry_at ? detail::pg::Param(ms(*f.retry_at)) : std::nullopt, ms(t)});
+      if (PQntuples(r.get()) == 1) return outcome_of(PQgetvalue(r.get(), 0, 0));
+      if (!uncertain) return FailOutcome::rejected;
+      auto again = exec(c, S::done_check, {"{" + std::to_string(f.id) + "}",
+                                           detail::pg::text_array({token})});
+      if (PQntuples(again.get()) == 0) return FailOutcome::rejected;
+      return outcome_of(PQgetvalue(again.get(), 0, 1));
+    });
+    if (outcome == FailOutcome::retried) wake_local();
+    return outcome;
+  }
+
+  /// @brief Heartbeat: pushes the lease deadline to now + lease.
+  bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    if (token.empty()) return false;
+    return with_retry("extend_lease", Replay::safe, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::extend, {std::to_string(id), strip_nul(token), ms(now() + lease)}).get()) == 1;
+    });
+  }
+
+  /// @brief Gives a leased job back without counting the attempt.
+  bool release(JobId id, const std::string& token) {
+    if (token.empty()) return false;
+    const auto tok = strip_nul(token);
+    const bool ok = with_retry("release", Replay::safe, [&](Conn& c, bool uncertain) {
+      if (PQntuples(exec(c, S::release, {std::to_string(id), tok, ms(now())}).get()) == 1) return true;
+      if (!uncertain) return false;
+      auto again = exec(c, S::done_check, {"{" + std::to_string(id) + "}", detail::pg::text_array({tok})});
+      return PQntuples(again.get()) == 1;
+    });
+    if (ok) wake_local();
+    return ok;
+  }
+
+  /// @brief Records progress (clamped to 0..100) of an active job.
+  bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
+    if (token.empty()) return false;
+    const auto msg = detail::pg::safe_text(message);
+    return with_retry("set_progress", Replay::safe, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::progress, {std::to_string(id), strip_nul(token),
+                                             std::to_string(std::clamp(percent, 0, 100)), msg})
+                           .get()) == 1;
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Maintenance
+
+  /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired. Runs
+  /// on one node at a time: returns {} at once when another node holds the maintenance lock.
+  Recovered recover_expired() {
+    auto rec = with_retry("recover_expired", Replay::safe, [&](Conn& c, bool) {
+      flush_pending_releases(c);
+      auto r = exec(c, S::recover, {ms(now()), "jobq:recover:" + opt_.schema});
+      Recovered out;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        if (std::string_view(PQgetvalue(r.get(), row, 0)) == "dead") {
+          ++out.dead;
+        } else {
+          ++out.retried;
+        }
+      }
+      return out;
+    });
+    if (rec.retried > 0) wake_local();
+    return rec;
+  }
+
+  /// @brief Deletes finished jobs older than the retention of their state (one node at a
+  /// time, like recover_expired: 0 when another node is pruning).
+  std::size_t prune(const std::string& queue, const Retention& retention) {
+    validate_queue_name(queue);
+    auto keep = [](const std::optional<Millis>& m) {
+      return m ? detail::pg::Param(std::to_string(m->count())) : std::nullopt;
+    };
+    return with_retry("prune", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::prune, {queue, ms(now()), keep(retention.completed), keep(retention.dead),
+                                  keep(retention.cancelled), "jobq:prune:" + opt_.schema});
+      return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Inspection and admin
+
+  /// @brief The job, if it exists.
+  std::optional<JobRecord> get(JobId id) {
+    return with_retry("get", Replay::safe, [&](Conn& c, bool) -> std::optional<JobRecord> {
+      auto r = exec(c, S::get, {std::to_string(id)});
+      if (PQntuples(r.get()) == 0) return std::nullopt;
+      return row_to_job(r.get(), 0);
+    });
+  }
+
+  /// @brief Cancels a queued job.
+  bool cancel(JobId id) {
+    return with_retry("cancel", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::cancel, {std::to_string(id), ms(now())}).get()) == 1;
+    });
+  }
+
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget.
+  bool redrive(JobId id) {
+    const bool ok = with_retry("redrive", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::redrive, {std::to_string(id), ms(now())}).get()) == 1;
+    });
+    if (ok) wake_local();
+    return ok;
+  }
+
+  /// @brief Stops claims from a queue (all processes).
+  void pause(const std::string& queue) {
+    validate_queue_name(queue);
+    with_retry("pause", Replay::safe, [&](Conn& c, bool) { return exec(c, S::pause, {queue}) != nullptr; });
+  }
+
+  /// @brief Restores claims from a queue and wakes its waiters.
+  void resume(const std::string& queue) {
+    validate_queue_name(queue);
+    with_retry("resume", Replay::safe,
+               [&](Conn& c, bool) { return exec(c, S::resume, {queue, channel_}) != nullptr; });
+    wake_local();
+  }
+
+  /// @brief Whether a queue is paused.
+  bool is_paused(const std::string& queue) {
+    validate_queue_name(queue);
+    return with_retry("is_paused", Replay::safe, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::is_paused, {queue}).get()) == 1;
+    });
+  }
+
+  /// @brief Jobs per state in a queue (exact).
+  Counts counts(const std::string& queue) {
+    validate_queue_name(queue);
+    return with_retry("counts", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::counts, {queue});
+      Counts out;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        const auto n = detail::pg::to_i64(PQgetvalue(r.get(), row, 1));
+        switch (job_state_from_string(PQgetvalue(r.get(), row, 0))) {
+          case JobState::queued: out.queued = n; break;
+          case JobState::active: out.active = n; break;
+          case JobState::completed: out.completed = n; break;
+          case JobState::dead: out.dead = n; break;
+          case JobState::cancelled: out.cancelled = n; break;
+        }
+      }
+      return out;
+    });
+  }
+
+  /// @brief A page of a queue's jobs in one state, by id.
+  std::vector<JobRecord> list(const std::string& queue, JobState state, Page page) {
+    validate_queue_name(queue);
+    return with_retry("list", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::list, {queue, std::string(to_string(state)), std::to_string(page.limit),
+                                 std::to_string(page.offset)});
+      return rows_to_jobs(r.get());
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Waiting
+
+  /// @brief Blocks until work may be ready in one of the queues (a NOTIFY from any process, an
+  /// enqueue in this one), min(timeout, poll_interval) passes, or stop is requested.
+  ///
+  /// One thread at a time owns the LISTEN connection; other callers, and poll-only mode, sleep
+  /// on an in-process condition variable. It returns at once when a job is already ready.
+  void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) {
+    const auto deadline = std::chrono::steady_clock::now() + std::min(timeout, opt_.poll_interval);
+    const auto generation = generation_.load();
+    if (opt_.listen) {
+      std::unique_lock owner(listen_mutex_, std::try_to_lock);
+      if (owner.owns_lock()) {
+        listen_wait(queues, deadline, stop, generation);
+        return;
+      }
+    }
+    if (ready_now(queues)) return;
+    std::unique_lock lock(wake_mutex_);
+    while (!stop.stop_requested() && generation_.load() == generation) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return;
+      wake_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(left, Millis{100}));
+    }
+  }
+
+ private:
+  // ------------------------------------------------------------------------------------------
+  // Connections
+
+  struct Conn {
+    detail::pg::ConnPtr pg;
+    std::vector<bool> prepared;
+  };
+
+  // The caller's connection for transactional enqueue: never prepared on, never retried.
+  struct CallerConn {
+    PGconn* pg;
+  };
+
+  enum class Replay {
+    safe,   // a retry after an unknown outcome is harmless (reads, idempotent or fenced writes)
+    never,  // an unknown outcome is reported as a ConnectionError instead of retried
+  };
+
+  enum class S : std::size_t {
+    enqueue_one,
+    enqueue_unique,
+    enqueue_batch,
+    claim,
+    complete_many,
+    done_check,
+    fail,
+    extend,
+    release,
+    release_tokens,
+    progress,
+    recover,
+    get,
+    cancel,
+    redrive,
+    pause,
+    resume,
+    is_paused,
+    counts,
+    prune,
+    list,
+    ready,
+    count_,
+  };
+
+  static std::string ms(TimePoint t) { return std::to_string(to_epoch_ms(t)); }
+
+  static std::string strip_nul(std::string s) {
+    std::erase(s, '\0');
+    return s;
+  }
+
+  void validate_options() {
+    const auto& s = opt_.schema;
+    const bool ok = !s.empty() && s.size() <= 48 && !(s[0] >= '0' && s[0] <= '9') &&
+                    std::all_of(s.begin(), s.end(), [](char c) {
+                      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                    });
+    if (!ok) {
+      throw InvalidArgument("postgres: schema name '" + s +
+                            "' is invalid: use 1..48 characters of [a-z0-9_], not starting with a digit");
+    }
+    if (opt_.pool_size < 1) throw InvalidArgument("postgres: pool_size must be at least 1");
+    if (opt_.poll_interval <= Millis{0}) throw InvalidArgument("postgres: poll_interval must be positive");
+    if (!opt_.clock) throw InvalidArgument("postgres: clock is empty");
+    if (opt_.reconnect_backoff_min <= Millis{0} || opt_.reconnect_backoff_max < opt_.reconnect_backoff_min) {
+      throw InvalidArgument("postgres: reconnect backoff must be positive with min <= max");
+    }
+  }
+
+  /// user@host:port/dbname from the connection string, never its password. Also the check that
+  /// the string parses at all (InvalidArgument otherwise).
+  static std::string describe_target(const std::string& conninfo) {
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+    if (opts == nullptr) {
+      std::string msg = err != nullptr ? detail::pg::trim(err) : "out of memory";
+      if (err != nullptr) PQfreemem(err);
+      throw InvalidArgument("postgres: invalid connection string: " + msg);
+    }
+    std::unordered_map<std::string, std::string> v;
+    for (auto* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val != nullptr) v[o->keyword] = o->val;
+    }
+    PQconninfoFree(opts);
+    std::string out = "postgresql://";
+    if (v.contains("user")) out += v["user"] + "@";
+    out += v.contains("host") ? v["host"] : (v.contains("hostaddr") ? v["hostaddr"] : "localhost");
+    if (v.contains("port")) out += ":" + v["port"];
+    if (v.contains("dbname")) out += "/" + v["dbname"];
+    return out;
+  }
+
+  /// A fresh connection. Connection-time errors carry their SQLSTATE through verbose messages
+  /// (there is no PGresult to ask); transient ones become Lost, the rest PostgresError.
+  detail::pg::ConnPtr connect() {
+    const auto timeout = std::to_string(std::max<long long>(opt_.connect_timeout.count(), 1));
+    // Ours first, then the caller's string (expand_dbname), which overrides them; then the
+    // encoding, which nothing may override because the backend sends UTF-8.
+    const char* keys[] = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "dbname", "client_encoding",
+                          nullptr};
+    const char* vals[] = {timeout.c_str(), opt_.application_name.c_str(), "1", "30", "10", "3",
+                          conninfo_.c_str(), "UTF8", nullptr};
+    detail::pg::ConnPtr c{PQconnectStartParams(keys, vals, 1)};
+    if (!c) throw ConnectionError("postgres: out of memory creating a connection to " + target_);
+    PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);
+    const auto deadline = std::chrono::steady_clock::now() + opt_.connect_timeout + std::chrono::seconds(1);
+    auto st = PGRES_POLLING_WRITING;
+    while (PQstatus(c.get()) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+      const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      if (left <= Millis{0}) {
+        throw detail::pg::Lost{false, "timed out after " + std::to_string(opt_.connect_timeout.count()) +
+                                          " s connecting to " + target_};
+      }
+      pollfd p{PQsocket(c.get()), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+      ::poll(&p, 1, static_cast<int>(std::min<Millis::rep>(left.count(), 1000)));
+      st = PQconnectPoll(c.get());
+    }
+    if (PQstatus(c.get()) != CONNECTION_OK) {
+      std::string state;
+      auto msg = detail::pg::clean_message(PQerrorMessage(c.get()), &state);
+      if (state.empty() || detail::pg::is_transient_sqlstate(state)) {
+        throw detail::pg::Lost{false, "cannot connect to " + target_ + ": " + msg};
+      }
+      throw PostgresError(detail::pg::category_for(state),
+                          "postgres: cannot connect to " + target_ + ": " + msg + " [SQLSTATE " + state + "]",
+                          state);
+    }
+    PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
+    // Server NOTICEs ("schema already exists", ...) are not the application's business.
+    PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
+    return c;
+  }
+
+  // A leased pool connection; returned on destruction unless it broke.
+  class Lease {
+   public:
+    Lease(PostgresBackend& b, std::unique_ptr<Conn> c) : b_(&b), c_(std::move(c)) {}
+    Lease(Lease&& o) noexcept : b_(std::exchange(o.b_, nullptr)), c_(std::move(o.c_)) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (b_ != nullptr) b_->give_back(std::move(c_));
+    }
+    Conn& operator*() { return *c_; }
+
+   private:
+    PostgresBackend* b_;
+    std::unique_ptr<Conn> c_;
+  };
+
+  static bool healthy_idle(PGconn* pg) {
+    if (PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE) return false;
+    // A server that restarted closed our socket; reading it now finds that out before a
+    // statement is sent, so the statement's outcome is never in doubt for this reason.
+    pollfd p{PQsocket(pg), POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) {
+      if (PQconsumeInput(pg) == 0 || PQstatus(pg) != CONNECTION_OK) return false;
+      while (PGnotify* n = PQnotifies(pg)) PQfreemem(n);
+    }
+    return true;
+  }
+
+  Lease acquire() {
+    std::unique_ptr<Conn> conn;
+    {
+      std::unique_lock lock(pool_mutex_);
+      const bool got = pool_cv_.wait_for(lock, opt_.reconnect_give_up, [&] {
+        return !idle_.empty() || open_ < opt_.pool_size;
+      });
+      if (!got) throw ConnectionError("postgres: no pooled connection became free within " +
+                                      std::to_string(opt_.reconnect_give_up.count()) + " ms");
+      if (!idle_.empty()) {
+        conn = std::move(idle_.back());
+        idle_.pop_back();
+      } else {
+        ++open_;
+      }
+    }
+    if (conn && healthy_idle(conn->pg.get())) return Lease(*this, std::move(conn));
+    conn.reset();
+    try {
+      auto fresh = std::make_unique<Conn>();
+      fresh->pg = connect();
+      fresh->prepared.assign(static_cast<std::size_t>(S::count_), false);
+      return Lease(*this, std::move(fresh));
+    } catch (...) {
+      give_back(nullptr);
+      throw;
+    }
+  }
+
+  void give_back(std::unique_ptr<Conn> c) {
+    {
+      std::lock_guard lock(pool_mutex_);
+      if (c && PQstatus(c->pg.get()) == CONNECTION_OK && PQtransactionStatus(c->pg.get()) == PQTRANS_IDLE) {
+        idle_.push_back(std::move(c));
+      } else {
+        --open_;
+      }
+    }
+    c.reset();
+    pool_cv_.notify_one();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Executing statements
+
+  /// Turns a failed result into Lost (connection broke) or a thrown PostgresError.
+  [[noreturn]] void raise(PGconn* pg, const PGresult* r, std::string_view what) {
+    std::string state;
+    if (r != nullptr) {
+      const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      if (s != nullptr) state = s;
+    }
+    std::string msg = detail::pg::trim(r != nullptr && PQresultErrorMessage(r)[0] != '\0'
+                                           ? PQresultErrorMessage(r)
+                                           : PQerrorMessage(pg));
+    msg = detail::pg::clean_message(msg, nullptr);
+    if (PQstatus(pg) != CONNECTION_OK || detail::pg::is_transient_sqlstate(state)) {
+      // An error the server sent (it has a SQLSTATE) means the statement was not applied; a
+      // connection that died without an answer leaves the outcome unknown.
+      throw detail::pg::Lost{state.empty() && PQstatus(pg) != CONNECTION_OK, msg};
+    }
+    if (state.empty()) state = "XX000";
+    throw PostgresError(detail::pg::category_for(state),
+                        "postgres: " + std::string(what) + " failed: " + msg + " [SQLSTATE " + state + "]",
+                        state);
+  }
+
+  static std::vector<const char*> c_params(const detail::pg::Params& params) {
+    std::vector<const char*> v;
+    v.reserve(params.size());
+    for (const auto& p : params) v.push_back(p ? p->c_str() : nullptr);
+    return v;
+  }
+
+  detail::pg::Result exec(Conn& c, S s, const detail::pg::Params& params) {
+    const auto i = static_cast<std::size_t>(s);
+    auto values = c_params(params);
+    const int n = static_cast<int>(params.size());
+    if (!opt_.prepared_statements) {
+      return check(c.pg.get(),
+                   PQexecParams(c.pg.get(), sql_[i].c_str(), n, nullptr, values.data(), nullptr, nullptr, 0),
+                   names_[i]);
+    }
+    if (!c.prepared[i]) {
+      detail::pg::Result p{PQprepare(c.pg.get(), names_[i].c_str(), sql_[i].c_str(), n, nullptr)};
+      if (!p || PQresultStatus(p.get()) != PGRES_COMMAND_OK) {
+        try {
+          raise(c.pg.get(), p.get(), "prepare " + names_[i]);
+        } catch (detail::pg::Lost& lost) {
+          lost.unknown = false;  // a PREPARE changes no data
+          throw;
+        }
+      }
+      c.prepared[i] = true;
+    }
+    return check(c.pg.get(),
+                 PQexecPrepared(c.pg.get(), names_[i].c_str(), n, values.data(), nullptr, nullptr, 0),
+                 names_[i]);
+  }
+
+  detail::pg::Result exec(CallerConn& c, S s, const detail::pg::Params& params) {
+    const auto i = static_cast<std::size_t>(s);
+    auto values = c_params(params);
+    return check(c.pg,
+                 PQexecParams(c.pg, sql_[i].c_str(), static_cast<int>(params.size()), nullptr,
+                              values.data(), nullptr, nullptr, 0),
+                 names_[i]);
+  }
+
+  template <class C>
+  detail::pg::Result exec_sql(C& c, const std::string& sql, const detail::pg::Params& params) {
+    PGconn* pg = raw(c);
+    auto values = c_params(params);
+    return check(pg,
+                 PQexecParams(pg, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                              nullptr, nullptr, 0),
+                 "statement");
+  }
+
+  static PGconn* raw(Conn& c) { return c.pg.get(); }
+  static PGconn* raw(CallerConn& c) { return c.pg; }
+
+  detail::pg::Result check(PGconn* pg, PGresult* res, std::string_view what) {
+    detail::pg::Result r{res};
+    const auto st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) raise(pg, r.get(), what);
+    return r;
+  }
+
+  /// Runs fn(connection, uncertain) on a pooled connection; a broken connection is replaced
+  /// and fn run again with backoff until reconnect_give_up. `uncertain` tells fn that an
+  /// earlier try may have been applied (only with Replay::safe; Replay::never throws instead).
+  template <class F>
+  std::invoke_result_t<F&, Conn&, bool> with_retry(std::string_view what, Replay replay, F&& fn) {
+    const auto give_up = std::chrono::steady_clock::now() + opt_.reconnect_give_up;
+    auto delay = opt_.reconnect_backoff_min;
+    bool uncertain = false;
+    for (;;) {
+      try {
+        auto lease = acquire();
+        return fn(*lease, uncertain);
+      } catch (const detail::pg::Lost& lost) {
+        if (lost.unknown && replay == Replay::never) {
+          throw PostgresError(ErrorCategory::connection,
+                              "postgres: " + std::string(what) + ": connection to " + target_ +
+                                  " lost before the server answered; the change may or may not "
+                                  "have been applied: " + lost.message,
+                              "08006");
+        }
+        uncertain = uncertain || lost.unknown;
+        if (std::chrono::steady_clock::now() + delay > give_up) {
+          throw PostgresError(ErrorCategory::connection,
+                              "postgres: " + std::string(what) + ": connection to " + target_ +
+                                  " lost and not re-established within " +
+                                  std::to_string(opt_.reconnect_give_up.count()) + " ms: " + lost.message,
+                              "08006");
+        }
+        std::this_thread::sleep_for(delay);
+        delay = std::min(delay * 2, opt_.reconnect_backoff_max);
+      }
+    }
+  }
+
+  /// BEGIN; fn(); COMMIT on one connection. A failure before COMMIT rolls back (Lost with
+  /// unknown = false: nothing was applied); only a COMMIT without an answer is unknown.
+  template <class C, class F>
+  std::invoke_result_t<F&> in_transaction(C& c, F&& fn) {
+    exec_sql(c, "BEGIN", {});
+    std::optional<decltype(fn())> out;
+    try {
+      out.emplace(fn());
+    } catch (detail::pg::Lost& lost) {
+      lost.unknown = false;  // nothing was committed
+      throw;
+    } catch (...) {
+      if (PQstatus(raw(c)) == CONNECTION_OK) detail::pg::Result{PQexec(raw(c), "ROLLBACK")};
+      throw;
+    }
+    exec_sql(c, "COMMIT", {});  // a Lost here keeps unknown = true: the commit may have happened
+    return std::move(*out);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Schema and statements
+
+  void build_statements() {
+    const std::string& s = schema_q_;
+    const std::string cols =
+        "id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at, "
+        "finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms, "
+        "result, errors, progress, progress_message";
+    const std::string jcols =
+        "j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts, "
+        "j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff, "
+        "j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress, "
+        "j.progress_message";
+    const std::string insert_cols =
+        "INSERT INTO " + s + ".jobs (queue, name, payload, state, priority, max_attempts, run_at, "
+        "created_at, backoff, timeout_ms, unique_key, unique_for_ms) ";
+    sql_.assign(static_cast<std::size_t>(S::count_), {});
+    names_.assign(static_cast<std::size_t>(S::count_), {});
+    auto def = [&](S id, const char* name, std::string sql) {
+      sql_[static_cast<std::size_t>(id)] = std::move(sql);
+      names_[static_cast<std::size_t>(id)] = std::string("jobq_") + name;
+    };
+
+    // $1 queue $2 name $3 payload $4 priority $5 max_attempts $6 run_at $7 now $8 backoff
+    // $9 timeout_ms $10 unique_for_ms
+    def(S::enqueue_one, "enqueue_one",
+        insert_cols + "VALUES ($1, $2, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint, "
+                      "$8::jsonb, $9::bigint, NULL, $10::bigint) RETURNING id");
+    // The same plus $11 unique_key. The partial unique index jobs_unique_live arbitrates
+    // concurrent inserts of one key; a conflict with a transaction that committed after this
+    // statement's snapshot yields no row, and the caller runs the statement again.
+    def(S::enqueue_unique, "enqueue_unique",
+        "WITH existing AS ("
+        " SELECT id FROM " + s + ".jobs"
+        "  WHERE queue = $1::text AND unique_key = $11::text AND holds_key"
+        "    AND (state IN ('queued', 'active')"
+        "         OR (state = 'completed' AND finished_at + unique_for_ms > $7::bigint))"
+        "  ORDER BY id LIMIT 1),"
+        " ins AS (" + insert_cols +
+        " SELECT $1::text, $2::text, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint,"
+        "        $8::jsonb, $9::bigint, $11::text, $10::bigint"
+        "  WHERE NOT EXISTS (SELECT 1 FROM existing)"
+        "  ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND holds_key"
+        "     AND state IN ('queued', 'active') DO NOTHING"
+        "  RETURNING id)"
+        " SELECT id, true FROM ins UNION ALL SELECT id, false FROM existing");
+    // Arrays of a batch; ids come from one sequence in ORDER BY ord, so sorted ids map back to
+    // input order. $1 queues $2 names $3 payloads $4 priorities $5 max_attempts $6 run_ats
+    // $7 now $8 backoffs $9 timeouts $10 unique_fors
+    def(S::enqueue_batch, "enqueue_batch",
+        insert_cols +
+            "SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, b::jsonb, t, NULL, uf"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
+            "             $8::text[], $9::bigint[], $10::bigint[])"
+            "      WITH ORDINALITY AS x(q, n, p, pr, ma, ra, b, t, uf, ord)"
+            " ORDER BY ord RETURNING id");
+    // Per queue, an ordered scan of the partial index jobs_ready (queue, priority DESC, run_at,
+    // id) WHERE state = 'queued', locking with SKIP LOCKED so concurrent claimers never wait
+    // for or share a row; then the best `limit` across the queues.
+    // $1 queues $2 now $3 limit $4 lease_until $5 tokens
+    def(S::claim, "claim",
+        "WITH picked AS ("
+        " SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS rn"
+        "   FROM unnest($1::text[]) AS q(name)"
+        "   CROSS JOIN LATERAL ("
+        "     SELECT j.id, j.priority, j.run_at FROM " + s + ".jobs j"
+        "      WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint"
+        "      ORDER BY j.priority DESC, j.run_at, j.id"
+        "      LIMIT $3::int FOR UPDATE SKIP LOCKED) c"
+        "  WHERE NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = q.name)"
+        "  ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3::int)"
+        " UPDATE " + s + ".jobs j SET state = 'active', attempts = j.attempts + 1,"
+        "        lease_token = ($5::text[])[picked.rn], lease_until = $4::bigint"
+        "   FROM picked WHERE j.id = picked.id RETURNING " + jcols);
+    // $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done.
+    // done_token remembers which lease finished the job, for retries after a lost answer.
+    def(S::complete_many, "complete_many",
+        "UPDATE " + s + ".jobs j SET state = 'completed', finished_at = $4::bigint,"
+        "       result = (($3::text[])[c.ord])::json, lease_token = NULL, lease_until = NULL,"
+        "       done_token = j.lease_token"
+        "  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)"
+        " WHERE j.id = c.id AND j.state = 'active' AND j.lease_token = c.token RETURNING c.ord");
+    // $1 ids $2 tokens: which of them were finished by that very token, and their state now.
+    def(S::done_check, "done_check",
+        "SELECT c.ord, j.state FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)"
+        "  JOIN " + s + ".jobs j ON j.id = c.id AND j.done_token = c.token");
+    // $1 id $2 token $3 message $4 retry_at (NULL = dead) $5 now
+    def(S::fail, "fail",
+        "UPDATE " + s + ".jobs SET"
+        "  errors = errors || jsonb_build_array(jsonb_build_object("
+        "           'attempt', attempts, 'message', $3::text, 'at', $5::bigint)),"
+        "  state = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
+        "  run_at = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN $4::bigint ELSE run_at END,"
+        "  finished_at = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN NULL"
+        "                ELSE $5::bigint END,"
+        "  lease_token = NULL, lease_until = NULL, done_token = lease_token"
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING state");
+    def(S::extend, "extend",
+        "UPDATE " + s + ".jobs SET lease_until = $3::bigint"
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id");
+    def(S::release, "release",
+        "UPDATE " + s + ".jobs SET state = 'queued', run_at = $3::bigint, attempts = attempts - 1,"
+        "       lease_token = NULL, lease_until = NULL, done_token = lease_token"
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id");
+    // Undoes claims whose answer was lost: $1 tokens $2 now.
+    def(S::release_tokens, "release_tokens",
+        "UPDATE " + s + ".jobs SET state = 'queued', run_at = $2::bigint, attempts = attempts - 1,"
+        "       lease_token = NULL, lease_until = NULL"
+        " WHERE state = 'active' AND lease_token = ANY($1::text[]) RETURNING id");
+    def(S::progress, "progress",
+        "UPDATE " + s + ".jobs SET progress = $3::int, progress_message = $4::text"
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id");
+    // One node at a time: the try-lock is an InitPlan evaluated once, before any row; a node
+    // that does not get it updates nothing. Uses jobs_active_lease (lease_until) WHERE active.
+    // $1 now $2 lock name
+    def(S::recover, "recover",
+        "UPDATE " + s + ".jobs SET"
+        "  errors = errors || jsonb_build_array(jsonb_build_object("
+        "           'attempt', attempts, 'message', 'lease expired (worker lost or too slow)',"
+        "           'at', $1::bigint)),"
+        "  state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
+        "  run_at = CASE WHEN attempts < max_attempts THEN $1::bigint ELSE run_at END,"
+        "  finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1::bigint END,"
+        "  lease_token = NULL, lease_until = NULL"
+        " WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, 0)))"
+        "   AND state = 'active' AND lease_until <= $1::bigint RETURNING state");
+    def(S::get, "get", "SELECT " + cols + " FROM " + s + ".jobs WHERE id = $1::bigint");
+    def(S::cancel, "cancel",
+        "UPDATE " + s + ".jobs SET state = 'cancelled', finished_at = $2::bigint"
+        " WHERE id = $1::bigint AND state = 'queued' RETURNING id");
+    // A re-driven job takes its unique key back only if no live job holds it meanwhile.
+    def(S::redrive, "redrive",
+        "UPDATE " + s + ".jobs j SET state = 'queued', run_at = $2::bigint, attempts = 0,"
+        "       finished_at = NULL,"
+        "       holds_key = j.unique_key IS NULL OR NOT EXISTS ("
+        "         SELECT 1 FROM " + s + ".jobs o WHERE o.queue = j.queue AND o.unique_key = j.unique_key"
+        "            AND o.holds_key AND o.state IN ('queued', 'active'))"
+        " WHERE j.id = $1::bigint AND j.state = 'dead' RETURNING j.id");
+    def(S::pause, "pause",
+        "INSERT INTO " + s + ".paused_queues (queue) VALUES ($1::text) ON CONFLICT DO NOTHING");
+    def(S::resume, "resume",
+        "WITH d AS (DELETE FROM " + s + ".paused_queues WHERE queue = $1::text RETURNING 1)"
+        " SELECT pg_notify($2::text, $1::text), (SELECT count(*) FROM d)");
+    def(S::is_paused, "is_paused", "SELECT 1 FROM " + s + ".paused_queues WHERE queue = $1::text");
+    def(S::counts, "counts",
+        "SELECT state, count(*) FROM " + s + ".jobs WHERE queue = $1::text GROUP BY state");
+    // Uses jobs_finished (queue, state, finished_at). $1 queue $2 now $3..$5 keep ms (NULL =
+    // forever) $6 lock name
+    def(S::prune, "prune",
+        "DELETE FROM " + s + ".jobs WHERE queue = $1::text"
+        "   AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))"
+        "   AND ((state = 'completed' AND finished_at + $3::bigint < $2::bigint)"
+        "     OR (state = 'dead' AND finished_at + $4::bigint < $2::bigint)"
+        "     OR (state = 'cancelled' AND finished_at + $5::bigint < $2::bigint))");
+    def(S::list, "list",
+        "SELECT " + cols + " FROM " + s + ".jobs WHERE queue = $1::text AND state = $2::text"
+        " ORDER BY id LIMIT $3::bigint OFFSET $4::bigint");
+    def(S::ready, "ready",
+        "SELECT 1 FROM unnest($1::text[]) AS q(name)"
+        " WHERE NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = q.name)"
+        "   AND EXISTS (SELECT 1 FROM " + s + ".jobs j"
+        "                WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint)"
+        " LIMIT 1");
+  }
+
+  /// Numbered migrations; each runs once, in order, inside the migration transaction.
+  std::vector<std::string> migrations() const {
+    const std::string& s = schema_q_;
+    return {
+        // 1: jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers.
+        "CREATE TABLE " + s + ".jobs ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " queue text NOT NULL,"
+        " name text NOT NULL,"
+        " payload json NOT NULL,"  // json, not jsonb: kept verbatim (key order, \\u0000)
+        " state text NOT NULL CHECK (state IN ('queued','active','completed','dead','cancelled')),"
+        " priority int NOT NULL DEFAULT 0,"
+        " attempts int NOT NULL DEFAULT 0,"
+        " max_attempts int NOT NULL CHECK (max_attempts >= 1),"
+        " run_at bigint NOT NULL,"
+        " created_at bigint NOT NULL,"
+        " finished_at bigint,"
+        " lease_until bigint,"
+        " lease_token text,"
+        " done_token text,"
+        " backoff jsonb NOT NULL,"
+        " timeout_ms bigint NOT NULL DEFAULT 0,"
+        " unique_key text,"
+        " unique_for_ms bigint NOT NULL DEFAULT 0,"
+        " holds_key boolean NOT NULL DEFAULT true,"
+        " result json,"
+        " errors jsonb NOT NULL DEFAULT '[]',"
+        " progress int NOT NULL DEFAULT 0,"
+        " progress_message text NOT NULL DEFAULT '');\n"
+        "CREATE INDEX jobs_ready ON " + s + ".jobs (queue, priority DESC, run_at, id)"
+        " WHERE state = 'queued';\n"
+        "CREATE INDEX jobs_active_lease ON " + s + ".jobs (lease_until) WHERE state = 'active';\n"
+        "CREATE INDEX jobs_queue_state ON " + s + ".jobs (queue, state, id);\n"
+        "CREATE INDEX jobs_finished ON " + s + ".jobs (queue, state, finished_at)"
+        " WHERE finished_at IS NOT NULL;\n"
+        "CREATE UNIQUE INDEX jobs_unique_live ON " + s + ".jobs (queue, unique_key)"
+        " WHERE unique_key IS NOT NULL AND holds_key AND state IN ('queued', 'active');\n"
+        "CREATE INDEX jobs_unique_key ON " + s + ".jobs (queue, unique_key)"
+        " WHERE unique_key IS NOT NULL;\n"
+        "CREATE TABLE " + s + ".paused_queues (queue text PRIMARY KEY);\n"
+        // NOTIFY is transactional: a waiter wakes only once the new jobs are visible.
+        "CREATE FUNCTION " + s + ".notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "  PERFORM pg_notify('jobq:' || TG_TABLE_SCHEMA, d.queue)"
+        "     FROM (SELECT DISTINCT queue FROM new_rows) AS d;\n"
+        "  RETURN NULL;\n"
+        "END $fn$;\n"
+        "CREATE FUNCTION " + s + ".notify_requeued() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "  PERFORM pg_notify('jobq:' || TG_TABLE_SCHEMA, NEW.queue);\n"
+        "  RETURN NULL;\n"
+        "END $fn$;\n"
+        "CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON " + s + ".jobs"
+        " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+        " EXECUTE FUNCTION " + s + ".notify_inserted();\n"
+        "CREATE TRIGGER jobs_notify_requeued AFTER UPDATE OF state ON " + s + ".jobs FOR EACH ROW"
+        " WHEN (NEW.state = 'queued' AND OLD.state <> 'queued')"
+        " EXECUTE FUNCTION " + s + ".notify_requeued();\n",
+    };
+  }
+
+  /// Creates or upgrades the schema under a transaction-scoped advisory lock, so any number of
+  /// processes may start at once: one migrates, the others wait and then find it done.
+  void migrate() {
+    Lease lease = [&] {
+      try {
+        return acquire();
+      } catch (const detail::pg::Lost& lost) {
+        throw PostgresError(ErrorCategory::connection, "postgres: " + lost.message, "08001");
+      }
+    }();
+    Conn& c = *lease;
+    const auto all = migrations();
+    try {
+      in_transaction(c, [&] {
+        exec_sql(c, "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
+                 {"jobq:migrate:" + opt_.schema});
+        // Catalog lookups first: CREATE ... IF NOT EXISTS would demand CREATE privileges even
+        // when everything exists, and a role that only uses a migrated schema has none.
+        auto ns = exec_sql(c,
+                           "SELECT pg_get_userbyid(nspowner), current_user FROM pg_namespace"
+                           " WHERE nspname = $1::text",
+                           {opt_.schema});
+        if (PQntuples(ns.get()) == 0) exec_sql(c, "CREATE SCHEMA " + schema_q_, {});
+        auto has_table = exec_sql(c,
+                                  "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                  " WHERE n.nspname = $1::text AND c.relname = 'schema_migrations'",
+                                  {opt_.schema});
+        if (PQntuples(has_table.get()) == 0) {
+          exec_sql(c,
+                   "CREATE TABLE " + schema_q_ +
+                       ".schema_migrations (version int PRIMARY KEY,"
+                       " applied_at timestamptz NOT NULL DEFAULT now())",
+                   {});
+        }
+        auto v = exec_sql(c, "SELECT coalesce(max(version), 0) FROM " + schema_q_ + ".schema_migrations", {});
+        const auto version = static_cast<int>(detail::pg::to_i64(PQgetvalue(v.get(), 0, 0)));
+        if (version > latest_schema_version) {
+          throw PostgresError(ErrorCategory::conflict,
+                              "postgres: schema \"" + opt_.schema + "\" is at version " +
+                                  std::to_string(version) + ", newer than this jobq (" +
+                                  std::to_string(latest_schema_version) + "); upgrade jobq");
+        }
+        for (int n = version + 1; n <= latest_schema_version; ++n) {
+          detail::pg::Result r{PQexec(c.pg.get(), all[static_cast<std::size_t>(n - 1)].c_str())};
+          check(c.pg.get(), r.release(), "migration " + std::to_string(n));
+          exec_sql(c, "INSERT INTO " + schema_q_ + ".schema_migrations (version) VALUES ($1::int)",
+                   {std::to_string(n)});
+        }
+        return 0;
+      });
+    } catch (const detail::pg::Lost& lost) {
+      throw PostgresError(ErrorCategory::connection,
+                          "postgres: connection to " + target_ + " lost while setting up schema \"" +
+                              opt_.schema + "\": " + lost.message,
+                          "08006");
+    } catch (const PostgresError& e) {
+      if (e.sqlstate() != "42501") throw;
+      throw PostgresError(e.category(),
+                          "postgres: cannot set up schema \"" + opt_.schema + "\" (" + schema_owner(c) +
+                              "): " + e.what() +
+                              "; grant this role rights on it, or choose another schema",
+                          e.sqlstate());
+    }
+  }
+
+  std::string schema_owner(Conn& c) {
+    try {
+      auto r = exec_sql(c,
+                        "SELECT current_user, (SELECT pg_get_userbyid(nspowner) FROM pg_namespace"
+                        " WHERE nspname = $1::text)",
+                        {opt_.schema});
+      std::string who = std::string("connected as \"") + PQgetvalue(r.get(), 0, 0) + "\"";
+      if (!PQgetisnull(r.get(), 0, 1)) who += std::string(", schema owned by \"") + PQgetvalue(r.get(), 0, 1) + "\"";
+      return who;
+    } catch (...) {
+      return "owner unknown";
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Enqueue internals
+
+  static void check_job(const NewJob& job) {
+    validate(job);
+    detail::pg::require_no_nul(job.unique_key, "unique key");
+  }
+
+  PGconn* check_caller_conn(PGconn* tx) const {
+    if (tx == nullptr) throw InvalidArgument("postgres: transactional enqueue needs a connection");
+    if (PQstatus(tx) != CONNECTION_OK) {
+      throw PostgresError(ErrorCategory::connection, "postgres: the caller's connection is broken", "08003");
+    }
+    switch (PQtransactionStatus(tx)) {
+      case PQTRANS_INERROR:
+        throw PostgresError(ErrorCategory::conflict,
+                            "postgres: the caller's transaction is aborted; roll it back first", "25P02");
+      case PQTRANS_ACTIVE:
+        throw InvalidArgument("postgres: the caller's connection is busy with another command");
+      default: break;
+    }
+    // The schema must exist already (this object's constructor made sure of it).
+    return tx;
+  }
+
+  static detail::pg::Params job_params(const NewJob& j, TimePoint t) {
+    return {j.queue,
+            j.name,
+            detail::pg::dump_json(j.payload, "payload"),
+            std::to_string(j.priority),
+            std::to_string(j.max_attempts),
+            ms(j.run_at.value_or(t)),
+            ms(t),
+            j.backoff.to_json().dump(),
+            std::to_string(j.timeout.count()),
+            std::to_string(j.unique_for.count())};
+  }
+
+  template <class C>
+  EnqueueResult insert_one(C& c, const NewJob& job, TimePoint t) {
+    auto params = job_params(job, t);
+    if (job.unique_key.empty()) {
+      auto r = exec(c, S::enqueue_one, params);
+      return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), true};
+    }
+    params.emplace_back(job.unique_key);
+    // No row: the key's holder committed after our snapshot; a new statement sees it. Under
+    // REPEATABLE READ it never will, hence the bound.
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      auto r = exec(c, S::enqueue_unique, params);
+      if (PQntuples(r.get()) == 1) {
+        return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
+      }
+    }
+    throw PostgresError(ErrorCategory::conflict,
+                        "postgres: unique key '" + job.unique_key + "' of queue '" + job.queue +
+                            "' is held by a job this transaction cannot see (REPEATABLE READ?)",
+                        "40001");
+  }
+
+  template <class C>
+  std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs, TimePoint t) {
+    std::vector<EnqueueResult> out;
+    out.reserve(jobs.size());
+    std::size_t i = 0;
+    while (i < jobs.size()) {
+      if (!jobs[i].unique_key.empty()) {
+        out.push_back(insert_one(c, jobs[i], t));
+        ++i;
+        continue;
+      }
+      // A run of jobs without unique keys: one INSERT for all of them, in order.
+      std::size_t end = i;
+      while (end < jobs.size() && jobs[end].unique_key.empty() && end - i < 5'000) ++end;
+      std::vector<detail::pg::Param> q, n, p, pr, ma, ra, b, to, uf;
+      for (std::size_t k = i; k < end; ++k) {
+        const auto& j = jobs[k];
+        q.emplace_back(j.queue);
+        n.emplace_back(j.name);
+        p.emplace_back(detail::pg::dump_json(j.payload, "payload"));
+        pr.emplace_back(std::to_string(j.priority));
+        ma.emplace_back(std::to_string(j.max_attempts));
+        ra.emplace_back(ms(j.run_at.value_or(t)));
+        b.emplace_back(j.backoff.to_json().dump());
+        to.emplace_back(std::to_string(j.timeout.count()));
+        uf.emplace_back(std::to_string(j.unique_for.count()));
+      }
+      using detail::pg::text_array;
+      auto r = exec(c, S::enqueue_batch,
+                    {text_array(q), text_array(n), text_array(p), text_array(pr), text_array(ma),
+                     text_array(ra), ms(t), text_array(b), text_array(to), text_array(uf)});
+      std::vector<JobId> ids;
+      for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)));
+      std::sort(ids.begin(), ids.end());
+      for (auto id : ids) out.push_back({id, true});
+      i = end;
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Rows
+
+  static std::optional<TimePoint> opt_time(const PGresult* r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return std::nullopt;
+    return from_epoch_ms(detail::pg::to_i64(PQgetvalue(r, row, col)));
+  }
+
+  static JobRecord row_to_job(const PGresult* r, int row) {
+    auto text = [&](int col) { return std::string(PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))); };
+    auto i64 = [&](int col) { return detail::pg::to_i64(PQgetvalue(r, row, col)); };
+    JobRecord j;
+    j.id = i64(0);
+    j.queue = text(1);
+    j.name = text(2);
+    j.payload = nlohmann::json::parse(text(3));
+    j.state = job_state_from_string(text(4));
+    j.priority = static_cast<int>(i64(5));
+    j.attempts = static_cast<int>(i64(6));
+    j.max_attempts = static_cast<int>(i64(7));
+    j.run_at = from_epoch_ms(i64(8));
+    j.created_at = from_epoch_ms(i64(9));
+    j.finished_at = opt_time(r, row, 10);
+    j.lease_until = opt_time(r, row, 11);
+    j.lease_token = text(12);
+    j.backoff = Backoff::from_json(nlohmann::json::parse(text(13)));
+    j.timeout = Millis{i64(14)};
+    j.unique_key = text(15);
+    j.unique_for = Millis{i64(16)};
+    if (!PQgetisnull(r, row, 17)) j.result = nlohmann::json::parse(text(17));
+    j.errors = errors_from_json(nlohmann::json::parse(text(18)));
+    j.progress = static_cast<int>(i64(19));
+    j.progress_message = text(20);
+    return j;
+  }
+
+  static std::vector<JobRecord> rows_to_jobs(const PGresult* r) {
+    std::vector<JobRecord> out;
+    out.reserve(static_cast<std::size_t>(PQntuples(r)));
+    for (int row = 0; row < PQntuples(r); ++row) out.push_back(row_to_job(r, row));
+    return out;
+  }
+
+  static FailOutcome outcome_of(std::string_view state) {
+    return state == "dead" ? FailOutcome::dead : FailOutcome::retried;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Lost claims
+
+  void remember_pending_release(const std::vector<detail::pg::Param>& tokens) {
+    std::lock_guard lock(pending_mutex_);
+    pending_release_.insert(pending_release_.end(), tokens.begin(), tokens.end());
+  }
+
+  /// Gives back the jobs of claims whose answer never arrived (their tokens were ours).
+  void flush_pending_releases(Conn& c) {
+    std::vector<detail::pg::Param> tokens;
+    {
+      std::lock_guard lock(pending_mutex_);
+      if (pending_release_.empty()) return;
+      tokens.swap(pending_release_);
+    }
+    try {
+      auto r = exec(c, S::release_tokens, {detail::pg::text_array(tokens), ms(now())});
+      if (PQntuples(r.get()) > 0) wake_local();
+    } catch (...) {
+      remember_pending_release(tokens);  // idempotent: try again next time
+      throw;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Waiting internals
+
+  void wake_local() {
+    {
+      std::lock_guard lock(wake_mutex_);
+      generation_.fetch_add(1);
+    }
+    wake_cv_.notify_all();
+  }
+
+  bool ready_now(std::span<const std::string> queues) {
+    std::vector<detail::pg::Param> qs;
+    for (const auto& q : queues) {
+      validate_queue_name(q);
+      qs.emplace_back(q);
+    }
+    try {
+      auto lease = acquire();
+      return PQntuples(exec(*lease, S::ready, {detail::pg::text_array(qs), ms(now())}).get()) > 0;
+    } catch (const Error&) {
+      throw;
+    } catch (...) {
+      return true;  // cannot tell: let the caller's claim report the problem
+    }
+  }
+
+  // Holds listen_mutex_.
+  void listen_wait(std::span<const std::string> queues, std::chrono::steady_clock::time_point deadline,
+                   const std::stop_token& stop, std::uint64_t generation) {
+    if (!listen_conn_) {
+      try {
+        auto c = connect();
+        detail::pg::Result r{PQexec(c.get(), ("LISTEN " + detail::pg::quote_ident(channel_)).c_str())};
+        if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) throw detail::pg::Lost{false, "LISTEN failed"};
+        listen_conn_ = std::move(c);
+      } catch (const detail::pg::Lost&) {
+        // Server away: sleep out this wait (a short one) rather than spin; claims report it.
+        sleep_until(deadline, stop, generation);
+        return;
+      }
+    }
+    PGconn* pg = listen_conn_.get();
+    auto drain = [&](bool* hit) {
+      if (PQconsumeInput(pg) == 0 || PQstatus(pg) != CONNECTION_OK) return false;
+      while (PGnotify* n = PQnotifies(pg)) {
+        if (hit != nullptr && std::find(queues.begin(), queues.end(), std::string_view(n->extra)) != queues.end()) {
+          *hit = true;
+        }
+        PQfreemem(n);
+      }
+      return true;
+    };
+    if (!drain(nullptr)) {
+      listen_conn_.reset();
+      return;
+    }
+    // LISTEN is active before this check, so an enqueue after it is seen as a notification.
+    if (ready_now(queues)) return;
+    while (!stop.stop_requested() && generation_.load() == generation) {
+      const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      if (left <= Millis{0}) return;
+      pollfd p{PQsocket(pg), POLLIN, 0};
+      // At most 100 ms per poll so a stop request is seen promptly.
+      if (::poll(&p, 1, static_cast<int>(std::min<Millis::rep>(left.count(), 100))) > 0) {
+        bool hit = false;
+        if (!drain(&hit)) {
+          listen_conn_.reset();
+          return;
+        }
+        if (hit) {
+          wake_local();  // threads waiting on the condition variable go too
+          return;
+        }
+      }
+    }
+  }
+
+  void sleep_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop,
+                   std::uint64_t generation) {
+    std::unique_lock lock(wake_mutex_);
+    while (!stop.stop_requested() && generation_.load() == generation) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return;
+      wake_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(left, Millis{100}));
+    }
+  }
+
+  std::string conninfo_;
+  PostgresOptions opt_;
+  std::string target_;
+  std::string schema_q_;
+  std::string channel_;
+  std::vector<std::string> sql_;
+  std::vector<std::string> names_;
+
+  std::mutex pool_mutex_;
+  std::condition_variable pool_cv_;
+  std::vector<std::unique_ptr<Conn>> idle_;
+  std::size_t open_ = 0;
+
+  std::mutex pending_mutex_;
+  std::vector<detail::pg::Param> pending_release_;
+
+  std::mutex listen_mutex_;
+  detail::pg::ConnPtr listen_conn_;
+  std::mutex wake_mutex_;
+  std::condition_variable wake_cv_;
+  std::atomic<std::uint64_t> generation_{0};
+};
+
+static_assert(Backend<PostgresBackend>);
+
+}  // namespace jobq

@@ -1,0 +1,80 @@
+#pragma once
+// Helpers shared by the PostgreSQL tests: the server URL from the environment (a missing
+// variable fails the test, never skips it), unique throwaway schemas, raw libpq connections.
+
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include <libpq-fe.h>
+
+namespace pgtest {
+
+/// The test server (scripts/test.sh exports it); throws, failing the test, when unset.
+inline std::string url() {
+  const char* u = std::getenv("JOBQ_TEST_POSTGRES_URL");
+  if (u == nullptr || *u == '\0') {
+    throw std::runtime_error(
+        "JOBQ_TEST_POSTGRES_URL is not set: run the tests through scripts/test.sh, or export "
+        "JOBQ_TEST_POSTGRES_URL=postgresql://user@127.0.0.1:PORT/db of a throwaway server");
+  }
+  return u;
+}
+
+/// A random lower-case suffix for schema and role names.
+inline std::string random_suffix(std::size_t n = 12) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char chars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) s += chars[rng() % 36];
+  return s;
+}
+
+struct ConnDeleter {
+  void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+using Conn = std::unique_ptr<PGconn, ConnDeleter>;
+
+/// A plain libpq connection to `conninfo` (default: the test server); throws if it fails.
+inline Conn connect(const std::string& conninfo = url()) {
+  Conn c{PQconnectdb(conninfo.c_str())};
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    throw std::runtime_error(std::string("test connection failed: ") + PQerrorMessage(c.get()));
+  }
+  return c;
+}
+
+/// Runs SQL (no parameters) and returns the first value of the first row ("" if none).
+inline std::string exec(PGconn* c, const std::string& sql) {
+  PGresult* r = PQexec(c, sql.c_str());
+  const auto st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    throw std::runtime_error("test SQL failed: " + sql + ": " + msg);
+  }
+  std::string v = (st == PGRES_TUPLES_OK && PQntuples(r) > 0) ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  return v;
+}
+
+/// A unique schema name; the schema (if created) is dropped with everything in it on scope exit.
+struct TempSchema {
+  std::string name = "jobq_t_" + random_suffix();
+  TempSchema() = default;
+  TempSchema(const TempSchema&) = delete;
+  TempSchema& operator=(const TempSchema&) = delete;
+  ~TempSchema() {
+    try {
+      auto c = connect();
+      PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
+      exec(c.get(), "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE");
+    } catch (...) {
+      // Best effort: a leftover schema in a throwaway server harms nothing.
+    }
+  }
+};
+
+}  // namespace pgtest
