@@ -53,7 +53,7 @@ jobq_start_servers() {
   [ "$(id -u)" -eq 0 ] && chown postgres: "$SERVERS_DIR/pg"
   as_postgres "$PG_BIN/initdb" -D "$SERVERS_DIR/pg/data" -A trust -U postgres >/dev/null
   as_postgres "$PG_BIN/pg_ctl" -D "$SERVERS_DIR/pg/data" -w -l "$SERVERS_DIR/pg/log" \
-    -o "-p $pg_port -k $SERVERS_DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" \
+    -o "-p $pg_port -k $SERVERS_DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=${JOBQ_PG_FSYNC:-off}" \
     start >/dev/null
   export JOBQ_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
   cat >"$SERVERS_DIR/pg-restart.sh" <<EOS

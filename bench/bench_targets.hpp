@@ -1,0 +1,75 @@
+#pragma once
+// One "target" per backend: make() returns a fresh, empty store (a new file, schema or key
+// prefix), so every repetition starts from the same state. Shared by jobq-bench and the
+// Google Benchmark micro-benchmarks.
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <jobq/memory.hpp>
+#ifdef JOBQ_BENCH_SQLITE
+#include <jobq/sqlite.hpp>
+#endif
+#ifdef JOBQ_BENCH_POSTGRES
+#include <jobq/postgres.hpp>
+#endif
+#ifdef JOBQ_BENCH_REDIS
+#include <jobq/redis.hpp>
+#endif
+
+namespace bench {
+
+inline std::string random_suffix() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(rng() % 1'000'000'000);
+}
+
+struct MemoryTarget {
+  static std::string name() { return "memory"; }
+  std::unique_ptr<jobq::MemoryBackend> make() { return std::make_unique<jobq::MemoryBackend>(); }
+};
+
+#ifdef JOBQ_BENCH_SQLITE
+/// A durable file in WAL mode (synchronous=NORMAL, the backend's default) per repetition.
+struct SqliteTarget {
+  std::filesystem::path dir;
+  std::vector<std::filesystem::path> files;
+  explicit SqliteTarget(std::string d)
+      : dir(d.empty() ? std::filesystem::temp_directory_path() : std::filesystem::path(d)) {}
+  ~SqliteTarget() {
+    std::error_code ec;
+    for (const auto& f : files) {
+      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(f.string() + ext, ec);
+    }
+  }
+  static std::string name() { return "sqlite"; }
+  std::unique_ptr<jobq::SqliteBackend> make() {
+    files.push_back(dir / ("jobq-bench-" + random_suffix() + ".db"));
+    return std::make_unique<jobq::SqliteBackend>(files.back().string());
+  }
+};
+#endif
+
+/// Calls fn(target) with the target for `backend`; throws for a backend not built in.
+template <class Fn>
+int dispatch(const std::string& backend, const std::string& url, Fn&& fn) {
+  if (backend == "memory") {
+    MemoryTarget t;
+    fn(t);
+    return 0;
+  }
+#ifdef JOBQ_BENCH_SQLITE
+  if (backend == "sqlite") {
+    SqliteTarget t{url};
+    fn(t);
+    return 0;
+  }
+#endif
+  (void)url;
+  throw std::invalid_argument("backend '" + backend + "' is unknown or not built into this binary");
+}
+
+}  // namespace bench

@@ -1,0 +1,259 @@
+// jobq-bench: runs the standard workloads against one backend and prints one JSON line per
+// result (with the parameters used and every repetition), so bench/run.sh can tabulate
+// medians across backends.
+//
+//   W1  enqueue one job at a time, waiting for each                 (N = 5,000)
+//   W2  bulk enqueue in batches of 1,000                            (N = 50,000)
+//   W3  drain N = 20,000 queued jobs with a no-op handler, at concurrency 1 and 16
+//   W4  enqueue-to-handler-start latency on an idle worker, 200 samples 20 ms apart
+//
+// Usage: jobq-bench --backend memory|sqlite|postgres|redis [--url URL] [--workloads W1,W3]
+//                   [--reps 3] [--scale 1.0]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <jobq/jobq.hpp>
+
+#include "bench_targets.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+using nlohmann::json;
+
+double seconds_since(steady::time_point t0) {
+  return std::chrono::duration<double>(steady::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0;
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0;
+  const auto idx = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size()))) - 1;
+  return v[std::min(idx, v.size() - 1)];
+}
+
+jobq::NewJob bench_job(int i) {
+  jobq::NewJob j;
+  j.queue = "bench";
+  j.name = "noop";
+  j.payload = {{"i", i}, {"to", "user@example.com"}};
+  return j;
+}
+
+void print(const std::string& backend, const std::string& workload, json params, const std::vector<double>& reps,
+           const std::string& unit) {
+  json line = {{"backend", backend}, {"workload", workload}, {"params", std::move(params)},
+               {"unit", unit}, {"reps", reps}, {"median", median(reps)}};
+  std::cout << line.dump() << std::endl;
+}
+
+template <class Target>
+double w1_enqueue_one(Target& target, int n) {
+  auto store = target.make();
+  const auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) store->enqueue(bench_job(i));
+  return n / seconds_since(t0);
+}
+
+template <class Target>
+double w2_enqueue_bulk(Target& target, int n, int batch) {
+  auto store = target.make();
+  std::vector<jobq::NewJob> jobs;
+  for (int i = 0; i < batch; ++i) jobs.push_back(bench_job(i));
+  const auto t0 = steady::now();
+  for (int done = 0; done < n; done += batch) store->enqueue_many(jobs);
+  return n / seconds_since(t0);
+}
+
+template <class Target>
+double w3_drain(Target& target, int n, int concurrency) {
+  auto store = target.make();
+  std::vector<jobq::NewJob> jobs;
+  for (int i = 0; i < n; ++i) {
+    jobs.push_back(bench_job(i));
+    if (jobs.size() == 1000 || i == n - 1) {
+      store->enqueue_many(jobs);
+      jobs.clear();
+    }
+  }
+  std::atomic<int> done{0};
+  std::mutex m;
+  std::condition_variable cv;
+  jobq::Worker w{*store, {.queues = {"bench"}, .concurrency = concurrency, .poll_interval = 100ms,
+                          .maintenance_interval = 0ms}};
+  w.handle("noop", [&](const json&) {
+    if (++done == n) {
+      std::lock_guard lock(m);
+      cv.notify_all();
+    }
+  });
+  const auto t0 = steady::now();
+  w.start();
+  {
+    std::unique_lock lock(m);
+    if (!cv.wait_for(lock, 600s, [&] { return done.load() >= n; })) {
+      throw std::runtime_error("W3: drain did not finish in 600 s");
+    }
+  }
+  const double rate = n / seconds_since(t0);
+  w.stop();
+  return rate;
+}
+
+// Returns per-sample latencies in milliseconds.
+template <class Target>
+std::vector<double> w4_latency(Target& target, int samples, std::chrono::milliseconds gap) {
+  auto store = target.make();
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<steady::time_point> started;
+  jobq::Worker w{*store, {.queues = {"bench"}, .concurrency = 1, .poll_interval = 1000ms,
+                          .maintenance_interval = 0ms}};
+  w.handle("noop", [&](const json&) {
+    const auto t = steady::now();
+    std::lock_guard lock(m);
+    started = t;
+    cv.notify_all();
+  });
+  w.start();
+  std::this_thread::sleep_for(200ms);  // let the worker go idle in its wait
+  std::vector<double> out;
+  for (int i = 0; i < samples; ++i) {
+    {
+      std::lock_guard lock(m);
+      started.reset();
+    }
+    const auto t0 = steady::now();
+    store->enqueue(bench_job(i));
+    std::unique_lock lock(m);
+    if (!cv.wait_for(lock, 10s, [&] { return started.has_value(); })) {
+      throw std::runtime_error("W4: a job did not start within 10 s");
+    }
+    out.push_back(std::chrono::duration<double, std::milli>(*started - t0).count());
+    lock.unlock();
+    std::this_thread::sleep_for(gap);
+  }
+  w.stop();
+  return out;
+}
+
+template <class Target>
+void run(Target& target, const std::vector<std::string>& workloads, int reps, double scale) {
+  auto wants = [&](const std::string& w) {
+    return std::find(workloads.begin(), workloads.end(), w) != workloads.end();
+  };
+  auto scaled = [&](int n) { return std::max(1, static_cast<int>(n * scale)); };
+  const std::string name = target.name();
+  if (wants("W1")) {
+    std::vector<double> r;
+    for (int i = 0; i < reps; ++i) r.push_back(w1_enqueue_one(target, scaled(5'000)));
+    print(name, "W1", {{"n", scaled(5'000)}}, r, "jobs/s");
+  }
+  if (wants("W2")) {
+    std::vector<double> r;
+    const int n = std::max(1000, scaled(50'000) / 1000 * 1000);
+    for (int i = 0; i < reps; ++i) r.push_back(w2_enqueue_bulk(target, n, 1000));
+    print(name, "W2", {{"n", n}, {"batch", 1000}}, r, "jobs/s");
+  }
+  if (wants("W3")) {
+    for (int c : {1, 16}) {
+      std::vector<double> r;
+      for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
+      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}}, r, "jobs/s");
+    }
+  }
+  if (wants("W4")) {
+    std::vector<double> p50, p99;
+    const int samples = std::max(5, scaled(200));
+    for (int i = 0; i < reps; ++i) {
+      const auto lat = w4_latency(target, samples, 20ms);
+      p50.push_back(percentile(lat, 50));
+      p99.push_back(percentile(lat, 99));
+    }
+    print(name, "W4-p50", {{"samples", samples}, {"gap_ms", 20}}, p50, "ms");
+    print(name, "W4-p99", {{"samples", samples}, {"gap_ms", 20}}, p99, "ms");
+  }
+}
+
+// Prints a table of medians from the JSON lines of a bench/run.sh run.
+int print_table(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::map<std::string, std::vector<double>> raw;  // raw server limits: median over reps
+  std::vector<std::pair<std::string, json>> rows;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    if (j.contains("tps")) {
+      raw[j["backend"].get<std::string>() + " " + j["workload"].get<std::string>()].push_back(j["tps"].get<double>());
+    } else {
+      rows.emplace_back(j["backend"].get<std::string>(), j);
+    }
+  }
+  std::printf("%-10s %-8s %-28s %14s %s\n", "backend", "workload", "params", "median", "unit");
+  for (const auto& [backend, j] : rows) {
+    std::printf("%-10s %-8s %-28s %14.2f %s\n", backend.c_str(), j["workload"].get<std::string>().c_str(),
+                j["params"].dump().c_str(), j["median"].get<double>(), j["unit"].get<std::string>().c_str());
+  }
+  for (const auto& [name, v] : raw) std::printf("%-48s %14.2f ops/s\n", name.c_str(), median(v));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"jobq benchmark driver: one JSON line per result"};
+  std::string backend = "memory";
+  std::string url;
+  std::string workloads = "W1,W2,W3,W4";
+  int reps = 3;
+  double scale = 1.0;
+  std::string table;
+  app.add_option("--backend", backend, "memory, sqlite, postgres or redis");
+  app.add_option("--table", table, "print a table of medians from a JSON-lines file and exit");
+  app.add_option("--url", url, "connection URL / file path (sqlite: a directory for temp files)");
+  app.add_option("--workloads", workloads, "comma-separated subset of W1,W2,W3,W4");
+  app.add_option("--reps", reps, "repetitions per workload")->check(CLI::Range(1, 100));
+  app.add_option("--scale", scale, "multiply every N by this (CI smoke runs use 0.01)")
+      ->check(CLI::Range(0.0001, 100.0));
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::string> ws;
+  for (std::size_t pos = 0; pos <= workloads.size();) {
+    const auto next = std::min(workloads.find(',', pos), workloads.size());
+    if (next > pos) ws.push_back(workloads.substr(pos, next - pos));
+    pos = next + 1;
+  }
+  try {
+    if (!table.empty()) return print_table(table);
+    return bench::dispatch(backend, url, [&](auto& target) { run(target, ws, reps, scale); });
+  } catch (const std::exception& e) {
+    std::cerr << "jobq-bench: " << e.what() << "\n";
+    return 1;
+  }
+}
