@@ -14,6 +14,8 @@
 #include <jobq/sqlite.hpp>
 #endif
 #ifdef JOBQ_BENCH_POSTGRES
+#include <libpq-fe.h>  // only to drop the throwaway schemas afterwards
+
 #include <jobq/postgres.hpp>
 #endif
 #ifdef JOBQ_BENCH_REDIS
@@ -53,6 +55,30 @@ struct SqliteTarget {
 };
 #endif
 
+#ifdef JOBQ_BENCH_POSTGRES
+/// A fresh schema per repetition on the server at `url`, dropped when the target goes.
+struct PostgresTarget {
+  std::string url;
+  std::vector<std::string> schemas;
+  explicit PostgresTarget(std::string u) : url(std::move(u)) {
+    if (url.empty()) throw std::invalid_argument("postgres: --url is required");
+  }
+  ~PostgresTarget() {
+    PGconn* c = PQconnectdb(url.c_str());
+    if (PQstatus(c) == CONNECTION_OK) {
+      for (const auto& s : schemas) PQclear(PQexec(c, ("DROP SCHEMA IF EXISTS " + s + " CASCADE").c_str()));
+    }
+    PQfinish(c);
+  }
+  static std::string name() { return "postgres"; }
+  std::unique_ptr<jobq::PostgresBackend> make() {
+    schemas.push_back("jobq_bench_" + random_suffix());
+    return std::make_unique<jobq::PostgresBackend>(url, jobq::PostgresOptions{.schema = schemas.back(),
+                                                                              .pool_size = 8});
+  }
+};
+#endif
+
 /// Calls fn(target) with the target for `backend`; throws for a backend not built in.
 template <class Fn>
 int dispatch(const std::string& backend, const std::string& url, Fn&& fn) {
@@ -64,6 +90,13 @@ int dispatch(const std::string& backend, const std::string& url, Fn&& fn) {
 #ifdef JOBQ_BENCH_SQLITE
   if (backend == "sqlite") {
     SqliteTarget t{url};
+    fn(t);
+    return 0;
+  }
+#endif
+#ifdef JOBQ_BENCH_POSTGRES
+  if (backend == "postgres") {
+    PostgresTarget t{url};
     fn(t);
     return 0;
   }
