@@ -43,6 +43,7 @@ inline Conn connect(const std::string& conninfo = url()) {
   if (PQstatus(c.get()) != CONNECTION_OK) {
     throw std::runtime_error(std::string("test connection failed: ") + PQerrorMessage(c.get()));
   }
+  PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
   return c;
 }
 
@@ -69,7 +70,6 @@ struct TempSchema {
   ~TempSchema() {
     try {
       auto c = connect();
-      PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
       exec(c.get(), "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE");
     } catch (...) {
       // Best effort: a leftover schema in a throwaway server harms nothing.
