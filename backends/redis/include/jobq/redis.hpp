@@ -1,0 +1,1364 @@
+#pragma once
+// jobq's Redis backend: every state change is one Lua script (EVALSHA); the keys of a queue
+// share the hash tag {queue}. See backends/redis/README.md for the key layout and guarantees,
+// and jobq/redis_scripts.hpp for the scripts.
+
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "jobq/backend.hpp"
+#include "jobq/redis_scripts.hpp"
+
+namespace jobq {
+
+/// @brief An error from the Redis backend; keeps the server's reply text when there was one.
+class RedisError : public Error {
+ public:
+  /// @brief An error of a category, with a message and the Redis reply (may be empty).
+  RedisError(ErrorCategory category, const std::string& message, std::string reply = {})
+      : Error(category, message), reply_(std::move(reply)) {}
+
+  /// @brief The error reply Redis sent (e.g. "WRONGPASS ..."), or empty for I/O failures.
+  [[nodiscard]] const std::string& reply() const noexcept { return reply_; }
+
+ private:
+  std::string reply_;
+};
+
+/// @brief Options of the Redis backend.
+struct RedisOptions {
+  ClockFn clock = system_clock();        ///< where time comes from (tests pass a ManualClock)
+  std::string prefix = "jobq";           ///< first part of every key; tests use a unique one
+  std::size_t pool_size = 8;             ///< command connections at most (blocking waits use own ones)
+  Millis connect_timeout{2'000};         ///< TCP connect limit per attempt
+  Millis command_timeout{10'000};        ///< limit on one command's reply
+  Millis reconnect_window{5'000};        ///< how long a call keeps reconnecting before it throws
+  /// Finished jobs older than this are deleted automatically (nullopt: never by age). Default:
+  /// completed 24 h, dead 7 days, cancelled 24 h.
+  std::optional<Retention> retention = Retention{};
+  std::size_t retention_max_jobs = 100'000;  ///< at most this many per finished state and queue; 0 = no cap
+  Millis prune_interval{60'000};         ///< automatic prune of a queue at most this often (backend clock)
+  std::size_t id_block = 64;             ///< job ids reserved per round trip to the id counter
+};
+
+/// @brief A reply of RedisBackend::command.
+struct RedisReply {
+  /// @brief The RESP2 reply kinds (errors are thrown, never returned).
+  enum class Type { nil, string, status, integer, array };
+  Type type = Type::nil;             ///< kind of reply
+  std::string str;                   ///< string / status text
+  long long integer = 0;             ///< integer value
+  std::vector<RedisReply> elements;  ///< array elements
+};
+
+namespace detail::redis {
+
+using Args = std::vector<std::string>;
+
+/// @brief A parsed redis:// URL.
+struct Url {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string user;
+  std::string password;
+  int db = 0;
+  std::string masked;  ///< the URL with the password replaced by ***, for messages
+};
+
+/// @brief The URL with any password replaced by *** (also for URLs that fail to parse).
+inline std::string mask_url(std::string_view url) {
+  const auto scheme = url.find("://");
+  const auto start = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const auto at = url.rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(url);
+  const auto userinfo = url.substr(start, at - start);
+  const auto colon = userinfo.find(':');
+  if (colon == std::string_view::npos) return std::string(url);
+  return std::string(url.substr(0, start)) + std::string(userinfo.substr(0, colon)) + ":***" +
+         std::string(url.substr(at));
+}
+
+inline std::string percent_decode(std::string_view s, const std::string& masked) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    unsigned v = 0;
+    if (i + 2 >= s.size() ||
+        std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16).ptr != s.data() + i + 3) {
+      throw InvalidArgument("redis URL '" + masked + "' has a bad %-escape");
+    }
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return out;
+}
+
+inline int parse_int(std::string_view s, int lo, int hi, const char* what, const std::string& masked) {
+  int v = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) {
+    throw InvalidArgument("redis URL '" + masked + "' has an invalid " + what + " '" +
+                          std::string(s) + "'");
+  }
+  return v;
+}
+
+/// @brief Parses redis://[[user]:password@]host[:port][/db]; throws InvalidArgument.
+inline Url parse_url(std::string_view url) {
+  Url u;
+  u.masked = mask_url(url);
+  constexpr std::string_view scheme = "redis://";
+  if (url.substr(0, scheme.size()) != scheme) {
+    if (url.substr(0, 9) == "rediss://") {
+      throw InvalidArgument("redis URL '" + u.masked + "': TLS (rediss://) is not supported");
+    }
+    throw InvalidArgument("redis URL '" + u.masked +
+                          "' is malformed: expected redis://[user:password@]host:port/db");
+  }
+  auto rest = url.substr(scheme.size());
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    throw InvalidArgument("redis URL '" + u.masked + "' has query or fragment parts, which are not supported");
+  }
+  const auto slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  const auto path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    const auto userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    const auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      u.user = percent_decode(userinfo, u.masked);
+    } else {
+      u.user = percent_decode(userinfo.substr(0, colon), u.masked);
+      u.password = percent_decode(userinfo.substr(colon + 1), u.masked);
+    }
+  }
+  std::string_view host = authority;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) throw InvalidArgument("redis URL '" + u.masked + "' has an unclosed '['");
+    host = authority.substr(1, close - 1);
+    const auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') throw InvalidArgument("redis URL '" + u.masked + "' is malformed after ']'");
+      port = after.substr(1);
+      if (port.empty()) throw InvalidArgument("redis URL '" + u.masked + "' has an empty port");
+    }
+  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    if (port.empty()) throw InvalidArgument("redis URL '" + u.masked + "' has an empty port");
+  }
+  if (host.empty()) throw InvalidArgument("redis URL '" + u.masked + "' has no host");
+  for (char c : host) {
+    if (c == '/' || c == '@' || c == ' ' || static_cast<unsigned char>(c) < 0x21) {
+      throw InvalidArgument("redis URL '" + u.masked + "' has an invalid host");
+    }
+  }
+  u.host = std::string(host);
+  if (!port.empty()) u.port = parse_int(port, 1, 65535, "port", u.masked);
+  if (!path.empty()) u.db = parse_int(path, 0, 1'000'000, "database number", u.masked);
+  return u;
+}
+
+struct ReplyFree {
+  void operator()(redisReply* r) const noexcept {
+    if (r != nullptr) freeReplyObject(r);
+  }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+inline std::string_view text(const redisReply* r) {
+  return r->str == nullptr ? std::string_view{} : std::string_view(r->str, r->len);
+}
+
+inline bool is_error(const Reply& r) { return r->type == REDIS_REPLY_ERROR; }
+
+/// @brief Error replies that mean the command was not run and may be sent again later.
+inline bool reply_is_transient(std::string_view reply) {
+  const auto word = reply.substr(0, reply.find(' '));
+  return word == "LOADING" || word == "BUSY" || word == "TRYAGAIN" || word == "MASTERDOWN" ||
+         word == "CLUSTERDOWN" || word == "READONLY";
+}
+
+inline ErrorCategory reply_category(std::string_view reply) {
+  const auto word = reply.substr(0, reply.find(' '));
+  if (reply_is_transient(reply)) return ErrorCategory::connection;
+  if (word == "NOAUTH" || word == "WRONGPASS" || word == "NOPERM") return ErrorCategory::invalid_argument;
+  return ErrorCategory::backend;
+}
+
+/// @brief Thrown for transient error replies (LOADING, BUSY, ...): not executed, safe to resend.
+class Rejected : public RedisError {
+ public:
+  using RedisError::RedisError;
+};
+
+[[noreturn]] inline void throw_reply(const std::string& what, std::string_view reply) {
+  std::string r(reply);
+  if (reply_is_transient(reply)) throw Rejected(ErrorCategory::connection, "redis: " + what + ": " + r, r);
+  throw RedisError(reply_category(reply), "redis: " + what + ": " + r, r);
+}
+
+inline timeval to_timeval(Millis d) {
+  const auto ms = std::max<Millis::rep>(d.count(), 1);
+  timeval tv{};
+  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms / 1000);
+  tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms % 1000) * 1000);
+  return tv;
+}
+
+/// @brief One hiredis connection (not thread-safe: used by one thread at a time via the pool).
+class Connection {
+ public:
+  Connection(const Url& url, Millis connect_timeout, Millis command_timeout)
+      : ctx_(redisConnectWithTimeout(url.host.c_str(), url.port, to_timeval(connect_timeout))),
+        where_(url.masked) {
+    if (!ctx_) throw RedisError(ErrorCategory::connection, "redis: cannot connect to " + where_ + ": out of memory");
+    if (ctx_->err != 0) {
+      throw RedisError(ErrorCategory::connection, "redis: cannot connect to " + where_ + ": " + ctx_->errstr);
+    }
+    set_timeout(command_timeout);
+    std::vector<Args> init;
+    if (!url.password.empty()) {
+      init.push_back(url.user.empty() ? Args{"AUTH", url.password} : Args{"AUTH", url.user, url.password});
+    }
+    if (url.db != 0) init.push_back({"SELECT", std::to_string(url.db)});
+    if (init.empty()) return;
+    auto replies = pipeline(init);
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (is_error(replies[i])) {
+        const std::string step = init[i][0] == "AUTH" ? "authentication" : "SELECT " + init[i][1];
+        throw_reply(step + " failed on " + where_, text(replies[i].get()));
+      }
+    }
+  }
+
+  ~Connection() = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// @brief True once an I/O error or timeout left the connection unusable.
+  [[nodiscard]] bool broken() const noexcept { return broken_; }
+
+  /// @brief The socket (for shutdown() by a stop callback).
+  [[nodiscard]] int fd() const noexcept { return ctx_->fd; }
+
+  /// @brief False if the server closed the connection while it sat idle (Redis never sends
+  /// unsolicited data to a plain connection, so anything readable means EOF or an error).
+  [[nodiscard]] bool idle_ok() const noexcept {
+    if (broken_) return false;
+    pollfd p{ctx_->fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;
+  }
+
+  /// @brief Sets the send/receive timeout of the socket.
+  void set_timeout(Millis t) {
+    if (redisSetTimeout(ctx_.get(), to_timeval(t)) != REDIS_OK) lost("setting a timeout");
+  }
+
+  /// @brief Sends every command, then reads one reply each (one round trip). Error replies
+  /// are returned, I/O failures thrown (connection category).
+  std::vector<Reply> pipeline(std::span<const Args> cmds) {
+    if (broken_) throw RedisError(ErrorCategory::connection, "redis: connection to " + where_ + " is broken");
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& c : cmds) {
+      argv.clear();
+      lens.clear();
+      for (const auto& a : c) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(c.size()), argv.data(), lens.data()) != REDIS_OK) {
+        lost("sending a command");
+      }
+    }
+    std::vector<Reply> out;
+    out.reserve(cmds.size());
+    for (std::size_t i = 0; i < cmds.size(); ++i) {
+      void* r = nullptr;
+      if (redisGetReply(ctx_.get(), &r) != REDIS_OK || r == nullptr) lost("waiting for a reply");
+      out.emplace_back(static_cast<redisReply*>(r));
+    }
+    return out;
+  }
+
+  /// @brief One command, one reply.
+  Reply command(const Args& args) { return std::move(pipeline(std::span<const Args>(&args, 1)).front()); }
+
+ private:
+  [[noreturn]] void lost(const char* what) {
+    broken_ = true;
+    const std::string why = ctx_->errstr[0] != '\0' ? ctx_->errstr : "I/O error";
+    throw RedisError(ErrorCategory::connection, "redis: connection to " + where_ + " lost while " + what + ": " + why);
+  }
+
+  struct ContextFree {
+    void operator()(redisContext* c) const noexcept { redisFree(c); }
+  };
+  std::unique_ptr<redisContext, ContextFree> ctx_;
+  std::string where_;
+  bool broken_ = false;
+};
+
+inline RedisReply to_public(const redisReply* r) {
+  RedisReply out;
+  switch (r->type) {
+    case REDIS_REPLY_STRING: out.type = RedisReply::Type::string; out.str = std::string(text(r)); break;
+    case REDIS_REPLY_STATUS: out.type = RedisReply::Type::status; out.str = std::string(text(r)); break;
+    case REDIS_REPLY_INTEGER: out.type = RedisReply::Type::integer; out.integer = r->integer; break;
+    case REDIS_REPLY_ARRAY:
+      out.type = RedisReply::Type::array;
+      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(to_public(r->element[i]));
+      break;
+    default: break;
+  }
+  return out;
+}
+
+inline std::int64_t to_i64(std::string_view s) {
+  std::int64_t v = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size()) {
+    throw std::invalid_argument("'" + std::string(s) + "' is not an integer");
+  }
+  return v;
+}
+
+inline int to_int(std::string_view s) {
+  const auto v = to_i64(s);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+    throw std::out_of_range("'" + std::string(s) + "' is out of range");
+  }
+  return static_cast<int>(v);
+}
+
+/// @brief An integer reply, or a decimal string reply, as int64 (throws on anything else).
+inline std::int64_t reply_int(const redisReply* r, const std::string& what) {
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+    try {
+      return to_i64(text(r));
+    } catch (const std::exception&) {
+    }
+  }
+  throw RedisError(ErrorCategory::backend, "redis: unexpected reply to " + what);
+}
+
+/// @brief Text as valid UTF-8 (invalid bytes become U+FFFD): error and progress messages are
+/// stored inside JSON documents, which must be UTF-8.
+inline std::string valid_utf8(const std::string& s) {
+  const auto quoted = nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nlohmann::json::parse(quoted).get<std::string>();
+}
+
+}  // namespace detail::redis
+
+/// @brief Backend on Redis (>= 6.2; tested with 7.0) through hiredis: jobs live in hashes and
+/// sorted sets under `<prefix>:{<queue>}:…`, every state change is one Lua script, workers
+/// wait on a wake-up list with BLPOP. Share one object between all threads of a process.
+class RedisBackend {
+ public:
+  /// @brief Connects to `url` (redis://[user:password@]host:port/db). Throws InvalidArgument
+  /// for a malformed URL or bad options, RedisError for an unreachable server or a wrong password.
+  explicit RedisBackend(std::string url, RedisOptions options = {})
+      : url_(detail::redis::parse_url(url)), opt_(std::move(options)) {
+    if (!opt_.clock) throw InvalidArgument("redis: options.clock is empty");
+    if (opt_.prefix.empty() || opt_.prefix.find_first_of("{} ") != std::string::npos) {
+      throw InvalidArgument("redis: key prefix '" + opt_.prefix +
+                            "' is invalid: it must be non-empty, without spaces or braces");
+    }
+    if (opt_.pool_size == 0) throw InvalidArgument("redis: pool_size must be at least 1");
+    if (opt_.id_block == 0) opt_.id_block = 1;
+    ignore_sigpipe();
+    auto first = std::make_unique<detail::redis::Connection>(url_, opt_.connect_timeout, opt_.command_timeout);
+    load_scripts(*first, true);
+    std::lock_guard lock(pool_mutex_);
+    idle_.push_back(std::move(first));
+    open_ = 1;
+  }
+
+  RedisBackend(const RedisBackend&) = delete;
+  RedisBackend& operator=(const RedisBackend&) = delete;
+
+  /// @brief The backend's clock.
+  [[nodiscard]] TimePoint now() const { return opt_.clock(); }
+
+  /// @brief The URL connected to, password masked.
+  [[nodiscard]] const std::string& url() const noexcept { return url_.masked; }
+
+  /// @brief The key prefix.
+  [[nodiscard]] const std::string& prefix() const noexcept { return opt_.prefix; }
+
+  /// @brief Stores a job (or returns the holder of its unique key).
+  EnqueueResult enqueue(const NewJob& job) { return enqueue_many(std::span<const NewJob>(&job, 1)).front(); }
+
+  /// @brief Stores many jobs in one script call: all or nothing.
+  std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
+    for (const auto& j : jobs) validate(j);
+    if (jobs.empty()) return {};
+    std::vector<std::string> queues;
+    std::unordered_map<std::string, std::size_t> qindex;
+    std::vector<std::string> payloads;
+    payloads.reserve(jobs.size());
+    for (const auto& j : jobs) {
+      if (qindex.emplace(j.queue, queues.size()).second) queues.push_back(j.queue);
+      payloads.push_back(dump_strict(j.payload, "payload"));
+    }
+    const auto ids = allocate_ids(jobs.size());
+    const auto t = to_epoch_ms(now());
+
+    Args keys;
+    for (const auto& q : queues) append_queue_keys(keys, q);
+    Args argv;
+    argv.reserve(1 + jobs.size() * 6);
+    argv.push_back(std::to_string(t));
+    Args mapping{"HSET", global_key("jobqueue")};
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      const auto& j = jobs[i];
+      const auto run_at = j.run_at ? to_epoch_ms(*j.run_at) : t;
+      argv.push_back(std::to_string(qindex[j.queue] + 1));
+      argv.push_back(std::to_string(ids[i]));
+      argv.push_back(std::to_string(run_at));
+      argv.push_back(std::to_string(j.priority));
+      argv.push_back(j.unique_key);
+      argv.push_back(make_doc(j, ids[i], run_at, t, std::move(payloads[i])));
+      mapping.push_back(std::to_string(ids[i]));
+      mapping.push_back(j.queue);
+    }
+    std::vector<Cmd> cmds;
+    // The id -> queue mapping goes first: once the script has run, the job is claimable and
+    // complete(id) on another process must find its queue.
+    cmds.push_back({std::move(mapping), std::nullopt});
+    if (auto fresh = unregistered(queues); !fresh.empty()) {
+      Args sadd{"SADD", global_key("queues")};
+      sadd.insert(sadd.end(), fresh.begin(), fresh.end());
+      cmds.push_back({std::move(sadd), std::nullopt});
+    }
+    cmds.push_back({script_args(Script::enqueue, keys, std::move(argv)), Script::enqueue});
+
+    const auto reply = run(true, [&](Connection& c, bool) {
+      auto rs = exec(c, cmds);
+      for (std::size_t i = 0; i + 1 < rs.size(); ++i) {
+        if (detail::redis::is_error(rs[i])) detail::redis::throw_reply("enqueue failed", text(rs[i].get()));
+      }
+      return std::move(rs.back());
+    });
+    expect_ok(reply, "enqueue");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != jobs.size() * 2) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to enqueue");
+    }
+    std::vector<EnqueueResult> out;
+    out.reserve(jobs.size());
+    Args unused{"HDEL", global_key("jobqueue")};
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      const JobId id = detail::redis::reply_int(reply->element[2 * i], "enqueue");
+      const bool created = detail::redis::reply_int(reply->element[2 * i + 1], "enqueue") == 1;
+      out.push_back({id, created});
+      if (id != ids[i]) unused.push_back(std::to_string(ids[i]));
+    }
+    mark_registered(queues);
+    {
+      std::lock_guard lock(cache_mutex_);
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        if (out[i].created) remember_locked(out[i].id, jobs[i].queue);
+      }
+    }
+    if (unused.size() > 2) {
+      try {  // ids a deduplicated enqueue did not use; a leftover entry is harmless
+        run(true, [&](Connection& c, bool) { return c.command(unused); });
+      } catch (const std::exception&) {
+      }
+    }
+    return out;
+  }
+
+  /// @brief Leases up to req.limit (at most 1000) ready jobs, best first across the queues.
+  std::vector<JobRecord> claim(const ClaimRequest& req) {
+    std::vector<std::string> queues;
+    for (const auto& q : req.queues) {
+      validate_queue_name(q);
+      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
+    }
+    if (req.limit == 0 || queues.empty()) return {};
+    const auto limit = std::min<std::size_t>(req.limit, 1000);
+    Args keys;
+    for (const auto& q : queues) append_queue_keys(keys, q);
+    const Args argv{std::to_string(to_epoch_ms(now())), std::to_string(limit),
+                    std::to_string(std::max<Millis::rep>(req.lease.count(), 0)), detail::new_lease_token()};
+    // Not resent after a lost reply: the jobs it may have leased are recovered when the lease ends.
+    const auto reply = run(false, [&](Connection& c, bool) { return eval(c, Script::claim, keys, argv); });
+    expect_ok(reply, "claim");
+    if (reply->type != REDIS_REPLY_ARRAY) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to claim");
+    std::vector<JobRecord> out;
+    out.reserve(reply->elements);
+    for (std::size_t i = 0; i < reply->elements; ++i) {
+      out.push_back(parse_doc(text(reply->element[i]), "claim"));
+    }
+    {
+      std::lock_guard lock(cache_mutex_);
+      for (const auto& j : out) remember_locked(j.id, j.queue);
+    }
+    auto_prune(queues);
+    return out;
+  }
+
+  /// @brief Records a success if the lease token is current.
+  bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto result_text = dump_lenient(result);
+    const auto reply = run(true, [&](Connection& c, bool retry) {
+      return eval(c, Script::complete, queue_keys(*q),
+                  {std::to_string(id), token, now_str(), result_text, retry ? "1" : "0"});
+    });
+    expect_ok(reply, "complete");
+    return detail::redis::reply_int(reply.get(), "complete") == 1;
+  }
+
+  /// @brief Records many successes in one round trip; one bool per completion.
+  std::vector<bool> complete_many(std::span<const Completion> completions) {
+    std::vector<JobId> ids;
+    for (const auto& c : completions) ids.push_back(c.id);
+    const auto queues = queues_of(ids);
+    std::vector<bool> out(completions.size(), false);
+    std::vector<std::size_t> which;
+    std::vector<Args> keys;
+    std::vector<std::string> results;
+    for (std::size_t i = 0; i < completions.size(); ++i) {
+      if (!queues[i]) continue;
+      which.push_back(i);
+      keys.push_back(queue_keys(*queues[i]));
+      results.push_back(dump_lenient(completions[i].result));
+    }
+    if (which.empty()) return out;
+    const auto replies = run(true, [&](Connection& c, bool retry) {
+      std::vector<Cmd> cmds;
+      const auto t = now_str();
+      for (std::size_t k = 0; k < which.size(); ++k) {
+        const auto& cp = completions[which[k]];
+        cmds.push_back({script_args(Script::complete, keys[k],
+                                    {std::to_string(cp.id), cp.lease_token, t, results[k], retry ? "1" : "0"}),
+                        Script::complete});
+      }
+      return exec(c, cmds);
+    });
+    for (std::size_t k = 0; k < which.size(); ++k) {
+      expect_ok(replies[k], "complete_many");
+      out[which[k]] = detail::redis::reply_int(replies[k].get(), "complete_many") == 1;
+    }
+    return out;
+  }
+
+  /// @brief Records a failed attempt: retry at f.retry_at, or dead.
+  FailOutcome fail(const Failure& f) {
+    const auto q = queue_of(f.id);
+    if (!q) return FailOutcome::rejected;
+    const auto message = detail::redis::valid_utf8(f.error);
+    const auto retry_at = f.retry_at ? std::to_string(to_epoch_ms(*f.retry_at)) : std::string();
+    const auto reply = run(true, [&](Connection& c, bool retry) {
+      return eval(c, Script::fail, queue_keys(*q),
+                  {std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"});
+    });
+    expect_ok(reply, "fail");
+    switch (detail::redis::reply_int(reply.get(), "fail")) {
+      case 1: return FailOutcome::retried;
+      case 2: return FailOutcome::dead;
+      default: break;
+    }
+    return FailOutcome::rejected;
+  }
+
+  /// @brief Heartbeat: pushes the lease deadline to now + lease.
+  bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return eval(c, Script::extend, queue_keys(*q),
+                  {std::to_string(id), token, now_str(), std::to_string(std::max<Millis::rep>(lease.count(), 0))});
+    });
+    expect_ok(reply, "extend_lease");
+    return detail::redis::reply_int(reply.get(), "extend_lease") == 1;
+  }
+
+  /// @brief Gives a leased job back without counting the attempt.
+  bool release(JobId id, const std::string& token) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto reply = run(true, [&](Connection& c, bool retry) {
+      return eval(c, Script::release, queue_keys(*q), {std::to_string(id), token, now_str(), retry ? "1" : "0"});
+    });
+    expect_ok(reply, "release");
+    return detail::redis::reply_int(reply.get(), "release") == 1;
+  }
+
+  /// @brief Records progress (clamped to 0..100) of an active job.
+  bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto msg = detail::redis::valid_utf8(message);
+    const auto pct = std::to_string(std::clamp(percent, 0, 100));
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return eval(c, Script::progress, queue_keys(*q), {std::to_string(id), token, pct, msg});
+    });
+    expect_ok(reply, "set_progress");
+    return detail::redis::reply_int(reply.get(), "set_progress") == 1;
+  }
+
+  /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired, in
+  /// every queue this store has seen.
+  Recovered recover_expired() {
+    const auto members = run(true, [&](Connection& c, bool) { return c.command({"SMEMBERS", global_key("queues")}); });
+    expect_ok(members, "recover_expired (SMEMBERS)");
+    std::vector<std::string> pending;
+    for (std::size_t i = 0; i < members->elements; ++i) {
+      std::string q(text(members->element[i]));
+      try {
+        validate_queue_name(q);
+        pending.push_back(std::move(q));
+      } catch (const InvalidArgument&) {  // not written by jobq: not a queue to recover
+      }
+    }
+    constexpr std::size_t batch = 500;
+    Recovered total;
+    while (!pending.empty()) {
+      const auto replies = run(true, [&](Connection& c, bool) {
+        std::vector<Cmd> cmds;
+        const auto t = now_str();
+        for (const auto& q : pending) {
+          cmds.push_back({script_args(Script::recover, queue_keys(q),
+                                      {t, std::to_string(batch), "lease expired (worker lost or too slow)"}),
+                          Script::recover});
+        }
+        return exec(c, cmds);
+      });
+      std::vector<std::string> again;
+      for (std::size_t i = 0; i < pending.size(); ++i) {
+        expect_ok(replies[i], "recover_expired");
+        const auto* r = replies[i].get();
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+          throw RedisError(ErrorCategory::backend, "redis: unexpected reply to recover_expired");
+        }
+        total.retried += static_cast<std::size_t>(detail::redis::reply_int(r->element[0], "recover_expired"));
+        total.dead += static_cast<std::size_t>(detail::redis::reply_int(r->element[1], "recover_expired"));
+        if (static_cast<std::size_t>(detail::redis::reply_int(r->element[2], "recover_expired")) == batch) {
+          again.push_back(pending[i]);
+        }
+      }
+      pending = std::move(again);
+    }
+    return total;
+  }
+
+  /// @brief The job, if it exists.
+  std::optional<JobRecord> get(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return std::nullopt;
+    const auto jobs_key = queue_base(*q) + "jobs";
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HGET", jobs_key, std::to_string(id)}); });
+    expect_ok(reply, "get");
+    if (reply->type == REDIS_REPLY_NIL) return std::nullopt;
+    return parse_doc(text(reply.get()), jobs_key);
+  }
+
+  /// @brief Cancels a queued job.
+  bool cancel(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto reply = run(false, [&](Connection& c, bool) {
+      return eval(c, Script::cancel, queue_keys(*q), {std::to_string(id), now_str()});
+    });
+    expect_ok(reply, "cancel");
+    return detail::redis::reply_int(reply.get(), "cancel") == 1;
+  }
+
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget.
+  bool redrive(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto reply = run(false, [&](Connection& c, bool) {
+      return eval(c, Script::redrive, queue_keys(*q), {std::to_string(id), now_str()});
+    });
+    expect_ok(reply, "redrive");
+    return detail::redis::reply_int(reply.get(), "redrive") == 1;
+  }
+
+  /// @brief Stops claims from a queue.
+  void pause(const std::string& queue) { pause_or_resume(queue, Script::pause); }
+
+  /// @brief Restores claims from a queue (and wakes its waiting workers).
+  void resume(const std::string& queue) { pause_or_resume(queue, Script::resume); }
+
+  /// @brief Whether a queue is paused.
+  bool is_paused(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"EXISTS", queue_base(queue) + "paused"}); });
+    expect_ok(reply, "is_paused");
+    return detail::redis::reply_int(reply.get(), "is_paused") == 1;
+  }
+
+  /// @brief Jobs per state in a queue (exact).
+  Counts counts(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::counts, queue_keys(queue), {}); });
+    expect_ok(reply, "counts");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to counts");
+    }
+    auto n = [&](std::size_t i) { return detail::redis::reply_int(reply->element[i], "counts"); };
+    return Counts{n(0), n(1), n(2), n(3), n(4)};
+  }
+
+  /// @brief Deletes finished jobs older than the retention of their state.
+  std::size_t prune(const std::string& queue, const Retention& retention) {
+    validate_queue_name(queue);
+    return prune_impl(queue, retention, 0);
+  }
+
+  /// @brief A page of a queue's jobs in one state, by id.
+  std::vector<JobRecord> list(const std::string& queue, JobState state, Page page) {
+    validate_queue_name(queue);
+    if (page.limit == 0) return {};
+    constexpr std::size_t max_index = std::size_t{1} << 52;  // exact in a Lua number
+    const auto offset = std::min(page.offset, max_index);
+    const auto limit = std::min(page.limit, max_index);
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return eval(c, Script::list, queue_keys(queue),
+                  {std::string(to_string(state)), std::to_string(offset), std::to_string(limit)});
+    });
+    expect_ok(reply, "list");
+    std::vector<JobRecord> out;
+    for (std::size_t i = 0; i < reply->elements; ++i) {
+      out.push_back(parse_doc(text(reply->element[i]), queue_base(queue) + "jobs"));
+    }
+    return out;
+  }
+
+  /// @brief Blocks (BLPOP on the queues' wake lists, on a connection of its own) until work
+  /// may be ready, the timeout or the next delayed job's run_at passes, or stop is requested.
+  void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) {
+    if (stop.stop_requested() || queues.empty() || timeout <= Millis{0}) return;
+    Args keys;
+    Args wake_keys{"BLPOP"};
+    for (const auto& q : queues) {
+      validate_queue_name(q);
+      append_queue_keys(keys, q);
+      wake_keys.push_back(queue_base(q) + "wake");
+    }
+    auto conn = acquire_blocking();
+    bool reusable = false;
+    try {
+      const auto peek = eval(*conn, Script::peek, keys, {now_str()});
+      expect_ok(peek, "wait_for_work");
+      const auto due = detail::redis::reply_int(peek.get(), "wait_for_work");
+      auto wait = timeout;
+      if (due == -1) {
+        reusable = true;
+      } else {
+        if (due >= 0) wait = std::min(wait, Millis{std::max<std::int64_t>(due - to_epoch_ms(now()), 0)});
+        if (wait > Millis{0}) {
+          reusable = blocking_pop(*conn, wake_keys, wait, stop);
+        } else {
+          reusable = true;
+        }
+      }
+    } catch (const RedisError&) {
+      if (!stop.stop_requested()) {
+        give_back_blocking(std::move(conn), false);
+        throw;
+      }
+    }
+    give_back_blocking(std::move(conn), reusable && !stop.stop_requested());
+  }
+
+  /// @brief Runs one Redis command on a pooled connection (an escape hatch for tools and
+  /// tests). Error replies are thrown as RedisError.
+  RedisReply command(const std::vector<std::string>& args) {
+    if (args.empty()) throw InvalidArgument("redis: command needs at least a name");
+    const auto reply = run(false, [&](Connection& c, bool) { return c.command(args); });
+    expect_ok(reply, args.front());
+    return detail::redis::to_public(reply.get());
+  }
+
+  /// @brief Deletes every key under the prefix (all queues, jobs and counters of this store):
+  /// for tests and resets. Returns how many keys were deleted.
+  std::size_t purge() {
+    std::string pattern;
+    for (char c : opt_.prefix) {
+      if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') pattern += '\\';
+      pattern += c;
+    }
+    pattern += ":*";
+    std::size_t deleted = 0;
+    std::string cursor = "0";
+    do {
+      const auto reply = run(true, [&](Connection& c, bool) {
+        return c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+      });
+      expect_ok(reply, "purge (SCAN)");
+      cursor = std::string(text(reply->element[0]));
+      const auto* keys = reply->element[1];
+      if (keys->elements > 0) {
+        Args del{"UNLINK"};
+        for (std::size_t i = 0; i < keys->elements; ++i) del.emplace_back(text(keys->element[i]));
+        const auto r = run(true, [&](Connection& c, bool) { return c.command(del); });
+        expect_ok(r, "purge (UNLINK)");
+        deleted += static_cast<std::size_t>(r->integer);
+      }
+    } while (cursor != "0");
+    std::lock_guard lock(cache_mutex_);
+    queue_of_.clear();
+    queue_names_.clear();
+    registered_.clear();
+    return deleted;
+  }
+
+ private:
+  using Connection = detail::redis::Connection;
+  using Reply = detail::redis::Reply;
+  using Args = detail::redis::Args;
+  using Script = detail::redis::Script;
+
+  struct Cmd {
+    Args args;
+    std::optional<Script> script;  // set for EVALSHA: resent after SCRIPT LOAD on NOSCRIPT
+  };
+
+  // --- connections -------------------------------------------------------------------------
+
+  static void ignore_sigpipe() {
+    // hiredis writes with write(2): a server that closed the socket would kill the process with
+    // SIGPIPE. Ignored only if the application has not installed a handler of its own.
+    static std::once_flag once;
+    std::call_once(once, [] {
+      struct sigaction current {};
+      if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+        std::signal(SIGPIPE, SIG_IGN);
+      }
+    });
+  }
+
+  std::unique_ptr<Connection> connect() {
+    auto c = std::make_unique<Connection>(url_, opt_.connect_timeout, opt_.command_timeout);
+    load_scripts(*c, false);
+    return c;
+  }
+
+  // Loads every script on a new connection (one round trip): after a server restart the script
+  // cache is empty, and new connections are made exactly then.
+  void load_scripts(Connection& c, bool record) {
+    std::vector<Args> cmds;
+    for (std::size_t i = 0; i < detail::redis::script_count; ++i) {
+      cmds.push_back({"SCRIPT", "LOAD", detail::redis::script_source(static_cast<Script>(i))});
+    }
+    auto replies = c.pipeline(cmds);
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (detail::redis::is_error(replies[i])) {
+        detail::redis::throw_reply("loading the jobq scripts into " + url_.masked + " failed", text(replies[i].get()));
+      }
+      if (record) sha_[i] = std::string(text(replies[i].get()));
+    }
+  }
+
+  std::unique_ptr<Connection> acquire() {
+    std::unique_lock lock(pool_mutex_);
+    for (;;) {
+      while (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        if (c->idle_ok()) return c;
+        --open_;  // closed by the server (restart, timeout): dropped
+      }
+      if (open_ < opt_.pool_size) {
+        ++open_;
+        lock.unlock();
+        try {
+          return connect();
+        } catch (...) {
+          lock.lock();
+          --open_;
+          pool_cv_.notify_one();
+          throw;
+        }
+      }
+      pool_cv_.wait(lock);
+    }
+  }
+
+  void give_back(std::unique_ptr<Connection> c) {
+    {
+      std::lock_guard lock(pool_mutex_);
+      if (c->broken()) {
+        --open_;
+      } else {
+        idle_.push_back(std::move(c));
+      }
+    }
+    pool_cv_.notify_one();
+  }
+
+  std::unique_ptr<Connection> acquire_blocking() {
+    {
+      std::lock_guard lock(pool_mutex_);
+      while (!idle_blocking_.empty()) {
+        auto c = std::move(idle_blocking_.back());
+        idle_blocking_.pop_back();
+        if (c->idle_ok()) return c;
+      }
+    }
+    return connect_retrying();
+  }
+
+  void give_back_blocking(std::unique_ptr<Connection> c, bool reusable) {
+    if (!reusable || c->broken()) return;
+    std::lock_guard lock(pool_mutex_);
+    if (idle_blocking_.size() < opt_.pool_size) idle_blocking_.push_back(std::move(c));
+  }
+
+  std::unique_ptr<Connection> connect_retrying() {
+    const auto deadline = std::chrono::steady_clock::now() + opt_.reconnect_window;
+    Millis pause{25};
+    for (;;) {
+      try {
+        return connect();
+      } catch (const RedisError& e) {
+        if (!e.is_transient() || std::chrono::steady_clock::now() + pause > deadline) throw;
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, Millis{1'000});
+    }
+  }
+
+  // BLPOP on the wake lists; a stop request shuts the socket down, which ends the wait at once.
+  // Returns whether the connection can be reused.
+  bool blocking_pop(Connection& conn, const Args& wake_keys, Millis wait, std::stop_token& stop) {
+    Args cmd = wake_keys;
+    const auto ms = std::max<Millis::rep>(wait.count(), 1);
+    std::string secs = std::to_string(ms / 1000) + ".";
+    const auto frac = std::to_string(ms % 1000);
+    secs += std::string(3 - frac.size(), '0') + frac;
+    cmd.push_back(std::move(secs));
+    const int fd = conn.fd();
+    std::mutex m;
+    bool done = false;
+    bool interrupted = false;
+    std::stop_callback on_stop(stop, [&] {
+      std::lock_guard lock(m);
+      if (!done) {
+        interrupted = true;
+        ::shutdown(fd, SHUT_RDWR);
+      }
+    });
+    conn.set_timeout(Millis{ms} + opt_.command_timeout);
+    Reply reply;
+    try {
+      reply = conn.command(cmd);
+    } catch (const RedisError&) {
+      std::lock_guard lock(m);
+      done = true;
+      if (interrupted) return false;
+      throw;
+    }
+    std::lock_guard lock(m);
+    done = true;
+    if (interrupted) return false;
+    if (detail::redis::is_error(reply)) detail::redis::throw_reply("wait_for_work (BLPOP) failed", text(reply.get()));
+    conn.set_timeout(opt_.command_timeout);
+    return true;
+  }
+
+  // Runs f(connection, retry) with a pooled connection. Connection failures and transient error
+  // replies (LOADING after a restart, ...) are retried with backoff for reconnect_window; a
+  // call whose reply was lost is sent again only when `idempotent` (then with retry = true).
+  template <class F>
+  auto run(bool idempotent, F&& f) -> std::invoke_result_t<F&, Connection&, bool> {
+    const auto deadline = std::chrono::steady_clock::now() + opt_.reconnect_window;
+    Millis pause{25};
+    bool retry = false;
+    for (;;) {
+      {
+        std::unique_ptr<Connection> c;
+        try {
+          c = acquire();
+        } catch (const RedisError& e) {
+          if (!e.is_transient() || std::chrono::steady_clock::now() + pause > deadline) throw;
+        }
+        if (c) {
+          struct Return {
+            RedisBackend* self;
+            std::unique_ptr<Connection>& c;
+            ~Return() { self->give_back(std::move(c)); }
+          } guard{this, c};
+          try {
+            return f(*c, retry);
+          } catch (const detail::redis::Rejected&) {
+            if (std::chrono::steady_clock::now() + pause > deadline) throw;
+          } catch (const RedisError& e) {
+            if (!e.is_transient() || !idempotent || std::chrono::steady_clock::now() + pause > deadline) throw;
+            retry = true;
+          }
+        }
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, Millis{1'000});
+    }
+  }
+
+  Args script_args(Script s, const Args& keys, Args argv) const {
+    Args a;
+    a.reserve(3 + keys.size() + argv.size());
+    a.push_back("EVALSHA");
+    a.push_back(sha_[static_cast<std::size_t>(s)]);
+    a.push_back(std::to_string(keys.size()));
+    a.insert(a.end(), keys.begin(), keys.end());
+    for (auto& v : argv) a.push_back(std::move(v));
+    return a;
+  }
+
+  // Runs the commands in one round trip; an EVALSHA answered NOSCRIPT (script cache flushed)
+  // was not run, so it is loaded and sent again.
+  std::vector<Reply> exec(Connection& c, const std::vector<Cmd>& cmds) {
+    std::vector<Args> raw;
+    raw.reserve(cmds.size());
+    for (const auto& cmd : cmds) raw.push_back(cmd.args);
+    auto replies = c.pipeline(raw);
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (cmds[i].script && detail::redis::is_error(replies[i]) && text(replies[i].get()).starts_with("NOSCRIPT")) {
+        auto loaded = c.command({"SCRIPT", "LOAD", detail::redis::script_source(*cmds[i].script)});
+        if (detail::redis::is_error(loaded)) detail::redis::throw_reply("reloading a script failed", text(loaded.get()));
+        replies[i] = c.command(cmds[i].args);
+      }
+    }
+    return replies;
+  }
+
+  Reply eval(Connection& c, Script s, const Args& keys, Args argv) {
+    std::vector<Cmd> cmds;
+    cmds.push_back({script_args(s, keys, std::move(argv)), s});
+    return std::move(exec(c, cmds).front());
+  }
+
+  static void expect_ok(const Reply& r, const std::string& what) {
+    if (detail::redis::is_error(r)) detail::redis::throw_reply(what + " failed", text(r.get()));
+  }
+
+  static std::string_view text(const redisReply* r) { return detail::redis::text(r); }
+
+  // --- keys ------------------------------------------------------------------------------
+
+  std::string queue_base(std::string_view queue) const { return opt_.prefix + ":{" + std::string(queue) + "}:"; }
+
+  void append_queue_keys(Args& keys, std::string_view queue) const {
+    const auto base = queue_base(queue);
+    for (auto suffix : detail::redis::queue_key_suffixes) keys.push_back(base + std::string(suffix));
+  }
+
+  Args queue_keys(std::string_view queue) const {
+    Args keys;
+    keys.reserve(detail::redis::queue_key_suffixes.size());
+    append_queue_keys(keys, queue);
+    return keys;
+  }
+
+  // The three keys outside any queue's slot: the id counter, the id -> queue map and the set
+  // of queue names (for recover_expired).
+  std::string global_key(std::string_view name) const { return opt_.prefix + ":" + std::string(name); }
+
+  std::string now_str() const { return std::to_string(to_epoch_ms(now())); }
+
+  // --- ids and the id -> queue map ------------------------------------------------------------
+
+  std::vector<JobId> allocate_ids(std::size_t n) {
+    std::lock_guard lock(id_mutex_);
+    if (static_cast<std::size_t>(id_end_ - next_id_) < n) {
+      const auto want = std::max(n, opt_.id_block);
+      const auto reply = run(true, [&](Connection& c, bool) {
+        return c.command({"INCRBY", global_key("id"), std::to_string(want)});
+      });
+      expect_ok(reply, "allocating job ids");
+      id_end_ = detail::redis::reply_int(reply.get(), "INCRBY") + 1;
+      next_id_ = id_end_ - static_cast<JobId>(want);
+    }
+    std::vector<JobId> ids(n);
+    for (auto& id : ids) id = next_id_++;
+    return ids;
+  }
+
+  void remember_locked(JobId id, const std::string& queue) {
+    if (queue_of_.size() >= 200'000) queue_of_.clear();  // a bounded cache; misses cost one HGET
+    auto it = std::find(queue_names_.begin(), queue_names_.end(), queue);
+    if (it == queue_names_.end()) {
+      if (queue_names_.size() >= 10'000) {
+        queue_names_.clear();
+        queue_of_.clear();
+      }
+      queue_names_.push_back(queue);
+      it = std::prev(queue_names_.end());
+    }
+    queue_of_[id] = static_cast<std::uint32_t>(it - queue_names_.begin());
+  }
+
+  std::optional<std::string> queue_of(JobId id) { return queues_of(std::vector<JobId>{id}).front(); }
+
+  std::vector<std::optional<std::string>> queues_of(const std::vector<JobId>& ids) {
+    std::vector<std::optional<std::string>> out(ids.size());
+    Args lookup{"HMGET", global_key("jobqueue")};
+    std::vector<std::size_t> missing;
+    {
+      std::lock_guard lock(cache_mutex_);
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (auto it = queue_of_.find(ids[i]); it != queue_of_.end()) {
+          out[i] = queue_names_[it->second];
+        } else if (ids[i] > 0) {
+          missing.push_back(i);
+          lookup.push_back(std::to_string(ids[i]));
+        }
+      }
+    }
+    if (missing.empty()) return out;
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command(lookup); });
+    expect_ok(reply, "looking up the queue of a job");
+    std::lock_guard lock(cache_mutex_);
+    for (std::size_t k = 0; k < missing.size() && k < reply->elements; ++k) {
+      const auto* e = reply->element[k];
+      if (e->type != REDIS_REPLY_STRING) continue;
+      std::string q(text(e));
+      try {
+        validate_queue_name(q);
+      } catch (const InvalidArgument&) {
+        throw RedisError(ErrorCategory::backend, "redis: " + global_key("jobqueue") + " maps job " +
+                                                     std::to_string(ids[missing[k]]) + " to an invalid queue name");
+      }
+      remember_locked(ids[missing[k]], q);
+      out[missing[k]] = std::move(q);
+    }
+    return out;
+  }
+
+  std::vector<std::string> unregistered(const std::vector<std::string>& queues) {
+    std::lock_guard lock(cache_mutex_);
+    std::vector<std::string> out;
+    for (const auto& q : queues) {
+      if (!registered_.contains(q)) out.push_back(q);
+    }
+    return out;
+  }
+
+  void mark_registered(const std::vector<std::string>& queues) {
+    std::lock_guard lock(cache_mutex_);
+    for (const auto& q : queues) registered_.insert(q);
+  }
+
+  // --- operations ---------------------------------------------------------------------------
+
+  void pause_or_resume(const std::string& queue, Script s) {
+    validate_queue_name(queue);
+    const std::vector<std::string> one{queue};
+    const auto fresh = unregistered(one);
+    const auto replies = run(true, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      if (!fresh.empty()) cmds.push_back({{"SADD", global_key("queues"), queue}, std::nullopt});
+      cmds.push_back({script_args(s, queue_keys(queue), {}), s});
+      return exec(c, cmds);
+    });
+    for (const auto& r : replies) expect_ok(r, s == Script::pause ? "pause" : "resume");
+    mark_registered(one);
+  }
+
+  std::size_t prune_impl(const std::string& queue, const Retention& retention, std::size_t max_jobs) {
+    constexpr std::size_t batch = 1000;
+    const auto cut = [&](const std::optional<Millis>& keep, TimePoint t) {
+      return keep ? std::to_string(to_epoch_ms(t) - keep->count()) : std::string();
+    };
+    std::size_t total = 0;
+    for (;;) {
+      const auto t = now();
+      const auto reply = run(true, [&](Connection& c, bool) {
+        return eval(c, Script::prune, queue_keys(queue),
+                    {cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
+                     max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)});
+      });
+      expect_ok(reply, "prune");
+      if (reply->elements == 0) break;
+      Args unmap{"HDEL", global_key("jobqueue")};
+      {
+        std::lock_guard lock(cache_mutex_);
+        for (std::size_t i = 0; i < reply->elements; ++i) {
+          unmap.emplace_back(text(reply->element[i]));
+          try {
+            queue_of_.erase(detail::redis::to_i64(text(reply->element[i])));
+          } catch (const std::exception&) {
+          }
+        }
+      }
+      const auto r = run(true, [&](Connection& c, bool) { return c.command(unmap); });
+      expect_ok(r, "prune (HDEL " + global_key("jobqueue") + ")");
+      total += reply->elements;
+      if (reply->elements < batch) break;
+    }
+    return total;
+  }
+
+  // Default retention: the claim path prunes each queue it serves at most once per
+  // prune_interval, so finished jobs do not pile up even if nobody calls prune().
+  void auto_prune(const std::vector<std::string>& queues) {
+    if (!opt_.retention && opt_.retention_max_jobs == 0) return;
+    const auto t = now();
+    for (const auto& q : queues) {
+      {
+        std::lock_guard lock(cache_mutex_);
+        auto [it, fresh] = last_prune_.try_emplace(q, t);
+        if (!fresh) {
+          if (t - it->second < opt_.prune_interval) continue;
+          it->second = t;
+        }  // the first claim of a queue prunes too: leftovers of earlier processes
+      }
+      try {
+        prune_impl(q, opt_.retention.value_or(Retention{std::nullopt, std::nullopt, std::nullopt}),
+                   opt_.retention_max_jobs);
+      } catch (const std::exception&) {
+        // Best effort: the claimed jobs must reach the caller; the next interval tries again.
+      }
+    }
+  }
+
+  // --- documents ---------------------------------------------------------------------------
+
+  static std::string dump_strict(const nlohmann::json& j, const char* what) {
+    try {
+      return j.dump();
+    } catch (const nlohmann::json::exception&) {
+      throw InvalidArgument(std::string(what) + " contains a string that is not valid UTF-8");
+    }
+  }
+
+  static std::string dump_lenient(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
+  // Integers are stored as decimal strings: cjson (Redis' JSON in Lua) keeps only 14 digits.
+  static std::string make_doc(const NewJob& j, JobId id, std::int64_t run_at, std::int64_t t, std::string payload) {
+    nlohmann::json d = {
+        {"id", std::to_string(id)},
+        {"queue", j.queue},
+        {"name", j.name},
+        {"payload", std::move(payload)},
+        {"state", "queued"},
+        {"priority", std::to_string(j.priority)},
+        {"attempts", "0"},
+        {"max_attempts", std::to_string(j.max_attempts)},
+        {"run_at", std::to_string(run_at)},
+        {"created_at", std::to_string(t)},
+        {"backoff", j.backoff.to_json().dump()},
+        {"timeout_ms", std::to_string(j.timeout.count())},
+        {"unique_key", j.unique_key},
+        {"unique_for_ms", std::to_string(j.unique_for.count())},
+        {"errors", "[]"},
+        {"progress", "0"},
+        {"progress_message", ""},
+    };
+    try {
+      return d.dump();
+    } catch (const nlohmann::json::exception&) {
+      throw InvalidArgument("job name or unique key is not valid UTF-8");
+    }
+  }
+
+  static JobRecord parse_doc(std::string_view raw, const std::string& where) {
+    using detail::redis::to_i64;
+    using detail::redis::to_int;
+    nlohmann::json d;
+    try {
+      d = nlohmann::json::parse(raw);
+      const auto str = [&](const char* k) { return d.at(k).get<std::string>(); };
+      const auto opt = [&](const char* k) -> std::optional<std::string> {
+        const auto it = d.find(k);
+        if (it == d.end() || !it->is_string()) return std::nullopt;
+        return it->get<std::string>();
+      };
+      JobRecord r;
+      r.id = to_i64(str("id"));
+      r.queue = str("queue");
+      r.name = str("name");
+      r.payload = nlohmann::json::parse(str("payload"));
+      r.state = job_state_from_string(str("state"));
+      r.priority = to_int(str("priority"));
+      r.attempts = to_int(str("attempts"));
+      r.max_attempts = to_int(str("max_attempts"));
+      r.run_at = from_epoch_ms(to_i64(str("run_at")));
+      r.created_at = from_epoch_ms(to_i64(str("created_at")));
+      if (auto f = opt("finished_at")) r.finished_at = from_epoch_ms(to_i64(*f));
+      if (r.state == JobState::active) {
+        r.lease_until = from_epoch_ms(to_i64(str("lease_until")));
+        r.lease_token = str("lease_token");
+      }
+      r.backoff = Backoff::from_json(nlohmann::json::parse(str("backoff")));
+      r.timeout = Millis{to_i64(str("timeout_ms"))};
+      r.unique_key = str("unique_key");
+      r.unique_for = Millis{to_i64(str("unique_for_ms"))};
+      if (auto res = opt("result")) r.result = nlohmann::json::parse(*res);
+      r.errors = errors_from_json(nlohmann::json::parse(str("errors")));
+      r.progress = to_int(opt("progress").value_or("0"));
+      r.progress_message = opt("progress_message").value_or("");
+      return r;
+    } catch (const std::exception& e) {
+      std::string id = "?";
+      if (d.is_object() && d.contains("id") && d["id"].is_string()) id = d["id"].get<std::string>();
+      throw RedisError(ErrorCategory::backend,
+                       "redis: job " + id + " in " + where + " is corrupted (not a jobq job document): " + e.what());
+    }
+  }
+
+  detail::redis::Url url_;
+  RedisOptions opt_;
+  std::array<std::string, detail::redis::script_count> sha_;  // written in the constructor only
+
+  std::mutex pool_mutex_;
+  std::condition_variable pool_cv_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  std::vector<std::unique_ptr<Connection>> idle_blocking_;
+  std::size_t open_ = 0;
+
+  std::mutex id_mutex_;
+  JobId next_id_ = 0;  // [next_id_, id_end_) is reserved for this object
+  JobId id_end_ = 0;
+
+  std::mutex cache_mutex_;
+  std::unordered_map<JobId, std::uint32_t> queue_of_;  // ids never move between queues
+  std::vector<std::string> queue_names_;
+  std::unordered_set<std::string> registered_;  // queues known to be in <prefix>:queues
+  std::unordered_map<std::string, TimePoint> last_prune_;
+};
+
+static_assert(Backend<RedisBackend>);
+
+}  // namespace jobq
