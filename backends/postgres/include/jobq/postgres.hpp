@@ -61,6 +61,13 @@ struct PostgresOptions {
   std::string application_name = "jobq";          ///< shown in pg_stat_activity
 };
 
+/// @brief Counters of connection trouble a PostgresBackend survived (for logs and tests).
+struct PostgresStats {
+  std::uint64_t retries = 0;           ///< calls retried on a new connection after one broke
+  std::uint64_t unknown_outcomes = 0;  ///< statements whose answer was lost with the connection
+  std::uint64_t claims_undone = 0;     ///< jobs of unanswered claims given back by their tokens
+};
+
 namespace detail::pg {
 
 struct ResultDeleter {
@@ -236,6 +243,11 @@ class PostgresBackend {
 
   /// @brief The server address this backend talks to, without the password.
   [[nodiscard]] const std::string& target() const noexcept { return target_; }
+
+  /// @brief Connection trouble survived so far.
+  [[nodiscard]] PostgresStats stats() const noexcept {
+    return {retries_.load(), unknown_outcomes_.load(), claims_undone_.load()};
+  }
 
   /// @brief The schema's applied migration version (reads the server).
   int schema_version() {
@@ -884,6 +896,7 @@ class PostgresBackend {
         auto lease = acquire();
         return fn(*lease, uncertain);
       } catch (const detail::pg::Lost& lost) {
+        if (lost.unknown) ++unknown_outcomes_;
         if (lost.unknown && replay == Replay::never) {
           throw PostgresError(ErrorCategory::connection,
                               "postgres: " + std::string(what) + ": connection to " + target_ +
@@ -899,6 +912,7 @@ class PostgresBackend {
                                   std::to_string(opt_.reconnect_give_up.count()) + " ms: " + lost.message,
                               "08006");
         }
+        ++retries_;
         std::this_thread::sleep_for(delay);
         delay = std::min(delay * 2, opt_.reconnect_backoff_max);
       }
@@ -1395,6 +1409,7 @@ class PostgresBackend {
     }
     try {
       auto r = exec(c, S::release_tokens, {detail::pg::text_array(tokens), ms(now())});
+      claims_undone_ += static_cast<std::uint64_t>(PQntuples(r.get()));
       if (PQntuples(r.get()) > 0) wake_local();
     } catch (...) {
       remember_pending_release(tokens);  // idempotent: try again next time
@@ -1511,6 +1526,10 @@ class PostgresBackend {
   std::mutex wake_mutex_;
   std::condition_variable wake_cv_;
   std::atomic<std::uint64_t> generation_{0};
+
+  std::atomic<std::uint64_t> retries_{0};
+  std::atomic<std::uint64_t> unknown_outcomes_{0};
+  std::atomic<std::uint64_t> claims_undone_{0};
 };
 
 static_assert(Backend<PostgresBackend>);
