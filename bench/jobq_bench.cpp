@@ -89,6 +89,8 @@ double w2_enqueue_bulk(Target& target, int n, int batch) {
   return n / seconds_since(t0);
 }
 
+int g_prefetch = -1;  // --prefetch; -1 = the Worker's default (= concurrency)
+
 template <class Target>
 double w3_drain(Target& target, int n, int concurrency) {
   auto store = target.make();
@@ -103,8 +105,8 @@ double w3_drain(Target& target, int n, int concurrency) {
   std::atomic<int> done{0};
   std::mutex m;
   std::condition_variable cv;
-  jobq::Worker w{*store, {.queues = {"bench"}, .concurrency = concurrency, .poll_interval = 100ms,
-                          .maintenance_interval = 0ms}};
+  jobq::Worker w{*store, {.queues = {"bench"}, .concurrency = concurrency, .prefetch = g_prefetch,
+                          .poll_interval = 100ms, .maintenance_interval = 0ms}};
   w.handle("noop", [&](const json&) {
     if (++done == n) {
       std::lock_guard lock(m);
@@ -183,7 +185,8 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     for (int c : {1, 16}) {
       std::vector<double> r;
       for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
-      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}}, r, "jobs/s");
+      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
+            "jobs/s");
     }
   }
   if (wants("W4")) {
@@ -241,6 +244,7 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "repetitions per workload")->check(CLI::Range(1, 100));
   app.add_option("--scale", scale, "multiply every N by this (CI smoke runs use 0.01)")
       ->check(CLI::Range(0.0001, 100.0));
+  app.add_option("--prefetch", g_prefetch, "W3: jobs leased ahead of free threads (-1 = concurrency)");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<std::string> ws;

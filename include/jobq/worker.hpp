@@ -33,7 +33,8 @@ namespace jobq {
 /// @brief Options of a Worker.
 struct WorkerOptions {
   std::vector<std::string> queues{};   ///< queues to claim from (at least one)
-  int concurrency = 1;                 ///< handler threads = jobs in flight at most
+  int concurrency = 1;                 ///< handler threads
+  int prefetch = -1;                   ///< extra jobs leased ahead of free threads; -1 = concurrency
   Millis lease{30'000};                ///< lease per claim; renewed by heartbeats
   Millis heartbeat_interval{0};        ///< 0 = lease / 3
   Millis poll_interval{1'000};         ///< longest single wait for work (a wake-up cuts it short)
@@ -97,7 +98,8 @@ struct NoHandler : std::runtime_error {
 /// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
 /// dead-letters, and shuts down gracefully.
 ///
-/// Threads: one fetcher (claim / wait_for_work), `concurrency` runners (handlers), and one
+/// Threads: one fetcher (claim / wait_for_work, up to concurrency + prefetch jobs leased),
+/// `concurrency` runners (handlers), one committer (successes, batched by group commit), and one
 /// keeper (heartbeats, timeouts, expired-lease recovery, pruning). Handlers never heartbeat.
 template <Backend B>
 class Worker {
@@ -107,6 +109,7 @@ class Worker {
     if (opt_.queues.empty()) throw InvalidArgument("worker: no queues given");
     for (const auto& q : opt_.queues) validate_queue_name(q);
     if (opt_.concurrency < 1) throw InvalidArgument("worker: concurrency must be at least 1");
+    if (opt_.prefetch < 0) opt_.prefetch = opt_.concurrency;
     if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
@@ -155,6 +158,7 @@ class Worker {
     if (running_) return;
     running_ = true;
     for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
+    committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
     fetcher_ = std::jthread([this](std::stop_token st) { fetch_loop(st); });
   }
@@ -203,12 +207,19 @@ class Worker {
     tasks_cv_.notify_all();
     for (auto& t : runners_) t.join();
     runners_.clear();
+    {
+      std::lock_guard lock(done_mutex_);
+      committer_stop_ = true;
+    }
+    done_cv_.notify_all();
+    if (committer_.joinable()) committer_.join();
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
 
     std::lock_guard lock(mutex_);
     flights_.clear();
+    committer_stop_ = false;
     running_ = false;
     shutting_down_ = false;
     stop_requested_ = false;
@@ -293,6 +304,10 @@ class Worker {
     JobRecord job;
     std::shared_ptr<Flight> flight;
   };
+  struct Done {
+    Completion completion;
+    std::shared_ptr<Flight> flight;
+  };
 
   template <class F, class V>
   static nlohmann::json invoke(F& fn, const V& value, JobContext& ctx) {
@@ -349,11 +364,10 @@ class Worker {
       std::size_t free = 0;
       {
         std::unique_lock lock(mutex_);
-        slots_cv_.wait(lock, st, [&] {
-          return flights_.size() < static_cast<std::size_t>(opt_.concurrency);
-        });
+        const auto limit = static_cast<std::size_t>(opt_.concurrency + opt_.prefetch);
+        slots_cv_.wait(lock, st, [&] { return flights_.size() < limit; });
         if (st.stop_requested()) break;
-        free = static_cast<std::size_t>(opt_.concurrency) - flights_.size();
+        free = limit - flights_.size();
       }
       try {
         auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
@@ -396,12 +410,13 @@ class Worker {
         }
       }
       if (task.job.timeout > Millis{0}) keeper_cv_.notify_all();
-      execute(task);
-      finish_flight(task.job.id);
+      if (!execute(task)) finish_flight(task.job.id);  // else the committer finishes it
     }
   }
 
-  void execute(Task& task) {
+  // Runs one attempt and records its outcome. Returns true when a success was handed to the
+  // committer, which records it (batched) and then frees the slot.
+  bool execute(Task& task) {
     const auto& job = task.job;
     auto& flight = *task.flight;
     JobContext ctx(job, flight.stop.get_token(), [this, &job, &flight](int pct, const std::string& msg) {
@@ -441,17 +456,15 @@ class Worker {
       permanent = false;
       error = "timed out after " + std::to_string(job.timeout.count()) + " ms";
     }
-    if (flight.released) return;  // shutdown gave the lease back; another worker runs it
+    if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
     if (ok) {
-      record([&] {
-        if (backend_->complete(job.id, flight.token, result)) {
-          ++processed_;
-        } else {
-          ++lost_leases_;
-        }
-      });
-      return;
+      {
+        std::lock_guard lock(done_mutex_);
+        done_.push_back({Completion{job.id, flight.token, std::move(result)}, task.flight});
+      }
+      done_cv_.notify_one();
+      return true;
     }
     ++failed_;
     Failure f{job.id, flight.token, error, std::nullopt};
@@ -466,6 +479,38 @@ class Worker {
         case FailOutcome::rejected: ++lost_leases_; break;
       }
     });
+    return false;
+  }
+
+  // Group commit: whatever successes piled up while the previous batch was being written go
+  // out in one complete_many call (one round trip / transaction). Idle, a batch is one job, so
+  // latency does not suffer; busy, round trips per job fall.
+  void commit_loop() {
+    for (;;) {
+      std::vector<Done> batch;
+      {
+        std::unique_lock lock(done_mutex_);
+        done_cv_.wait(lock, [&] { return !done_.empty() || committer_stop_; });
+        if (done_.empty()) return;
+        batch.swap(done_);
+      }
+      std::vector<Completion> cs;
+      cs.reserve(batch.size());
+      for (auto& d : batch) {
+        if (!d.flight->released) cs.push_back(std::move(d.completion));
+      }
+      if (!cs.empty()) {
+        record([&] {
+          const auto ok = backend_->complete_many(cs);
+          for (bool b : ok) ++(b ? processed_ : lost_leases_);
+        });
+      }
+      {
+        std::lock_guard lock(mutex_);
+        for (const auto& d : batch) flights_.erase(d.flight->id);
+      }
+      slots_cv_.notify_all();
+    }
   }
 
   // Records an outcome, retrying transient backend errors for a while; if it never succeeds
@@ -580,7 +625,13 @@ class Worker {
   bool shutting_down_ = false;
   std::atomic<bool> stop_requested_{false};
 
+  std::mutex done_mutex_;  // guards done_ and committer_stop_; never held with mutex_
+  std::condition_variable done_cv_;
+  std::vector<Done> done_;
+  bool committer_stop_ = false;
+
   std::vector<std::thread> runners_;
+  std::thread committer_;
   std::jthread keeper_;
   std::jthread fetcher_;
 
