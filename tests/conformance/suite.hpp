@@ -1164,3 +1164,50 @@ TEMPLATE_LIST_TEST_CASE("worker options are validated", "[conformance][worker][b
   CHECK_THROWS_AS(W(b, {.queues = {"bad name"}}), jobq::InvalidArgument);
   CHECK_THROWS_AS(W(b, {.queues = {"q"}, .concurrency = 0}), jobq::InvalidArgument);
 }
+
+TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conformance][worker]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  const auto id = q.enqueue(Greet{"long"});
+  auto opt = fast_worker(1);
+  opt.lease = 300ms;  // heartbeats every 100 ms of real time, each to manual now + 300 ms
+  std::atomic<bool> started{false};
+  std::atomic<bool> finish{false};
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load(); }));
+  for (int i = 0; i < 3; ++i) {
+    fx.clock.advance(250ms);  // past the claim's deadline, but the heartbeat moves it along
+    const auto target = fx.clock.now() + 300ms;
+    CHECK(eventually([&] { return q.get(id)->lease_until == target; }, 10s));
+    CHECK(b.recover_expired() == jobq::Recovered{0, 0});
+  }
+  finish = true;
+  w.stop();
+  CHECK(q.get(id)->state == JobState::completed);
+  CHECK(q.get(id)->attempts == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  const auto at = fx.clock.now() + 2h;
+  const auto id = q.enqueue("report", {{"month", 11}}, {.delay = 5s, .run_at = at});
+  CHECK(q.get(id)->run_at == at);  // run_at wins over delay
+  std::vector<jobq::NewJob> mixed{q.make("a", {{"x", 1}}), q.make(Greet{"z"}, {.priority = 4})};
+  const auto ids = q.enqueue_many(mixed);
+  REQUIRE(ids.size() == 2);
+  CHECK(q.get(ids[1])->priority == 4);
+  CHECK(q.get(ids[1])->name == "greet");
+  const auto dup = q.submit(q.make("a", {}, {.unique_key = "u"}));
+  CHECK(dup.created);
+  CHECK_FALSE(q.submit(q.make("a", {}, {.unique_key = "u"})).created);
+}
