@@ -13,6 +13,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -255,7 +256,8 @@ class Connection {
     }
     try {
       sqlite3_extended_result_codes(db_, 1);
-      sqlite3_busy_timeout(db_, static_cast<int>(std::clamp<Millis::rep>(opt.busy_timeout.count(), 0, 1 << 30)));
+      busy_timeout_ = opt.busy_timeout;
+      sqlite3_busy_handler(db_, &Connection::on_busy, this);
       // The first statement reads the header: a file that is not a database fails here.
       std::string mode;
       {
@@ -270,6 +272,9 @@ class Connection {
       static constexpr const char* sync[] = {"PRAGMA synchronous = OFF", "PRAGMA synchronous = NORMAL",
                                              "PRAGMA synchronous = FULL", "PRAGMA synchronous = EXTRA"};
       exec(sync[static_cast<int>(opt.synchronous)], "set synchronous");
+      // RETURNING and IN (subquery) build small ephemeral tables; on disk (Debian's default)
+      // they cost a temp file per claim, about 10x the claim itself.
+      exec("PRAGMA temp_store = MEMORY", "set temp_store");
     } catch (const SqliteError& e) {
       close();
       if (e.code() == SQLITE_NOTADB || e.code() == SQLITE_BUSY) {
@@ -331,8 +336,24 @@ class Connection {
     db_ = nullptr;
   }
 
+  // SQLite's own busy_timeout sleeps 1, 2, 5, 10 … 100 ms between tries, which is 5-50 times a
+  // typical transaction here: processes sharing a file would mostly sleep. This waits the same
+  // total time in steps from 50 µs up to 2 ms.
+  static int on_busy(void* self, int tries) noexcept {
+    auto* c = static_cast<Connection*>(self);
+    const auto now = std::chrono::steady_clock::now();
+    if (tries == 0) c->busy_since_ = now;
+    if (now - c->busy_since_ >= c->busy_timeout_) return 0;  // give up: SQLITE_BUSY
+    const auto step = std::chrono::microseconds(50) * (1 << std::min(tries, 5));
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        step, c->busy_since_ + c->busy_timeout_ - now));
+    return 1;
+  }
+
   sqlite3* db_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  Millis busy_timeout_{0};
+  std::chrono::steady_clock::time_point busy_since_{};
 };
 
 // Column list shared by every statement that returns whole jobs; decode() reads this order.
@@ -486,6 +507,15 @@ inline constexpr const char* sql_next_due =
 /// priority are stepped over); the arms are then merged. INDEXED BY because, without ANALYZE
 /// statistics, the planner prefers the run_at range of jobq_jobs_due and sorts every ready job.
 inline std::string claim_sql(std::size_t n) {
+  static constexpr const char* head =
+      "UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1, "
+      "lease_token = lower(hex(randomblob(16))), lease_until = ?3 WHERE id IN (";
+  if (n == 1) {  // the common case, without the merge
+    return std::string(head) +
+           "SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued' AND queue = ?4 "
+           "AND run_at <= ?1 AND NOT EXISTS (SELECT 1 FROM jobq_queues WHERE name = ?4 AND paused = 1) "
+           "ORDER BY priority DESC, run_at, id LIMIT ?2) RETURNING " + job_columns;
+  }
   std::string arms;
   for (std::size_t i = 0; i < n; ++i) {
     const auto p = "?" + std::to_string(i + 4);
@@ -495,10 +525,8 @@ inline std::string claim_sql(std::size_t n) {
             p + " AND run_at <= ?1 AND NOT EXISTS (SELECT 1 FROM jobq_queues WHERE name = " + p +
             " AND paused = 1) ORDER BY priority DESC, run_at, id LIMIT ?2)";
   }
-  return "UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1, "
-         "lease_token = lower(hex(randomblob(16))), lease_until = ?3 "
-         "WHERE id IN (SELECT id FROM (" + arms + ") ORDER BY priority DESC, run_at, id LIMIT ?2) "
-         "RETURNING " + std::string(job_columns);
+  return std::string(head) + "SELECT id FROM (" + arms +
+         ") ORDER BY priority DESC, run_at, id LIMIT ?2) RETURNING " + job_columns;
 }
 
 }  // namespace detail::sqlite
