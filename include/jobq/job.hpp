@@ -124,7 +124,11 @@ inline void validate(const NewJob& job) {
                           " characters");
   }
   if (job.payload.is_discarded()) throw InvalidArgument("payload is not valid JSON");
-  (void)job.backoff.to_json();  // throws for a custom function, which cannot be stored
+  if (job.backoff.kind() == Backoff::Kind::custom) {
+    throw InvalidArgument(
+        "backoff: a custom backoff function cannot be stored with a job; set it on the worker "
+        "handler instead (worker.handle<T>(fn, {.backoff = ...}))");
+  }
 }
 
 /// @brief What Backend::enqueue returns: the job's id, and whether it was newly created
