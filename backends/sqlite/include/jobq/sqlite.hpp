@@ -159,6 +159,7 @@ inline int latest_schema_version() { return migrations().back().version; }
 /// (or finalizes, when it owns a one-off statement on a caller's connection).
 class Stmt {
  public:
+  /// @brief Wraps `stmt` of `db`; `what` (a string literal) names the operation in errors.
   Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string_view what, bool owned) noexcept
       : db_(db), stmt_(stmt), what_(what), owned_(owned) {}
   Stmt(const Stmt&) = delete;
@@ -176,6 +177,7 @@ class Stmt {
     }
   }
 
+  /// @brief Binds parameter ?i (1-based); the overloads below bind text, NULL or an optional.
   Stmt& bind(int i, std::int64_t v) { return check(sqlite3_bind_int64(stmt_, i, v)); }
   Stmt& bind(int i, int v) { return check(sqlite3_bind_int64(stmt_, i, v)); }
   Stmt& bind(int i, std::string_view v) {
@@ -207,6 +209,7 @@ class Stmt {
   /// @brief Resets the statement early (its RETURNING rows all read), keeping it prepared.
   void reset() { sqlite3_reset(stmt_); }
 
+  /// @brief Column readers for the current row (0-based).
   [[nodiscard]] bool is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
   [[nodiscard]] std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
   [[nodiscard]] std::string text(int col) const {
@@ -242,6 +245,7 @@ inline Stmt prepare_once(sqlite3* db, std::string_view sql, std::string_view wha
 /// Used by one thread at a time, hence SQLITE_OPEN_NOMUTEX.
 class Connection {
  public:
+  /// @brief Opens `path` in WAL mode with the options' busy timeout and synchronous level.
   Connection(const std::string& path, const SqliteOptions& opt) {
     const int rc = sqlite3_open_v2(path.c_str(), &db_,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -290,6 +294,7 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   ~Connection() { close(); }
 
+  /// @brief The raw handle.
   [[nodiscard]] sqlite3* handle() const noexcept { return db_; }
 
   /// @brief The cached statement for `sql`, prepared on first use.
@@ -338,7 +343,7 @@ class Connection {
 
   // SQLite's own busy_timeout sleeps 1, 2, 5, 10 … 100 ms between tries, which is 5-50 times a
   // typical transaction here: processes sharing a file would mostly sleep. This waits the same
-  // total time in steps from 50 µs up to 2 ms.
+  // total time in steps from 50 µs up to 1.6 ms.
   static int on_busy(void* self, int tries) noexcept {
     auto* c = static_cast<Connection*>(self);
     const auto now = std::chrono::steady_clock::now();
