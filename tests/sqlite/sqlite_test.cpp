@@ -428,3 +428,37 @@ TEST_CASE("synchronous levels open and work", "[sqlite]") {
   jobq::SqliteBackend store{dir.file()};
   CHECK(store.counts("q").queued == 4);
 }
+
+TEST_CASE("a corrupted error list is named too, and claim still makes the job dead", "[sqlite][bad-input]") {
+  TempDir dir;
+  jobq::ManualClock clock;
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+  const auto id = store.enqueue(make_job("q")).id;
+  {
+    RawDb raw(dir.file());
+    raw.exec("UPDATE jobq_jobs SET errors = 'oops' WHERE id = " + std::to_string(id));
+  }
+  const auto e = error_of([&] { (void)store.get(id); });
+  CHECK_THAT(e.what(), Catch::Contains("job " + std::to_string(id)) && Catch::Contains("errors"));
+  CHECK(store.claim(claim_from("q")).empty());
+  CHECK(store.counts("q").dead == 1);
+  RawDb raw(dir.file());
+  CHECK(raw.scalar("SELECT json_array_length(errors) FROM jobq_jobs WHERE id = " + std::to_string(id)) == "1");
+}
+
+TEST_CASE("ids are never reused after the newest job is pruned", "[sqlite]") {
+  TempDir dir;
+  jobq::ManualClock clock;
+  jobq::JobId first = 0;
+  {
+    jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+    first = store.enqueue(make_job("q")).id;
+    const auto got = store.claim(claim_from("q"));
+    REQUIRE(got.size() == 1);
+    REQUIRE(store.complete(first, got[0].lease_token, nullptr));
+    clock.advance(48h);
+    REQUIRE(store.prune("q", jobq::Retention{}) == 1);
+  }
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+  CHECK(store.enqueue(make_job("q")).id > first);
+}

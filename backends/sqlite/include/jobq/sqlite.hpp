@@ -13,7 +13,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -260,8 +259,7 @@ class Connection {
     }
     try {
       sqlite3_extended_result_codes(db_, 1);
-      busy_timeout_ = opt.busy_timeout;
-      sqlite3_busy_handler(db_, &Connection::on_busy, this);
+      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
       // The first statement reads the header: a file that is not a database fails here.
       std::string mode;
       {
@@ -341,24 +339,8 @@ class Connection {
     db_ = nullptr;
   }
 
-  // SQLite's own busy_timeout sleeps 1, 2, 5, 10 … 100 ms between tries, which is 5-50 times a
-  // typical transaction here: processes sharing a file would mostly sleep. This waits the same
-  // total time in steps from 50 µs up to 1.6 ms.
-  static int on_busy(void* self, int tries) noexcept {
-    auto* c = static_cast<Connection*>(self);
-    const auto now = std::chrono::steady_clock::now();
-    if (tries == 0) c->busy_since_ = now;
-    if (now - c->busy_since_ >= c->busy_timeout_) return 0;  // give up: SQLITE_BUSY
-    const auto step = std::chrono::microseconds(50) * (1 << std::min(tries, 5));
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-        step, c->busy_since_ + c->busy_timeout_ - now));
-    return 1;
-  }
-
   sqlite3* db_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
-  Millis busy_timeout_{0};
-  std::chrono::steady_clock::time_point busy_since_{};
 };
 
 // Column list shared by every statement that returns whole jobs; decode() reads this order.
