@@ -432,3 +432,21 @@ TEST_CASE("a schema owned by someone else gives a clear error", "[postgres][bad-
   pgtest::exec(admin.get(), "DROP SCHEMA \"" + schema.name + "\" CASCADE");
   pgtest::exec(admin.get(), "DROP ROLE " + role);
 }
+
+TEST_CASE("prune deletes a large backlog in bounded batches", "[postgres]") {
+  Store s;
+  std::vector<jobq::NewJob> batch(25'000, make_job());
+  s.b.enqueue_many(batch);
+  for (;;) {
+    auto got = s.b.claim({{"q"}, 10'000, 30s});
+    if (got.empty()) break;
+    std::vector<jobq::Completion> cs;
+    for (const auto& j : got) cs.push_back({j.id, j.lease_token, nullptr});
+    s.b.complete_many(cs);
+  }
+  REQUIRE(s.b.counts("q").completed == 25'000);
+  s.b.enqueue(make_job());  // queued: never pruned
+  s.clock.advance(25h);
+  CHECK(s.b.prune("q", {}) == 25'000);
+  CHECK(s.b.counts("q") == jobq::Counts{.queued = 1});
+}

@@ -477,11 +477,17 @@ class PostgresBackend {
     auto keep = [](const std::optional<Millis>& m) {
       return m ? detail::pg::Param(std::to_string(m->count())) : std::nullopt;
     };
-    return with_retry("prune", Replay::safe, [&](Conn& c, bool) {
-      auto r = exec(c, S::prune, {queue, ms(now()), keep(retention.completed), keep(retention.dead),
-                                  keep(retention.cancelled), "jobq:prune:" + opt_.schema});
-      return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
-    });
+    const auto t = now();
+    std::size_t total = 0;
+    for (;;) {
+      const auto n = with_retry("prune", Replay::safe, [&](Conn& c, bool) {
+        auto r = exec(c, S::prune, {queue, ms(t), keep(retention.completed), keep(retention.dead),
+                                    keep(retention.cancelled), "jobq:prune:" + opt_.schema});
+        return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
+      });
+      total += n;
+      if (n < 10'000) return total;
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1085,14 +1091,17 @@ class PostgresBackend {
     def(S::is_paused, "is_paused", "SELECT 1 FROM " + s + ".paused_queues WHERE queue = $1::text");
     def(S::counts, "counts",
         "SELECT state, count(*) FROM " + s + ".jobs WHERE queue = $1::text GROUP BY state");
-    // Uses jobs_finished (queue, state, finished_at). $1 queue $2 now $3..$5 keep ms (NULL =
+    // Uses jobs_finished (queue, state, finished_at); at most 10,000 rows per statement so a
+    // large backlog is deleted in short transactions. $1 queue $2 now $3..$5 keep ms (NULL =
     // forever) $6 lock name
     def(S::prune, "prune",
-        "DELETE FROM " + s + ".jobs WHERE queue = $1::text"
+        "DELETE FROM " + s + ".jobs WHERE id IN ("
+        " SELECT id FROM " + s + ".jobs WHERE queue = $1::text"
         "   AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))"
         "   AND ((state = 'completed' AND finished_at + $3::bigint < $2::bigint)"
         "     OR (state = 'dead' AND finished_at + $4::bigint < $2::bigint)"
-        "     OR (state = 'cancelled' AND finished_at + $5::bigint < $2::bigint))");
+        "     OR (state = 'cancelled' AND finished_at + $5::bigint < $2::bigint))"
+        " LIMIT 10000)");
     def(S::list, "list",
         "SELECT " + cols + " FROM " + s + ".jobs WHERE queue = $1::text AND state = $2::text"
         " ORDER BY id LIMIT $3::bigint OFFSET $4::bigint");
