@@ -119,8 +119,10 @@ TEST_CASE("a file of an older schema version is upgraded on open", "[sqlite][mig
     CHECK(raw.scalar("SELECT count(*) FROM jobq_schema_version") == std::to_string(migrations.size()));
     CHECK(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'jobq_queues'") == "1");
   }
+  CHECK(store.counts("old").queued == 1);  // migration 3 counted the jobs already there
   auto got = store.claim(claim_from("old"));
   REQUIRE(got.size() == 1);
+  CHECK(store.counts("old").active == 1);
   CHECK(got[0].payload == nlohmann::json{{"v", 1}});
   CHECK(got[0].progress == 0);
   CHECK(store.set_progress(got[0].id, got[0].lease_token, 40, "upgraded"));

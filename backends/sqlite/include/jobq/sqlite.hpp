@@ -131,7 +131,7 @@ CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_at, id) WHE
 CREATE INDEX jobq_jobs_leases ON jobq_jobs (lease_until) WHERE state = 'active';
 -- enqueue's unique-key lookup.
 CREATE INDEX jobq_jobs_unique ON jobq_jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
--- list and counts.
+-- list.
 CREATE INDEX jobq_jobs_by_state ON jobq_jobs (queue, state, id);
 )sql"},
       {2, "paused queues, progress, due and prune indexes",
@@ -146,6 +146,32 @@ ALTER TABLE jobq_jobs ADD COLUMN progress_message TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobq_jobs_due ON jobq_jobs (queue, run_at) WHERE state = 'queued';
 -- prune.
 CREATE INDEX jobq_jobs_finished ON jobq_jobs (queue, state, finished_at) WHERE finished_at IS NOT NULL;
+)sql"},
+      {3, "jobs per queue and state, kept by triggers",
+       R"sql(
+-- counts() in O(1) instead of counting index entries. Triggers, not backend code, keep it, so
+-- transactional enqueues on callers' connections and hand edits stay counted too.
+CREATE TABLE jobq_counts (
+  queue TEXT    NOT NULL,
+  state TEXT    NOT NULL,
+  n     INTEGER NOT NULL,
+  PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT INTO jobq_counts (queue, state, n)
+  SELECT queue, state, count(*) FROM jobq_jobs GROUP BY queue, state;
+CREATE TRIGGER jobq_jobs_counts_insert AFTER INSERT ON jobq_jobs BEGIN
+  INSERT INTO jobq_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+    ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER jobq_jobs_counts_delete AFTER DELETE ON jobq_jobs BEGIN
+  UPDATE jobq_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+END;
+CREATE TRIGGER jobq_jobs_counts_update AFTER UPDATE OF queue, state ON jobq_jobs
+  WHEN OLD.queue IS NOT NEW.queue OR OLD.state IS NOT NEW.state BEGIN
+  UPDATE jobq_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+  INSERT INTO jobq_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+    ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
 )sql"},
   };
   return all;
@@ -474,9 +500,8 @@ inline constexpr const char* sql_set_paused =
 
 inline constexpr const char* sql_is_paused = "SELECT paused FROM jobq_queues WHERE name = ?1";
 
-// jobq_jobs_by_state.
-inline constexpr const char* sql_counts =
-    "SELECT state, count(*) FROM jobq_jobs WHERE queue = ?1 GROUP BY state";
+// jobq_counts (migration 3), kept by triggers.
+inline constexpr const char* sql_counts = "SELECT state, n FROM jobq_counts WHERE queue = ?1";
 
 // jobq_jobs_finished.
 inline constexpr const char* sql_prune =
