@@ -389,6 +389,18 @@ TEST_CASE("a corrupted job is a clear error naming the job", "[redis][bad-data]"
   CHECK_THROWS_WITH(b.get(id2), Catch::Contains("corrupted") && Catch::Contains("job " + std::to_string(id2)));
 }
 
+TEST_CASE("an id counter that went back is detected, not silently merged", "[redis][bad-data]") {
+  jobq::ManualClock clock;
+  Store s(clock.fn());
+  const auto id = s.backend.enqueue(job()).id;
+  s.backend.command({"DEL", s.prefix + ":id"});
+  jobq::RedisBackend fresh(server_url(), redis_test::options(clock.fn(), s.prefix));
+  CHECK_THROWS_WITH(fresh.enqueue(job()), Catch::Contains("job id " + std::to_string(id) + " already exists") &&
+                                              Catch::Contains("id counter went back"));
+  CHECK(s.backend.counts("q").queued == 1);
+  CHECK(s.backend.get(id)->payload == nlohmann::json{{"n", 1}});
+}
+
 TEST_CASE("binary-safe unique keys and very large numbers survive", "[redis]") {
   jobq::ManualClock clock;
   Store s(clock.fn());

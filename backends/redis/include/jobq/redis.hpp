@@ -440,8 +440,10 @@ class RedisBackend {
     Args keys;
     for (const auto& q : queues) append_queue_keys(keys, q);
     Args argv;
-    argv.reserve(1 + jobs.size() * 6);
+    argv.reserve(2 + jobs.size() * 6);
     argv.push_back(std::to_string(t));
+    const auto nonce = detail::new_lease_token();
+    argv.push_back(nonce);
     Args mapping{"HSET", global_key("jobqueue")};
     for (std::size_t i = 0; i < jobs.size(); ++i) {
       const auto& j = jobs[i];
@@ -451,7 +453,7 @@ class RedisBackend {
       argv.push_back(std::to_string(run_at));
       argv.push_back(std::to_string(j.priority));
       argv.push_back(j.unique_key);
-      argv.push_back(make_doc(j, ids[i], run_at, t, std::move(payloads[i])));
+      argv.push_back(make_doc(j, ids[i], run_at, t, std::move(payloads[i]), nonce));
       mapping.push_back(std::to_string(ids[i]));
       mapping.push_back(j.queue);
     }
@@ -810,7 +812,7 @@ class RedisBackend {
   }
 
   /// @brief Deletes every key under the prefix (all queues, jobs and counters of this store):
-  /// for tests and resets. Returns how many keys were deleted.
+  /// for tests and resets, while no other backend object uses the prefix. Returns the count.
   std::size_t purge() {
     std::string pattern;
     for (char c : opt_.prefix) {
@@ -835,6 +837,10 @@ class RedisBackend {
         deleted += static_cast<std::size_t>(r->integer);
       }
     } while (cursor != "0");
+    {
+      std::lock_guard lock(id_mutex_);
+      next_id_ = id_end_;  // the counter is gone: reserve afresh
+    }
     std::lock_guard lock(cache_mutex_);
     queue_of_.clear();
     queue_names_.clear();
@@ -1266,7 +1272,8 @@ class RedisBackend {
   }
 
   // Integers are stored as decimal strings: cjson (Redis' JSON in Lua) keeps only 14 digits.
-  static std::string make_doc(const NewJob& j, JobId id, std::int64_t run_at, std::int64_t t, std::string payload) {
+  static std::string make_doc(const NewJob& j, JobId id, std::int64_t run_at, std::int64_t t, std::string payload,
+                              const std::string& nonce) {
     nlohmann::json d = {
         {"id", std::to_string(id)},
         {"queue", j.queue},
@@ -1285,6 +1292,7 @@ class RedisBackend {
         {"errors", "[]"},
         {"progress", "0"},
         {"progress_message", ""},
+        {"nonce", nonce},  // which enqueue call wrote it: see the enqueue script
     };
     try {
       return d.dump();

@@ -190,18 +190,24 @@ end
 
 /// @brief Script bodies, indexed by Script.
 inline constexpr std::array<std::string_view, script_count> script_bodies = {
-// enqueue. KEYS: NK per queue. ARGV: now, then per job: queue index, id, run_at, priority,
-// unique key, job document. Returns id, created (1/0) per job. All reads first, then writes.
+// enqueue. KEYS: NK per queue. ARGV: now, call nonce, then per job: queue index, id, run_at,
+// priority, unique key, job document (carrying the nonce). Returns id, created (1/0) per job.
+// All reads first, then writes.
 R"lua(
-local now = tonumber(ARGV[1])
+local now, nonce = tonumber(ARGV[1]), ARGV[2]
 check_all()
 local results, writes, taken = {}, {}, {}
-for i = 2, #ARGV, 6 do
+for i = 3, #ARGV, 6 do
   local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 4]
   local out_id, created = id, 1
-  -- Ids are allocated before the call, so a job already stored under this id was written by an
-  -- earlier attempt of this same call whose reply was lost: report it as created.
-  if redis.call('HEXISTS', key(q, JOBS), id) == 0 then
+  -- Ids are allocated before the call, so a job already stored under this id with this call's
+  -- nonce was written by an earlier attempt whose reply was lost: report it as created.
+  local existing = load(q, id)
+  if existing and existing.nonce ~= nonce then
+    fail('jobq: job id ' .. id .. ' already exists in ' .. key(q, JOBS) ..
+         ': the id counter went back (was the <prefix>:id key deleted?)')
+  end
+  if not existing then
     local holder = nil
     if uk ~= '' then
       holder = taken[q .. ':' .. uk]
