@@ -66,6 +66,7 @@ struct PostgresTarget {
   ~PostgresTarget() {
     PGconn* c = PQconnectdb(url.c_str());
     if (PQstatus(c) == CONNECTION_OK) {
+      PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);  // DROP ... CASCADE chatter
       for (const auto& s : schemas) PQclear(PQexec(c, ("DROP SCHEMA IF EXISTS " + s + " CASCADE").c_str()));
     }
     PQfinish(c);
@@ -75,6 +76,45 @@ struct PostgresTarget {
     schemas.push_back("jobq_bench_" + random_suffix());
     return std::make_unique<jobq::PostgresBackend>(url, jobq::PostgresOptions{.schema = schemas.back(),
                                                                               .pool_size = 8});
+  }
+};
+#endif
+
+#ifdef JOBQ_BENCH_REDIS
+/// A fresh key prefix per repetition on the server at `url`; its keys are deleted when the
+/// target goes (the target owns the stores for that reason; make() hands out non-owning ones).
+struct RedisTarget {
+  struct Store {
+    std::string prefix;
+    std::unique_ptr<jobq::RedisBackend> backend;
+  };
+  std::string url;
+  std::vector<Store> stores;
+  explicit RedisTarget(std::string u) : url(std::move(u)) {
+    if (url.empty()) throw std::invalid_argument("redis: --url is required");
+  }
+  ~RedisTarget() {
+    for (auto& s : stores) {
+      try {
+        std::string cursor = "0";
+        do {
+          auto r = s.backend->command({"SCAN", cursor, "MATCH", s.prefix + ":*", "COUNT", "1000"});
+          cursor = r.elements.at(0).str;
+          std::vector<std::string> del{"UNLINK"};
+          for (const auto& k : r.elements.at(1).elements) del.push_back(k.str);
+          if (del.size() > 1) s.backend->command(del);
+        } while (cursor != "0");
+      } catch (const std::exception&) {
+        // a throwaway server: leftovers are harmless
+      }
+    }
+  }
+  static std::string name() { return "redis"; }
+  std::unique_ptr<jobq::RedisBackend, void (*)(jobq::RedisBackend*)> make() {
+    auto prefix = "jobqbench" + random_suffix();
+    auto backend = std::make_unique<jobq::RedisBackend>(url, jobq::RedisOptions{.prefix = prefix});
+    stores.push_back({std::move(prefix), std::move(backend)});
+    return {stores.back().backend.get(), [](jobq::RedisBackend*) {}};
   }
 };
 #endif
@@ -97,6 +137,13 @@ int dispatch(const std::string& backend, const std::string& url, Fn&& fn) {
 #ifdef JOBQ_BENCH_POSTGRES
   if (backend == "postgres") {
     PostgresTarget t{url};
+    fn(t);
+    return 0;
+  }
+#endif
+#ifdef JOBQ_BENCH_REDIS
+  if (backend == "redis") {
+    RedisTarget t{url};
     fn(t);
     return 0;
   }
