@@ -77,16 +77,17 @@ struct RedisReply {
 
 namespace detail::redis {
 
+/// @brief One command: its name and arguments, binary-safe.
 using Args = std::vector<std::string>;
 
 /// @brief A parsed redis:// URL.
 struct Url {
-  std::string host = "127.0.0.1";
-  int port = 6379;
-  std::string user;
-  std::string password;
-  int db = 0;
-  std::string masked;  ///< the URL with the password replaced by ***, for messages
+  std::string host = "127.0.0.1";  ///< host name or address
+  int port = 6379;                 ///< TCP port
+  std::string user;                ///< ACL user (empty: AUTH with the password only)
+  std::string password;            ///< empty: no AUTH
+  int db = 0;                      ///< database for SELECT
+  std::string masked;              ///< the URL with the password replaced by ***, for messages
 };
 
 /// @brief The URL with any password replaced by *** (also for URLs that fail to parse).
@@ -102,6 +103,7 @@ inline std::string mask_url(std::string_view url) {
          std::string(url.substr(at));
 }
 
+/// @brief Decodes %XX escapes of a URL part; throws InvalidArgument on a bad escape.
 inline std::string percent_decode(std::string_view s, const std::string& masked) {
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -120,6 +122,7 @@ inline std::string percent_decode(std::string_view s, const std::string& masked)
   return out;
 }
 
+/// @brief A decimal in [lo, hi]; throws InvalidArgument naming `what`.
 inline int parse_int(std::string_view s, int lo, int hi, const char* what, const std::string& masked) {
   int v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -189,17 +192,21 @@ inline Url parse_url(std::string_view url) {
   return u;
 }
 
+/// @brief Frees a hiredis reply (for Reply).
 struct ReplyFree {
   void operator()(redisReply* r) const noexcept {
     if (r != nullptr) freeReplyObject(r);
   }
 };
+/// @brief An owned hiredis reply.
 using Reply = std::unique_ptr<redisReply, ReplyFree>;
 
+/// @brief The string of a string, status or error reply.
 inline std::string_view text(const redisReply* r) {
   return r->str == nullptr ? std::string_view{} : std::string_view(r->str, r->len);
 }
 
+/// @brief True for an error reply.
 inline bool is_error(const Reply& r) { return r->type == REDIS_REPLY_ERROR; }
 
 /// @brief Error replies that mean the command was not run and may be sent again later.
@@ -209,6 +216,7 @@ inline bool reply_is_transient(std::string_view reply) {
          word == "CLUSTERDOWN" || word == "READONLY";
 }
 
+/// @brief The jobq error category of an error reply.
 inline ErrorCategory reply_category(std::string_view reply) {
   const auto word = reply.substr(0, reply.find(' '));
   if (reply_is_transient(reply)) return ErrorCategory::connection;
@@ -222,12 +230,14 @@ class Rejected : public RedisError {
   using RedisError::RedisError;
 };
 
+/// @brief Throws the RedisError (or Rejected) for an error reply.
 [[noreturn]] inline void throw_reply(const std::string& what, std::string_view reply) {
   std::string r(reply);
   if (reply_is_transient(reply)) throw Rejected(ErrorCategory::connection, "redis: " + what + ": " + r, r);
   throw RedisError(reply_category(reply), "redis: " + what + ": " + r, r);
 }
 
+/// @brief A duration as a timeval for hiredis (at least 1 ms).
 inline timeval to_timeval(Millis d) {
   const auto ms = std::max<Millis::rep>(d.count(), 1);
   timeval tv{};
@@ -330,6 +340,7 @@ class Connection {
   bool broken_ = false;
 };
 
+/// @brief A hiredis reply as a RedisReply.
 inline RedisReply to_public(const redisReply* r) {
   RedisReply out;
   switch (r->type) {
@@ -345,6 +356,7 @@ inline RedisReply to_public(const redisReply* r) {
   return out;
 }
 
+/// @brief A whole decimal string as int64; throws std::invalid_argument otherwise.
 inline std::int64_t to_i64(std::string_view s) {
   std::int64_t v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -354,6 +366,7 @@ inline std::int64_t to_i64(std::string_view s) {
   return v;
 }
 
+/// @brief A whole decimal string as int; throws when malformed or out of range.
 inline int to_int(std::string_view s) {
   const auto v = to_i64(s);
   if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
