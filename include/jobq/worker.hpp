@@ -364,8 +364,12 @@ class Worker {
       std::size_t free = 0;
       {
         std::unique_lock lock(mutex_);
+        // Claim when half the slots are free, or at once if runners have nothing queued: batches
+        // stay large (fewer round trips) without ever starving a runner.
         const auto limit = static_cast<std::size_t>(opt_.concurrency + opt_.prefetch);
-        slots_cv_.wait(lock, st, [&] { return flights_.size() < limit; });
+        slots_cv_.wait(lock, st, [&] {
+          return flights_.size() < limit && (tasks_.empty() || limit - flights_.size() >= (limit + 1) / 2);
+        });
         if (st.stop_requested()) break;
         free = limit - flights_.size();
       }
@@ -398,17 +402,20 @@ class Worker {
   void run_loop() {
     for (;;) {
       Task task;
+      bool drained = false;
       {
         std::unique_lock lock(mutex_);
         tasks_cv_.wait(lock, [&] { return !tasks_.empty() || shutting_down_; });
         if (tasks_.empty()) return;
         task = std::move(tasks_.front());
         tasks_.pop_front();
+        drained = tasks_.empty();
         if (task.job.timeout > Millis{0}) {
           task.flight->deadline = std::chrono::steady_clock::now() + task.job.timeout;
           ++keeper_kicks_;
         }
       }
+      if (drained) slots_cv_.notify_all();  // the fetcher claims early when runners run dry
       if (task.job.timeout > Millis{0}) keeper_cv_.notify_all();
       if (!execute(task)) finish_flight(task.job.id);  // else the committer finishes it
     }
