@@ -2,7 +2,9 @@
 // reloading, bad data in the store, reconnection, blocking wake-ups and default retention.
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <random>
 #include <cstdint>
 #include <filesystem>
 #include <set>
@@ -10,7 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,13 +87,17 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
 }
 
 int free_port() {
+  std::mt19937 rng{std::random_device{}()};
   for (int i = 0; i < 200; ++i) {
-    const int port = 20000 + static_cast<int>((static_cast<unsigned>(::getpid()) * 7919u + static_cast<unsigned>(i) * 104729u) % 25000u);
-    try {
-      jobq::RedisBackend probe("redis://127.0.0.1:" + std::to_string(port) + "/0", {.connect_timeout = 200ms});
-    } catch (const jobq::Error& e) {
-      if (e.category() == jobq::ErrorCategory::connection) return port;  // nobody listens
-    }
+    const int port = 20000 + static_cast<int>(rng() % 25000);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool refused = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno == ECONNREFUSED;
+    ::close(fd);
+    if (refused) return port;  // nobody listens there
   }
   throw std::runtime_error("no free loopback port");
 }
