@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -235,6 +236,18 @@ class MemoryBackend {
     std::unique_lock lock(mutex_);
     auto it = queues_.find(queue);
     return it != queues_.end() && it->second.paused;
+  }
+
+  /// @brief Every queue that holds jobs or is paused, sorted by name.
+  std::vector<std::string> queues() {
+    std::unique_lock lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& [name, q] : queues_) {
+      const auto& c = q.counts;
+      if (q.paused || c.queued + c.active + c.completed + c.dead + c.cancelled > 0) out.push_back(name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   /// @brief Jobs per state in a queue.

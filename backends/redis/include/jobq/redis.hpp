@@ -649,6 +649,16 @@ class RedisBackend {
     return detail::redis::reply_int(reply.get(), "set_progress") == 1;
   }
 
+  /// @brief Every queue this store has seen (the `<prefix>:queues` set), sorted by name.
+  std::vector<std::string> queues() {
+    const auto members = run(true, [&](Connection& c, bool) { return c.command({"SMEMBERS", global_key("queues")}); });
+    expect_ok(members, "queues (SMEMBERS)");
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < members->elements; ++i) out.emplace_back(text(members->element[i]));
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired, in
   /// every queue this store has seen.
   Recovered recover_expired() {

@@ -499,6 +499,9 @@ inline constexpr const char* sql_set_paused =
     "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused";
 
 inline constexpr const char* sql_is_paused = "SELECT paused FROM jobq_queues WHERE name = ?1";
+// Queues with jobs (jobq_counts) or a paused flag (jobq_queues).
+inline constexpr const char* sql_queues =
+    "SELECT queue FROM jobq_counts WHERE n > 0 UNION SELECT name FROM jobq_queues ORDER BY 1";
 
 // jobq_counts (migration 3), kept by triggers.
 inline constexpr const char* sql_counts = "SELECT state, n FROM jobq_counts WHERE queue = ?1";
@@ -864,6 +867,16 @@ class SqliteBackend {
       auto s = c.query(detail::sqlite::sql_is_paused, "is paused");
       s.bind(1, queue);
       return s.step() && s.integer(0) != 0;
+    });
+  }
+
+  /// @brief Every queue that holds jobs or was paused, sorted by name.
+  std::vector<std::string> queues() {
+    return read("queues", [&](detail::sqlite::Connection& c) {
+      auto s = c.query(detail::sqlite::sql_queues, "queues");
+      std::vector<std::string> out;
+      while (s.step()) out.push_back(s.text(0));
+      return out;
     });
   }
 
