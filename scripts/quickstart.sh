@@ -15,6 +15,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 BUILD="$ROOT/build/quickstart"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DJOBQ_BUILD_TESTS=OFF \
-  -DJOBQ_BUILD_BENCH=OFF -DJOBQ_WITH_SQLITE=ON -DJOBQ_WITH_POSTGRES=OFF -DJOBQ_WITH_REDIS=OFF >/dev/null
+  -DJOBQ_BUILD_BENCH=OFF -DJOBQ_BUILD_TOOLS=OFF -DJOBQ_WITH_HTTP=OFF -DJOBQ_WITH_SQLITE=ON -DJOBQ_WITH_POSTGRES=OFF -DJOBQ_WITH_REDIS=OFF >/dev/null
 cmake --build "$BUILD" --target quickstart >/dev/null
 exec "$BUILD/examples/quickstart" "$@"
