@@ -30,6 +30,21 @@
 
 namespace jobq {
 
+/// @brief Something that happened to a job in a Worker; see WorkerOptions::on_event.
+struct JobEvent {
+  /// @brief started: a handler begins; completed: its success was recorded; failed: an attempt
+  /// failed, followed by its outcome: retried, dead, or lost_lease (the lease was no longer
+  /// ours, so nothing was recorded; also sent when a success is refused for that reason).
+  enum class Kind { started, completed, failed, retried, dead, lost_lease };
+  Kind kind = Kind::started;  ///< what happened
+  JobId id = 0;               ///< the job
+  std::string queue{};        ///< its queue
+  std::string name{};         ///< its job name
+  int attempt = 0;            ///< the attempt number, from 1
+  Millis duration{0};         ///< handler run time (completed, failed and outcomes; else 0)
+  std::string error{};        ///< the failure message (failed and outcomes; else empty)
+};
+
 /// @brief Options of a Worker.
 struct WorkerOptions {
   std::vector<std::string> queues{};   ///< queues to claim from (at least one)
@@ -43,6 +58,9 @@ struct WorkerOptions {
   std::optional<Retention> retention{};///< prune finished jobs during maintenance when set
   /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
   std::function<void(const std::exception&)> on_error{};
+  /// Called on worker threads for every JobEvent (metrics, logs); must be thread-safe and quick.
+  /// Exceptions it throws go to on_error. Default: none.
+  std::function<void(const JobEvent&)> on_event{};
 };
 
 /// @brief Per-handler options.
@@ -299,6 +317,10 @@ class Worker {
     std::optional<std::chrono::steady_clock::time_point> deadline;  // set when it starts
     std::atomic<bool> timed_out{false};
     std::atomic<bool> released{false};  // lease given back at shutdown: record nothing
+    std::string queue, name;            // for JobEvents
+    int attempt = 0;
+    std::chrono::steady_clock::time_point started{};
+    Millis ran{0};                      // handler run time, once it returned
   };
   struct Task {
     JobRecord job;
@@ -386,6 +408,11 @@ class Worker {
             auto f = std::make_shared<Flight>();
             f->id = j.id;
             f->token = j.lease_token;
+            if (opt_.on_event) {
+              f->queue = j.queue;
+              f->name = j.name;
+              f->attempt = j.attempts;
+            }
             flights_[j.id] = f;
             tasks_.push_back(Task{std::move(j), std::move(f)});
           }
@@ -436,6 +463,8 @@ class Worker {
       }
     });
 
+    flight.started = std::chrono::steady_clock::now();
+    emit(flight, JobEvent::Kind::started);
     nlohmann::json result;
     std::string error;
     bool ok = false;
@@ -458,6 +487,7 @@ class Worker {
     } catch (...) {
       error = "handler threw a non-standard exception";
     }
+    flight.ran = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - flight.started);
     if (flight.timed_out) {
       ok = false;
       permanent = false;
@@ -479,11 +509,12 @@ class Worker {
       const Backoff& policy = handler && handler->options.backoff ? *handler->options.backoff : job.backoff;
       f.retry_at = backend_->now() + policy.delay(job.attempts);
     }
+    emit(flight, JobEvent::Kind::failed, error);
     record([&] {
       switch (backend_->fail(f)) {
-        case FailOutcome::retried: ++retried_; break;
-        case FailOutcome::dead: ++dead_; break;
-        case FailOutcome::rejected: ++lost_leases_; break;
+        case FailOutcome::retried: ++retried_; emit(flight, JobEvent::Kind::retried, error); break;
+        case FailOutcome::dead: ++dead_; emit(flight, JobEvent::Kind::dead, error); break;
+        case FailOutcome::rejected: ++lost_leases_; emit(flight, JobEvent::Kind::lost_lease, error); break;
       }
     });
     return false;
@@ -502,14 +533,21 @@ class Worker {
         batch.swap(done_);
       }
       std::vector<Completion> cs;
+      std::vector<const Flight*> fs;
       cs.reserve(batch.size());
       for (auto& d : batch) {
-        if (!d.flight->released) cs.push_back(std::move(d.completion));
+        if (!d.flight->released) {
+          cs.push_back(std::move(d.completion));
+          fs.push_back(d.flight.get());
+        }
       }
       if (!cs.empty()) {
         record([&] {
           const auto ok = backend_->complete_many(cs);
-          for (bool b : ok) ++(b ? processed_ : lost_leases_);
+          for (std::size_t i = 0; i < ok.size(); ++i) {
+            ++(ok[i] ? processed_ : lost_leases_);
+            if (i < fs.size()) emit(*fs[i], ok[i] ? JobEvent::Kind::completed : JobEvent::Kind::lost_lease);
+          }
         });
       }
       {
@@ -538,6 +576,17 @@ class Worker {
       }
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, Millis{2'000});
+    }
+  }
+
+  void emit(const Flight& f, JobEvent::Kind kind, const std::string& error = {}) noexcept {
+    if (!opt_.on_event) return;
+    try {
+      opt_.on_event(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
+                             kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
+    } catch (const std::exception& ex) {
+      report(ex);
+    } catch (...) {
     }
   }
 

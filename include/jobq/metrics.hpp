@@ -1,0 +1,356 @@
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/backend.hpp"
+#include "jobq/queue.hpp"
+#include "jobq/worker.hpp"
+
+namespace jobq {
+
+/// @brief Options of a Metrics registry.
+struct MetricsOptions {
+  ClockFn clock = system_clock();  ///< time for the per-minute throughput ring
+  /// Upper bounds (seconds) of the processing-time histogram buckets (+Inf is implied).
+  std::vector<double> buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+};
+
+/// @brief What one queue looked like when the backend was last sampled.
+struct QueueSample {
+  Counts counts{};                      ///< jobs per state
+  bool paused = false;                  ///< whether workers skip it
+  std::optional<Millis> oldest_waiting{};///< age of the oldest ready queued job (none: empty)
+};
+
+/// @brief Per-minute completions of one queue over the last hour, oldest first (60 buckets,
+/// the last one is the current minute), computed from the backend's completed jobs.
+///
+/// Cost: one counts() and one list() of at most `sample` completed jobs (the newest ids, which
+/// finished most recently), so it reflects every worker of the store, not only this process.
+/// With more than `sample` completions in the hour the oldest minutes are under-counted.
+template <Backend B>
+std::array<std::uint64_t, 60> completions_per_minute(B& backend, const std::string& queue,
+                                                     std::size_t sample = 1000) {
+  std::array<std::uint64_t, 60> out{};
+  const auto c = backend.counts(queue);
+  const auto total = static_cast<std::size_t>(std::max<std::int64_t>(c.completed, 0));
+  if (total == 0) return out;
+  const auto offset = total > sample ? total - sample : 0;
+  const auto now_ms = to_epoch_ms(backend.now());
+  const auto this_minute = now_ms / 60'000;
+  for (const auto& j : backend.list(queue, JobState::completed, {offset, sample})) {
+    if (!j.finished_at) continue;
+    const auto age = this_minute - to_epoch_ms(*j.finished_at) / 60'000;
+    if (age >= 0 && age < 60) ++out[static_cast<std::size_t>(59 - age)];
+  }
+  return out;
+}
+
+/// @brief Age of the oldest queued job that is ready to run (run_at <= now), or nullopt.
+///
+/// Cost: one list(queue, queued, {0, 1}): the queued job with the lowest id, i.e. enqueued
+/// first. Its age is now - run_at (0 while it is delayed). A lower-id job that is delayed for
+/// long hides younger ready ones (the age reads 0), which errs towards "not stuck".
+template <Backend B>
+std::optional<Millis> oldest_waiting(B& backend, const std::string& queue) {
+  const auto page = backend.list(queue, JobState::queued, {0, 1});
+  if (page.empty()) return std::nullopt;
+  return std::max(Millis{0}, std::chrono::duration_cast<Millis>(backend.now() - page.front().run_at));
+}
+
+/// @brief A thread-safe metrics registry for one process: job event totals and a processing
+/// time histogram (fed by Worker events), enqueue totals (fed by the producer), and per-queue
+/// state counts sampled from the backend. Renders the Prometheus text format.
+///
+/// ```cpp
+/// jobq::Metrics metrics;
+/// jobq::Worker w{store, {.queues = {"emails"}, .on_event = metrics.observer()}};
+/// metrics.enqueued("emails");            // after each enqueue (or use CountingQueue)
+/// metrics.sample(store, {"emails"});     // before rendering: counts, paused, oldest age
+/// std::string text = metrics.prometheus();
+/// ```
+class Metrics {
+ public:
+  /// @brief An empty registry.
+  explicit Metrics(MetricsOptions options = {}) : opt_(std::move(options)) {
+    std::sort(opt_.buckets.begin(), opt_.buckets.end());
+  }
+
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  /// @brief Records one worker event (thread-safe).
+  void observe(const JobEvent& e) {
+    std::lock_guard lock(mutex_);
+    auto& q = queue_locked(e.queue);
+    using K = JobEvent::Kind;
+    switch (e.kind) {
+      case K::started: ++q.started; break;
+      case K::completed:
+        ++q.completed;
+        ++minute_locked(q).completed;
+        observe_duration_locked(q, e.duration);
+        break;
+      case K::failed:
+        ++q.failed;
+        ++minute_locked(q).failed;
+        observe_duration_locked(q, e.duration);
+        break;
+      case K::retried: ++q.retried; break;
+      case K::dead: ++q.dead; break;
+      case K::lost_lease: ++q.lost_leases; break;
+    }
+  }
+
+  /// @brief A WorkerOptions::on_event hook feeding this registry (which must outlive it).
+  [[nodiscard]] std::function<void(const JobEvent&)> observer() {
+    return [this](const JobEvent& e) { observe(e); };
+  }
+
+  /// @brief Counts `n` jobs enqueued into `queue` (call after each successful enqueue).
+  void enqueued(const std::string& queue, std::uint64_t n = 1) {
+    std::lock_guard lock(mutex_);
+    queue_locked(queue).enqueued += n;
+  }
+
+  /// @brief Makes `queue` appear in the output even before anything happened to it.
+  void track(const std::string& queue) {
+    std::lock_guard lock(mutex_);
+    queue_locked(queue);
+  }
+
+  /// @brief Stores a backend sample of one queue (see sample()).
+  void set_sample(const std::string& queue, const QueueSample& s) {
+    std::lock_guard lock(mutex_);
+    queue_locked(queue).sample = s;
+  }
+
+  /// @brief Samples counts, paused flag and oldest-waiting age of each queue from the backend:
+  /// per queue one counts(), one is_paused() and one list(queued, {0, 1}) call.
+  template <Backend B>
+  void sample(B& backend, std::span<const std::string> queues) {
+    for (const auto& q : queues) {
+      QueueSample s;
+      s.counts = backend.counts(q);
+      s.paused = backend.is_paused(q);
+      s.oldest_waiting = oldest_waiting(backend, q);
+      set_sample(q, s);
+    }
+  }
+
+  /// @brief Every queue the registry has seen, sorted.
+  [[nodiscard]] std::vector<std::string> queues() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& [name, q] : queues_) out.push_back(name);
+    return out;
+  }
+
+  /// @brief The registry as JSON: per queue its totals, last sample, histogram, and the
+  /// per-minute completions/failures observed by this process over the last hour.
+  [[nodiscard]] nlohmann::json snapshot() const {
+    std::lock_guard lock(mutex_);
+    const auto minute = current_minute();
+    auto out = nlohmann::json::object();
+    for (const auto& [name, q] : queues_) {
+      nlohmann::json j = {{"enqueued", q.enqueued},   {"started", q.started}, {"completed", q.completed},
+                          {"failed", q.failed},       {"retried", q.retried}, {"dead", q.dead},
+                          {"lost_leases", q.lost_leases}, {"duration_count", q.duration_count},
+                          {"duration_sum_seconds", q.duration_sum}};
+      if (q.sample) {
+        const auto& c = q.sample->counts;
+        j["counts"] = {{"queued", c.queued},
+                       {"active", c.active},
+                       {"completed", c.completed},
+                       {"dead", c.dead},
+                       {"cancelled", c.cancelled}};
+        j["paused"] = q.sample->paused;
+        j["oldest_waiting_seconds"] =
+            q.sample->oldest_waiting ? nlohmann::json(seconds(*q.sample->oldest_waiting)) : nullptr;
+      }
+      auto completed = nlohmann::json::array();
+      auto failed = nlohmann::json::array();
+      for (std::int64_t m = minute - 59; m <= minute; ++m) {
+        const auto& slot = q.minutes[static_cast<std::size_t>(m % 60)];
+        completed.push_back(slot.minute == m ? slot.completed : 0);
+        failed.push_back(slot.minute == m ? slot.failed : 0);
+      }
+      j["completed_per_minute"] = std::move(completed);
+      j["failed_per_minute"] = std::move(failed);
+      out[name] = std::move(j);
+    }
+    return out;
+  }
+
+  /// @brief Everything in the Prometheus text exposition format (version 0.0.4).
+  [[nodiscard]] std::string prometheus() const {
+    std::lock_guard lock(mutex_);
+    std::string out;
+    const auto family = [&](const char* name, const char* type, const char* help) {
+      out += "# HELP ";
+      out += name;
+      out += ' ';
+      out += help;
+      out += "\n# TYPE ";
+      out += name;
+      out += ' ';
+      out += type;
+      out += '\n';
+    };
+    const auto line = [&](const std::string& name, const std::string& labels, double v) {
+      out += name;
+      if (!labels.empty()) out += '{' + labels + '}';
+      out += ' ';
+      out += number(v);
+      out += '\n';
+    };
+    const auto ql = [](const std::string& q) { return "queue=\"" + q + "\""; };  // names are [A-Za-z0-9_.-]
+
+    family("jobq_jobs", "gauge", "Jobs per queue and state when last sampled from the backend.");
+    for (const auto& [name, q] : queues_) {
+      if (!q.sample) continue;
+      const auto& c = q.sample->counts;
+      for (const auto& [state, v] : {std::pair{"queued", c.queued}, std::pair{"active", c.active},
+                                     std::pair{"completed", c.completed}, std::pair{"dead", c.dead},
+                                     std::pair{"cancelled", c.cancelled}}) {
+        line("jobq_jobs", ql(name) + ",state=\"" + state + "\"", static_cast<double>(v));
+      }
+    }
+    family("jobq_queue_paused", "gauge", "1 if the queue is paused.");
+    for (const auto& [name, q] : queues_) {
+      if (q.sample) line("jobq_queue_paused", ql(name), q.sample->paused ? 1 : 0);
+    }
+    family("jobq_oldest_waiting_age_seconds", "gauge",
+           "Age of the oldest ready queued job (0 when none is waiting).");
+    for (const auto& [name, q] : queues_) {
+      if (q.sample) {
+        line("jobq_oldest_waiting_age_seconds", ql(name),
+             q.sample->oldest_waiting ? seconds(*q.sample->oldest_waiting) : 0.0);
+      }
+    }
+    const auto counter = [&](const char* name, const char* help, std::uint64_t QueueMetrics::*field) {
+      family(name, "counter", help);
+      for (const auto& [qname, q] : queues_) line(name, ql(qname), static_cast<double>(q.*field));
+    };
+    counter("jobq_jobs_enqueued_total", "Jobs enqueued by this process.", &QueueMetrics::enqueued);
+    counter("jobq_jobs_started_total", "Attempts started by this process's workers.", &QueueMetrics::started);
+    counter("jobq_jobs_completed_total", "Attempts completed successfully by this process's workers.",
+            &QueueMetrics::completed);
+    counter("jobq_jobs_failed_total", "Attempts that failed in this process's workers.", &QueueMetrics::failed);
+    counter("jobq_jobs_retried_total", "Failed attempts scheduled for a retry.", &QueueMetrics::retried);
+    counter("jobq_jobs_dead_total", "Jobs moved to dead by this process's workers.", &QueueMetrics::dead);
+    counter("jobq_leases_lost_total", "Outcomes refused because the lease was no longer held.",
+            &QueueMetrics::lost_leases);
+
+    family("jobq_job_duration_seconds", "histogram", "Handler run time of completed and failed attempts.");
+    for (const auto& [name, q] : queues_) {
+      std::uint64_t cumulative = 0;
+      for (std::size_t i = 0; i < opt_.buckets.size(); ++i) {
+        cumulative += i < q.bucket_counts.size() ? q.bucket_counts[i] : 0;
+        line("jobq_job_duration_seconds_bucket", ql(name) + ",le=\"" + number(opt_.buckets[i]) + "\"",
+             static_cast<double>(cumulative));
+      }
+      line("jobq_job_duration_seconds_bucket", ql(name) + ",le=\"+Inf\"", static_cast<double>(q.duration_count));
+      line("jobq_job_duration_seconds_sum", ql(name), q.duration_sum);
+      line("jobq_job_duration_seconds_count", ql(name), static_cast<double>(q.duration_count));
+    }
+    return out;
+  }
+
+ private:
+  struct Minute {
+    std::int64_t minute = -1;  // epoch minute this slot holds
+    std::uint64_t completed = 0;
+    std::uint64_t failed = 0;
+  };
+  struct QueueMetrics {
+    std::uint64_t enqueued = 0, started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0;
+    std::vector<std::uint64_t> bucket_counts;  // non-cumulative, one per finite bucket
+    std::uint64_t duration_count = 0;
+    double duration_sum = 0;
+    std::array<Minute, 60> minutes{};  // ring indexed by epoch minute % 60
+    std::optional<QueueSample> sample;
+  };
+
+  static double seconds(Millis d) { return static_cast<double>(d.count()) / 1000.0; }
+
+  static std::string number(double v) {
+    if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+    if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<std::int64_t>(v));
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return buf;
+  }
+
+  std::int64_t current_minute() const { return to_epoch_ms(opt_.clock()) / 60'000; }
+
+  QueueMetrics& queue_locked(const std::string& name) {
+    auto& q = queues_[name];
+    if (q.bucket_counts.size() != opt_.buckets.size()) q.bucket_counts.assign(opt_.buckets.size(), 0);
+    return q;
+  }
+
+  Minute& minute_locked(QueueMetrics& q) {
+    const auto m = current_minute();
+    auto& slot = q.minutes[static_cast<std::size_t>(m % 60)];
+    if (slot.minute != m) slot = Minute{m, 0, 0};
+    return slot;
+  }
+
+  void observe_duration_locked(QueueMetrics& q, Millis d) {
+    const auto s = seconds(d);
+    ++q.duration_count;
+    q.duration_sum += s;
+    const auto it = std::lower_bound(opt_.buckets.begin(), opt_.buckets.end(), s);
+    if (it != opt_.buckets.end()) ++q.bucket_counts[static_cast<std::size_t>(it - opt_.buckets.begin())];
+  }
+
+  MetricsOptions opt_;
+  mutable std::mutex mutex_;
+  std::map<std::string, QueueMetrics> queues_;
+};
+
+/// @brief A Queue whose enqueue() also counts created jobs into a Metrics registry
+/// (enqueue_many and submit are not counted: call Metrics::enqueued for those).
+template <Backend B>
+class CountingQueue : public Queue<B> {
+ public:
+  /// @brief A queue named `name` over `backend`, counting into `metrics` (which must outlive it).
+  CountingQueue(B& backend, std::string name, Metrics& metrics)
+      : Queue<B>(backend, std::move(name)), metrics_(&metrics) {
+    metrics_->track(this->name());
+  }
+
+  /// @brief Queue::enqueue of a typed job; counted only when a job was created (not deduplicated).
+  template <Job T>
+  JobId enqueue(const T& job, const EnqueueOptions& o = {}) {
+    return count(this->submit(this->make(job, o)), o);
+  }
+  /// @brief Queue::enqueue of an untyped job, counted.
+  JobId enqueue(std::string_view job_name, nlohmann::json payload, const EnqueueOptions& o = {}) {
+    return count(this->submit(this->make(job_name, std::move(payload), o)), o);
+  }
+
+ private:
+  JobId count(const EnqueueResult& r, const EnqueueOptions& o) {
+    if (r.created) metrics_->enqueued(o.queue.empty() ? this->name() : o.queue);
+    return r.id;
+  }
+
+  Metrics* metrics_;
+};
+
+}  // namespace jobq

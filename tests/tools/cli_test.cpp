@@ -1,0 +1,288 @@
+// The admin CLI, run as a separate process against real stores; each store is also opened in
+// this process (open_backend, same URL) to seed jobs and to check what the CLI did.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+
+#include <jobq/open.hpp>
+
+namespace {
+
+struct Run {
+  int rc = -1;
+  std::string out, err;
+  nlohmann::json json() const {
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    INFO("stdout: " << out << "\nstderr: " << err);
+    REQUIRE_FALSE(j.is_discarded());
+    return j;
+  }
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string random_suffix() {
+  std::random_device rd;
+  return std::to_string(rd() % 1'000'000'000);
+}
+
+// Runs `jobq args...` with a clean JOBQ_URL; stdout and stderr captured through temp files.
+Run jobq_cli(const std::vector<std::string>& args, const std::string& stdin_text = {}) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto tag = random_suffix();
+  const auto out = dir / ("jobq-cli-out-" + tag), err = dir / ("jobq-cli-err-" + tag),
+             in = dir / ("jobq-cli-in-" + tag);
+  std::ofstream(in) << stdin_text;
+  std::string cmd = "env -u JOBQ_URL " + quote(JOBQ_CLI_PATH);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " <" + quote(in.string()) + " >" + quote(out.string()) + " 2>" + quote(err.string());
+  const int status = std::system(cmd.c_str());
+  Run r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  std::filesystem::remove(in);
+  return r;
+}
+
+struct Store {
+  std::string url;
+  std::vector<std::string> options;  // --pg-schema / --redis-prefix for isolation
+  jobq::OpenOptions open;
+
+  std::vector<std::string> args(std::vector<std::string> rest) const {
+    std::vector<std::string> a{"--url", url};
+    a.insert(a.end(), options.begin(), options.end());
+    a.insert(a.end(), rest.begin(), rest.end());
+    return a;
+  }
+};
+
+std::string required_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') {
+    FAIL(name << " is not set: run the tests through scripts/test.sh, which starts the server");
+  }
+  return v;
+}
+
+// Every command against one store.
+void exercise(const Store& s) {
+  auto b = jobq::open_backend(s.url, s.open);
+  const std::string q = "cli-" + random_suffix();
+  INFO("store " << jobq::mask_url(s.url) << " queue " << q);
+
+  // enqueue from JSON: argument, file on stdin, dedup, invalid JSON
+  auto r = jobq_cli(s.args({"--json", "enqueue", q, "send-email", R"({"to":"ada@example.com"})", "--priority", "5"}));
+  REQUIRE(r.rc == 0);
+  const auto id1 = r.json().at("id").get<jobq::JobId>();
+  CHECK(r.json().at("created") == true);
+  r = jobq_cli(s.args({"enqueue", q, "send-email", "-f", "-", "--unique-key", "k1"}), R"({"to":"grace@example.com"})");
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("enqueued job") != std::string::npos);
+  r = jobq_cli(s.args({"enqueue", q, "send-email", "--unique-key", "k1", "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("created") == false);
+  r = jobq_cli(s.args({"enqueue", q, "send-email", "{not json"}));
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("not valid JSON") != std::string::npos);
+  r = jobq_cli(s.args({"enqueue", q, "bad name", "{}"}));
+  CHECK(r.rc == 2);
+  r = jobq_cli(s.args({"--json", "enqueue", q, "resize", "{}", "--max-attempts", "1"}));
+  REQUIRE(r.rc == 0);
+  const auto id3 = r.json().at("id").get<jobq::JobId>();
+
+  auto stored = b.get(id1);
+  REQUIRE(stored);
+  CHECK(stored->payload == nlohmann::json{{"to", "ada@example.com"}});
+  CHECK(stored->priority == 5);
+
+  // one completes, one dies (claim order: priority 5 first, then by id)
+  auto claimed = b.claim({{q}, 3, jobq::Millis{60'000}});
+  REQUIRE(claimed.size() == 3);
+  for (const auto& j : claimed) {
+    if (j.id == id1) {
+      REQUIRE(b.complete(j.id, j.lease_token, {{"sent", true}}));
+    } else if (j.id == id3) {
+      REQUIRE(b.fail({j.id, j.lease_token, "storage unavailable", std::nullopt}) == jobq::FailOutcome::dead);
+    } else {
+      REQUIRE(b.release(j.id, j.lease_token));
+    }
+  }
+
+  // queues: counts match the backend's
+  r = jobq_cli(s.args({"queues", "--queue", q, "--json"}));
+  REQUIRE(r.rc == 0);
+  auto qs = r.json();
+  REQUIRE(qs.size() == 1);
+  const auto c = b.counts(q);
+  CHECK(qs[0].at("queue") == q);
+  CHECK(qs[0].at("counts").at("queued") == c.queued);
+  CHECK(qs[0].at("counts").at("completed") == c.completed);
+  CHECK(qs[0].at("counts").at("dead") == c.dead);
+  CHECK(c.queued == 1);
+  CHECK(c.completed == 1);
+  CHECK(c.dead == 1);
+  CHECK(qs[0].at("completed_last_hour") == 1);
+  r = jobq_cli(s.args({"queues", "-q", q}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("QUEUE") != std::string::npos);
+  CHECK(r.out.find(q) != std::string::npos);
+  r = jobq_cli(s.args({"queues", "--json"}));
+  if (b.can_list_queues()) {
+    REQUIRE(r.rc == 0);
+    bool found = false;
+    for (const auto& e : r.json()) found = found || e.at("queue") == q;
+    CHECK(found);
+  } else {
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("not supported") != std::string::npos);
+  }
+
+  // jobs by state, paged
+  r = jobq_cli(s.args({"jobs", q, "--state", "dead", "--json"}));
+  REQUIRE(r.rc == 0);
+  auto jobs = r.json().at("jobs");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].at("id") == id3);
+  r = jobq_cli(s.args({"jobs", q, "--state", "dead"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("storage unavailable") != std::string::npos);
+  r = jobq_cli(s.args({"jobs", q, "--state", "completed", "--limit", "1", "--offset", "1", "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("jobs").empty());
+
+  // show
+  r = jobq_cli(s.args({"show", std::to_string(id3), "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("state") == "dead");
+  CHECK(r.json().at("errors").at(0).at("message") == "storage unavailable");
+  r = jobq_cli(s.args({"show", std::to_string(id1)}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find(R"({"sent":true})") != std::string::npos);
+  r = jobq_cli(s.args({"show", "987654321"}));
+  CHECK(r.rc == 3);
+  CHECK(r.err.find("not found") != std::string::npos);
+
+  // redrive one; a second time is refused
+  r = jobq_cli(s.args({"redrive", std::to_string(id3)}));
+  CHECK(r.rc == 0);
+  CHECK(b.get(id3)->state == jobq::JobState::queued);
+  r = jobq_cli(s.args({"redrive", std::to_string(id3)}));
+  CHECK(r.rc == 4);
+  CHECK(r.err.find("not dead") != std::string::npos);
+
+  // redrive --all: kill both queued jobs first
+  for (const auto& j : b.claim({{q}, 5, jobq::Millis{60'000}})) {
+    b.fail({j.id, j.lease_token, "boom", std::nullopt});
+  }
+  REQUIRE(b.counts(q).dead == 2);
+  r = jobq_cli(s.args({"redrive", "--all", "--queue", q, "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("redriven").at(q) == 2);
+  CHECK(b.counts(q).dead == 0);
+  CHECK(b.counts(q).queued == 2);
+  CHECK(jobq_cli(s.args({"redrive", "--all"})).rc == 2);
+
+  // cancel
+  r = jobq_cli(s.args({"cancel", std::to_string(id3), "987654321"}));
+  CHECK(r.rc == 3);
+  CHECK(b.get(id3)->state == jobq::JobState::cancelled);
+  CHECK(jobq_cli(s.args({"cancel", std::to_string(id1)})).rc == 4);  // completed
+
+  // pause / resume
+  CHECK(jobq_cli(s.args({"pause", q})).rc == 0);
+  CHECK(b.is_paused(q));
+  CHECK(jobq_cli(s.args({"resume", q})).rc == 0);
+  CHECK_FALSE(b.is_paused(q));
+
+  // prune: nothing is old enough by default
+  r = jobq_cli(s.args({"prune", q, "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("pruned").at(q) == 0);
+  CHECK(jobq_cli(s.args({"prune", q, "--dead", "forever"})).rc == 2);
+
+  // schedules: not supported yet, says so
+  r = jobq_cli(s.args({"schedules"}));
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("not supported") != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("jobq CLI on SQLite") {
+  const auto path = std::filesystem::temp_directory_path() / ("jobq-cli-" + random_suffix() + ".db");
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() {
+      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
+    }
+  } cleanup{path};
+  exercise({"sqlite://" + path.string(), {}, {}});
+}
+
+TEST_CASE("jobq CLI on PostgreSQL") {
+  const auto url = required_env("JOBQ_TEST_POSTGRES_URL");
+  const std::string schema = "jobq_cli_" + random_suffix();
+  jobq::OpenOptions o;
+  o.postgres_schema = schema;
+  exercise({url, {"--pg-schema", schema}, o});
+}
+
+TEST_CASE("jobq CLI on Redis") {
+  const auto url = required_env("JOBQ_TEST_REDIS_URL");
+  const std::string prefix = "jobq-cli-" + random_suffix();
+  jobq::OpenOptions o;
+  o.redis_prefix = prefix;
+  exercise({url, {"--redis-prefix", prefix}, o});
+}
+
+TEST_CASE("jobq CLI: usage and connection errors") {
+  auto r = jobq_cli({"queues", "-q", "a"});
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("JOBQ_URL") != std::string::npos);
+  r = jobq_cli({"--url", "mysql://x/y", "queues", "-q", "a"});
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("not supported") != std::string::npos);
+  r = jobq_cli({"--url", "sqlite:relative.db", "queues", "-q", "a"});
+  CHECK(r.rc == 2);
+  r = jobq_cli({"--url", "memory://", "frobnicate"});
+  CHECK(r.rc == 2);
+  r = jobq_cli({"--url", "memory://", "jobs", "q", "--state", "sleeping"});
+  CHECK(r.rc == 2);
+  r = jobq_cli({"--url", "memory://", "queues", "-q", "bad queue"});
+  CHECK(r.rc == 2);
+  r = jobq_cli({"--help"});
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("redrive") != std::string::npos);
+  // a refused connection: exit 1, and the password never shows
+  r = jobq_cli({"--url", "postgresql://app:s3cret-pw@127.0.0.1:1/app", "queues", "-q", "a"});
+  CHECK(r.rc == 1);
+  CHECK(r.err.find("s3cret-pw") == std::string::npos);
+  CHECK(r.out.find("s3cret-pw") == std::string::npos);
+  r = jobq_cli({"--url", "redis://:s3cret-pw@127.0.0.1:1/0", "queues", "-q", "a"});
+  CHECK(r.rc == 1);
+  CHECK(r.err.find("s3cret-pw") == std::string::npos);
+}

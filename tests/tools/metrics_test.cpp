@@ -1,0 +1,135 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+
+#include <jobq/jobq.hpp>
+#include <jobq/memory.hpp>
+#include <jobq/metrics.hpp>
+
+using namespace std::chrono_literals;
+
+namespace {
+bool has_line(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+}  // namespace
+
+TEST_CASE("Metrics: events, samples and the Prometheus text") {
+  jobq::ManualClock clock;
+  jobq::Metrics m{{.clock = clock.fn(), .buckets = {0.1, 1}}};
+  using K = jobq::JobEvent::Kind;
+  m.observe({K::started, 1, "emails", "send", 1, 0ms, ""});
+  m.observe({K::completed, 1, "emails", "send", 1, 50ms, ""});
+  m.observe({K::failed, 2, "emails", "send", 1, 500ms, "boom"});
+  m.observe({K::retried, 2, "emails", "send", 1, 500ms, "boom"});
+  m.observe({K::failed, 3, "emails", "send", 3, 2000ms, "boom"});
+  m.observe({K::dead, 3, "emails", "send", 3, 2000ms, "boom"});
+  m.observe({K::lost_lease, 4, "emails", "send", 1, 10ms, ""});
+  m.enqueued("emails", 3);
+  m.track("images");
+  m.set_sample("emails", {{4, 1, 7, 2, 1}, true, 90s});
+
+  const auto text = m.prometheus();
+  INFO(text);
+  CHECK(has_line(text, "# TYPE jobq_jobs gauge"));
+  CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="queued"} 4)"));
+  CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="dead"} 2)"));
+  CHECK(has_line(text, R"(jobq_queue_paused{queue="emails"} 1)"));
+  CHECK(has_line(text, R"(jobq_oldest_waiting_age_seconds{queue="emails"} 90)"));
+  CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="emails"} 3)"));
+  CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="images"} 0)"));
+  CHECK(has_line(text, R"(jobq_jobs_completed_total{queue="emails"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_failed_total{queue="emails"} 2)"));
+  CHECK(has_line(text, R"(jobq_jobs_retried_total{queue="emails"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_dead_total{queue="emails"} 1)"));
+  CHECK(has_line(text, R"(jobq_leases_lost_total{queue="emails"} 1)"));
+  CHECK(has_line(text, "# TYPE jobq_job_duration_seconds histogram"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="0.1"} 1)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="1"} 2)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="+Inf"} 3)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_sum{queue="emails"} 2.55)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_count{queue="emails"} 3)"));
+
+  auto snap = m.snapshot();
+  CHECK(snap["emails"]["completed_per_minute"].size() == 60);
+  CHECK(snap["emails"]["completed_per_minute"].back() == 1);
+  CHECK(snap["emails"]["failed_per_minute"].back() == 2);
+  clock.advance(2min);
+  m.observe({K::completed, 5, "emails", "send", 1, 5ms, ""});
+  snap = m.snapshot();
+  CHECK(snap["emails"]["completed_per_minute"][57] == 1);
+  CHECK(snap["emails"]["completed_per_minute"][59] == 1);
+  clock.advance(61min);
+  snap = m.snapshot();
+  CHECK(snap["emails"]["completed_per_minute"] == nlohmann::json(std::vector<int>(60, 0)));
+  CHECK(m.queues() == std::vector<std::string>{"emails", "images"});
+}
+
+TEST_CASE("Metrics from a running Worker, a CountingQueue and the backend") {
+  jobq::ManualClock clock;
+  jobq::MemoryBackend store{{clock.fn()}};
+  jobq::Metrics metrics{{.clock = clock.fn()}};
+  jobq::CountingQueue q{store, "work", metrics};
+  q.enqueue("ok", {});
+  q.enqueue("ok", {}, {.unique_key = "u"});
+  q.enqueue("ok", {}, {.unique_key = "u"});  // deduplicated: not counted
+  q.enqueue("bad", {}, {.max_attempts = 1});
+
+  std::mutex mu;
+  std::vector<jobq::JobEvent::Kind> kinds;
+  jobq::Worker w{store, {.queues = {"work"}, .concurrency = 2, .poll_interval = 10ms,
+                         .on_event = [&](const jobq::JobEvent& e) {
+                           metrics.observe(e);
+                           std::lock_guard lock(mu);
+                           kinds.push_back(e.kind);
+                         }}};
+  w.handle("ok", [](const nlohmann::json&, jobq::JobContext&) {});
+  w.handle("bad", [](const nlohmann::json&, jobq::JobContext&) { throw std::runtime_error("nope"); });
+  REQUIRE(w.run_until_idle(10s));
+
+  using K = jobq::JobEvent::Kind;
+  CHECK(std::count(kinds.begin(), kinds.end(), K::started) == 3);
+  CHECK(std::count(kinds.begin(), kinds.end(), K::completed) == 2);
+  CHECK(std::count(kinds.begin(), kinds.end(), K::failed) == 1);
+  CHECK(std::count(kinds.begin(), kinds.end(), K::dead) == 1);
+
+  const std::vector<std::string> queues{"work"};
+  metrics.sample(store, queues);
+  auto snap = metrics.snapshot()["work"];
+  CHECK(snap["enqueued"] == 3);
+  CHECK(snap["completed"] == 2);
+  CHECK(snap["dead"] == 1);
+  CHECK(snap["counts"]["completed"] == 2);
+  CHECK(snap["counts"]["dead"] == 1);
+  CHECK(snap["oldest_waiting_seconds"].is_null());
+
+  // completions per minute come from the store, whoever ran the jobs
+  auto per_minute = jobq::completions_per_minute(store, "work");
+  CHECK(per_minute[59] == 2);
+  clock.advance(3min);
+  per_minute = jobq::completions_per_minute(store, "work");
+  CHECK(per_minute[56] == 2);
+  CHECK(per_minute[59] == 0);
+
+  // oldest waiting: age of the first ready queued job
+  q.enqueue("ok", {});
+  clock.advance(42s);
+  CHECK(jobq::oldest_waiting(store, "work") == std::optional<jobq::Millis>(42s));
+  q.enqueue("later", {}, {.delay = 1h});
+  CHECK(jobq::oldest_waiting(store, "empty") == std::nullopt);
+}
+
+TEST_CASE("An on_event hook that throws is reported, not fatal") {
+  jobq::MemoryBackend store;
+  jobq::Queue q{store, "w"};
+  q.enqueue("ok", {});
+  std::atomic<int> errors{0};
+  jobq::Worker w{store, {.queues = {"w"}, .poll_interval = 10ms,
+                         .on_error = [&](const std::exception&) { ++errors; },
+                         .on_event = [](const jobq::JobEvent&) { throw std::runtime_error("hook"); }}};
+  w.handle("ok", [](const nlohmann::json&, jobq::JobContext&) {});
+  CHECK(w.run_until_idle(10s));
+  CHECK(q.counts().completed == 1);
+  CHECK(errors >= 2);
+}

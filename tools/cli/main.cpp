@@ -1,0 +1,492 @@
+// jobq: the admin CLI. Inspects and operates a jobq store given by URL:
+//   jobq --url sqlite:///var/lib/app/jobs.db queues --queue emails
+//   jobq --url postgresql://app@db/app jobs emails --state dead
+// Tables for people by default, --json for scripts. Exit codes: 0 ok, 1 backend or connection
+// error, 2 usage error or invalid argument, 3 job not found, 4 refused (job in the wrong state).
+#include <algorithm>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <jobq/any_backend.hpp>
+#include <jobq/metrics.hpp>
+#include <jobq/open.hpp>
+#include <jobq/queue.hpp>
+
+namespace {
+
+using json = nlohmann::json;
+
+enum Exit { ok = 0, failure = 1, usage = 2, not_found = 3, refused = 4 };
+
+// --- formatting -------------------------------------------------------------------------------
+
+std::string format_time(jobq::TimePoint t) {
+  const std::time_t secs = static_cast<std::time_t>(jobq::to_epoch_ms(t) / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string format_time(const std::optional<jobq::TimePoint>& t) { return t ? format_time(*t) : "-"; }
+
+std::string format_age(std::optional<jobq::Millis> d) {
+  if (!d) return "-";
+  const auto s = d->count() / 1000;
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  if (s < 172800) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+std::string one_line(std::string s, std::size_t max) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  if (s.size() > max) s = s.substr(0, max - 3) + "...";
+  return s;
+}
+
+// Left-aligned columns, two spaces apart.
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(header.size());
+  for (std::size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  const auto print_row = [&](const std::vector<std::string>& r) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << line << '\n';
+  };
+  print_row(header);
+  for (const auto& r : rows) print_row(r);
+}
+
+json counts_json(const jobq::Counts& c) {
+  return {{"queued", c.queued}, {"active", c.active}, {"completed", c.completed}, {"dead", c.dead},
+          {"cancelled", c.cancelled}};
+}
+
+// "30s", "5m", "24h", "7d", "250ms"; "never" -> nullopt (keep forever).
+std::optional<jobq::Millis> parse_duration(const std::string& s) {
+  if (s == "never") return std::nullopt;
+  std::size_t pos = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(s, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  const auto unit = s.substr(pos);
+  long long ms_per = 0;
+  if (unit == "ms") ms_per = 1;
+  else if (unit == "s") ms_per = 1000;
+  else if (unit == "m") ms_per = 60'000;
+  else if (unit == "h") ms_per = 3'600'000;
+  else if (unit == "d") ms_per = 86'400'000;
+  if (pos == 0 || ms_per == 0 || n < 0) {
+    throw jobq::InvalidArgument("invalid duration '" + s + "': use a number and ms, s, m, h or d (e.g. 30s, 24h)");
+  }
+  return jobq::Millis{n * ms_per};
+}
+
+jobq::Millis parse_required_duration(const std::string& s) {
+  auto d = parse_duration(s);
+  if (!d) throw jobq::InvalidArgument("'never' is not allowed here");
+  return *d;
+}
+
+// --- the commands -----------------------------------------------------------------------------
+
+struct Cli {
+  bool json_out = false;
+
+  std::vector<std::string> queue_names(jobq::AnyBackend& b, const std::vector<std::string>& given) {
+    if (!given.empty()) {
+      for (const auto& q : given) jobq::validate_queue_name(q);
+      return given;
+    }
+    if (!b.can_list_queues()) {
+      throw jobq::InvalidArgument("listing queues is not supported by the " + b.kind() +
+                                  " backend yet; name them with --queue NAME");
+    }
+    return b.queues();
+  }
+
+  int queues(jobq::AnyBackend& b, const std::vector<std::string>& given) {
+    const auto names = queue_names(b, given);
+    json out = json::array();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& q : names) {
+      const auto c = b.counts(q);
+      const bool paused = b.is_paused(q);
+      const auto per_minute = jobq::completions_per_minute(b, q);
+      std::uint64_t hour = 0;
+      for (auto v : per_minute) hour += v;
+      const auto oldest = jobq::oldest_waiting(b, q);
+      out.push_back({{"queue", q},
+                     {"paused", paused},
+                     {"counts", counts_json(c)},
+                     {"completed_last_minute", per_minute.back()},
+                     {"completed_last_hour", hour},
+                     {"oldest_waiting_seconds", oldest ? json(oldest->count() / 1000.0) : json(nullptr)}});
+      rows.push_back({q, paused ? "yes" : "no", std::to_string(c.queued), std::to_string(c.active),
+                      std::to_string(c.completed), std::to_string(c.dead), std::to_string(c.cancelled),
+                      std::to_string(per_minute.back()), std::to_string(hour), format_age(oldest)});
+    }
+    if (json_out) {
+      std::cout << out.dump(2) << '\n';
+    } else if (rows.empty()) {
+      std::cout << "no queues\n";
+    } else {
+      print_table({"QUEUE", "PAUSED", "QUEUED", "ACTIVE", "COMPLETED", "DEAD", "CANCELLED", "DONE/1M",
+                   "DONE/1H", "OLDEST-WAIT"},
+                  rows);
+    }
+    return ok;
+  }
+
+  int jobs(jobq::AnyBackend& b, const std::string& queue, const std::string& state_name, std::size_t offset,
+           std::size_t limit) {
+    jobq::validate_queue_name(queue);
+    const auto state = jobq::job_state_from_string(state_name);
+    if (limit == 0 || limit > 10'000) throw jobq::InvalidArgument("--limit must be 1..10000");
+    const auto jobs = b.list(queue, state, {offset, limit});
+    if (json_out) {
+      json arr = json::array();
+      for (const auto& j : jobs) arr.push_back(jobq::to_json(j));
+      std::cout << json{{"queue", queue}, {"state", state_name}, {"offset", offset}, {"limit", limit},
+                        {"jobs", arr}}
+                       .dump(2)
+                << '\n';
+      return ok;
+    }
+    if (jobs.empty()) {
+      std::cout << "no " << state_name << " jobs in queue " << queue
+                << (offset > 0 ? " at offset " + std::to_string(offset) : std::string()) << '\n';
+      return ok;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& j : jobs) {
+      const bool finished = j.finished_at.has_value();
+      rows.push_back({std::to_string(j.id), j.name, std::string(jobq::to_string(j.state)),
+                      std::to_string(j.attempts) + "/" + std::to_string(j.max_attempts),
+                      finished ? format_time(j.finished_at) : format_time(j.run_at),
+                      j.errors.empty() ? "" : one_line(j.errors.back().message, 60)});
+    }
+    print_table({"ID", "NAME", "STATE", "ATTEMPTS", "RUN-AT/FINISHED", "LAST-ERROR"}, rows);
+    if (jobs.size() == limit) {
+      std::cout << "(more may follow: --offset " << offset + limit << ")\n";
+    }
+    return ok;
+  }
+
+  int show(jobq::AnyBackend& b, jobq::JobId id) {
+    const auto j = b.get(id);
+    if (!j) {
+      std::cerr << "jobq: job " << id << " not found\n";
+      return not_found;
+    }
+    if (json_out) {
+      std::cout << jobq::to_json(*j).dump(2) << '\n';
+      return ok;
+    }
+    std::cout << "job " << j->id << "\n"
+              << "  queue:      " << j->queue << "\n"
+              << "  name:       " << j->name << "\n"
+              << "  state:      " << jobq::to_string(j->state) << "\n"
+              << "  priority:   " << j->priority << "\n"
+              << "  attempts:   " << j->attempts << " of " << j->max_attempts << "\n"
+              << "  created:    " << format_time(j->created_at) << "\n"
+              << "  run at:     " << format_time(j->run_at) << "\n"
+              << "  finished:   " << format_time(j->finished_at) << "\n";
+    if (j->lease_until) std::cout << "  lease until: " << format_time(j->lease_until) << "\n";
+    if (!j->unique_key.empty()) std::cout << "  unique key: " << j->unique_key << "\n";
+    if (j->timeout.count() > 0) std::cout << "  timeout:    " << j->timeout.count() << " ms\n";
+    std::cout << "  progress:   " << j->progress << "%"
+              << (j->progress_message.empty() ? "" : " (" + j->progress_message + ")") << "\n"
+              << "  payload:    " << j->payload.dump() << "\n"
+              << "  result:     " << j->result.dump() << "\n";
+    if (j->errors.empty()) {
+      std::cout << "  errors:     none\n";
+    } else {
+      std::cout << "  errors:\n";
+      for (const auto& e : j->errors) {
+        std::cout << "    attempt " << e.attempt << " at " << format_time(e.at) << ": " << e.message << "\n";
+      }
+    }
+    return ok;
+  }
+
+  // Applies op (redrive or cancel) to each id; explains every refusal.
+  template <class Op>
+  int each_job(jobq::AnyBackend& b, const std::vector<jobq::JobId>& ids, Op op, const char* verb,
+               const char* required_state) {
+    int rc = ok;
+    json done = json::array();
+    json failed = json::array();
+    for (auto id : ids) {
+      if (op(id)) {
+        done.push_back(id);
+        if (!json_out) std::cout << verb << " job " << id << "\n";
+        continue;
+      }
+      const auto j = b.get(id);
+      std::string why;
+      if (!j) {
+        why = "not found";
+        rc = std::max(rc, static_cast<int>(not_found));
+      } else {
+        why = "it is " + std::string(jobq::to_string(j->state)) + ", not " + required_state;
+        rc = rc == not_found ? rc : static_cast<int>(refused);
+      }
+      failed.push_back({{"id", id}, {"error", why}});
+      std::cerr << "jobq: job " << id << ": " << why << "\n";
+    }
+    if (json_out) std::cout << json{{"ok", done}, {"refused", failed}}.dump(2) << '\n';
+    return rc;
+  }
+
+  int redrive_all(jobq::AnyBackend& b, const std::vector<std::string>& queues) {
+    json out = json::object();
+    for (const auto& q : queues) {
+      jobq::validate_queue_name(q);
+      std::size_t n = 0;
+      for (;;) {  // each pass re-reads the first page: re-driven jobs leave the dead list
+        const auto page = b.list(q, jobq::JobState::dead, {0, 500});
+        std::size_t moved = 0;
+        for (const auto& j : page) moved += b.redrive(j.id) ? 1 : 0;
+        n += moved;
+        if (page.size() < 500 || moved == 0) break;
+      }
+      out[q] = n;
+      if (!json_out) std::cout << "re-drove " << n << " dead job" << (n == 1 ? "" : "s") << " of queue " << q << "\n";
+    }
+    if (json_out) std::cout << json{{"redriven", out}}.dump(2) << '\n';
+    return ok;
+  }
+
+  int pause(jobq::AnyBackend& b, const std::vector<std::string>& queues, bool paused) {
+    json out = json::array();
+    for (const auto& q : queues) {
+      jobq::validate_queue_name(q);
+      paused ? b.pause(q) : b.resume(q);
+      out.push_back(q);
+      if (!json_out) std::cout << "queue " << q << (paused ? " paused" : " resumed") << "\n";
+    }
+    if (json_out) std::cout << json{{paused ? "paused" : "resumed", out}}.dump(2) << '\n';
+    return ok;
+  }
+
+  int prune(jobq::AnyBackend& b, const std::vector<std::string>& queues, const jobq::Retention& r) {
+    json out = json::object();
+    for (const auto& q : queues) {
+      jobq::validate_queue_name(q);
+      const auto n = b.prune(q, r);
+      out[q] = n;
+      if (!json_out) std::cout << "pruned " << n << " finished job" << (n == 1 ? "" : "s") << " from queue " << q << "\n";
+    }
+    if (json_out) std::cout << json{{"pruned", out}}.dump(2) << '\n';
+    return ok;
+  }
+
+  int enqueue(jobq::AnyBackend& b, const std::string& queue, const std::string& name, const json& payload,
+              const jobq::EnqueueOptions& o) {
+    jobq::Queue<jobq::AnyBackend> q{b, queue};
+    const auto r = q.submit(q.make(name, payload, o));
+    if (json_out) {
+      std::cout << json{{"id", r.id}, {"created", r.created}}.dump(2) << '\n';
+    } else if (r.created) {
+      std::cout << "enqueued job " << r.id << " (" << name << ") into queue " << queue << "\n";
+    } else {
+      std::cout << "not enqueued: job " << r.id << " holds unique key '" << o.unique_key << "'\n";
+    }
+    return ok;
+  }
+
+  int schedules() {
+    // Cron schedules are not part of jobq yet (issue 7); say so rather than print an empty table.
+    if (json_out) {
+      std::cout << json{{"supported", false}, {"schedules", json::array()}}.dump(2) << '\n';
+    } else {
+      std::cout << "no schedules: recurring (cron) schedules are not supported by jobq yet\n";
+    }
+    return ok;
+  }
+};
+
+json read_payload(const std::string& arg, const std::string& file) {
+  std::string text = arg;
+  if (!file.empty()) {
+    if (file == "-") {
+      text.assign(std::istreambuf_iterator<char>(std::cin), {});
+    } else {
+      std::ifstream in(file);
+      if (!in) throw jobq::InvalidArgument("cannot read payload file '" + file + "'");
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+  }
+  if (text.empty()) return json::object();
+  auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw jobq::InvalidArgument("payload is not valid JSON: " + one_line(text, 80));
+  return j;
+}
+
+int exit_code_of(const jobq::Error& e) {
+  switch (e.category()) {
+    case jobq::ErrorCategory::invalid_argument: return usage;
+    case jobq::ErrorCategory::not_found: return not_found;
+    default: return failure;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"jobq: inspect and operate a jobq store (queues, jobs, dead letters)", "jobq"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options (--json, --url) may also follow the command
+  app.footer(
+      "Backend URLs: sqlite:///abs/path.db, sqlite://relative.db, postgresql://user@host/db,\n"
+      "redis://host:6379/0, memory:// (empty, for trying the CLI). Default: $JOBQ_URL.\n"
+      "Exit codes: 0 ok, 1 backend/connection error, 2 usage or invalid argument, 3 not found,\n"
+      "4 refused (the job is not in a state that allows it).");
+
+  std::string url;
+  jobq::OpenOptions open_options;
+  Cli cli;
+  app.add_option("-u,--url", url, "backend URL (default: $JOBQ_URL)")->envname("JOBQ_URL");
+  app.add_flag("--json", cli.json_out, "print JSON instead of tables");
+  app.add_option("--pg-schema", open_options.postgres_schema, "PostgreSQL schema (default jobq)");
+  app.add_option("--redis-prefix", open_options.redis_prefix, "Redis key prefix (default jobq)");
+
+  std::vector<std::string> queues_opt;
+  auto* queues_cmd = app.add_subcommand("queues", "queues with jobs per state, throughput and oldest wait");
+  queues_cmd->add_option("-q,--queue", queues_opt, "only these queues (needed when the backend cannot list queues)");
+
+  std::string jobs_queue, jobs_state = "queued";
+  std::size_t offset = 0, limit = 50;
+  auto* jobs_cmd = app.add_subcommand("jobs", "list the jobs of a queue in one state, paged");
+  jobs_cmd->add_option("queue", jobs_queue, "queue name")->required();
+  jobs_cmd->add_option("-s,--state", jobs_state, "queued, active, completed, dead or cancelled")
+      ->check(CLI::IsMember({"queued", "active", "completed", "dead", "cancelled"}));
+  jobs_cmd->add_option("--offset", offset, "jobs to skip");
+  jobs_cmd->add_option("--limit", limit, "jobs per page (1..10000)");
+
+  jobq::JobId show_id = 0;
+  auto* show_cmd = app.add_subcommand("show", "one job: payload, attempts, errors, progress, result");
+  show_cmd->add_option("id", show_id, "job id")->required();
+
+  std::vector<jobq::JobId> redrive_ids;
+  std::vector<std::string> redrive_queues;
+  bool redrive_all = false;
+  auto* redrive_cmd = app.add_subcommand("redrive", "re-drive dead jobs: by id, or --all of --queue");
+  redrive_cmd->add_option("ids", redrive_ids, "dead job ids");
+  redrive_cmd->add_option("-q,--queue", redrive_queues, "queue(s) for --all");
+  redrive_cmd->add_flag("--all", redrive_all, "every dead job of the --queue(s)");
+
+  std::vector<jobq::JobId> cancel_ids;
+  auto* cancel_cmd = app.add_subcommand("cancel", "cancel queued jobs");
+  cancel_cmd->add_option("ids", cancel_ids, "queued job ids")->required();
+
+  std::vector<std::string> pause_queues, resume_queues;
+  auto* pause_cmd = app.add_subcommand("pause", "stop workers claiming from queues");
+  pause_cmd->add_option("queues", pause_queues, "queue names")->required();
+  auto* resume_cmd = app.add_subcommand("resume", "let workers claim from queues again");
+  resume_cmd->add_option("queues", resume_queues, "queue names")->required();
+
+  std::vector<std::string> prune_queues;
+  std::string keep_completed = "24h", keep_dead = "7d", keep_cancelled = "24h";
+  auto* prune_cmd = app.add_subcommand("prune", "delete finished jobs older than their retention");
+  prune_cmd->add_option("queues", prune_queues, "queue names")->required();
+  prune_cmd->add_option("--completed", keep_completed, "keep completed jobs this long, or 'never' (24h)");
+  prune_cmd->add_option("--dead", keep_dead, "keep dead jobs this long, or 'never' (7d)");
+  prune_cmd->add_option("--cancelled", keep_cancelled, "keep cancelled jobs this long, or 'never' (24h)");
+
+  std::string enq_queue, enq_name, enq_payload, enq_file, enq_delay, enq_timeout, enq_unique_for;
+  jobq::EnqueueOptions enq;
+  auto* enqueue_cmd = app.add_subcommand("enqueue", "enqueue one job from JSON");
+  enqueue_cmd->add_option("queue", enq_queue, "queue name")->required();
+  enqueue_cmd->add_option("name", enq_name, "job name (selects the handler)")->required();
+  enqueue_cmd->add_option("payload", enq_payload, "payload JSON (default {})");
+  enqueue_cmd->add_option("-f,--payload-file", enq_file, "read the payload from a file ('-': stdin)");
+  enqueue_cmd->add_option("--priority", enq.priority, "higher runs first (0)");
+  enqueue_cmd->add_option("--delay", enq_delay, "not before now + this (e.g. 30s)");
+  enqueue_cmd->add_option("--max-attempts", enq.max_attempts, "attempts before dead (3)");
+  enqueue_cmd->add_option("--timeout", enq_timeout, "per-attempt limit (e.g. 5m)");
+  enqueue_cmd->add_option("--unique-key", enq.unique_key, "dedup key within the queue");
+  enqueue_cmd->add_option("--unique-for", enq_unique_for, "hold the key this long after completion");
+
+  auto* schedules_cmd = app.add_subcommand("schedules", "list recurring schedules (not supported yet)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? ok : usage;
+  }
+
+  try {
+    if (schedules_cmd->parsed()) return cli.schedules();
+    if (url.empty()) {
+      std::cerr << "jobq: no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)\n";
+      return usage;
+    }
+    auto backend = jobq::open_backend(url, open_options);
+    if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
+    if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);
+    if (show_cmd->parsed()) return cli.show(backend, show_id);
+    if (redrive_cmd->parsed()) {
+      if (redrive_all) {
+        if (!redrive_ids.empty()) throw jobq::InvalidArgument("redrive: give job ids or --all, not both");
+        if (redrive_queues.empty()) throw jobq::InvalidArgument("redrive --all needs --queue NAME");
+        return cli.redrive_all(backend, redrive_queues);
+      }
+      if (redrive_ids.empty()) throw jobq::InvalidArgument("redrive: give job ids, or --all --queue NAME");
+      return cli.each_job(backend, redrive_ids, [&](jobq::JobId id) { return backend.redrive(id); }, "re-drove",
+                          "dead");
+    }
+    if (cancel_cmd->parsed()) {
+      return cli.each_job(backend, cancel_ids, [&](jobq::JobId id) { return backend.cancel(id); }, "cancelled",
+                          "queued");
+    }
+    if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true);
+    if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false);
+    if (prune_cmd->parsed()) {
+      jobq::Retention r;
+      r.completed = parse_duration(keep_completed);
+      r.dead = parse_duration(keep_dead);
+      r.cancelled = parse_duration(keep_cancelled);
+      return cli.prune(backend, prune_queues, r);
+    }
+    if (enqueue_cmd->parsed()) {
+      if (!enq_payload.empty() && !enq_file.empty()) {
+        throw jobq::InvalidArgument("enqueue: give the payload as an argument or with --payload-file, not both");
+      }
+      if (!enq_delay.empty()) enq.delay = parse_required_duration(enq_delay);
+      if (!enq_timeout.empty()) enq.timeout = parse_required_duration(enq_timeout);
+      if (!enq_unique_for.empty()) enq.unique_for = parse_required_duration(enq_unique_for);
+      return cli.enqueue(backend, enq_queue, enq_name, read_payload(enq_payload, enq_file), enq);
+    }
+    return usage;
+  } catch (const jobq::Error& e) {
+    std::cerr << "jobq: " << e.what() << "\n";
+    return exit_code_of(e);
+  } catch (const std::exception& e) {
+    std::cerr << "jobq: " << e.what() << "\n";
+    return failure;
+  }
+}
