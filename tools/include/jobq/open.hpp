@@ -1,0 +1,114 @@
+#pragma once
+
+/// @file
+/// jobq::open_backend(url): a backend chosen at run time from a URL, as an AnyBackend.
+/// Built with whichever backends the build has (JOBQ_OPEN_WITH_SQLITE / _POSTGRES / _REDIS,
+/// set by the jobq::open target); a URL of a backend the build lacks is refused clearly.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "jobq/any_backend.hpp"
+#include "jobq/error.hpp"
+#include "jobq/memory.hpp"
+#include "jobq/time.hpp"
+#if JOBQ_OPEN_WITH_SQLITE
+#include "jobq/sqlite.hpp"
+#endif
+#if JOBQ_OPEN_WITH_POSTGRES
+#include "jobq/postgres.hpp"
+#endif
+#if JOBQ_OPEN_WITH_REDIS
+#include "jobq/redis.hpp"
+#endif
+
+namespace jobq {
+
+/// @brief Settings open_backend applies to whichever backend the URL names.
+struct OpenOptions {
+  ClockFn clock = system_clock();  ///< the backend's clock
+  std::string postgres_schema{};   ///< PostgreSQL schema; empty = the backend's default ("jobq")
+  std::string redis_prefix{};      ///< Redis key prefix; empty = the backend's default ("jobq")
+};
+
+/// @brief `url` with any password replaced by *** (user:secret@ and password=secret forms);
+/// safe to print or put in an error message.
+inline std::string mask_url(std::string_view url) {
+  std::string out(url);
+  const auto scheme = out.find("://");
+  const auto start = scheme == std::string::npos ? 0 : scheme + 3;
+  const auto end_authority = out.find_first_of("/?#", start);
+  const auto at = out.rfind('@', end_authority == std::string::npos ? out.size() : end_authority);
+  if (at != std::string::npos && at >= start) {
+    const auto colon = out.find(':', start);
+    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+  }
+  for (std::size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
+    const auto v = p + 9;
+    const auto e = out.find_first_of("& ", v);
+    out.replace(v, (e == std::string::npos ? out.size() : e) - v, "***");
+  }
+  return out;
+}
+
+/// @brief Opens the backend a URL names:
+/// `memory://` (a fresh in-process store), `sqlite:///abs/path.db` or `sqlite://relative.db`,
+/// `postgresql://…` or `postgres://…` (a libpq URI), `redis://[user:password@]host:port/db`.
+/// Throws InvalidArgument for any other URL (or a backend this build lacks), and the backend's
+/// own errors when it cannot connect. Messages never contain the password.
+inline AnyBackend open_backend(std::string_view url, const OpenOptions& options = {}) {
+  const auto masked = mask_url(url);
+  const auto starts = [&](std::string_view p) { return url.substr(0, p.size()) == p; };
+  [[maybe_unused]] const auto missing = [&](const char* what, const char* option) {
+    return InvalidArgument(std::string("backend URL '") + masked + "' needs the " + what +
+                           " backend, which this build of jobq does not include (configure with " +
+                           option + "=ON)");
+  };
+  if (url == "memory://" || url == "memory:") {
+    return AnyBackend(std::make_unique<MemoryBackend>(MemoryOptions{options.clock}), "memory");
+  }
+  if (starts("sqlite:")) {
+    if (!starts("sqlite://")) {
+      throw InvalidArgument("backend URL '" + masked +
+                            "' is malformed: use sqlite:///absolute/path.db or sqlite://relative/path.db");
+    }
+    const std::string path(url.substr(9));
+    if (path.empty() || path == "/") throw InvalidArgument("backend URL '" + masked + "' names no database file");
+    if (path.find_first_of("?#") != std::string::npos) {
+      throw InvalidArgument("backend URL '" + masked + "': query parameters are not supported for sqlite");
+    }
+#if JOBQ_OPEN_WITH_SQLITE
+    SqliteOptions o;
+    o.clock = options.clock;
+    return AnyBackend(std::make_unique<SqliteBackend>(path, std::move(o)), "sqlite");
+#else
+    throw missing("SQLite", "JOBQ_WITH_SQLITE");
+#endif
+  }
+  if (starts("postgresql://") || starts("postgres://")) {
+#if JOBQ_OPEN_WITH_POSTGRES
+    PostgresOptions o;
+    o.clock = options.clock;
+    if (!options.postgres_schema.empty()) o.schema = options.postgres_schema;
+    return AnyBackend(std::make_unique<PostgresBackend>(std::string(url), std::move(o)), "postgres");
+#else
+    throw missing("PostgreSQL", "JOBQ_WITH_POSTGRES");
+#endif
+  }
+  if (starts("redis://") || starts("rediss://")) {
+#if JOBQ_OPEN_WITH_REDIS
+    RedisOptions o;
+    o.clock = options.clock;
+    if (!options.redis_prefix.empty()) o.prefix = options.redis_prefix;
+    return AnyBackend(std::make_unique<RedisBackend>(std::string(url), std::move(o)), "redis");
+#else
+    throw missing("Redis", "JOBQ_WITH_REDIS");
+#endif
+  }
+  throw InvalidArgument("backend URL '" + masked +
+                        "' is not supported: expected memory://, sqlite:///path.db, postgresql://..., "
+                        "or redis://host:port/db");
+}
+
+}  // namespace jobq
