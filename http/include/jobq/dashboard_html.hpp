@@ -1,0 +1,185 @@
+#pragma once
+
+/// @file
+/// The dashboard page HttpServer serves at `/`: one self-contained HTML file (no external
+/// scripts, fonts or styles, so it works offline and under a strict CSP) that polls the JSON API.
+
+#include <string_view>
+
+namespace jobq::detail {
+
+/// @brief The dashboard page.
+inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>jobq dashboard</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d2433; background: #f7f8fa; }
+  h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+  table { border-collapse: collapse; background: #fff; min-width: 40rem; }
+  th, td { padding: .35rem .7rem; border-bottom: 1px solid #e3e6eb; text-align: left; vertical-align: top; }
+  th { background: #eef0f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+  .err { color: #a32121; font-family: ui-monospace, monospace; font-size: 12px; max-width: 40rem; word-break: break-word; }
+  button { cursor: pointer; border: 1px solid #9aa4b5; background: #fff; border-radius: 4px; padding: .15rem .6rem; }
+  button:hover { background: #eef0f4; } .muted { color: #6b7385; } .paused { color: #a36a00; font-weight: 600; }
+  #chart { background: #fff; border: 1px solid #e3e6eb; } #status.bad { color: #a32121; }
+</style>
+</head>
+<body data-loaded="0">
+<h1>jobq</h1>
+<div id="status" class="muted">loading…</div>
+
+<h2>Queues</h2>
+<table id="queues">
+  <thead><tr><th>queue</th><th>state</th><th>queued</th><th>active</th><th>completed</th><th>dead</th>
+  <th>cancelled</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
+  <tbody></tbody>
+</table>
+
+<h2>Throughput, last hour <span class="muted">(completed jobs per minute, all queues)</span></h2>
+<svg id="chart" width="720" height="160" role="img" aria-label="completed jobs per minute"></svg>
+
+<h2>Dead jobs</h2>
+<table id="dead-jobs">
+  <thead><tr><th>id</th><th>queue</th><th>name</th><th>attempts</th><th>last error</th><th></th></tr></thead>
+  <tbody></tbody>
+</table>
+
+<h2>Failing, waiting to retry</h2>
+<table id="retrying-jobs">
+  <thead><tr><th>id</th><th>queue</th><th>name</th><th>attempts</th><th>last error</th><th></th></tr></thead>
+  <tbody></tbody>
+</table>
+
+<script>
+"use strict";
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+};
+const age = s => s == null ? "–" : s < 120 ? Math.round(s) + "s" : s < 7200 ? Math.round(s / 60) + "m" : Math.round(s / 3600) + "h";
+let actions = true, refreshing = false;
+
+async function api(path, options) {
+  const r = await fetch(path, options);
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+async function act(path) {
+  try {
+    await api(path, { method: "POST", headers: { "X-Jobq-Action": "1" } });
+  } catch (e) {
+    setStatus("action failed: " + e.message, true);
+  }
+  await refresh();
+}
+
+function setStatus(text, bad) {
+  const s = document.getElementById("status");
+  s.textContent = text;
+  s.className = bad ? "bad" : "muted";
+}
+
+function drawChart(series) {
+  const svg = document.getElementById("chart");
+  const W = 720, H = 160, pad = 24, n = series.length, max = Math.max(1, ...series);
+  const bw = (W - 2 * pad) / n;
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  series.forEach((v, i) => {
+    const h = (H - 2 * pad) * v / max;
+    const r = document.createElementNS(ns, "rect");
+    r.setAttribute("x", pad + i * bw + 1); r.setAttribute("y", H - pad - h);
+    r.setAttribute("width", Math.max(1, bw - 2)); r.setAttribute("height", h);
+    r.setAttribute("fill", "#3b6fd8"); r.setAttribute("data-count", v);
+    const t = document.createElementNS(ns, "title");
+    t.textContent = (n - 1 - i) + " min ago: " + v;
+    r.append(t); svg.append(r);
+  });
+  const label = (x, y, text, anchor) => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "11");
+    t.setAttribute("fill", "#6b7385"); t.setAttribute("text-anchor", anchor); t.textContent = text; svg.append(t);
+  };
+  label(pad, H - 6, "-60 min", "start"); label(W - pad, H - 6, "now", "end"); label(pad, 14, "max " + max + "/min", "start");
+  svg.setAttribute("data-total", series.reduce((a, b) => a + b, 0));
+}
+
+function jobRow(j, button) {
+  const last = j.errors.length ? j.errors[j.errors.length - 1].message : "";
+  return el("tr", { "data-job-id": j.id },
+    el("td", { class: "num" }, j.id), el("td", {}, j.queue), el("td", {}, j.name),
+    el("td", { class: "num" }, j.attempts + "/" + j.max_attempts), el("td", { class: "err" }, last),
+    el("td", {}, button));
+}
+
+async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const data = await api("/api/queues");
+    actions = data.actions;
+    const tbody = document.querySelector("#queues tbody");
+    const rows = [], total = new Array(60).fill(0), dead = [], retrying = [];
+    for (const q of data.queues) {
+      const c = q.counts, hour = q.completed_per_minute.reduce((a, b) => a + b, 0);
+      q.completed_per_minute.forEach((v, i) => total[i] += v);
+      const toggle = el("button", { class: q.paused ? "resume" : "pause" }, q.paused ? "resume" : "pause");
+      toggle.onclick = () => act("/api/queues/" + encodeURIComponent(q.queue) + (q.paused ? "/resume" : "/pause"));
+      toggle.disabled = !actions;
+      const cell = (field, v) => el("td", { class: "num", "data-field": field }, v);
+      rows.push(el("tr", { "data-queue": q.queue },
+        el("td", {}, q.queue), el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
+        cell("queued", c.queued), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
+        cell("cancelled", c.cancelled), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
+      const enc = encodeURIComponent(q.queue);
+      if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc));
+      if (c.queued > 0) retrying.push(api("/api/jobs?state=queued&failed=1&queue=" + enc));
+    }
+    tbody.replaceChildren(...rows);
+    drawChart(total);
+    const deadRows = [];
+    for (const page of await Promise.all(dead)) {
+      for (const j of page.jobs) {
+        const b = el("button", { class: "redrive" }, "re-drive");
+        b.onclick = () => act("/api/jobs/" + j.id + "/redrive");
+        b.disabled = !actions;
+        deadRows.push(jobRow(j, b));
+      }
+    }
+    document.querySelector("#dead-jobs tbody").replaceChildren(...deadRows);
+    const retryRows = [];
+    for (const page of await Promise.all(retrying)) {
+      for (const j of page.jobs) {
+        const b = el("button", { class: "cancel" }, "cancel");
+        b.onclick = () => act("/api/jobs/" + j.id + "/cancel");
+        b.disabled = !actions;
+        retryRows.push(jobRow(j, b));
+      }
+    }
+    document.querySelector("#retrying-jobs tbody").replaceChildren(...retryRows);
+    setStatus("updated " + new Date(data.now).toISOString().replace("T", " ").slice(0, 19) + " UTC" +
+              (actions ? "" : " · read-only"), false);
+    document.body.dataset.loaded = String(Number(document.body.dataset.loaded) + 1);
+  } catch (e) {
+    setStatus("cannot load: " + e.message, true);
+  } finally {
+    refreshing = false;
+  }
+}
+refresh();
+setInterval(refresh, 5000);
+</script>
+</body>
+</html>
+)JOBQ";
+
+}  // namespace jobq::detail

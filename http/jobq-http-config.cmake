@@ -1,0 +1,15 @@
+# Component "http" of find_package(jobq COMPONENTS http): jobq::http and cpp-httplib, found the
+# way the build found it (its CMake config, else Debian's pkg-config file).
+include(CMakeFindDependencyMacro)
+find_package(httplib CONFIG QUIET)
+if(NOT TARGET httplib::httplib AND NOT TARGET PkgConfig::CPPHTTPLIB)
+  find_dependency(PkgConfig)
+  pkg_check_modules(CPPHTTPLIB QUIET IMPORTED_TARGET GLOBAL cpp-httplib)
+endif()
+if(TARGET httplib::httplib OR TARGET PkgConfig::CPPHTTPLIB)
+  include("${CMAKE_CURRENT_LIST_DIR}/jobq-http-targets.cmake")
+  set(jobq_http_FOUND TRUE)
+else()
+  set(jobq_http_FOUND FALSE)
+  set(jobq_NOT_FOUND_MESSAGE "jobq component http: cpp-httplib not found")
+endif()

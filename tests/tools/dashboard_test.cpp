@@ -1,0 +1,286 @@
+// The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven over
+// the WebDriver protocol): the page is loaded from a live HttpServer over a SQLite store, the
+// numbers it shows are checked against the admin CLI's view of the same file, and clicking
+// "re-drive" / "cancel" moves the jobs.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <jobq/http.hpp>
+#include <jobq/open.hpp>
+
+extern char** environ;
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string random_suffix() {
+  std::random_device rd;
+  return std::to_string(rd() % 1'000'000'000);
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// The admin CLI's JSON answer (an independent reader of the same store).
+json cli_json(const std::vector<std::string>& args) {
+  const auto out = std::filesystem::temp_directory_path() / ("jobq-dash-cli-" + random_suffix());
+  std::string cmd = quote(JOBQ_CLI_PATH);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " >" + quote(out.string());
+  const int status = std::system(cmd.c_str());
+  const auto text = slurp(out);
+  std::filesystem::remove(out);
+  INFO(cmd << "\n" << text);
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  return json::parse(text);
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// chromedriver as a child process, and one WebDriver session on headless Chromium.
+class Browser {
+ public:
+  Browser() {
+    const std::string chromium = JOBQ_CHROMIUM_PATH, driver = JOBQ_CHROMEDRIVER_PATH;
+    if (chromium.empty() || driver.empty() || !std::filesystem::exists(chromium) || !std::filesystem::exists(driver)) {
+      FAIL("chromium and chromedriver are required (Debian: apt-get install chromium chromium-driver); "
+           "found chromium='" << chromium << "' chromedriver='" << driver << "'");
+    }
+    port_ = free_port();
+    const std::string port_arg = "--port=" + std::to_string(port_);
+    std::vector<char*> argv{const_cast<char*>(driver.c_str()), const_cast<char*>(port_arg.c_str()), nullptr};
+    REQUIRE(posix_spawn(&pid_, driver.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    client_->set_read_timeout(60, 0);
+    for (int i = 0; i < 200; ++i) {
+      if (auto r = client_->Get("/status"); r && r->status == 200) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    profile_ = std::filesystem::temp_directory_path() / ("jobq-chromium-" + random_suffix());
+    const json caps = {
+        {"capabilities",
+         {{"alwaysMatch",
+           {{"browserName", "chrome"},
+            {"goog:chromeOptions",
+             {{"binary", chromium},
+              {"args",
+               {"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--user-data-dir=" + profile_.string()}}}}}}}}};
+    const auto r = call("POST", "/session", caps);
+    session_ = r.at("sessionId").get<std::string>();
+  }
+
+  ~Browser() {
+    if (!session_.empty()) client_->Delete(("/session/" + session_).c_str());
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(profile_, ec);
+  }
+
+  void go(const std::string& url) { call("POST", path("/url"), {{"url", url}}); }
+
+  json script(const std::string& js) {
+    return call("POST", path("/execute/sync"), {{"script", js}, {"args", json::array()}});
+  }
+
+  // Polls a JS expression until it is truthy.
+  json wait_for(const std::string& expr, std::chrono::milliseconds limit = 15s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      auto v = script("return (" + expr + ");");
+      if (!v.is_null() && v != false && v != 0 && v != "") return v;
+      if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting for: " << expr);
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+
+  // A real (WebDriver) click on the element matching a CSS selector.
+  void click(const std::string& css) {
+    const auto e = call("POST", path("/element"), {{"using", "css selector"}, {"value", css}});
+    const auto id = e.at("element-6066-11e4-a52e-4f735466cecf").get<std::string>();
+    call("POST", path("/element/" + id + "/click"), json::object());
+  }
+
+ private:
+  std::string path(const std::string& rest) const { return "/session/" + session_ + rest; }
+
+  json call(const std::string& method, const std::string& p, const json& body) {
+    auto r = method == "POST" ? client_->Post(p.c_str(), body.dump(), "application/json") : client_->Get(p.c_str());
+    INFO(method << " " << p);
+    REQUIRE(r);
+    const auto j = json::parse(r->body, nullptr, false);
+    INFO("status " << r->status << ": " << r->body.substr(0, 2000));
+    REQUIRE(r->status == 200);
+    REQUIRE_FALSE(j.is_discarded());
+    return j.at("value");
+  }
+
+  int port_ = 0;
+  pid_t pid_ = -1;
+  std::unique_ptr<httplib::Client> client_;
+  std::string session_;
+  std::filesystem::path profile_;
+};
+
+}  // namespace
+
+TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive and cancel move jobs") {
+  const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-" + random_suffix() + ".db");
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() {
+      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
+    }
+  } cleanup{db};
+  const std::string url = "sqlite://" + db.string();
+  auto store = jobq::open_backend(url);
+
+  // emails: 3 completed, 2 dead, 1 failing (retry in an hour), 2 waiting; images: 1 dead
+  jobq::Queue emails{store, "emails"};
+  jobq::Queue images{store, "images"};
+  for (int i = 0; i < 6; ++i) emails.enqueue("send-email", {{"to", "user" + std::to_string(i) + "@example.com"}});
+  auto claimed = store.claim({{"emails"}, 6, 60s});
+  REQUIRE(claimed.size() == 6);
+  for (int i = 0; i < 3; ++i) REQUIRE(store.complete(claimed[i].id, claimed[i].lease_token, {{"sent", true}}));
+  for (int i = 3; i < 5; ++i) {
+    REQUIRE(store.fail({claimed[i].id, claimed[i].lease_token, "smtp: connection refused", std::nullopt}) ==
+            jobq::FailOutcome::dead);
+  }
+  const auto retrying = claimed[5].id;
+  REQUIRE(store.fail({retrying, claimed[5].lease_token, "smtp: timeout", store.now() + 1h}) ==
+          jobq::FailOutcome::retried);
+  emails.enqueue("send-email", {{"to", "late@example.com"}});
+  emails.enqueue("send-email", {{"to", "later@example.com"}});
+  images.enqueue("resize", {{"path", "cat.png"}});
+  auto img = store.claim({{"images"}, 1, 60s});
+  REQUIRE(store.fail({img.at(0).id, img.at(0).lease_token, "decoder crashed", std::nullopt}) == jobq::FailOutcome::dead);
+  const auto dead_email = claimed[3].id;
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"emails", "images"}}};
+  server.start();
+  const auto base = "http://127.0.0.1:" + std::to_string(server.port());
+
+  Browser browser;
+  browser.go(base + "/");
+  browser.wait_for("Number(document.body.dataset.loaded) >= 1");
+
+  // the numbers shown are the store's, as the CLI reads them from the file
+  const auto shown = browser.script(R"(
+    const out = {};
+    for (const tr of document.querySelectorAll("#queues tbody tr")) {
+      const q = {};
+      for (const td of tr.querySelectorAll("td[data-field]")) q[td.dataset.field] = td.textContent;
+      out[tr.dataset.queue] = q;
+    }
+    return out;)");
+  const auto cli = cli_json({"--url", url, "--json", "queues", "-q", "emails", "-q", "images"});
+  REQUIRE(cli.size() == 2);
+  for (const auto& q : cli) {
+    const auto name = q.at("queue").get<std::string>();
+    INFO("queue " << name << " shown " << shown.dump());
+    REQUIRE(shown.contains(name));
+    for (const char* state : {"queued", "active", "completed", "dead", "cancelled"}) {
+      CHECK(shown[name][state] == std::to_string(q.at("counts").at(state).get<long>()));
+    }
+    CHECK(shown[name]["hour"] == std::to_string(q.at("completed_last_hour").get<long>()));
+    CHECK(shown[name]["paused"] == "running");
+  }
+  CHECK(shown["emails"]["dead"] == "2");
+  CHECK(shown["emails"]["queued"] == "3");
+  CHECK(shown["images"]["dead"] == "1");
+
+  // throughput chart: 60 one-minute bars, the 3 completions in the last one
+  CHECK(browser.script(R"(return document.querySelectorAll("#chart rect").length;)") == 60);
+  CHECK(browser.script(R"(return document.getElementById("chart").getAttribute("data-total");)") == "3");
+
+  // failed and dead jobs with their errors
+  CHECK(browser.script(R"(return document.querySelectorAll("#dead-jobs tbody tr").length;)") == 3);
+  const auto dead_text = browser.script(R"(return document.getElementById("dead-jobs").textContent;)").get<std::string>();
+  CHECK(dead_text.find("smtp: connection refused") != std::string::npos);
+  CHECK(dead_text.find("decoder crashed") != std::string::npos);
+  const auto retry_text =
+      browser.script(R"(return document.getElementById("retrying-jobs").textContent;)").get<std::string>();
+  CHECK(retry_text.find("smtp: timeout") != std::string::npos);
+
+  // re-drive one dead job by clicking its button: it leaves the dead list and is queued again
+  browser.click("#dead-jobs tr[data-job-id=\"" + std::to_string(dead_email) + "\"] button.redrive");
+  browser.wait_for(R"(!document.querySelector('#dead-jobs tr[data-job-id=")" + std::to_string(dead_email) +
+                   R"("]') && document.querySelector('#queues tr[data-queue="emails"] td[data-field="dead"]').textContent === "1")");
+  CHECK(browser.script(R"(return document.querySelector('#queues tr[data-queue="emails"] td[data-field="queued"]').textContent;)") ==
+        "4");
+  auto job = cli_json({"--url", url, "--json", "show", std::to_string(dead_email)});
+  CHECK(job.at("state") == "queued");
+  CHECK(job.at("attempts") == 0);
+  CHECK(job.at("errors").size() == 1);  // kept
+
+  // cancel the failing job
+  browser.click("#retrying-jobs tr[data-job-id=\"" + std::to_string(retrying) + "\"] button.cancel");
+  browser.wait_for(R"(document.querySelector('#queues tr[data-queue="emails"] td[data-field="cancelled"]').textContent === "1")");
+  CHECK(cli_json({"--url", url, "--json", "show", std::to_string(retrying)}).at("state") == "cancelled");
+
+  // pause from the page
+  browser.click(R"(#queues tr[data-queue="images"] button.pause)");
+  browser.wait_for(R"(document.querySelector('#queues tr[data-queue="images"] td[data-field="paused"]').textContent === "paused")");
+  CHECK(store.is_paused("images"));
+
+  // the metrics endpoint agrees; actions need the header
+  httplib::Client http("127.0.0.1", server.port());
+  auto r = http.Get("/metrics");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.find("jobq_jobs{queue=\"emails\",state=\"dead\"} 1\n") != std::string::npos);
+  CHECK(r->body.find("jobq_queue_paused{queue=\"images\"} 1\n") != std::string::npos);
+  r = http.Post(("/api/jobs/" + std::to_string(img.at(0).id) + "/redrive").c_str(), "", "text/plain");
+  REQUIRE(r);
+  CHECK(r->status == 403);
+  CHECK(store.get(img.at(0).id)->state == jobq::JobState::dead);
+  r = http.Get("/api/jobs/987654321");
+  REQUIRE(r);
+  CHECK(r->status == 404);
+  server.stop();
+}
