@@ -203,18 +203,18 @@ class Worker {
       finish_flight(t.job.id);
     }
 
+    // Handlers still running after the grace period: hand their jobs to another worker now.
+    // Successes waiting for the committer are kept; it records them before it stops.
+    std::vector<std::shared_ptr<Flight>> still;
     {
       std::unique_lock lock(mutex_);
       slots_cv_.wait_for(lock, opt_.shutdown_grace, [&] { return flights_.empty(); });
       for (auto& [id, f] : flights_) {
+        if (f->succeeded) continue;
         f->released = true;
         f->stop.request_stop();
+        still.push_back(f);
       }
-    }
-    std::vector<std::shared_ptr<Flight>> still;
-    {
-      std::lock_guard lock(mutex_);
-      for (auto& [id, f] : flights_) still.push_back(f);
     }
     for (auto& f : still) give_back(*f);
 
@@ -316,7 +316,8 @@ class Worker {
     std::stop_source stop;
     std::optional<std::chrono::steady_clock::time_point> deadline;  // set when it starts
     std::atomic<bool> timed_out{false};
-    std::atomic<bool> released{false};  // lease given back at shutdown: record nothing
+    std::atomic<bool> released{false};   // lease given back at shutdown: record nothing
+    std::atomic<bool> succeeded{false};  // handed to the committer: never give it back
     std::string queue, name;            // for JobEvents
     int attempt = 0;
     std::chrono::steady_clock::time_point started{};
@@ -496,6 +497,7 @@ class Worker {
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
     if (ok) {
+      flight.succeeded = true;
       {
         std::lock_guard lock(done_mutex_);
         done_.push_back({Completion{job.id, flight.token, std::move(result)}, task.flight});
