@@ -453,7 +453,7 @@ class RedisBackend {
     Args keys;
     for (const auto& q : queues) append_queue_keys(keys, q);
     Args argv;
-    argv.reserve(2 + jobs.size() * 6);
+    argv.reserve(2 + jobs.size() * 8);
     argv.push_back(std::to_string(t));
     const auto nonce = detail::new_lease_token();
     argv.push_back(nonce);
@@ -465,8 +465,10 @@ class RedisBackend {
       argv.push_back(std::to_string(ids[i]));
       argv.push_back(std::to_string(run_at));
       argv.push_back(std::to_string(j.priority));
+      argv.push_back(std::to_string(j.max_attempts));
       argv.push_back(j.unique_key);
-      argv.push_back(make_doc(j, ids[i], run_at, t, std::move(payloads[i]), nonce));
+      argv.push_back(std::to_string(j.unique_for.count()));
+      argv.push_back(make_doc(j, ids[i], t, std::move(payloads[i]), nonce));
       mapping.push_back(std::to_string(ids[i]));
       mapping.push_back(j.queue);
     }
@@ -534,10 +536,12 @@ class RedisBackend {
     const auto reply = run(false, [&](Connection& c, bool) { return eval(c, Script::claim, keys, argv); });
     expect_ok(reply, "claim");
     if (reply->type != REDIS_REPLY_ARRAY) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to claim");
+    if (reply->elements % 4 != 0) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to claim");
     std::vector<JobRecord> out;
-    out.reserve(reply->elements);
-    for (std::size_t i = 0; i < reply->elements; ++i) {
-      out.push_back(parse_doc(text(reply->element[i]), "claim"));
+    out.reserve(reply->elements / 4);
+    for (std::size_t i = 0; i < reply->elements; i += 4) {
+      const auto* e = reply->element + i;
+      out.push_back(parse_job(text(e[0]), text(e[1]), text(e[2]), {}, text(e[3]), {}));
     }
     {
       std::lock_guard lock(cache_mutex_);
@@ -551,45 +555,60 @@ class RedisBackend {
   bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
     const auto q = queue_of(id);
     if (!q) return false;
-    const auto result_text = dump_lenient(result);
+    const auto result_text = result_arg(result);
     const auto reply = run(true, [&](Connection& c, bool retry) {
-      return eval(c, Script::complete, queue_keys(*q),
-                  {std::to_string(id), token, now_str(), result_text, retry ? "1" : "0"});
+      return eval(c, Script::complete, queue_keys(*q), {now_str(), retry ? "1" : "0", std::to_string(id), token, result_text});
     });
     expect_ok(reply, "complete");
-    return detail::redis::reply_int(reply.get(), "complete") == 1;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to complete");
+    }
+    return detail::redis::reply_int(reply->element[0], "complete") == 1;
   }
 
-  /// @brief Records many successes in one round trip; one bool per completion.
+  /// @brief Records many successes in one round trip: one script call per queue for all of
+  /// that queue's completions; one bool per completion.
   std::vector<bool> complete_many(std::span<const Completion> completions) {
     std::vector<JobId> ids;
+    ids.reserve(completions.size());
     for (const auto& c : completions) ids.push_back(c.id);
     const auto queues = queues_of(ids);
     std::vector<bool> out(completions.size(), false);
-    std::vector<std::size_t> which;
-    std::vector<Args> keys;
-    std::vector<std::string> results;
+    struct Group {
+      std::string queue;
+      std::vector<std::size_t> which;
+      Args argv;  // after now and the retry flag
+    };
+    std::vector<Group> groups;
     for (std::size_t i = 0; i < completions.size(); ++i) {
       if (!queues[i]) continue;
-      which.push_back(i);
-      keys.push_back(queue_keys(*queues[i]));
-      results.push_back(dump_lenient(completions[i].result));
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.queue == *queues[i]; });
+      if (g == groups.end()) g = groups.insert(groups.end(), Group{*queues[i], {}, {}});
+      g->which.push_back(i);
+      g->argv.push_back(std::to_string(completions[i].id));
+      g->argv.push_back(completions[i].lease_token);
+      g->argv.push_back(result_arg(completions[i].result));
     }
-    if (which.empty()) return out;
+    if (groups.empty()) return out;
     const auto replies = run(true, [&](Connection& c, bool retry) {
       std::vector<Cmd> cmds;
       const auto t = now_str();
-      for (std::size_t k = 0; k < which.size(); ++k) {
-        const auto& cp = completions[which[k]];
-        cmds.push_back({script_args(Script::complete, keys[k],
-                                    {std::to_string(cp.id), cp.lease_token, t, results[k], retry ? "1" : "0"}),
-                        Script::complete});
+      for (const auto& g : groups) {
+        Args argv{t, retry ? "1" : "0"};
+        argv.insert(argv.end(), g.argv.begin(), g.argv.end());
+        cmds.push_back({script_args(Script::complete, queue_keys(g.queue), std::move(argv)), Script::complete});
       }
       return exec(c, cmds);
     });
-    for (std::size_t k = 0; k < which.size(); ++k) {
+    for (std::size_t k = 0; k < groups.size(); ++k) {
       expect_ok(replies[k], "complete_many");
-      out[which[k]] = detail::redis::reply_int(replies[k].get(), "complete_many") == 1;
+      const auto* r = replies[k].get();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != groups[k].which.size()) {
+        throw RedisError(ErrorCategory::backend, "redis: unexpected reply to complete_many");
+      }
+      for (std::size_t j = 0; j < r->elements; ++j) {
+        out[groups[k].which[j]] = detail::redis::reply_int(r->element[j], "complete_many") == 1;
+      }
     }
     return out;
   }
@@ -708,11 +727,16 @@ class RedisBackend {
   std::optional<JobRecord> get(JobId id) {
     const auto q = queue_of(id);
     if (!q) return std::nullopt;
-    const auto jobs_key = queue_base(*q) + "jobs";
-    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HGET", jobs_key, std::to_string(id)}); });
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return eval(c, Script::fetch, queue_keys(*q), {std::to_string(id)});
+    });
     expect_ok(reply, "get");
-    if (reply->type == REDIS_REPLY_NIL) return std::nullopt;
-    return parse_doc(text(reply.get()), jobs_key);
+    if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 0 && reply->elements != 5)) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to get");
+    }
+    if (reply->elements == 0) return std::nullopt;
+    const auto* e = reply->element;
+    return parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), queue_base(*q));
   }
 
   /// @brief Cancels a queued job.
@@ -781,9 +805,11 @@ class RedisBackend {
                   {std::string(to_string(state)), std::to_string(offset), std::to_string(limit)});
     });
     expect_ok(reply, "list");
+    if (reply->elements % 5 != 0) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to list");
     std::vector<JobRecord> out;
-    for (std::size_t i = 0; i < reply->elements; ++i) {
-      out.push_back(parse_doc(text(reply->element[i]), queue_base(queue) + "jobs"));
+    for (std::size_t i = 0; i < reply->elements; i += 5) {
+      const auto* e = reply->element + i;
+      out.push_back(parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), queue_base(queue)));
     }
     return out;
   }
@@ -1294,27 +1320,24 @@ class RedisBackend {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 
-  // Integers are stored as decimal strings: cjson (Redis' JSON in Lua) keeps only 14 digits.
-  static std::string make_doc(const NewJob& j, JobId id, std::int64_t run_at, std::int64_t t, std::string payload,
-                              const std::string& nonce) {
+  // A completion's result as a script argument: '' for null (nothing stored).
+  static std::string result_arg(const nlohmann::json& result) {
+    return result.is_null() ? std::string() : dump_lenient(result);
+  }
+
+  // The fixed fields of a job (Q:jobs). Integers as decimal strings: cjson (Redis' JSON in
+  // Lua, which reads the unique key back) keeps only 14 digits.
+  static std::string make_doc(const NewJob& j, JobId id, std::int64_t t, std::string payload, const std::string& nonce) {
     nlohmann::json d = {
         {"id", std::to_string(id)},
         {"queue", j.queue},
         {"name", j.name},
         {"payload", std::move(payload)},
-        {"state", "queued"},
-        {"priority", std::to_string(j.priority)},
-        {"attempts", "0"},
-        {"max_attempts", std::to_string(j.max_attempts)},
-        {"run_at", std::to_string(run_at)},
         {"created_at", std::to_string(t)},
         {"backoff", j.backoff.to_json().dump()},
         {"timeout_ms", std::to_string(j.timeout.count())},
         {"unique_key", j.unique_key},
         {"unique_for_ms", std::to_string(j.unique_for.count())},
-        {"errors", "[]"},
-        {"progress", "0"},
-        {"progress_message", ""},
         {"nonce", nonce},  // which enqueue call wrote it: see the enqueue script
     };
     try {
@@ -1324,48 +1347,66 @@ class RedisBackend {
     }
   }
 
-  static JobRecord parse_doc(std::string_view raw, const std::string& where) {
+  // A job from its fixed part (Q:jobs), its state entry (Q:state: 11 words, '-' = none), and
+  // its errors, result and progress ('' = none). `base` ("<prefix>:{queue}:", or empty when
+  // unknown) names the key in error messages.
+  static JobRecord parse_job(std::string_view raw, std::string_view hot, std::string_view errors,
+                             std::string_view result, std::string_view progress, const std::string& base) {
     using detail::redis::to_i64;
     using detail::redis::to_int;
     nlohmann::json d;
+    std::string id = "?";
+    const char* part = "jobs";
     try {
       d = nlohmann::json::parse(raw);
-      const auto str = [&](const char* k) { return d.at(k).get<std::string>(); };
-      const auto opt = [&](const char* k) -> std::optional<std::string> {
-        const auto it = d.find(k);
-        if (it == d.end() || !it->is_string()) return std::nullopt;
-        return it->get<std::string>();
-      };
+      if (d.is_object() && d.contains("id") && d["id"].is_string()) id = d["id"].get<std::string>();
+      const auto str = [&](const char* k) -> const std::string& { return d.at(k).get_ref<const std::string&>(); };
       JobRecord r;
       r.id = to_i64(str("id"));
       r.queue = str("queue");
       r.name = str("name");
       r.payload = nlohmann::json::parse(str("payload"));
-      r.state = job_state_from_string(str("state"));
-      r.priority = to_int(str("priority"));
-      r.attempts = to_int(str("attempts"));
-      r.max_attempts = to_int(str("max_attempts"));
-      r.run_at = from_epoch_ms(to_i64(str("run_at")));
       r.created_at = from_epoch_ms(to_i64(str("created_at")));
-      if (auto f = opt("finished_at")) r.finished_at = from_epoch_ms(to_i64(*f));
-      if (r.state == JobState::active) {
-        r.lease_until = from_epoch_ms(to_i64(str("lease_until")));
-        r.lease_token = str("lease_token");
-      }
       r.backoff = Backoff::from_json(nlohmann::json::parse(str("backoff")));
       r.timeout = Millis{to_i64(str("timeout_ms"))};
       r.unique_key = str("unique_key");
       r.unique_for = Millis{to_i64(str("unique_for_ms"))};
-      if (auto res = opt("result")) r.result = nlohmann::json::parse(*res);
-      r.errors = errors_from_json(nlohmann::json::parse(str("errors")));
-      r.progress = to_int(opt("progress").value_or("0"));
-      r.progress_message = opt("progress_message").value_or("");
+      part = "state";
+      std::array<std::string_view, detail::redis::hot_fields> w{};
+      std::size_t n = 0;
+      for (std::size_t pos = 0; pos <= hot.size() && n < w.size();) {
+        const auto sp = std::min(hot.find(' ', pos), hot.size());
+        w[n++] = hot.substr(pos, sp - pos);
+        pos = sp + 1;
+      }
+      if (n != w.size() || w.back().find(' ') != std::string_view::npos) {
+        throw std::invalid_argument("state entry '" + std::string(hot) + "' is malformed");
+      }
+      r.state = job_state_from_string(w[0]);
+      r.attempts = to_int(w[1]);
+      r.max_attempts = to_int(w[2]);
+      r.priority = to_int(w[3]);
+      r.run_at = from_epoch_ms(to_i64(w[4]));
+      if (w[6] != "-") r.finished_at = from_epoch_ms(to_i64(w[6]));
+      if (r.state == JobState::active) {
+        r.lease_until = from_epoch_ms(to_i64(w[5]));
+        r.lease_token = std::string(w[8]);
+      }
+      part = "results";
+      if (!result.empty()) r.result = nlohmann::json::parse(result);
+      part = "errors";
+      if (!errors.empty()) r.errors = errors_from_json(nlohmann::json::parse(errors));
+      part = "progress";
+      if (!progress.empty()) {
+        const auto sp = progress.find(' ');
+        r.progress = to_int(progress.substr(0, sp));
+        if (sp != std::string_view::npos) r.progress_message = std::string(progress.substr(sp + 1));
+      }
       return r;
     } catch (const std::exception& e) {
-      std::string id = "?";
-      if (d.is_object() && d.contains("id") && d["id"].is_string()) id = d["id"].get<std::string>();
+      const auto in = base.empty() ? std::string(" (claimed)") : " in " + base + part;
       throw RedisError(ErrorCategory::backend,
-                       "redis: job " + id + " in " + where + " is corrupted (not a jobq job document): " + e.what());
+                       "redis: job " + id + in + " is corrupted (not a jobq job record): " + e.what());
     }
   }
 

@@ -3,11 +3,12 @@
 // Redis with EVALSHA. Included by jobq/redis.hpp only.
 //
 // Key layout of one queue (Q = "<prefix>:{<queue>}", so every key of a queue shares the hash
-// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the NK = 15 keys of each
+// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the NK = 19 keys of each
 // queue it touches in KEYS, in this order; no script builds a key name itself.
 //
-//    1 Q:jobs            hash    id -> job document (JSON; integers stored as decimal strings
-//                                because cjson rounds numbers to 14 digits)
+//    1 Q:jobs            hash    id -> the job's fixed fields as JSON (written once by enqueue;
+//                                integers as decimal strings). Scripts never decode it on the
+//                                hot paths: the fields that change live in Q:state
 //    2 Q:ready           zset    queued jobs that are due; score -priority, member
 //                                hex16(run_at) .. hex14(id), so ZRANGE order is priority desc,
 //                                then run_at asc, then id asc (members of equal score sort
@@ -23,6 +24,13 @@
 //   13 Q:unique          hash    unique key -> id of the job that holds or last held it
 //   14 Q:paused          string  present while the queue is paused
 //   15 Q:wake            list    wake-up markers (at most 32) that waiting workers BLPOP
+//   16 Q:state           hash    id -> the job's changing fields, 11 words separated by spaces
+//                                (see parse_hot): state attempts max_attempts priority run_at
+//                                lease_until finished_at unique_for lease_token last_token
+//                                last_outcome ('-' = none). A job exists iff it has this entry
+//   17 Q:errors          hash    id -> JSON array of the failed attempts (absent: none)
+//   18 Q:results         hash    id -> the result JSON of a completed job (absent: null)
+//   19 Q:progress        hash    id -> "<percent> <message>" (absent: 0, "")
 //
 // Time is never read inside a script: the client passes `now` from its injected clock.
 
@@ -34,16 +42,19 @@
 namespace jobq::detail::redis {
 
 /// @brief Keys per queue, in the order scripts receive them.
-inline constexpr std::array<std::string_view, 15> queue_key_suffixes = {
+inline constexpr std::array<std::string_view, 19> queue_key_suffixes = {
     "jobs",          "ready",    "delayed",        "leases",    "ids:queued",
     "ids:active",    "ids:completed", "ids:dead",  "ids:cancelled",
     "done:completed", "done:dead", "done:cancelled", "unique",   "paused",
-    "wake"};
+    "wake",          "state",    "errors",         "results",   "progress"};
+
+/// @brief Words of a Q:state entry.
+inline constexpr std::size_t hot_fields = 11;
 
 /// @brief The scripts, in the order of `script_bodies`.
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
-  cancel, redrive, pause, resume, counts, list, prune, peek, count_
+  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, count_
 };
 
 /// @brief How many scripts there are.
@@ -51,13 +62,15 @@ inline constexpr std::size_t script_count = static_cast<std::size_t>(Script::cou
 
 // Shared helpers, prepended to every script.
 inline constexpr std::string_view script_prelude = R"lua(
-local NK = 15
+local NK = 19
 local JOBS, READY, DELAYED, LEASES, UNIQUE, PAUSED, WAKE = 1, 2, 3, 4, 13, 14, 15
+local STATE, ERRORS, RESULTS, PROGRESS = 16, 17, 18, 19
 local IDS = {queued = 5, active = 6, completed = 7, dead = 8, cancelled = 9}
 local DONE = {completed = 10, dead = 11, cancelled = 12}
 local TYPES = {'hash', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset',
-               'zset', 'zset', 'hash', 'string', 'list'}
+               'zset', 'zset', 'hash', 'string', 'list', 'hash', 'hash', 'hash', 'hash'}
 local WAKE_MAX = 32
+local BULK = 500  -- elements per variadic command (unpack() has a stack limit)
 
 local function key(q, i) return KEYS[(q - 1) * NK + i] end
 local function nqueues() return #KEYS / NK end
@@ -65,29 +78,69 @@ local function fail(msg) error({err = msg}) end
 local function int(x) return string.format('%d', x) end
 
 -- Checked before any write: a script that stopped half-way on WRONGTYPE would leave a job
--- indexed in some keys and not others (Redis does not roll a script back).
-local function check_types(q)
-  for i = 1, NK do
+-- indexed in some keys and not others (Redis does not roll a script back). `only` lists the
+-- keys a script touches (nil: all of them).
+local function check_types(q, only)
+  local n = only and #only or NK
+  for j = 1, n do
+    local i = only and only[j] or j
     local t = redis.call('TYPE', key(q, i))['ok']
     if t ~= 'none' and t ~= TYPES[i] then
       fail('WRONGTYPE jobq: key ' .. key(q, i) .. ' holds a ' .. t .. ' where jobq keeps a ' .. TYPES[i])
     end
   end
 end
-local function check_all() for q = 1, nqueues() do check_types(q) end end
+local function check_all(only) for q = 1, nqueues() do check_types(q, only) end end
+
+-- One variadic command over a flat list of arguments, in chunks of BULK elements of `step`
+-- arguments each.
+local function bulk(cmd, k, args, step)
+  local n = #args
+  local per = BULK * step
+  for i = 1, n, per do redis.call(cmd, k, unpack(args, i, math.min(i + per - 1, n))) end
+end
+
+-- HMGET in chunks; the result has one entry per id (false when absent).
+local function mget(k, ids)
+  local out = {}
+  for i = 1, #ids, BULK do
+    local part = redis.call('HMGET', k, unpack(ids, i, math.min(i + BULK - 1, #ids)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+local function corrupted(q, id, where)
+  fail('jobq: job ' .. id .. ' in ' .. key(q, where) .. ' is corrupted (not a jobq job record)')
+end
 
 local STATES = {queued = true, active = true, completed = true, dead = true, cancelled = true}
-local function load(q, id)
-  local raw = redis.call('HGET', key(q, JOBS), id)
-  if not raw then return nil end
-  local ok, doc = pcall(cjson.decode, raw)
-  if not ok or type(doc) ~= 'table' or not STATES[doc.state] or not tonumber(doc.attempts)
-      or not tonumber(doc.max_attempts) or not tonumber(doc.priority) or not tonumber(doc.run_at) then
-    fail('jobq: job ' .. id .. ' in ' .. key(q, JOBS) .. ' is corrupted (not a jobq job document)')
-  end
-  return doc
+local HOT = '^(%l+) (%d+) (%d+) (%-?%d+) (%-?%d+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$'
+local function parse_hot(q, id, s)
+  local st, at, ma, pr, ra, lu, fa, uf, tk, lt, oc = string.match(s, HOT)
+  if not st or not STATES[st] then corrupted(q, id, STATE) end
+  return {state = st, attempts = tonumber(at), max_attempts = ma, priority = pr, run_at = ra,
+          lease_until = lu, finished_at = fa, unique_for = uf, token = tk, last_token = lt,
+          outcome = oc}
 end
-local function save(q, id, doc) redis.call('HSET', key(q, JOBS), id, cjson.encode(doc)) end
+local function pack(h)
+  return table.concat({h.state, int(h.attempts), h.max_attempts, h.priority, h.run_at, h.lease_until,
+                       h.finished_at, h.unique_for, h.token, h.last_token, h.outcome}, ' ')
+end
+local function hot(q, id)
+  local s = redis.call('HGET', key(q, STATE), id)
+  if not s then return nil end
+  return parse_hot(q, id, s)
+end
+local function save(q, id, h) redis.call('HSET', key(q, STATE), id, pack(h)) end
+
+-- The fixed part must be a document of this id (cheap check; the client parses it fully).
+local function check_doc(q, id, raw)
+  if type(raw) ~= 'string' or string.sub(raw, 1, 1) ~= '{'
+      or not string.find(raw, '"id":"' .. id .. '"', 1, true) then
+    corrupted(q, id, JOBS)
+  end
+end
 
 local function rank(run_at, id)
   local at = tonumber(run_at)
@@ -95,13 +148,13 @@ local function rank(run_at, id)
   return string.format('%016x%014x', at, tonumber(id))
 end
 
-local function unindex(q, id, doc)
-  local st = doc.state
+local function unindex(q, id, h)
+  local st = h.state
   redis.call('ZREM', key(q, IDS[st]), id)
   if st == 'queued' then
-    local r = rank(doc.run_at, id)
+    local r = rank(h.run_at, id)
     redis.call('ZREM', key(q, READY), r)
-    redis.call('ZREM', key(q, DELAYED), r .. doc.priority)
+    redis.call('ZREM', key(q, DELAYED), r .. h.priority)
   elseif st == 'active' then
     redis.call('ZREM', key(q, LEASES), id)
   else
@@ -109,34 +162,45 @@ local function unindex(q, id, doc)
   end
 end
 
-local function index(q, id, doc, now)
-  local st = doc.state
+local function index(q, id, h, now)
+  local st = h.state
   redis.call('ZADD', key(q, IDS[st]), id, id)
   if st == 'queued' then
-    local r = rank(doc.run_at, id)
-    if tonumber(doc.run_at) <= now then
-      redis.call('ZADD', key(q, READY), 0 - tonumber(doc.priority), r)
+    local r = rank(h.run_at, id)
+    if tonumber(h.run_at) <= now then
+      redis.call('ZADD', key(q, READY), 0 - tonumber(h.priority), r)
     else
-      redis.call('ZADD', key(q, DELAYED), doc.run_at, r .. doc.priority)
+      redis.call('ZADD', key(q, DELAYED), h.run_at, r .. h.priority)
     end
   elseif st == 'active' then
-    redis.call('ZADD', key(q, LEASES), doc.lease_until, id)
+    redis.call('ZADD', key(q, LEASES), h.lease_until, id)
   else
-    redis.call('ZADD', key(q, DONE[st]), doc.finished_at, id)
+    redis.call('ZADD', key(q, DONE[st]), h.finished_at, id)
   end
 end
 
-local function release_unique(q, id, doc)
-  local uk = doc.unique_key
-  if type(uk) == 'string' and uk ~= '' and redis.call('HGET', key(q, UNIQUE), uk) == id then
-    redis.call('HDEL', key(q, UNIQUE), uk)
+-- The unique key of a job that has one (h.unique_for ~= '-'): read from its fixed part, which
+-- is decoded only here (jobs with a unique key, when they finish).
+local function unique_key_of(q, id)
+  local raw = redis.call('HGET', key(q, JOBS), id)
+  if not raw then return nil end
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' and type(doc.unique_key) == 'string' and doc.unique_key ~= '' then
+    return doc.unique_key
   end
+  return nil
 end
 
-local function holds_unique(doc, now)
-  if doc.state == 'queued' or doc.state == 'active' then return true end
-  return doc.state == 'completed' and tonumber(doc.finished_at) ~= nil
-      and tonumber(doc.finished_at) + (tonumber(doc.unique_for_ms) or 0) > now
+local function release_unique(q, id, h)
+  if h.unique_for == '-' then return end
+  local uk = unique_key_of(q, id)
+  if uk and redis.call('HGET', key(q, UNIQUE), uk) == id then redis.call('HDEL', key(q, UNIQUE), uk) end
+end
+
+local function holds_unique(h, now)
+  if h.state == 'queued' or h.state == 'active' then return true end
+  return h.state == 'completed' and tonumber(h.finished_at) ~= nil
+      and tonumber(h.finished_at) + (tonumber(h.unique_for) or 0) > now
 end
 
 local function wake(q, n)
@@ -146,75 +210,103 @@ local function wake(q, n)
   redis.call('LTRIM', key(q, WAKE), 0, WAKE_MAX - 1)
 end
 
-local function append_error(doc, attempt, message, now)
+local function append_error(q, id, attempt, message, now)
   local e = cjson.encode({attempt = attempt, message = message, at = now})
-  local errs = doc.errors
-  if type(errs) ~= 'string' or errs == '' or errs == '[]' then
-    doc.errors = '[' .. e .. ']'
+  local errs = redis.call('HGET', key(q, ERRORS), id)
+  if not errs or errs == '' or errs == '[]' then
+    errs = '[' .. e .. ']'
   else
-    doc.errors = string.sub(errs, 1, -2) .. ',' .. e .. ']'
+    errs = string.sub(errs, 1, -2) .. ',' .. e .. ']'
   end
+  redis.call('HSET', key(q, ERRORS), id, errs)
 end
 
-local function finish(q, id, doc, state, now)
-  unindex(q, id, doc)
-  doc.state = state
-  doc.finished_at = int(now)
-  doc.lease_token = nil
-  doc.lease_until = nil
+local function finish(q, id, h, state, now)
+  unindex(q, id, h)
+  h.state = state
+  h.finished_at = int(now)
+  h.token = '-'
+  h.lease_until = '-'
   -- A completed job keeps its unique key for unique_for; dead and cancelled ones release it.
-  if state ~= 'completed' or (tonumber(doc.unique_for_ms) or 0) <= 0 then release_unique(q, id, doc) end
-  index(q, id, doc, now)
-  save(q, id, doc)
+  if state ~= 'completed' or (tonumber(h.unique_for) or 0) <= 0 then release_unique(q, id, h) end
+  index(q, id, h, now)
+  save(q, id, h)
 end
 
-local function requeue(q, id, doc, run_at, now)
-  unindex(q, id, doc)
-  doc.state = 'queued'
-  doc.run_at = run_at
-  doc.lease_token = nil
-  doc.lease_until = nil
-  index(q, id, doc, now)
-  save(q, id, doc)
+local function requeue(q, id, h, run_at, now)
+  unindex(q, id, h)
+  h.state = 'queued'
+  h.run_at = run_at
+  h.token = '-'
+  h.lease_until = '-'
+  index(q, id, h, now)
+  save(q, id, h)
   wake(q, 1)
 end
 
--- The job if it is active under this lease token; also the document as found, for the
+-- The job if it is active under this lease token; also the record as found, for the
 -- idempotent replay of a call whose reply was lost (retry flag set by the client).
 local function leased(q, id, token)
-  local doc = load(q, id)
-  if doc and doc.state == 'active' and token ~= '' and doc.lease_token == token then return doc, doc end
-  return nil, doc
+  local h = hot(q, id)
+  if h and h.state == 'active' and token ~= '' and h.token == token then return h, h end
+  return nil, h
+end
+
+-- What get/list return per job: fixed part, state entry, errors, result, progress.
+local function row(q, id, out)
+  local h = redis.call('HGET', key(q, STATE), id)
+  if not h then return end
+  out[#out + 1] = redis.call('HGET', key(q, JOBS), id) or ''
+  out[#out + 1] = h
+  out[#out + 1] = redis.call('HGET', key(q, ERRORS), id) or ''
+  out[#out + 1] = redis.call('HGET', key(q, RESULTS), id) or ''
+  out[#out + 1] = redis.call('HGET', key(q, PROGRESS), id) or ''
 end
 )lua";
 
 /// @brief Script bodies, indexed by Script.
 inline constexpr std::array<std::string_view, script_count> script_bodies = {
 // enqueue. KEYS: NK per queue. ARGV: now, call nonce, then per job: queue index, id, run_at,
-// priority, unique key, job document (carrying the nonce). Returns id, created (1/0) per job.
-// All reads first, then writes.
+// priority, max_attempts, unique key, unique_for ms, fixed part (carrying the nonce).
+// Returns id, created (1/0) per job. All reads first, then writes, one command per key.
 R"lua(
 local now, nonce = tonumber(ARGV[1]), ARGV[2]
-check_all()
-local results, writes, taken = {}, {}, {}
-for i = 3, #ARGV, 6 do
-  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 4]
+check_all({JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE})
+local W = 8
+local byq = {}
+for i = 3, #ARGV, W do
+  local q = tonumber(ARGV[i])
+  byq[q] = byq[q] or {ids = {}, at = {}}
+  local g = byq[q]
+  g.ids[#g.ids + 1] = ARGV[i + 1]
+  g.at[#g.at + 1] = i
+end
+local existing = {}
+for q, g in pairs(byq) do
+  local docs = mget(key(q, JOBS), g.ids)
+  for j, i in ipairs(g.at) do existing[i] = docs[j] end
+end
+local results, taken = {}, {}
+local w = {}
+local marker = '"nonce":"' .. nonce .. '"'
+for i = 3, #ARGV, W do
+  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 5]
   local out_id, created = id, 1
   -- Ids are allocated before the call, so a job already stored under this id with this call's
   -- nonce was written by an earlier attempt whose reply was lost: report it as created.
-  local existing = load(q, id)
-  if existing and existing.nonce ~= nonce then
+  local old = existing[i]
+  if old and not string.find(old, marker, 1, true) then
     fail('jobq: job id ' .. id .. ' already exists in ' .. key(q, JOBS) ..
          ': the id counter went back (was the <prefix>:id key deleted?)')
   end
-  if not existing then
+  if not old then
     local holder = nil
     if uk ~= '' then
       holder = taken[q .. ':' .. uk]
       if not holder then
         local hid = redis.call('HGET', key(q, UNIQUE), uk)
         if hid then
-          local h = load(q, hid)
+          local h = hot(q, hid)
           if h and holds_unique(h, now) then holder = hid end
         end
       end
@@ -222,27 +314,52 @@ for i = 3, #ARGV, 6 do
     if holder then
       out_id, created = holder, 0
     else
-      writes[#writes + 1] = i
       if uk ~= '' then taken[q .. ':' .. uk] = id end
+      local g = w[q]
+      if not g then
+        g = {jobs = {}, state = {}, ids = {}, ready = {}, delayed = {}, unique = {}, n = 0}
+        w[q] = g
+      end
+      local run_at, pr = ARGV[i + 2], ARGV[i + 3]
+      local r = rank(run_at, id)
+      local n = #g.jobs
+      g.jobs[n + 1], g.jobs[n + 2] = id, ARGV[i + 7]
+      g.state[n + 1] = id
+      g.state[n + 2] = 'queued 0 ' .. ARGV[i + 4] .. ' ' .. pr .. ' ' .. run_at .. ' - - ' ..
+                       (uk ~= '' and ARGV[i + 6] or '-') .. ' - - -'
+      g.ids[n + 1], g.ids[n + 2] = id, id
+      if tonumber(run_at) <= now then
+        g.ready[#g.ready + 1] = 0 - tonumber(pr)
+        g.ready[#g.ready + 1] = r
+      else
+        g.delayed[#g.delayed + 1] = run_at
+        g.delayed[#g.delayed + 1] = r .. pr
+      end
+      if uk ~= '' then
+        g.unique[#g.unique + 1] = uk
+        g.unique[#g.unique + 1] = id
+      end
+      g.n = g.n + 1
     end
   end
   results[#results + 1] = out_id
   results[#results + 1] = created
 end
-local woken = {}
-for _, i in ipairs(writes) do
-  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 4]
-  redis.call('HSET', key(q, JOBS), id, ARGV[i + 5])
-  index(q, id, {state = 'queued', run_at = ARGV[i + 2], priority = ARGV[i + 3]}, now)
-  if uk ~= '' then redis.call('HSET', key(q, UNIQUE), uk, id) end
-  woken[q] = (woken[q] or 0) + 1
+for q, g in pairs(w) do
+  bulk('HSET', key(q, JOBS), g.jobs, 2)
+  bulk('HSET', key(q, STATE), g.state, 2)
+  bulk('ZADD', key(q, IDS.queued), g.ids, 2)
+  bulk('ZADD', key(q, READY), g.ready, 2)
+  bulk('ZADD', key(q, DELAYED), g.delayed, 2)
+  bulk('HSET', key(q, UNIQUE), g.unique, 2)
+  wake(q, g.n)
 end
-for q, n in pairs(woken) do wake(q, n) end
 return results
 )lua",
 
 // claim. KEYS: NK per queue. ARGV: now, limit, lease ms, token seed. Promotes due delayed jobs,
-// takes the best `limit` ready jobs over all unpaused queues, leases them. Returns documents.
+// takes the best `limit` ready jobs over all unpaused queues, leases them. Returns per job:
+// fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 check_all()
@@ -252,63 +369,165 @@ for q = 1, nqueues() do
     -- Bounded so one claim stays short; a larger backlog of due jobs is promoted over the next
     -- claims (ordering among the not yet promoted ones is then approximate).
     local due = redis.call('ZRANGEBYSCORE', key(q, DELAYED), '-inf', now, 'LIMIT', 0, 1000)
-    for _, m in ipairs(due) do
-      redis.call('ZREM', key(q, DELAYED), m)
-      redis.call('ZADD', key(q, READY), 0 - tonumber(string.sub(m, 31)), string.sub(m, 1, 30))
+    if #due > 0 then
+      local adds = {}
+      for _, m in ipairs(due) do
+        adds[#adds + 1] = 0 - tonumber(string.sub(m, 31))
+        adds[#adds + 1] = string.sub(m, 1, 30)
+      end
+      bulk('ZREM', key(q, DELAYED), due, 1)
+      bulk('ZADD', key(q, READY), adds, 2)
     end
     local top = redis.call('ZRANGE', key(q, READY), 0, limit - 1, 'WITHSCORES')
     for i = 1, #top, 2 do cands[#cands + 1] = {q, top[i], tonumber(top[i + 1])} end
   end
 end
-table.sort(cands, function(a, b)
-  if a[3] ~= b[3] then return a[3] < b[3] end
-  return a[2] < b[2]
-end)
+if nqueues() > 1 then
+  table.sort(cands, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return a[2] < b[2]
+  end)
+end
+local horizon = math.max(now, 0)
 local picked = {}
-for _, c in ipairs(cands) do
-  if #picked >= limit then break end
-  local q, m = c[1], c[2]
-  -- run_at in the future only if the clock went back since the job was promoted: not yet.
-  if tonumber(string.sub(m, 1, 16), 16) <= math.max(now, 0) then
-    local id = int(tonumber(string.sub(m, 17), 16))
-    local doc = load(q, id)
-    if doc and doc.state == 'queued' and rank(doc.run_at, id) == m then
-      picked[#picked + 1] = {q, id, doc}
+local stale = {}
+local pos = 1
+-- Reads in batches (one HMGET per queue and key); entries whose job is gone or no longer
+-- queued at that rank are index leftovers: dropped, and the next candidates are read.
+while #picked < limit and pos <= #cands do
+  local batch, byq = {}, {}
+  while #batch < limit - #picked and pos <= #cands do
+    local c = cands[pos]
+    pos = pos + 1
+    -- run_at in the future only if the clock went back since the job was promoted: not yet.
+    if tonumber(string.sub(c[2], 1, 16), 16) <= horizon then
+      local e = {q = c[1], m = c[2], id = int(tonumber(string.sub(c[2], 17), 16))}
+      batch[#batch + 1] = e
+      byq[e.q] = byq[e.q] or {}
+      local l = byq[e.q]
+      l[#l + 1] = e
+    end
+  end
+  for q, l in pairs(byq) do
+    local ids = {}
+    for j, e in ipairs(l) do ids[j] = e.id end
+    local hs = mget(key(q, STATE), ids)
+    local ds = mget(key(q, JOBS), ids)
+    for j, e in ipairs(l) do
+      e.raw = hs[j]
+      e.doc = ds[j]
+    end
+  end
+  for _, e in ipairs(batch) do
+    local h = e.raw and parse_hot(e.q, e.id, e.raw)
+    if h and h.state == 'queued' and rank(h.run_at, e.id) == e.m then
+      check_doc(e.q, e.id, e.doc)
+      e.h = h
+      picked[#picked + 1] = e
     else
-      redis.call('ZREM', key(q, READY), m)  -- an index entry without its job: drop it
+      stale[#stale + 1] = e
     end
   end
 end
+for _, e in ipairs(stale) do redis.call('ZREM', key(e.q, READY), e.m) end
+local lease_until = int(now + lease)
+local w = {}
+for i, e in ipairs(picked) do
+  local g = w[e.q]
+  if not g then
+    g = {ready = {}, ids = {}, active = {}, leases = {}, state = {}, list = {}}
+    w[e.q] = g
+  end
+  local h = e.h
+  h.state = 'active'
+  h.attempts = h.attempts + 1
+  h.token = seed .. string.format('%06x', i)
+  h.lease_until = lease_until
+  e.packed = pack(h)
+  local n = #g.ids
+  g.ready[n + 1] = e.m
+  g.ids[n + 1] = e.id
+  g.list[n + 1] = e
+  g.active[2 * n + 1], g.active[2 * n + 2] = e.id, e.id
+  g.leases[2 * n + 1], g.leases[2 * n + 2] = lease_until, e.id
+  g.state[2 * n + 1], g.state[2 * n + 2] = e.id, e.packed
+end
+for q, g in pairs(w) do
+  bulk('ZREM', key(q, READY), g.ready, 1)
+  bulk('ZREM', key(q, IDS.queued), g.ids, 1)
+  bulk('ZADD', key(q, IDS.active), g.active, 2)
+  bulk('ZADD', key(q, LEASES), g.leases, 2)
+  bulk('HSET', key(q, STATE), g.state, 2)
+  local es = mget(key(q, ERRORS), g.ids)
+  local ps = mget(key(q, PROGRESS), g.ids)
+  for j, e in ipairs(g.list) do
+    e.errors = es[j]
+    e.progress = ps[j]
+  end
+end
 local out = {}
-for i, p in ipairs(picked) do
-  local q, id, doc = p[1], p[2], p[3]
-  unindex(q, id, doc)
-  doc.state = 'active'
-  doc.attempts = int(tonumber(doc.attempts) + 1)
-  doc.lease_token = seed .. string.format('%06x', i)
-  doc.lease_until = int(now + lease)
-  index(q, id, doc, now)
-  local raw = cjson.encode(doc)
-  redis.call('HSET', key(q, JOBS), id, raw)
-  out[i] = raw
+for _, e in ipairs(picked) do
+  out[#out + 1] = e.doc
+  out[#out + 1] = e.packed
+  out[#out + 1] = e.errors
+  out[#out + 1] = e.progress
 end
 return out
 )lua",
 
-// complete. ARGV: id, token, now, result JSON, retry flag. Returns 1 or 0.
+// complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
+// per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
-check_types(1)
-local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local doc, seen = leased(1, id, token)
-if not doc then
-  if ARGV[5] == '1' and seen and token ~= '' and seen.last_token == token
-      and seen.last_outcome == 'completed' then return 1 end
-  return 0
+check_types(1, {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, UNIQUE, RESULTS})
+local now, retry = tonumber(ARGV[1]), ARGV[2] == '1'
+local fin = int(now)
+local ids = {}
+for i = 3, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local raws = mget(key(1, STATE), ids)
+local cur, changed, out = {}, {}, {}
+local leases, results = {}, {}
+for k, id in ipairs(ids) do
+  local token = ARGV[3 * k + 1]
+  local h = cur[id]
+  if h == nil then
+    h = raws[k] and parse_hot(1, id, raws[k]) or false
+    cur[id] = h
+  end
+  if h and h.state == 'active' and token ~= '' and h.token == token then
+    h.state = 'completed'
+    h.finished_at = fin
+    h.token, h.lease_until = '-', '-'
+    h.last_token, h.outcome = token, 'completed'
+    -- A completed job keeps its unique key for unique_for.
+    if h.unique_for ~= '-' and tonumber(h.unique_for) <= 0 then release_unique(1, id, h) end
+    changed[#changed + 1] = id
+    local r = ARGV[3 * k + 2]
+    if r ~= '' then
+      results[#results + 1] = id
+      results[#results + 1] = r
+    end
+    out[k] = 1
+  elseif retry and h and token ~= '' and h.last_token == token and h.outcome == 'completed' then
+    out[k] = 1
+  else
+    out[k] = 0
+  end
 end
-doc.result = ARGV[4]
-doc.last_token, doc.last_outcome = token, 'completed'
-finish(1, id, doc, 'completed', now)
-return 1
+if #changed > 0 then
+  local idpairs, done, state = {}, {}, {}
+  for j, id in ipairs(changed) do
+    idpairs[2 * j - 1], idpairs[2 * j] = id, id
+    done[2 * j - 1], done[2 * j] = fin, id
+    state[2 * j - 1], state[2 * j] = id, pack(cur[id])
+  end
+  bulk('ZREM', key(1, IDS.active), changed, 1)
+  bulk('ZREM', key(1, LEASES), changed, 1)
+  bulk('ZADD', key(1, IDS.completed), idpairs, 2)
+  bulk('ZADD', key(1, DONE.completed), done, 2)
+  bulk('HSET', key(1, STATE), state, 2)
+  bulk('HSET', key(1, RESULTS), results, 2)
+end
+return out
 )lua",
 
 // fail. ARGV: id, token, now, message, retry_at ('' = none), retry flag.
@@ -316,24 +535,24 @@ return 1
 R"lua(
 check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local doc, seen = leased(1, id, token)
-if not doc then
+local h, seen = leased(1, id, token)
+if not h then
   if ARGV[6] == '1' and seen and token ~= '' and seen.last_token == token then
-    if seen.last_outcome == 'retried' then return 1 end
-    if seen.last_outcome == 'dead' then return 2 end
+    if seen.outcome == 'retried' then return 1 end
+    if seen.outcome == 'dead' then return 2 end
   end
   return 0
 end
-local attempts = tonumber(doc.attempts)
-append_error(doc, attempts, ARGV[4], now)
-doc.last_token = token
-if ARGV[5] ~= '' and attempts < tonumber(doc.max_attempts) then
-  doc.last_outcome = 'retried'
-  requeue(1, id, doc, ARGV[5], now)
+local attempts = h.attempts
+append_error(1, id, attempts, ARGV[4], now)
+h.last_token = token
+if ARGV[5] ~= '' and attempts < tonumber(h.max_attempts) then
+  h.outcome = 'retried'
+  requeue(1, id, h, ARGV[5], now)
   return 1
 end
-doc.last_outcome = 'dead'
-finish(1, id, doc, 'dead', now)
+h.outcome = 'dead'
+finish(1, id, h, 'dead', now)
 return 2
 )lua",
 
@@ -341,12 +560,11 @@ return 2
 R"lua(
 check_types(1)
 local id, now = ARGV[1], tonumber(ARGV[3])
-local doc = leased(1, id, ARGV[2])
-if not doc then return 0 end
-unindex(1, id, doc)
-doc.lease_until = int(now + tonumber(ARGV[4]))
-index(1, id, doc, now)
-save(1, id, doc)
+local h = leased(1, id, ARGV[2])
+if not h then return 0 end
+h.lease_until = int(now + tonumber(ARGV[4]))
+redis.call('ZADD', key(1, LEASES), h.lease_until, id)
+save(1, id, h)
 return 1
 )lua",
 
@@ -354,26 +572,24 @@ return 1
 R"lua(
 check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local doc, seen = leased(1, id, token)
-if not doc then
+local h, seen = leased(1, id, token)
+if not h then
   if ARGV[4] == '1' and seen and token ~= '' and seen.last_token == token
-      and seen.last_outcome == 'released' then return 1 end
+      and seen.outcome == 'released' then return 1 end
   return 0
 end
-doc.attempts = int(math.max(tonumber(doc.attempts) - 1, 0))
-doc.last_token, doc.last_outcome = token, 'released'
-requeue(1, id, doc, int(now), now)
+h.attempts = math.max(h.attempts - 1, 0)
+h.last_token, h.outcome = token, 'released'
+requeue(1, id, h, int(now), now)
 return 1
 )lua",
 
 // progress. ARGV: id, token, percent, message. Returns 1 or 0.
 R"lua(
 check_types(1)
-local doc = leased(1, ARGV[1], ARGV[2])
-if not doc then return 0 end
-doc.progress = ARGV[3]
-doc.progress_message = ARGV[4]
-save(1, ARGV[1], doc)
+local h = leased(1, ARGV[1], ARGV[2])
+if not h then return 0 end
+redis.call('HSET', key(1, PROGRESS), ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
 return 1
 )lua",
 
@@ -382,22 +598,22 @@ R"lua(
 check_types(1)
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', key(1, LEASES), '-inf', now, 'LIMIT', 0, max)
-local docs = {}
-for i, id in ipairs(ids) do docs[i] = load(1, id) or false end
+local hs = {}
+for i, id in ipairs(ids) do hs[i] = hot(1, id) or false end
 local retried, dead = 0, 0
 for i, id in ipairs(ids) do
-  local doc = docs[i]
-  if not doc or doc.state ~= 'active' then
+  local h = hs[i]
+  if not h or h.state ~= 'active' then
     redis.call('ZREM', key(1, LEASES), id)  -- an index entry without an active job: drop it
-    if not doc then redis.call('ZREM', key(1, IDS.active), id) end
+    if not h then redis.call('ZREM', key(1, IDS.active), id) end
   else
-    local attempts = tonumber(doc.attempts)
-    append_error(doc, attempts, ARGV[3], now)
-    if attempts < tonumber(doc.max_attempts) then
-      requeue(1, id, doc, int(now), now)
+    local attempts = h.attempts
+    append_error(1, id, attempts, ARGV[3], now)
+    if attempts < tonumber(h.max_attempts) then
+      requeue(1, id, h, int(now), now)
       retried = retried + 1
     else
-      finish(1, id, doc, 'dead', now)
+      finish(1, id, h, 'dead', now)
       dead = dead + 1
     end
   end
@@ -408,9 +624,11 @@ return {retried, dead, #ids}
 // cancel. ARGV: id, now. Returns 1 or 0.
 R"lua(
 check_types(1)
-local doc = load(1, ARGV[1])
-if not doc or doc.state ~= 'queued' then return 0 end
-finish(1, ARGV[1], doc, 'cancelled', tonumber(ARGV[2]))
+local h = hot(1, ARGV[1])
+if not h then return 0 end
+check_doc(1, ARGV[1], redis.call('HGET', key(1, JOBS), ARGV[1]))
+if h.state ~= 'queued' then return 0 end
+finish(1, ARGV[1], h, 'cancelled', tonumber(ARGV[2]))
 return 1
 )lua",
 
@@ -418,23 +636,23 @@ return 1
 R"lua(
 check_types(1)
 local id, now = ARGV[1], tonumber(ARGV[2])
-local doc = load(1, id)
-if not doc or doc.state ~= 'dead' then return 0 end
-local uk = doc.unique_key
+local h = hot(1, id)
+if not h or h.state ~= 'dead' then return 0 end
+local uk = h.unique_for ~= '-' and unique_key_of(1, id)
 local take = false
-if type(uk) == 'string' and uk ~= '' then
+if uk then
   local hid = redis.call('HGET', key(1, UNIQUE), uk)
-  local h = hid and hid ~= id and load(1, hid)
-  take = not h or not holds_unique(h, now)
+  local other = hid and hid ~= id and hot(1, hid)
+  take = not other or not holds_unique(other, now)
 end
-unindex(1, id, doc)
-doc.state = 'queued'
-doc.attempts = '0'
-doc.finished_at = nil
-doc.run_at = int(now)
+unindex(1, id, h)
+h.state = 'queued'
+h.attempts = 0
+h.finished_at = '-'
+h.run_at = int(now)
 if take then redis.call('HSET', key(1, UNIQUE), uk, id) end
-index(1, id, doc, now)
-save(1, id, doc)
+index(1, id, h, now)
+save(1, id, h)
 wake(1, 1)
 return 1
 )lua",
@@ -462,16 +680,13 @@ return {redis.call('ZCARD', key(1, IDS.queued)), redis.call('ZCARD', key(1, IDS.
         redis.call('ZCARD', key(1, IDS.cancelled))}
 )lua",
 
-// list. ARGV: state, offset, limit (> 0). Returns documents ordered by id.
+// list. ARGV: state, offset, limit (> 0). Returns 5 values per job (see row), ordered by id.
 R"lua(
 check_types(1)
 local first = tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', key(1, IDS[ARGV[1]]), first, first + tonumber(ARGV[3]) - 1)
 local out = {}
-for _, id in ipairs(ids) do
-  local raw = redis.call('HGET', key(1, JOBS), id)
-  if raw then out[#out + 1] = raw end
-end
+for _, id in ipairs(ids) do row(1, id, out) end
 return out
 )lua",
 
@@ -482,16 +697,15 @@ check_types(1)
 local batch = tonumber(ARGV[5])
 local deleted = {}
 local function drop(id, state)
-  local raw = redis.call('HGET', key(1, JOBS), id)
-  local ok, doc = false, nil
-  if raw then ok, doc = pcall(cjson.decode, raw) end
-  if ok and type(doc) == 'table' and doc.state ~= state then
+  local raw = redis.call('HGET', key(1, STATE), id)
+  local h = raw and string.match(raw, HOT) and parse_hot(1, id, raw)
+  if h and h.state ~= state then
     -- the index disagrees with the job (never written so): fix the index, keep the job
     redis.call('ZREM', key(1, DONE[state]), id)
     return
   end
-  if ok and type(doc) == 'table' then release_unique(1, id, doc) end
-  if raw then redis.call('HDEL', key(1, JOBS), id) end
+  if h then release_unique(1, id, h) end
+  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS}) do redis.call('HDEL', key(1, k), id) end
   redis.call('ZREM', key(1, IDS[state]), id)
   redis.call('ZREM', key(1, DONE[state]), id)
   deleted[#deleted + 1] = id
@@ -531,6 +745,13 @@ for q = 1, nqueues() do
 end
 if next_due then return int(math.min(next_due, 4e18)) end
 return '-2'
+)lua",
+
+// fetch (read-only; get). ARGV: id. Returns the 5 values of row(), or an empty array.
+R"lua(
+local out = {}
+row(1, ARGV[1], out)
+return out
 )lua",
 };
 
