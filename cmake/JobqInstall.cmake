@@ -1,6 +1,7 @@
-# Installs the headers and a CMake config package: find_package(jobq CONFIG) gives jobq::core
-# and jobq::memory; each server backend installs its own export set next to them
-# (see backends/<name>/CMakeLists.txt, which appends to JOBQ_INSTALLED_COMPONENTS).
+# Installs the headers and a CMake config package in share/jobq/cmake: find_package(jobq CONFIG)
+# gives jobq::core and jobq::memory; each optional part (sqlite, postgres, redis, http) installs
+# its own export set and jobq-<name>-config.cmake next to them from its own CMakeLists.txt, and
+# jobqConfig.cmake loads one only when that component is requested (see cmake/jobqConfig.cmake.in).
 include(CMakePackageConfigHelpers)
 
 install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
