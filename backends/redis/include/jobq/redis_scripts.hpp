@@ -206,8 +206,9 @@ end
 local function wake(q, n)
   local marks = {}
   for i = 1, math.min(n, WAKE_MAX) do marks[i] = '1' end
-  redis.call('RPUSH', key(q, WAKE), unpack(marks))
-  redis.call('LTRIM', key(q, WAKE), 0, WAKE_MAX - 1)
+  if redis.call('RPUSH', key(q, WAKE), unpack(marks)) > WAKE_MAX then
+    redis.call('LTRIM', key(q, WAKE), 0, WAKE_MAX - 1)
+  end
 end
 
 local function append_error(q, id, attempt, message, now)
@@ -266,8 +267,9 @@ end
 
 /// @brief Script bodies, indexed by Script.
 inline constexpr std::array<std::string_view, script_count> script_bodies = {
-// enqueue. KEYS: NK per queue. ARGV: now, call nonce, then per job: queue index, id, run_at,
-// priority, max_attempts, unique key, unique_for ms, fixed part (carrying the nonce).
+// enqueue. KEYS: NK per queue. ARGV: now, call nonce, then per job: queue index, id, unique key,
+// 'r' (due: ready) or 'd' (delayed), its index score and member, the state entry, the fixed
+// part (carrying the nonce); the client formats them (rank() and the state entry as here).
 // Returns id, created (1/0) per job. All reads first, then writes, one command per key.
 R"lua(
 local now, nonce = tonumber(ARGV[1]), ARGV[2]
@@ -276,8 +278,11 @@ local W = 8
 local byq = {}
 for i = 3, #ARGV, W do
   local q = tonumber(ARGV[i])
-  byq[q] = byq[q] or {ids = {}, at = {}}
   local g = byq[q]
+  if not g then
+    g = {ids = {}, at = {}}
+    byq[q] = g
+  end
   g.ids[#g.ids + 1] = ARGV[i + 1]
   g.at[#g.at + 1] = i
 end
@@ -290,7 +295,7 @@ local results, taken = {}, {}
 local w = {}
 local marker = '"nonce":"' .. nonce .. '"'
 for i = 3, #ARGV, W do
-  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 5]
+  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local out_id, created = id, 1
   -- Ids are allocated before the call, so a job already stored under this id with this call's
   -- nonce was written by an earlier attempt whose reply was lost: report it as created.
@@ -314,28 +319,20 @@ for i = 3, #ARGV, W do
     if holder then
       out_id, created = holder, 0
     else
-      if uk ~= '' then taken[q .. ':' .. uk] = id end
       local g = w[q]
       if not g then
-        g = {jobs = {}, state = {}, ids = {}, ready = {}, delayed = {}, unique = {}, n = 0}
+        g = {jobs = {}, state = {}, ids = {}, r = {}, d = {}, unique = {}, n = 0}
         w[q] = g
       end
-      local run_at, pr = ARGV[i + 2], ARGV[i + 3]
-      local r = rank(run_at, id)
       local n = #g.jobs
       g.jobs[n + 1], g.jobs[n + 2] = id, ARGV[i + 7]
-      g.state[n + 1] = id
-      g.state[n + 2] = 'queued 0 ' .. ARGV[i + 4] .. ' ' .. pr .. ' ' .. run_at .. ' - - ' ..
-                       (uk ~= '' and ARGV[i + 6] or '-') .. ' - - -'
+      g.state[n + 1], g.state[n + 2] = id, ARGV[i + 6]
       g.ids[n + 1], g.ids[n + 2] = id, id
-      if tonumber(run_at) <= now then
-        g.ready[#g.ready + 1] = 0 - tonumber(pr)
-        g.ready[#g.ready + 1] = r
-      else
-        g.delayed[#g.delayed + 1] = run_at
-        g.delayed[#g.delayed + 1] = r .. pr
-      end
+      local z = g[ARGV[i + 3]]
+      z[#z + 1] = ARGV[i + 4]
+      z[#z + 1] = ARGV[i + 5]
       if uk ~= '' then
+        taken[q .. ':' .. uk] = id
         g.unique[#g.unique + 1] = uk
         g.unique[#g.unique + 1] = id
       end
@@ -349,8 +346,8 @@ for q, g in pairs(w) do
   bulk('HSET', key(q, JOBS), g.jobs, 2)
   bulk('HSET', key(q, STATE), g.state, 2)
   bulk('ZADD', key(q, IDS.queued), g.ids, 2)
-  bulk('ZADD', key(q, READY), g.ready, 2)
-  bulk('ZADD', key(q, DELAYED), g.delayed, 2)
+  bulk('ZADD', key(q, READY), g.r, 2)
+  bulk('ZADD', key(q, DELAYED), g.d, 2)
   bulk('HSET', key(q, UNIQUE), g.unique, 2)
   wake(q, g.n)
 end
@@ -362,7 +359,7 @@ return results
 // fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-check_all()
+check_all({JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS})
 local cands = {}
 for q = 1, nqueues() do
   if redis.call('EXISTS', key(q, PAUSED)) == 0 then
