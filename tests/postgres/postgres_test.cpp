@@ -150,10 +150,71 @@ TEST_CASE("many backends starting at once migrate the schema exactly once", "[po
   CHECK(errors.empty());
   CHECK(ok == 8);
   auto c = pgtest::connect();
-  CHECK(pgtest::exec(c.get(), "SELECT count(*) FROM \"" + schema.name + "\".schema_migrations") == "1");
+  CHECK(pgtest::exec(c.get(), "SELECT count(*) FROM \"" + schema.name + "\".schema_migrations") ==
+        std::to_string(jobq::PostgresBackend::latest_schema_version));
   jobq::PostgresBackend b{pgtest::url(), {.schema = schema.name}};
   CHECK(b.schema_version() == jobq::PostgresBackend::latest_schema_version);
   CHECK(b.counts("q").queued == 8);
+}
+
+TEST_CASE("a version 1 schema is upgraded in place, its jobs kept", "[postgres]") {
+  pgtest::TempSchema schema;
+  const std::string q = "\"" + schema.name + "\"";
+  {
+    jobq::PostgresBackend b{pgtest::url(), {.schema = schema.name}};
+    b.enqueue(make_job());
+  }
+  // Back to version 1: it notified by an AFTER INSERT trigger with a transition table.
+  auto c = pgtest::connect();
+  pgtest::exec(c.get(), "DELETE FROM " + q + ".schema_migrations WHERE version > 1");
+  pgtest::exec(c.get(),
+               "CREATE FUNCTION " + q + ".notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+               "BEGIN PERFORM pg_notify('jobq:' || TG_TABLE_SCHEMA, d.queue)"
+               " FROM (SELECT DISTINCT queue FROM new_rows) AS d; RETURN NULL; END $fn$");
+  pgtest::exec(c.get(), "CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON " + q +
+                            ".jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+                            " EXECUTE FUNCTION " + q + ".notify_inserted()");
+  jobq::PostgresBackend b{pgtest::url(), {.schema = schema.name}};
+  CHECK(b.schema_version() == jobq::PostgresBackend::latest_schema_version);
+  CHECK(pgtest::exec(c.get(), "SELECT count(*) FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid"
+                              " JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = '" +
+                                  schema.name + "' AND t.tgname = 'jobs_notify_inserted'") == "0");
+  CHECK(b.counts("q").queued == 1);
+  b.enqueue(make_job());
+  CHECK(b.counts("q").queued == 2);
+}
+
+TEST_CASE("every kind of enqueue notifies once per queue, and only when it inserts", "[postgres]") {
+  Store s;
+  auto listener = pgtest::connect();
+  pgtest::exec(listener.get(), "LISTEN \"jobq:" + s.schema.name + "\"");
+  auto received = [&] {
+    std::multiset<std::string> out;
+    std::this_thread::sleep_for(100ms);
+    PQconsumeInput(listener.get());
+    while (PGnotify* n = PQnotifies(listener.get())) {
+      out.insert(n->extra);
+      PQfreemem(n);
+    }
+    return out;
+  };
+  s.b.enqueue(make_job("a"));
+  CHECK(received() == std::multiset<std::string>{"a"});
+  std::vector<jobq::NewJob> batch{make_job("a"), make_job("b"), make_job("a"), make_job("c")};
+  s.b.enqueue_many(batch);
+  CHECK(received() == std::multiset<std::string>{"a", "b", "c"});
+  auto unique = make_job("u");
+  unique.unique_key = "k";
+  CHECK(s.b.enqueue(unique).created);
+  CHECK(received() == std::multiset<std::string>{"u"});
+  CHECK_FALSE(s.b.enqueue(unique).created);  // deduplicated: nothing new, no wake-up
+  CHECK(received().empty());
+  auto tx = pgtest::connect();
+  pgtest::exec(tx.get(), "BEGIN");
+  s.b.enqueue_many(tx.get(), std::vector<jobq::NewJob>{make_job("t"), make_job("t")});
+  CHECK(received().empty());  // not before the caller's COMMIT
+  pgtest::exec(tx.get(), "COMMIT");
+  CHECK(received() == std::multiset<std::string>{"t"});
 }
 
 TEST_CASE("a schema written by a newer jobq is refused", "[postgres]") {
