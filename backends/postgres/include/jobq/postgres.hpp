@@ -21,7 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <nlohmann/json.hpp>
@@ -235,13 +237,18 @@ class PostgresBackend {
     channel_ = "jobq:" + opt_.schema;
     build_statements();
     migrate();
+    open_wake_pipe();
   }
 
   PostgresBackend(const PostgresBackend&) = delete;
   PostgresBackend& operator=(const PostgresBackend&) = delete;
 
   /// @brief Closes every connection; no call may be running.
-  ~PostgresBackend() = default;
+  ~PostgresBackend() {
+    for (int fd : wake_pipe_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
 
   /// @brief The backend's clock.
   [[nodiscard]] TimePoint now() const { return opt_.clock(); }
@@ -1476,6 +1483,34 @@ class PostgresBackend {
       generation_.fetch_add(1);
     }
     wake_cv_.notify_all();
+    poke_wake_pipe();
+  }
+
+  // A self-pipe in the LISTEN owner's poll(): a local wake-up (an enqueue in this process) or a
+  // stop request ends its wait at once instead of at the next 100 ms check. Without the pipe
+  // (it could not be made) those are seen within 100 ms, as before.
+  void open_wake_pipe() {
+    int fds[2];
+    if (::pipe(fds) != 0) return;
+    for (int fd : fds) {
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    wake_pipe_[0] = fds[0];
+    wake_pipe_[1] = fds[1];
+  }
+
+  void poke_wake_pipe() noexcept {
+    if (wake_pipe_[1] < 0) return;
+    const char byte = 1;
+    [[maybe_unused]] const auto n = ::write(wake_pipe_[1], &byte, 1);  // full pipe: already poked
+  }
+
+  void drain_wake_pipe() noexcept {
+    if (wake_pipe_[0] < 0) return;
+    char buf[64];
+    while (::read(wake_pipe_[0], buf, sizeof buf) > 0) {
+    }
   }
 
   bool ready_now(std::span<const std::string> queues) {
@@ -1524,14 +1559,18 @@ class PostgresBackend {
       listen_conn_.reset();
       return;
     }
+    drain_wake_pipe();  // earlier pokes; the generation check below covers what they meant
+    std::stop_callback on_stop(stop, [this] { poke_wake_pipe(); });
     // LISTEN is active before this check, so an enqueue after it is seen as a notification.
     if (ready_now(queues)) return;
     while (!stop.stop_requested() && generation_.load() == generation) {
       const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
       if (left <= Millis{0}) return;
-      pollfd p{PQsocket(pg), POLLIN, 0};
-      // At most 100 ms per poll so a stop request is seen promptly.
-      if (::poll(&p, 1, static_cast<int>(std::min<Millis::rep>(left.count(), 100))) > 0) {
+      pollfd p[2] = {{PQsocket(pg), POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+      // At most 100 ms per poll, in case the wake-up pipe is missing.
+      if (::poll(p, 2, static_cast<int>(std::min<Millis::rep>(left.count(), 100))) > 0) {
+        if (p[1].revents != 0) drain_wake_pipe();
+        if (p[0].revents == 0) continue;
         bool hit = false;
         if (!drain(&hit)) {
           listen_conn_.reset();
@@ -1576,6 +1615,7 @@ class PostgresBackend {
   std::mutex wake_mutex_;
   std::condition_variable wake_cv_;
   std::atomic<std::uint64_t> generation_{0};
+  int wake_pipe_[2] = {-1, -1};
 
   std::atomic<std::uint64_t> retries_{0};
   std::atomic<std::uint64_t> unknown_outcomes_{0};
