@@ -555,6 +555,16 @@ class PostgresBackend {
     });
   }
 
+  /// @brief Every queue that holds jobs or is paused, sorted by name.
+  std::vector<std::string> queues() {
+    return with_retry("queues", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::queues, {});
+      std::vector<std::string> out;
+      for (int row = 0; row < PQntuples(r.get()); ++row) out.emplace_back(PQgetvalue(r.get(), row, 0));
+      return out;
+    });
+  }
+
   /// @brief Jobs per state in a queue (exact).
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
@@ -651,6 +661,7 @@ class PostgresBackend {
     resume,
     is_paused,
     counts,
+    queues,
     prune,
     list,
     ready,
@@ -1124,6 +1135,16 @@ class PostgresBackend {
         "WITH d AS (DELETE FROM " + s + ".paused_queues WHERE queue = $1::text RETURNING 1)"
         " SELECT pg_notify($2::text, $1::text), (SELECT count(*) FROM d)");
     def(S::is_paused, "is_paused", "SELECT 1 FROM " + s + ".paused_queues WHERE queue = $1::text");
+    // A skip scan over jobs_queue_state (queue, state, id): one index probe per queue, not one
+    // row per job; plus queues that are paused but hold no job.
+    def(S::queues, "queues",
+        "WITH RECURSIVE q(queue) AS ("
+        " (SELECT queue FROM " + s + ".jobs ORDER BY queue LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT j.queue FROM " + s + ".jobs j WHERE j.queue > q.queue ORDER BY j.queue LIMIT 1)"
+        " FROM q WHERE q.queue IS NOT NULL)"
+        " SELECT queue FROM q WHERE queue IS NOT NULL"
+        " UNION SELECT queue FROM " + s + ".paused_queues ORDER BY 1");
     def(S::counts, "counts",
         "SELECT state, count(*) FROM " + s + ".jobs WHERE queue = $1::text GROUP BY state");
     // Uses jobs_finished (queue, state, finished_at); at most 10,000 rows per statement so a
