@@ -379,7 +379,7 @@ TEMPLATE_LIST_TEST_CASE("a job is dead after max attempts with every error kept"
   const auto id = b.enqueue(nj).id;
   for (int i = 1; i <= 3; ++i) {
     const auto j = claim_one(b);
-    const auto outcome = b.fail({id, j.lease_token, "boom " + std::to_string(i), b.now()});
+    const auto outcome = b.fail({id, j.lease_token, std::string("boom ").append(std::to_string(i)), b.now()});
     CHECK(outcome == (i < 3 ? jobq::FailOutcome::retried : jobq::FailOutcome::dead));
     fx.clock.advance(1s);
   }
@@ -391,7 +391,7 @@ TEMPLATE_LIST_TEST_CASE("a job is dead after max attempts with every error kept"
   REQUIRE(s->errors.size() == 3);
   for (int i = 0; i < 3; ++i) {
     CHECK(s->errors[static_cast<std::size_t>(i)].attempt == i + 1);
-    CHECK(s->errors[static_cast<std::size_t>(i)].message == "boom " + std::to_string(i + 1));
+    CHECK(s->errors[static_cast<std::size_t>(i)].message == std::string("boom ").append(std::to_string(i + 1)));
   }
   CHECK(b.claim(claim_from({"q"})).empty());
   auto dead = b.list("q", JobState::dead, {});
@@ -953,7 +953,7 @@ TEMPLATE_LIST_TEST_CASE("a worker runs handlers and stores their results", "[con
   auto& b = fx.backend();
   jobq::Queue q{b, "q"};
   std::vector<jobq::JobId> ids;
-  for (int i = 0; i < 20; ++i) ids.push_back(q.enqueue(Greet{"user" + std::to_string(i)}));
+  for (int i = 0; i < 20; ++i) ids.push_back(q.enqueue(Greet{std::string("user").append(std::to_string(i))}));
   const auto raw = q.enqueue("add", {{"a", 2}, {"b", 3}});
   jobq::Worker w{b, fast_worker(4)};
   w.template handle<Greet>([](const Greet& g, jobq::JobContext& ctx) {
@@ -978,7 +978,7 @@ TEMPLATE_LIST_TEST_CASE("a worker retries a throwing handler until it succeeds",
   const auto id = q.enqueue(Greet{"flaky", 2}, {.max_attempts = 5, .backoff = jobq::Backoff::fixed(0ms)});
   jobq::Worker w{b, fast_worker()};
   w.template handle<Greet>([](const Greet& g, jobq::JobContext& ctx) {
-    if (ctx.attempt() <= g.fail_times) throw std::runtime_error("try " + std::to_string(ctx.attempt()));
+    if (ctx.attempt() <= g.fail_times) throw std::runtime_error(std::string("try ").append(std::to_string(ctx.attempt())));
   });
   CHECK(w.run_until_idle(60s));
   auto j = q.get(id);
