@@ -172,6 +172,14 @@ struct JobRecord {
   std::string progress_message;             ///< optional text with the progress
 };
 
+/// @brief The claim order every backend honours: higher priority first, then earlier run_at,
+/// then enqueue order (id). For backends whose claim statement returns rows unordered.
+inline bool claims_before(const JobRecord& a, const JobRecord& b) noexcept {
+  if (a.priority != b.priority) return a.priority > b.priority;
+  if (a.run_at != b.run_at) return a.run_at < b.run_at;
+  return a.id < b.id;
+}
+
 /// @brief Serialises errors the way every backend stores them: [{"attempt","message","at"}].
 inline nlohmann::json errors_to_json(const std::vector<AttemptError>& errors) {
   auto arr = nlohmann::json::array();

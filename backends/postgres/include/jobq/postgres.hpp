@@ -351,11 +351,7 @@ class PostgresBackend {
         throw;
       }
       auto jobs = rows_to_jobs(r.get());
-      std::sort(jobs.begin(), jobs.end(), [](const JobRecord& a, const JobRecord& b) {
-        if (a.priority != b.priority) return a.priority > b.priority;
-        if (a.run_at != b.run_at) return a.run_at < b.run_at;
-        return a.id < b.id;
-      });
+      std::sort(jobs.begin(), jobs.end(), claims_before);
       return jobs;
     });
   }

@@ -711,11 +711,7 @@ class SqliteBackend {
       return jobs;
     });
     // RETURNING hands rows back in no particular order.
-    std::sort(out.begin(), out.end(), [](const JobRecord& a, const JobRecord& b) {
-      if (a.priority != b.priority) return a.priority > b.priority;
-      if (a.run_at != b.run_at) return a.run_at < b.run_at;
-      return a.id < b.id;
-    });
+    std::sort(out.begin(), out.end(), claims_before);
     return out;
   }
 
