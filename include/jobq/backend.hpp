@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobq/events.hpp"
 #include "jobq/job.hpp"
 #include "jobq/time.hpp"
 
@@ -21,14 +22,25 @@ namespace jobq {
 ///
 /// Semantics (checked by tests/conformance for every backend):
 /// - `now()`: the backend's clock (injected; system clock by default). All times below use it.
-/// - `enqueue(job)`: validate(job) first (InvalidArgument, nothing written). If job.unique_key
-///   is non-empty and a job of the same queue with that key is queued or active, or completed
-///   with finished_at + unique_for > now, return {that id, created=false}. Otherwise store it
-///   as queued with run_at = job.run_at or now, attempts 0.
+/// - `enqueue(job)`: validate(job) first, and check_payload_size(serialized payload,
+///   Options::max_payload_bytes) (InvalidArgument, nothing written). The key holder is the
+///   latest job of the same queue with job.unique_key (when non-empty):
+///   - debounce > 0: if the holder is queued, replace its payload and set its run_at =
+///     now + debounce, return {holder, created=false}; otherwise (none, active or finished)
+///     store a new job with run_at = now + debounce.
+///   - otherwise, if the holder is queued or active, or completed with finished_at +
+///     unique_for > now, or (throttle > 0) was created after now - throttle in any state:
+///     return {holder, created=false}, nothing changed.
+///   - otherwise store it as queued with run_at = job.run_at or now, attempts 0, its group.
 /// - `enqueue_many(jobs)`: the same for each, all-or-nothing (one transaction / pipeline).
 /// - `claim(req)`: atomically take up to req.limit queued jobs with run_at <= now from the
 ///   non-paused queues in req.queues, ordered by priority desc, run_at asc, id asc; for each:
 ///   state active, attempts + 1, a fresh lease token, lease_until = now + req.lease.
+///   Queue limits (set_queue_limits) hold across all processes: a job whose group already has
+///   group_concurrency active jobs in its queue is skipped (jobs after it still qualify), and
+///   a queue with a rate limit hands out at most rate.max jobs in any window of rate.window
+///   (counting claims, released ones included). A job held back by a limit stays queued
+///   untouched (no attempt used).
 /// - `complete(id, token, result)`: if active with that token: completed, finished_at = now,
 ///   result stored, lease cleared, unique key released (or held until now + unique_for).
 ///   Otherwise change nothing and return false.
@@ -52,6 +64,20 @@ namespace jobq {
 ///   than now - the retention of their state; returns how many. Never touches queued/active.
 /// - `list(queue, state, page)`: jobs of that state, in a stable order (by id) so that pages
 ///   together list each job once.
+/// - `set_queue_limits(queue, limits)` / `queue_limits(queue)`: validate(limits); stored per
+///   queue (default: none), read by every claim.
+/// - `put_schedule(s)`: insert or replace the schedule named s.name (validate_schedule_name).
+///   `remove_schedule(name)`: false if absent. `schedules()`: all, by name.
+/// - `fire_schedule(name, expected, next, job)`: atomically, if the schedule exists and its
+///   next_run == expected: set next_run = next and, if job is set, enqueue it exactly as
+///   enqueue(job) does; return true. Else change nothing and return false. This compare-and-set
+///   is what makes each tick enqueue once with any number of schedulers.
+/// - `subscribe(queues, fn)`: fn gets a JobNotice for every complete (completed), fail
+///   (failed when retried, else dead), recover_expired (failed/dead, "lease expired"),
+///   set_progress (progress) and cancel (cancelled) of those queues (all when empty), in any
+///   process sharing the store, from when subscribe returns until the Subscription ends.
+///   Delivery is best effort (a dropped connection may lose notices): callers that must know
+///   poll get() as well (Queue::wait_for does).
 /// - `wait_for_work(queues, timeout, stop)`: block until work may be ready in one of the
 ///   queues (an enqueue, a retry, a release, a resume, or a delayed job coming due), the
 ///   timeout passes, or stop is requested. Spurious wake-ups are allowed; it is a hint only.
@@ -61,7 +87,9 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
                            const nlohmann::json& result, std::span<const Completion> completions,
                            const Failure& failure, Millis lease, const std::string& queue,
                            JobState state, const Retention& retention, Page page,
-                           std::span<const std::string> queues, std::stop_token stop) {
+                           std::span<const std::string> queues, std::stop_token stop,
+                           const QueueLimits& limits, const StoredSchedule& schedule,
+                           TimePoint at, const std::optional<NewJob>& maybe_job, NoticeFn fn) {
   { cb.now() } -> std::same_as<TimePoint>;
   { b.enqueue(job) } -> std::same_as<EnqueueResult>;
   { b.enqueue_many(jobs) } -> std::same_as<std::vector<EnqueueResult>>;
@@ -83,6 +111,13 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.prune(queue, retention) } -> std::same_as<std::size_t>;
   { b.list(queue, state, page) } -> std::same_as<std::vector<JobRecord>>;
   { b.wait_for_work(queues, lease, stop) } -> std::same_as<void>;
+  { b.set_queue_limits(queue, limits) } -> std::same_as<void>;
+  { b.queue_limits(queue) } -> std::same_as<QueueLimits>;
+  { b.put_schedule(schedule) } -> std::same_as<void>;
+  { b.remove_schedule(queue) } -> std::same_as<bool>;
+  { b.schedules() } -> std::same_as<std::vector<StoredSchedule>>;
+  { b.fire_schedule(queue, at, at, maybe_job) } -> std::same_as<bool>;
+  { b.subscribe(queues, fn) } -> std::same_as<Subscription>;
 };
 
 }  // namespace jobq

@@ -61,6 +61,11 @@ inline constexpr std::size_t max_queue_name_length = 128;
 inline constexpr std::size_t max_job_name_length = 255;
 /// @brief Longest unique key accepted.
 inline constexpr std::size_t max_unique_key_length = 512;
+/// @brief Longest group key accepted.
+inline constexpr std::size_t max_group_length = 255;
+/// @brief Default largest serialized payload a backend accepts (each backend's
+/// Options::max_payload_bytes overrides it).
+inline constexpr std::size_t default_max_payload_bytes = std::size_t{1} << 20;
 
 /// @brief Throws InvalidArgument unless `name` is 1..128 characters of [A-Za-z0-9_.-].
 ///
@@ -109,6 +114,9 @@ struct NewJob {
   Millis timeout{0};                     ///< per-attempt time limit; 0 = none
   std::string unique_key{};              ///< empty = not unique
   Millis unique_for{0};                  ///< keep the key held this long after completion
+  std::string group{};                   ///< group key (e.g. tenant); empty = none
+  Millis throttle{0};                    ///< with unique_key: key held this long from enqueue
+  Millis debounce{0};                    ///< with unique_key: run this long after the last enqueue
 };
 
 /// @brief Throws InvalidArgument when a NewJob cannot be stored as given. Backends call it
@@ -123,11 +131,36 @@ inline void validate(const NewJob& job) {
     throw InvalidArgument("unique key is longer than " + std::to_string(max_unique_key_length) +
                           " characters");
   }
+  if (job.group.size() > max_group_length) {
+    throw InvalidArgument("group key is longer than " + std::to_string(max_group_length) +
+                          " characters");
+  }
+  if (job.throttle.count() < 0 || job.debounce.count() < 0) {
+    throw InvalidArgument("throttle and debounce must not be negative");
+  }
+  if ((job.throttle.count() > 0 || job.debounce.count() > 0) && job.unique_key.empty()) {
+    throw InvalidArgument("throttle and debounce need a unique_key (the key they apply to)");
+  }
+  if (job.throttle.count() > 0 && job.debounce.count() > 0) {
+    throw InvalidArgument("a job is either throttled or debounced, not both");
+  }
+  if (job.debounce.count() > 0 && (job.run_at || job.unique_for.count() > 0)) {
+    throw InvalidArgument("debounce sets run_at itself; do not combine it with delay, run_at or unique_for");
+  }
   if (job.payload.is_discarded()) throw InvalidArgument("payload is not valid JSON");
   if (job.backoff.kind() == Backoff::Kind::custom) {
     throw InvalidArgument(
         "backoff: a custom backoff function cannot be stored with a job; set it on the worker "
         "handler instead (worker.handle<T>(fn, {.backoff = ...}))");
+  }
+}
+
+/// @brief Throws InvalidArgument when a serialized payload is larger than `max_bytes`.
+/// Backends call it on the text they are about to store, so the check costs no extra dump.
+inline void check_payload_size(std::size_t bytes, std::size_t max_bytes) {
+  if (bytes > max_bytes) {
+    throw InvalidArgument("payload is " + std::to_string(bytes) + " bytes, above the maximum of " +
+                          std::to_string(max_bytes) + " (Options::max_payload_bytes)");
   }
 }
 
@@ -170,6 +203,7 @@ struct JobRecord {
   std::vector<AttemptError> errors;         ///< one entry per failed attempt, oldest first
   int progress = 0;                         ///< 0..100, set by the handler
   std::string progress_message;             ///< optional text with the progress
+  std::string group{};                      ///< group key; empty = none
 };
 
 /// @brief The claim order every backend honours: higher priority first, then earlier run_at,
@@ -226,6 +260,7 @@ inline nlohmann::json to_json(const JobRecord& r) {
       {"errors", errors_to_json(r.errors)},
       {"progress", r.progress},
       {"progress_message", r.progress_message},
+      {"group", r.group},
   };
   if (r.backoff.kind() != Backoff::Kind::custom) j["backoff"] = r.backoff.to_json();
   return j;
@@ -284,6 +319,72 @@ struct Retention {
   std::optional<Millis> dead = std::chrono::hours(24 * 7);    ///< keep dead jobs
   std::optional<Millis> cancelled = std::chrono::hours(24);   ///< keep cancelled jobs
 };
+
+/// @brief At most `max` job starts (claims) per queue in any `window`, across all workers.
+struct RateLimit {
+  std::int64_t max = 0;  ///< starts allowed per window (>= 1)
+  Millis window{0};      ///< the sliding window (>= 1 ms)
+  friend bool operator==(const RateLimit&, const RateLimit&) = default;
+};
+
+/// @brief Limits a backend enforces when claiming from one queue (Backend::set_queue_limits).
+struct QueueLimits {
+  std::optional<RateLimit> rate{};  ///< start rate; nullopt = unlimited
+  int group_concurrency = 0;        ///< active jobs per group key at most; 0 = unlimited
+  friend bool operator==(const QueueLimits&, const QueueLimits&) = default;
+};
+
+/// @brief Throws InvalidArgument for a limit that cannot be enforced.
+inline void validate(const QueueLimits& l) {
+  if (l.rate && (l.rate->max < 1 || l.rate->window < Millis{1})) {
+    throw InvalidArgument("rate limit needs max >= 1 and a window of at least 1 ms");
+  }
+  if (l.group_concurrency < 0) throw InvalidArgument("group_concurrency must not be negative");
+}
+
+/// @brief Limits as JSON ({"rate":{"max","window_ms"}|null,"group_concurrency"}), for backends
+/// that store them as one document.
+inline nlohmann::json to_json(const QueueLimits& l) {
+  return {{"rate", l.rate ? nlohmann::json{{"max", l.rate->max}, {"window_ms", l.rate->window.count()}}
+                          : nlohmann::json(nullptr)},
+          {"group_concurrency", l.group_concurrency}};
+}
+
+/// @brief Inverse of to_json(QueueLimits); throws InvalidArgument on a malformed value.
+inline QueueLimits queue_limits_from_json(const nlohmann::json& j) {
+  QueueLimits l;
+  if (j.is_null()) return l;
+  try {
+    if (j.contains("rate") && !j.at("rate").is_null()) {
+      l.rate = RateLimit{j.at("rate").at("max").get<std::int64_t>(),
+                         Millis{j.at("rate").at("window_ms").get<std::int64_t>()}};
+    }
+    l.group_concurrency = j.value("group_concurrency", 0);
+  } catch (const nlohmann::json::exception& e) {
+    throw InvalidArgument(std::string("stored queue limits are malformed: ") + e.what());
+  }
+  return l;
+}
+
+/// @brief A schedule as a backend stores it: a name, an opaque spec (jobq::Schedule as JSON,
+/// read only by the core) and the next tick due. See Backend::fire_schedule.
+struct StoredSchedule {
+  std::string name{};        ///< unique within the store
+  nlohmann::json spec{};     ///< what to enqueue and when (core-defined JSON)
+  TimePoint next_run{};      ///< the next tick not yet fired
+  friend bool operator==(const StoredSchedule&, const StoredSchedule&) = default;
+};
+
+/// @brief Throws InvalidArgument unless a schedule name is 1..128 of [A-Za-z0-9_.-].
+inline void validate_schedule_name(std::string_view name) {
+  try {
+    validate_queue_name(name);
+  } catch (const InvalidArgument& e) {
+    std::string msg = e.what();
+    if (msg.rfind("queue", 0) == 0) msg.replace(0, 5, "schedule");
+    throw InvalidArgument(msg);
+  }
+}
 
 /// @brief A page of Backend::list.
 struct Page {
