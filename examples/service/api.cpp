@@ -1,15 +1,15 @@
-// The example service's HTTP API: POST /register stores a user and enqueues a welcome email
-// and a CRM sync, then answers at once (202) while a separate worker process runs the jobs.
+// The example service's HTTP API: POST /register stores a user in the application's users table
+// AND enqueues a welcome email and a CRM sync in the same database transaction, then answers at
+// once (202) while a separate worker process runs the jobs. A user never exists without their
+// jobs, and no job exists for a user that was not stored.
 //
 //   service_api [--url URL] [--port 8080]     URL: $JOBQ_URL, default sqlite:///tmp/jobq-service.db;
-//                                             port 0: any free port (printed)
+//                                             sqlite:// or postgresql://; port 0: any free port (printed)
 //   curl -X POST localhost:8080/register -d '{"email":"ada@example.com","name":"Ada"}'
-#include <atomic>
+//   curl localhost:8080/users/1
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
-#include <map>
-#include <mutex>
 
 #include <httplib.h>
 
@@ -17,6 +17,7 @@
 #include <jobq/open.hpp>
 
 #include "jobs.hpp"
+#include "users.hpp"
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -26,6 +27,29 @@ httplib::Server* g_server = nullptr;
 void on_signal(int) {
   if (g_server != nullptr) g_server->stop();
 }
+
+void reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+/// @brief The registration in the request body, or the reason it is unusable (400).
+std::string parse_registration(const std::string& body_text, std::string& email, std::string& name) {
+  json body;
+  try {
+    body = json::parse(body_text);
+  } catch (const json::parse_error& e) {
+    return std::string("the body is not valid JSON: ") + e.what();
+  }
+  if (!body.is_object()) return R"(the body must be a JSON object: {"email": "...", "name": "..."})";
+  if (!body.contains("email") || !body["email"].is_string()) return R"("email" is missing or not a string)";
+  if (!body.contains("name") || !body["name"].is_string()) return R"("name" is missing or not a string)";
+  email = body["email"].get<std::string>();
+  name = body["name"].get<std::string>();
+  if (email.find('@') == std::string::npos) return "\"email\" is not an email address: " + email;
+  if (name.empty()) return R"("name" is empty)";
+  return {};
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -33,46 +57,62 @@ int main(int argc, char** argv) {
     const auto url = service::backend_url(argc, argv);
     const int port = service::int_option(argc, argv, "--port", 8080);
     auto store = jobq::open_backend(url);
+    // The users table lives in the jobs' own database, on a connection of the application's.
+    const auto users = service::open_users(store, url);
     jobq::Queue emails{store, "emails"};
     jobq::Queue crm{store, "crm"};
+    // Test only: make the backend refuse the second job, after the user row and the first job
+    // were written, to show that the whole transaction rolls back (tests/tools/service_smoke.sh).
+    const char* fault = std::getenv("SERVICE_API_TEST_REFUSE_CRM_JOB");
+    const bool refuse_crm_job = fault != nullptr && std::string_view(fault) == "1";
 
-    // Stand-in for the application's users table. With PostgreSQL, insert the user and enqueue
-    // the jobs in one transaction instead (PostgresBackend::enqueue_many(tx, jobs)).
-    std::mutex users_mutex;
-    std::map<long long, json> users;
-    std::atomic<long long> next_user{1};
+    // A new user's jobs. No unique keys: the users table's unique email already makes a
+    // repeated request harmless (409, nothing enqueued).
+    const service::JobsFor jobs_for = [&](const service::User& u) {
+      std::vector<jobq::NewJob> jobs{
+          emails.make(service::SendWelcomeEmail{u.id, u.email, u.name},
+                      {.max_attempts = 5, .backoff = jobq::Backoff::exponential(500ms)}),
+          crm.make(service::SyncCrm{u.id, u.email},
+                   {.max_attempts = 8, .backoff = jobq::Backoff::exponential(1s, 5min), .timeout = 30s})};
+      if (refuse_crm_job) jobs[1].queue = "not a queue!";
+      return jobs;
+    };
 
     httplib::Server server;
     server.Post("/register", [&](const httplib::Request& req, httplib::Response& res) {
-      const auto body = json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.is_object() || !body.contains("email") || !body["email"].is_string() ||
-          body["email"].get<std::string>().find('@') == std::string::npos) {
-        res.status = 400;
-        res.set_content(R"({"error":"expected {\"email\": \"...\", \"name\": \"...\"}"})", "application/json");
-        return;
-      }
-      const auto email = body["email"].get<std::string>();
-      const auto name = body.value("name", std::string());
-      const auto user_id = next_user++;
-      {
-        std::lock_guard lock(users_mutex);
-        users[user_id] = {{"id", user_id}, {"email", email}, {"name", name}};
+      std::string email, name;
+      if (auto problem = parse_registration(req.body, email, name); !problem.empty()) {
+        return reply(res, 400, {{"error", problem}});
       }
       try {
-        // Both jobs in one atomic call; the unique keys make a retried request harmless.
-        const std::vector<jobq::NewJob> jobs{
-            emails.make(service::SendWelcomeEmail{user_id, email, name},
-                        {.max_attempts = 5, .backoff = jobq::Backoff::exponential(500ms),
-                         .unique_key = "welcome:" + email}),
-            crm.make(service::SyncCrm{user_id, email},
-                     {.max_attempts = 8, .backoff = jobq::Backoff::exponential(1s, 5min), .timeout = 30s,
-                      .unique_key = "crm:" + std::to_string(user_id)})};
-        const auto ids = store.enqueue_many(jobs);
-        res.status = 202;
-        res.set_content(json{{"user_id", user_id}, {"jobs", {ids[0].id, ids[1].id}}}.dump(), "application/json");
-      } catch (const jobq::Error& e) {
-        res.status = e.is_transient() ? 503 : 500;
-        res.set_content(json{{"error", e.what()}}.dump(), "application/json");
+        const auto user = users->create(email, name, jobs_for);  // one transaction
+        res.set_header("Location", "/users/" + std::to_string(user.id));
+        reply(res, 202, {{"user_id", user.id}, {"jobs", user.jobs}});
+      } catch (const service::EmailTaken& e) {
+        reply(res, 409, {{"error", e.what()}});
+      } catch (const service::DatabaseUnavailable& e) {
+        res.set_header("Retry-After", "5");
+        reply(res, 503, {{"error", e.what()}});
+      } catch (const jobq::Error& e) {  // a job was refused, or the jobs' tables are unreachable
+        reply(res, e.is_transient() ? 503 : 500, {{"error", std::string("not registered: ") + e.what()}});
+      } catch (const std::exception& e) {
+        reply(res, 500, {{"error", std::string("not registered: ") + e.what()}});
+      }
+    });
+    server.Get(R"(/users/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+      try {
+        const auto user = users->find(std::stoll(req.matches[1].str()));
+        if (!user) return reply(res, 404, {{"error", "no user " + req.matches[1].str()}});
+        json jobs = json::array();
+        for (const auto id : user->jobs) {
+          const auto job = store.get(id);  // nullopt once pruned after finishing
+          jobs.push_back({{"id", id}, {"state", job ? std::string(jobq::to_string(job->state)) : "pruned"}});
+        }
+        reply(res, 200, {{"id", user->id}, {"email", user->email}, {"name", user->name}, {"jobs", jobs}});
+      } catch (const service::DatabaseUnavailable& e) {
+        reply(res, 503, {{"error", e.what()}});
+      } catch (const std::exception& e) {
+        reply(res, 500, {{"error", e.what()}});
       }
     });
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
@@ -87,7 +127,7 @@ int main(int argc, char** argv) {
     }
     std::cout << "api: backend " << jobq::mask_url(url) << ", listening on http://127.0.0.1:" << bound << std::endl;
     return server.listen_after_bind() ? 0 : 1;
-  } catch (const jobq::Error& e) {
+  } catch (const std::exception& e) {  // jobq::Error, or the users table could not be opened
     std::cerr << "api: " << e.what() << "\n";
     return 2;
   }
