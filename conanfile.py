@@ -60,6 +60,7 @@ class JobqConan(ConanFile):
     def requirements(self):
         # Headers include these, so they are visible to consumers (transitive_headers).
         self.requires("nlohmann_json/[>=3.10 <4]", transitive_headers=True)
+        self.requires("date/[>=3.0.1 <4]", transitive_headers=True)  # cron time zones (date-tz)
         for part in self._enabled():
             self.requires(self._parts[part][2], transitive_headers=True)
 
@@ -94,7 +95,7 @@ class JobqConan(ConanFile):
             c.requires = requires
             return c
 
-        core = component("core", ["nlohmann_json::nlohmann_json"])
+        core = component("core", ["nlohmann_json::nlohmann_json", "date::date-tz"])
         if self.settings.os in ("Linux", "FreeBSD"):
             core.system_libs = ["pthread"]
         component("memory", ["core"])

@@ -10,7 +10,7 @@ REPS="${1:-3}"
 SCALE="${2:-1}"
 # shellcheck source=../scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
-jobq_install_packages build-essential cmake ninja-build pkg-config nlohmann-json3-dev catch2 \
+jobq_install_packages build-essential cmake ninja-build pkg-config nlohmann-json3-dev libhowardhinnant-date-dev tzdata catch2 \
   libbenchmark-dev libcli11-dev libsqlite3-dev libpq-dev postgresql libhiredis-dev redis-server
 JOBQ_PG_FSYNC=on jobq_start_servers
 

@@ -3,7 +3,7 @@
 # Installs the few Debian packages it needs when run as root.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PACKAGES=(build-essential cmake ninja-build nlohmann-json3-dev libsqlite3-dev)
+PACKAGES=(build-essential cmake ninja-build nlohmann-json3-dev libhowardhinnant-date-dev tzdata libsqlite3-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -108,6 +108,26 @@ class AnyBackend {
   void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) {
     impl_->wait_for_work(queues, timeout, std::move(stop));
   }
+  /// @brief See Backend::set_queue_limits.
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    impl_->set_queue_limits(queue, limits);
+  }
+  /// @brief See Backend::queue_limits.
+  QueueLimits queue_limits(const std::string& queue) { return impl_->queue_limits(queue); }
+  /// @brief See Backend::put_schedule.
+  void put_schedule(const StoredSchedule& s) { impl_->put_schedule(s); }
+  /// @brief See Backend::remove_schedule.
+  bool remove_schedule(const std::string& name) { return impl_->remove_schedule(name); }
+  /// @brief See Backend::schedules.
+  std::vector<StoredSchedule> schedules() { return impl_->schedules(); }
+  /// @brief See Backend::fire_schedule.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next, const std::optional<NewJob>& job) {
+    return impl_->fire_schedule(name, expected, next, job);
+  }
+  /// @brief See Backend::subscribe.
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    return impl_->subscribe(queues, std::move(fn));
+  }
 
  private:
   struct Concept {
@@ -135,6 +155,14 @@ class AnyBackend {
     virtual std::size_t prune(const std::string& queue, const Retention& retention) = 0;
     virtual std::vector<JobRecord> list(const std::string& queue, JobState state, Page page) = 0;
     virtual void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) = 0;
+    virtual void set_queue_limits(const std::string& queue, const QueueLimits& limits) = 0;
+    virtual QueueLimits queue_limits(const std::string& queue) = 0;
+    virtual void put_schedule(const StoredSchedule& s) = 0;
+    virtual bool remove_schedule(const std::string& name) = 0;
+    virtual std::vector<StoredSchedule> schedules() = 0;
+    virtual bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                               const std::optional<NewJob>& job) = 0;
+    virtual Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) = 0;
   };
 
   template <Backend B>
@@ -191,6 +219,20 @@ class AnyBackend {
     }
     void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) override {
       backend->wait_for_work(queues, timeout, std::move(stop));
+    }
+    void set_queue_limits(const std::string& queue, const QueueLimits& limits) override {
+      backend->set_queue_limits(queue, limits);
+    }
+    QueueLimits queue_limits(const std::string& queue) override { return backend->queue_limits(queue); }
+    void put_schedule(const StoredSchedule& s) override { backend->put_schedule(s); }
+    bool remove_schedule(const std::string& name) override { return backend->remove_schedule(name); }
+    std::vector<StoredSchedule> schedules() override { return backend->schedules(); }
+    bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                       const std::optional<NewJob>& job) override {
+      return backend->fire_schedule(name, expected, next, job);
+    }
+    Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) override {
+      return backend->subscribe(queues, std::move(fn));
     }
 
     std::unique_ptr<B> backend;

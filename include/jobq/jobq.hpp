@@ -6,8 +6,11 @@
 
 #include "jobq/backend.hpp"
 #include "jobq/backoff.hpp"
+#include "jobq/cron.hpp"
 #include "jobq/error.hpp"
+#include "jobq/events.hpp"
 #include "jobq/job.hpp"
 #include "jobq/queue.hpp"
+#include "jobq/schedule.hpp"
 #include "jobq/time.hpp"
 #include "jobq/worker.hpp"

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/error.hpp"
 #include "jobq/queue.hpp"
 #include "jobq/worker.hpp"
 
@@ -77,7 +79,8 @@ std::optional<Millis> oldest_waiting(B& backend, const std::string& queue) {
 ///
 /// ```cpp
 /// jobq::Metrics metrics;
-/// jobq::Worker w{store, {.queues = {"emails"}, .on_event = metrics.observer()}};
+/// jobq::Worker w{store, {.queues = {"emails"}, .on_error = metrics.error_observer(),
+///                         .on_event = metrics.observer()}};
 /// metrics.enqueued("emails");            // after each enqueue (or use CountingQueue)
 /// metrics.sample(store, {"emails"});     // before rendering: counts, paused, oldest age
 /// std::string text = metrics.prometheus();
@@ -118,6 +121,34 @@ class Metrics {
   /// @brief A WorkerOptions::on_event hook feeding this registry (which must outlive it).
   [[nodiscard]] std::function<void(const JobEvent&)> observer() {
     return [this](const JobEvent& e) { observe(e); };
+  }
+
+  /// @brief Counts one error a worker survived (thread-safe), by its category: a jobq::Error's
+  /// category name ("connection", "backend", ...) or "other" for any other exception.
+  void observe_error(const std::exception& e) {
+    const auto* err = dynamic_cast<const Error*>(&e);
+    const std::string category = err ? std::string(to_string(err->category())) : "other";
+    std::lock_guard lock(mutex_);
+    ++errors_[category];
+    last_error_ = opt_.clock();
+  }
+
+  /// @brief A WorkerOptions::on_error hook counting into this registry (which must outlive it),
+  /// then passing the error on to `next` (default: print it to stderr, as the Worker does
+  /// without a hook; pass a no-op to silence it).
+  [[nodiscard]] std::function<void(const std::exception&)> error_observer(
+      std::function<void(const std::exception&)> next = {}) {
+    if (!next) next = [](const std::exception& e) { std::fprintf(stderr, "jobq worker: %s\n", e.what()); };
+    return [this, next = std::move(next)](const std::exception& e) {
+      observe_error(e);
+      next(e);
+    };
+  }
+
+  /// @brief Errors observed so far, per category (see observe_error()).
+  [[nodiscard]] std::map<std::string, std::uint64_t> errors() const {
+    std::lock_guard lock(mutex_);
+    return errors_;
   }
 
   /// @brief Counts `n` jobs enqueued into `queue` (call after each successful enqueue).
@@ -255,6 +286,25 @@ class Metrics {
     counter("jobq_leases_lost_total", "Outcomes refused because the lease was no longer held.",
             &QueueMetrics::lost_leases);
 
+    family("jobq_worker_errors_total", "counter",
+           "Errors the workers of this process survived (backend unreachable, ...), by category.");
+    for (const auto& [category, n] : errors_) {
+      line("jobq_worker_errors_total", "category=\"" + category + "\"", static_cast<double>(n));
+    }
+    family("jobq_worker_last_error_timestamp_seconds", "gauge",
+           "When the last worker error was observed (Unix time; 0: none yet).");
+    if (last_error_) {  // written out: number()'s %g would round a Unix time to 6 digits
+      const auto ms = to_epoch_ms(*last_error_);
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%lld.%03lld", static_cast<long long>(ms / 1000),
+                    static_cast<long long>(ms % 1000));
+      out += "jobq_worker_last_error_timestamp_seconds ";
+      out += buf;
+      out += '\n';
+    } else {
+      line("jobq_worker_last_error_timestamp_seconds", "", 0);
+    }
+
     family("jobq_job_duration_seconds", "histogram", "Handler run time of completed and failed attempts.");
     for (const auto& [name, q] : queues_) {
       std::uint64_t cumulative = 0;
@@ -321,6 +371,8 @@ class Metrics {
   MetricsOptions opt_;
   mutable std::mutex mutex_;
   std::map<std::string, QueueMetrics> queues_;
+  std::map<std::string, std::uint64_t> errors_;  // by error category
+  std::optional<TimePoint> last_error_;
 };
 
 /// @brief A Queue whose enqueue() also counts created jobs into a Metrics registry

@@ -1,6 +1,10 @@
 #pragma once
 
+#include <chrono>
 #include <concepts>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <span>
@@ -12,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/schedule.hpp"
 
 namespace jobq {
 
@@ -25,6 +30,9 @@ struct EnqueueOptions {
   Millis timeout{0};                 ///< per-attempt time limit; 0 = none
   std::string unique_key{};          ///< dedup key within the queue; empty = none
   Millis unique_for{0};              ///< keep the key held this long after completion
+  Millis throttle{0};                ///< with unique_key: at most one job per this window
+  Millis debounce{0};                ///< with unique_key: run this long after the last enqueue
+  std::string group{};               ///< group key for QueueLimits::group_concurrency
   std::string queue{};               ///< overrides the Queue's own name when non-empty
 };
 
@@ -60,6 +68,9 @@ class Queue {
     j.timeout = o.timeout;
     j.unique_key = o.unique_key;
     j.unique_for = o.unique_for;
+    j.throttle = o.throttle;
+    j.debounce = o.debounce;
+    j.group = o.group;
     return j;
   }
 
@@ -119,7 +130,82 @@ class Queue {
   /// @brief Deletes finished jobs older than the retention policy.
   std::size_t prune(const Retention& r = {}) { return backend_->prune(name_, r); }
 
+  /// @brief Sets this queue's rate limit and group concurrency (enforced by every claim).
+  void set_limits(const QueueLimits& limits) { backend_->set_queue_limits(name_, limits); }
+  /// @brief This queue's limits.
+  QueueLimits limits() { return backend_->queue_limits(name_); }
+
+  /// @brief Stores (or replaces) a recurring typed job on this queue: every tick of `cron` in
+  /// options.tz enqueues `job` once, whichever workers run (see save_schedule).
+  template <Job T>
+  void schedule(const std::string& schedule_name, std::string_view cron, const ScheduleOptions& options,
+                const T& job) {
+    schedule(schedule_name, cron, options, T::job_name, nlohmann::json(job));
+  }
+
+  /// @brief The same for an untyped job.
+  void schedule(const std::string& schedule_name, std::string_view cron, const ScheduleOptions& options,
+                std::string_view job_name, nlohmann::json payload) {
+    save_schedule(*backend_, Schedule{schedule_name, std::string(cron), name_, std::string(job_name),
+                                      std::move(payload), options});
+  }
+
+  /// @brief Removes a schedule; false if there was none.
+  bool unschedule(const std::string& schedule_name) { return backend_->remove_schedule(schedule_name); }
+
+  /// @brief The schedules that enqueue into this queue, by name.
+  std::vector<ScheduleInfo> schedules() {
+    auto all = load_schedules(*backend_);
+    std::erase_if(all, [&](const ScheduleInfo& s) { return s.schedule.queue != name_; });
+    return all;
+  }
+
+  /// @brief Calls fn for every notice of this queue, from any process, until the returned
+  /// subscription ends (see Backend::subscribe).
+  Subscription subscribe(NoticeFn fn) {
+    return backend_->subscribe(std::span<const std::string>(&name_, 1), std::move(fn));
+  }
+
+  /// @brief Blocks until job `id` is finished (completed, dead or cancelled) and returns it, or
+  /// returns nullopt after `timeout`. Throws NotFound for an unknown id. Woken by the backend's
+  /// notices, and polls as well, so a lost notice only costs latency.
+  std::optional<JobRecord> wait_for(JobId id, Millis timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto job = backend_->get(id);
+    if (!job) throw NotFound("job " + std::to_string(id) + " does not exist");
+    if (finished(*job)) return job;
+    struct Wake {
+      std::mutex m;
+      std::condition_variable cv;
+      bool poked = false;
+    };
+    auto wake = std::make_shared<Wake>();
+    const std::string queue = job->queue;
+    auto sub = backend_->subscribe(std::span<const std::string>(&queue, 1), [wake, id](const JobNotice& n) {
+      if (n.id != id || n.kind == JobNotice::Kind::progress) return;
+      std::lock_guard lock(wake->m);
+      wake->poked = true;
+      wake->cv.notify_all();
+    });
+    Millis poll{50};
+    for (;;) {
+      job = backend_->get(id);
+      if (!job) throw NotFound("job " + std::to_string(id) + " was deleted while waiting for it");
+      if (finished(*job)) return job;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return std::nullopt;
+      std::unique_lock lock(wake->m);
+      wake->cv.wait_until(lock, std::min(deadline, now + poll), [&] { return wake->poked; });
+      wake->poked = false;
+      poll = std::min(poll * 2, Millis{1'000});
+    }
+  }
+
  private:
+  static bool finished(const JobRecord& j) {
+    return j.state == JobState::completed || j.state == JobState::dead || j.state == JobState::cancelled;
+  }
+
   static std::vector<JobId> ids(const std::vector<EnqueueResult>& rs) {
     std::vector<JobId> out;
     out.reserve(rs.size());

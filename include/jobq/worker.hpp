@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/schedule.hpp"
 
 namespace jobq {
 
@@ -34,8 +35,9 @@ namespace jobq {
 struct JobEvent {
   /// @brief started: a handler begins; completed: its success was recorded; failed: an attempt
   /// failed, followed by its outcome: retried, dead, or lost_lease (the lease was no longer
-  /// ours, so nothing was recorded; also sent when a success is refused for that reason).
-  enum class Kind { started, completed, failed, retried, dead, lost_lease };
+  /// ours, so nothing was recorded; also sent when a success is refused for that reason);
+  /// progress: the handler reported progress (recorded in the backend).
+  enum class Kind { started, completed, failed, retried, dead, lost_lease, progress };
   Kind kind = Kind::started;  ///< what happened
   JobId id = 0;               ///< the job
   std::string queue{};        ///< its queue
@@ -43,6 +45,8 @@ struct JobEvent {
   int attempt = 0;            ///< the attempt number, from 1
   Millis duration{0};         ///< handler run time (completed, failed and outcomes; else 0)
   std::string error{};        ///< the failure message (failed and outcomes; else empty)
+  int progress = 0;           ///< percent (progress events)
+  std::string message{};      ///< the progress message (progress events)
 };
 
 /// @brief Options of a Worker.
@@ -54,6 +58,7 @@ struct WorkerOptions {
   Millis heartbeat_interval{0};        ///< 0 = lease / 3
   Millis poll_interval{1'000};         ///< longest single wait for work (a wake-up cuts it short)
   Millis maintenance_interval{5'000};  ///< how often to recover expired leases; 0 = never
+  Millis schedule_interval{1'000};     ///< how often to fire due schedules; 0 = never
   Millis shutdown_grace{10'000};       ///< how long stop() waits for running handlers
   std::optional<Retention> retention{};///< prune finished jobs during maintenance when set
   /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
@@ -118,7 +123,7 @@ struct NoHandler : std::runtime_error {
 ///
 /// Threads: one fetcher (claim / wait_for_work, up to concurrency + prefetch jobs leased),
 /// `concurrency` runners (handlers), one committer (successes, batched by group commit), and one
-/// keeper (heartbeats, timeouts, expired-lease recovery, pruning). Handlers never heartbeat.
+/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). Handlers never heartbeat.
 template <Backend B>
 class Worker {
  public:
@@ -457,7 +462,17 @@ class Worker {
     JobContext ctx(job, flight.stop.get_token(), [this, &job, &flight](int pct, const std::string& msg) {
       if (flight.released) return false;
       try {
-        return backend_->set_progress(job.id, flight.token, pct, msg);
+        const bool ok = backend_->set_progress(job.id, flight.token, pct, msg);
+        if (ok && opt_.on_event) {
+          JobEvent e{JobEvent::Kind::progress, job.id, job.queue, job.name, job.attempts, Millis{0}, {},
+                     std::clamp(pct, 0, 100), msg};
+          try {
+            opt_.on_event(e);
+          } catch (const std::exception& ex) {
+            report(ex);
+          }
+        }
+        return ok;
       } catch (const std::exception& e) {
         report(e);
         return false;
@@ -614,6 +629,7 @@ class Worker {
     using steady = std::chrono::steady_clock;
     auto next_beat = steady::now() + opt_.heartbeat_interval;
     auto next_maintenance = steady::now();
+    auto next_schedule = steady::now();
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -651,6 +667,17 @@ class Worker {
           next_maintenance = steady::now() + opt_.maintenance_interval;
         }
         wake = std::min(wake, next_maintenance);
+      }
+      if (opt_.schedule_interval > Millis{0}) {
+        if (now >= next_schedule) {
+          try {
+            run_due_schedules(*backend_);
+          } catch (const std::exception& e) {
+            report(e);
+          }
+          next_schedule = steady::now() + opt_.schedule_interval;
+        }
+        wake = std::min(wake, next_schedule);
       }
       std::unique_lock lock(mutex_);
       keeper_cv_.wait_until(lock, st, wake, [&] { return keeper_kicks_ != kicks; });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -21,6 +22,7 @@ namespace jobq {
 /// @brief Options of the in-memory backend.
 struct MemoryOptions {
   ClockFn clock = system_clock();  ///< where time comes from (tests pass a ManualClock)
+  std::size_t max_payload_bytes = default_max_payload_bytes;  ///< larger payloads are refused
 };
 
 /// @brief Thread-safe in-process backend: the reference implementation of the Backend
@@ -31,7 +33,8 @@ struct MemoryOptions {
 class MemoryBackend {
  public:
   /// @brief An empty store.
-  explicit MemoryBackend(MemoryOptions options = {}) : clock_(std::move(options.clock)) {}
+  explicit MemoryBackend(MemoryOptions options = {})
+      : clock_(std::move(options.clock)), max_payload_bytes_(options.max_payload_bytes) {}
 
   MemoryBackend(const MemoryBackend&) = delete;
   MemoryBackend& operator=(const MemoryBackend&) = delete;
@@ -41,7 +44,7 @@ class MemoryBackend {
 
   /// @brief Stores a job (or returns the holder of its unique key).
   EnqueueResult enqueue(const NewJob& job) {
-    validate(job);
+    check(job);
     std::unique_lock lock(mutex_);
     auto r = insert_locked(job, now());
     notify_locked();
@@ -50,7 +53,7 @@ class MemoryBackend {
 
   /// @brief Stores many jobs, all or nothing.
   std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
-    for (const auto& j : jobs) validate(j);  // before any write: all or nothing
+    for (const auto& j : jobs) check(j);  // before any write: all or nothing
     std::unique_lock lock(mutex_);
     const auto t = now();
     std::vector<EnqueueResult> out;
@@ -65,29 +68,50 @@ class MemoryBackend {
     for (const auto& q : req.queues) validate_queue_name(q);
     std::unique_lock lock(mutex_);
     const auto t = now();
-    std::vector<QueueState*> qs;
+    // Per queue: the next claimable entry of its ready set (skipping groups at their limit)
+    // and how many starts its rate limit still allows.
+    struct Cursor {
+      QueueState* q;
+      std::set<ReadyKey>::iterator next;
+      std::int64_t allowed;
+    };
+    std::vector<Cursor> cs;
     for (const auto& name : req.queues) {
       auto& q = queues_[name];
-      if (q.paused) continue;
+      if (q.paused || std::any_of(cs.begin(), cs.end(), [&](const Cursor& c) { return c.q == &q; })) continue;
       promote_due_locked(q, t);
-      if (!q.ready.empty()) qs.push_back(&q);
+      if (q.ready.empty()) continue;
+      std::int64_t allowed = static_cast<std::int64_t>(req.limit);
+      if (q.limits.rate) {
+        while (!q.starts.empty() && q.starts.front() <= t - q.limits.rate->window) q.starts.pop_front();
+        allowed = std::min(allowed, q.limits.rate->max - static_cast<std::int64_t>(q.starts.size()));
+      }
+      if (allowed <= 0) continue;
+      Cursor c{&q, q.ready.begin(), allowed};
+      skip_blocked_locked(c.q, c.next);
+      cs.push_back(c);
     }
     std::vector<JobRecord> out;
     while (out.size() < req.limit) {
-      QueueState* best = nullptr;
-      for (auto* q : qs) {
-        if (!q->ready.empty() && (best == nullptr || *q->ready.begin() < *best->ready.begin())) best = q;
+      Cursor* best = nullptr;
+      for (auto& c : cs) {
+        if (c.allowed > 0 && c.next != c.q->ready.end() && (best == nullptr || *c.next < *best->next)) best = &c;
       }
       if (best == nullptr) break;
-      const JobId id = std::get<2>(*best->ready.begin());
-      best->ready.erase(best->ready.begin());
+      auto& q = *best->q;
+      const JobId id = std::get<2>(*best->next);
+      best->next = q.ready.erase(best->next);
       auto& job = jobs_.at(id);
-      move_counts(*best, job.state, JobState::active);
+      move_counts(q, job.state, JobState::active);
       job.state = JobState::active;
       job.attempts += 1;
       job.lease_token = detail::new_lease_token();
       job.lease_until = t + req.lease;
       active_.insert(id);
+      if (!job.group.empty()) ++q.active_by_group[job.group];
+      if (q.limits.rate) q.starts.push_back(t);
+      --best->allowed;
+      skip_blocked_locked(&q, best->next);
       out.push_back(job);
     }
     return out;
@@ -95,35 +119,53 @@ class MemoryBackend {
 
   /// @brief Records a success if the lease token is current.
   bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
-    std::unique_lock lock(mutex_);
-    return complete_locked(id, token, result, now());
+    std::vector<JobNotice> notices;
+    bool ok = false;
+    {
+      std::unique_lock lock(mutex_);
+      ok = complete_locked(id, token, result, now(), notices);
+    }
+    hub_.publish(notices);
+    return ok;
   }
 
   /// @brief Records many successes; one bool per completion.
   std::vector<bool> complete_many(std::span<const Completion> completions) {
-    std::unique_lock lock(mutex_);
-    const auto t = now();
+    std::vector<JobNotice> notices;
     std::vector<bool> out;
     out.reserve(completions.size());
-    for (const auto& c : completions) out.push_back(complete_locked(c.id, c.lease_token, c.result, t));
+    {
+      std::unique_lock lock(mutex_);
+      const auto t = now();
+      for (const auto& c : completions) out.push_back(complete_locked(c.id, c.lease_token, c.result, t, notices));
+    }
+    hub_.publish(notices);
     return out;
   }
 
   /// @brief Records a failed attempt: retry at f.retry_at, or dead.
   FailOutcome fail(const Failure& f) {
-    std::unique_lock lock(mutex_);
-    auto* job = leased_locked(f.id, f.lease_token);
-    if (job == nullptr) return FailOutcome::rejected;
-    const auto t = now();
-    job->errors.push_back({job->attempts, f.error, t});
-    const bool retry = f.retry_at.has_value() && job->attempts < job->max_attempts;
-    if (retry) {
-      requeue_locked(*job, *f.retry_at);
-      notify_locked();
-      return FailOutcome::retried;
+    JobNotice notice;
+    FailOutcome outcome = FailOutcome::rejected;
+    {
+      std::unique_lock lock(mutex_);
+      auto* job = leased_locked(f.id, f.lease_token);
+      if (job == nullptr) return FailOutcome::rejected;
+      const auto t = now();
+      job->errors.push_back({job->attempts, f.error, t});
+      const bool retry = f.retry_at.has_value() && job->attempts < job->max_attempts;
+      notice = {retry ? JobNotice::Kind::failed : JobNotice::Kind::dead, job->id, job->queue, job->attempts, 0, f.error};
+      if (retry) {
+        requeue_locked(*job, *f.retry_at);
+        notify_locked();
+        outcome = FailOutcome::retried;
+      } else {
+        finish_locked(*job, JobState::dead, t);
+        outcome = FailOutcome::dead;
+      }
     }
-    finish_locked(*job, JobState::dead, t);
-    return FailOutcome::dead;
+    hub_.publish(notice);
+    return outcome;
   }
 
   /// @brief Heartbeat: pushes the lease deadline to now + lease.
@@ -148,36 +190,28 @@ class MemoryBackend {
 
   /// @brief Records progress of an active job.
   bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
-    std::unique_lock lock(mutex_);
-    auto* job = leased_locked(id, token);
-    if (job == nullptr) return false;
-    job->progress = std::clamp(percent, 0, 100);
-    job->progress_message = message;
+    JobNotice notice;
+    {
+      std::unique_lock lock(mutex_);
+      auto* job = leased_locked(id, token);
+      if (job == nullptr) return false;
+      job->progress = std::clamp(percent, 0, 100);
+      job->progress_message = message;
+      notice = {JobNotice::Kind::progress, id, job->queue, job->attempts, job->progress, message};
+    }
+    hub_.publish(notice);
     return true;
   }
 
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired.
   Recovered recover_expired() {
-    std::unique_lock lock(mutex_);
-    const auto t = now();
-    std::vector<JobId> expired;
-    for (JobId id : active_) {
-      const auto& job = jobs_.at(id);
-      if (job.lease_until && *job.lease_until <= t) expired.push_back(id);
-    }
+    std::vector<JobNotice> notices;
     Recovered r;
-    for (JobId id : expired) {
-      auto& job = jobs_.at(id);
-      job.errors.push_back({job.attempts, "lease expired (worker lost or too slow)", t});
-      if (job.attempts < job.max_attempts) {
-        requeue_locked(job, t);
-        ++r.retried;
-      } else {
-        finish_locked(job, JobState::dead, t);
-        ++r.dead;
-      }
+    {
+      std::unique_lock lock(mutex_);
+      r = recover_expired_locked(notices);
     }
-    if (r.retried > 0) notify_locked();
+    hub_.publish(notices);
     return r;
   }
 
@@ -191,14 +225,48 @@ class MemoryBackend {
 
   /// @brief Cancels a queued job.
   bool cancel(JobId id) {
-    std::unique_lock lock(mutex_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second.state != JobState::queued) return false;
-    auto& job = it->second;
-    unlink_queued_locked(job);
-    finish_locked(job, JobState::cancelled, now());
+    JobNotice notice;
+    {
+      std::unique_lock lock(mutex_);
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || it->second.state != JobState::queued) return false;
+      auto& job = it->second;
+      unlink_queued_locked(job);
+      finish_locked(job, JobState::cancelled, now());
+      notice = {JobNotice::Kind::cancelled, id, job.queue, job.attempts, job.progress, {}};
+    }
+    hub_.publish(notice);
     return true;
   }
+
+ private:
+  Recovered recover_expired_locked(std::vector<JobNotice>& notices) {
+    static const std::string lease_expired = "lease expired (worker lost or too slow)";
+    const auto t = now();
+    std::vector<JobId> expired;
+    for (JobId id : active_) {
+      const auto& job = jobs_.at(id);
+      if (job.lease_until && *job.lease_until <= t) expired.push_back(id);
+    }
+    Recovered r;
+    for (JobId id : expired) {
+      auto& job = jobs_.at(id);
+      job.errors.push_back({job.attempts, lease_expired, t});
+      const bool retry = job.attempts < job.max_attempts;
+      notices.push_back({retry ? JobNotice::Kind::failed : JobNotice::Kind::dead, id, job.queue, job.attempts, 0, lease_expired});
+      if (retry) {
+        requeue_locked(job, t);
+        ++r.retried;
+      } else {
+        finish_locked(job, JobState::dead, t);
+        ++r.dead;
+      }
+    }
+    if (r.retried > 0) notify_locked();
+    return r;
+  }
+
+ public:
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget.
   bool redrive(JobId id) {
@@ -209,7 +277,11 @@ class MemoryBackend {
     job.attempts = 0;
     job.finished_at.reset();
     auto& q = queues_.at(job.queue);
-    if (!job.unique_key.empty() && !q.unique.contains(job.unique_key)) q.unique[job.unique_key] = id;
+    if (!job.unique_key.empty()) {
+      auto it = q.unique.find(job.unique_key);
+      auto jt = it == q.unique.end() ? jobs_.end() : jobs_.find(it->second);
+      if (jt == jobs_.end() || !unique_held_locked(jt->second, now())) q.unique[job.unique_key] = id;
+    }
     requeue_locked(job, now());
     notify_locked();
     return true;
@@ -318,6 +390,64 @@ class MemoryBackend {
     --waiters_;
   }
 
+  /// @brief Sets the limits claims honour for a queue.
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    std::unique_lock lock(mutex_);
+    queues_[queue].limits = limits;
+    notify_locked();  // a raised limit may free work
+  }
+
+  /// @brief The limits of a queue (none by default).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    std::unique_lock lock(mutex_);
+    auto it = queues_.find(queue);
+    return it == queues_.end() ? QueueLimits{} : it->second.limits;
+  }
+
+  /// @brief Inserts or replaces a schedule.
+  void put_schedule(const StoredSchedule& s) {
+    validate_schedule_name(s.name);
+    std::unique_lock lock(mutex_);
+    schedules_[s.name] = s;
+  }
+
+  /// @brief Removes a schedule; false if there was none.
+  bool remove_schedule(const std::string& name) {
+    std::unique_lock lock(mutex_);
+    return schedules_.erase(name) > 0;
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    std::unique_lock lock(mutex_);
+    std::vector<StoredSchedule> out;
+    for (const auto& [name, s] : schedules_) out.push_back(s);
+    return out;
+  }
+
+  /// @brief Compare-and-set of a schedule's next tick, enqueueing its job in the same step.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                     const std::optional<NewJob>& job) {
+    if (job) check(*job);
+    std::unique_lock lock(mutex_);
+    auto it = schedules_.find(name);
+    if (it == schedules_.end() || it->second.next_run != expected) return false;
+    it->second.next_run = next;
+    if (job) {
+      insert_locked(*job, now());
+      notify_locked();
+    }
+    return true;
+  }
+
+  /// @brief Calls fn for every notice of `queues` (all when empty) until the subscription ends.
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    return hub_.subscribe(queues, std::move(fn));
+  }
+
  private:
   // ready: (-priority, run_at, id) so begin() is the next job to claim.
   using ReadyKey = std::tuple<int, std::int64_t, JobId>;
@@ -325,10 +455,38 @@ class MemoryBackend {
   struct QueueState {
     std::set<ReadyKey> ready;                          // queued, run_at <= now (when promoted)
     std::set<std::pair<std::int64_t, JobId>> delayed;  // queued, run_at in the future
-    std::unordered_map<std::string, JobId> unique;     // unique key -> job holding it
+    std::unordered_map<std::string, JobId> unique;     // unique key -> latest job with it
     Counts counts;
     bool paused = false;
+    QueueLimits limits;
+    std::deque<TimePoint> starts;                          // claim times inside the rate window
+    std::unordered_map<std::string, int> active_by_group;  // only groups with active jobs
   };
+
+  void check(const NewJob& job) const {
+    validate(job);
+    check_payload_size(job.payload.dump().size(), max_payload_bytes_);
+  }
+
+  bool group_full_locked(const QueueState& q, const JobRecord& job) const {
+    if (q.limits.group_concurrency <= 0 || job.group.empty()) return false;
+    auto it = q.active_by_group.find(job.group);
+    return it != q.active_by_group.end() && it->second >= q.limits.group_concurrency;
+  }
+
+  // Moves `it` past ready jobs whose group is at its limit.
+  void skip_blocked_locked(const QueueState* q, std::set<ReadyKey>::iterator& it) const {
+    if (q->limits.group_concurrency <= 0) return;
+    while (it != q->ready.end() && group_full_locked(*q, jobs_.at(std::get<2>(*it)))) ++it;
+  }
+
+  void leave_active_locked(QueueState& q, const JobRecord& job) {
+    if (job.state != JobState::active) return;
+    active_.erase(job.id);
+    if (job.group.empty()) return;
+    auto it = q.active_by_group.find(job.group);
+    if (it != q.active_by_group.end() && --it->second <= 0) q.active_by_group.erase(it);
+  }
 
   static std::optional<Millis> keep_for(const Retention& r, JobState s) {
     switch (s) {
@@ -365,9 +523,21 @@ class MemoryBackend {
     auto& q = queues_[nj.queue];
     if (!nj.unique_key.empty()) {
       auto it = q.unique.find(nj.unique_key);
-      if (it != q.unique.end()) {
-        auto jt = jobs_.find(it->second);
-        if (jt != jobs_.end() && unique_held_locked(jt->second, t)) return {jt->first, false};
+      auto jt = it == q.unique.end() ? jobs_.end() : jobs_.find(it->second);
+      if (jt != jobs_.end()) {
+        auto& holder = jt->second;
+        if (nj.debounce.count() > 0) {
+          if (holder.state == JobState::queued) {
+            unlink_queued_locked(holder);
+            holder.payload = nj.payload;
+            holder.run_at = t + nj.debounce;
+            link_queued_locked(q, holder, t);
+            return {holder.id, false};
+          }
+        } else if (unique_held_locked(holder, t) ||
+                   (nj.throttle.count() > 0 && holder.created_at + nj.throttle > t)) {
+          return {holder.id, false};
+        }
       }
     }
     const JobId id = next_id_++;
@@ -378,12 +548,13 @@ class MemoryBackend {
     r.payload = nj.payload;
     r.priority = nj.priority;
     r.max_attempts = nj.max_attempts;
-    r.run_at = nj.run_at.value_or(t);
+    r.run_at = nj.debounce.count() > 0 ? t + nj.debounce : nj.run_at.value_or(t);
     r.created_at = t;
     r.backoff = nj.backoff;
     r.timeout = nj.timeout;
     r.unique_key = nj.unique_key;
     r.unique_for = nj.unique_for;
+    r.group = nj.group;
     auto& job = jobs_.emplace(id, std::move(r)).first->second;
     if (!job.unique_key.empty()) q.unique[job.unique_key] = id;
     move_counts(q, std::nullopt, JobState::queued);
@@ -420,7 +591,7 @@ class MemoryBackend {
   void requeue_locked(JobRecord& job, TimePoint run_at) {
     auto& q = queues_.at(job.queue);
     move_counts(q, job.state, JobState::queued);
-    active_.erase(job.id);
+    leave_active_locked(q, job);
     job.state = JobState::queued;
     job.run_at = run_at;
     job.lease_token.clear();
@@ -431,13 +602,13 @@ class MemoryBackend {
   void finish_locked(JobRecord& job, JobState state, TimePoint t) {
     auto& q = queues_.at(job.queue);
     move_counts(q, job.state, state);
-    active_.erase(job.id);
+    leave_active_locked(q, job);
     job.state = state;
     job.finished_at = t;
     job.lease_token.clear();
     job.lease_until.reset();
-    // Completed jobs may keep their key for unique_for; dead/cancelled release it now.
-    if (state != JobState::completed || job.unique_for.count() == 0) release_unique_locked(job);
+    // The key map keeps pointing here (throttle windows count from this job's enqueue);
+    // unique_held_locked decides whether the key is still held.
   }
 
   void release_unique_locked(const JobRecord& job) {
@@ -455,11 +626,13 @@ class MemoryBackend {
     return &job;
   }
 
-  bool complete_locked(JobId id, const std::string& token, const nlohmann::json& result, TimePoint t) {
+  bool complete_locked(JobId id, const std::string& token, const nlohmann::json& result, TimePoint t,
+                       std::vector<JobNotice>& notices) {
     auto* job = leased_locked(id, token);
     if (job == nullptr) return false;
     job->result = result;
     finish_locked(*job, JobState::completed, t);
+    if (!hub_.empty()) notices.push_back({JobNotice::Kind::completed, id, job->queue, job->attempts, job->progress, {}});
     return true;
   }
 
@@ -469,6 +642,9 @@ class MemoryBackend {
   }
 
   ClockFn clock_;
+  std::size_t max_payload_bytes_;
+  NoticeHub hub_;
+  std::map<std::string, StoredSchedule> schedules_;
   std::mutex mutex_;
   std::condition_variable_any cv_;
   std::uint64_t generation_ = 0;
