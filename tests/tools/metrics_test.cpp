@@ -1,7 +1,12 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstdio>
+#include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <jobq/jobq.hpp>
 #include <jobq/memory.hpp>
@@ -132,4 +137,48 @@ TEST_CASE("An on_event hook that throws is reported, not fatal") {
   CHECK(w.run_until_idle(10s));
   CHECK(q.counts().completed == 1);
   CHECK(errors >= 2);
+}
+
+TEST_CASE("Metrics: worker errors by category, passed on to the next hook") {
+  jobq::ManualClock clock;
+  jobq::Metrics m{{.clock = clock.fn()}};
+  std::vector<std::string> passed;
+  auto hook = m.error_observer([&](const std::exception& e) { passed.emplace_back(e.what()); });
+  CHECK(has_line(m.prometheus(), "jobq_worker_last_error_timestamp_seconds 0"));
+
+  hook(jobq::ConnectionError("redis down"));
+  hook(jobq::ConnectionError("redis still down"));
+  clock.advance(1500ms);
+  hook(jobq::Error(jobq::ErrorCategory::backend, "bad reply"));
+  hook(std::runtime_error("something else"));
+
+  CHECK(passed == std::vector<std::string>{"redis down", "redis still down", "bad reply", "something else"});
+  CHECK(m.errors() == std::map<std::string, std::uint64_t>{{"backend", 1}, {"connection", 2}, {"other", 1}});
+  const auto text = m.prometheus();
+  INFO(text);
+  CHECK(has_line(text, "# TYPE jobq_worker_errors_total counter"));
+  CHECK(has_line(text, R"(jobq_worker_errors_total{category="connection"} 2)"));
+  CHECK(has_line(text, R"(jobq_worker_errors_total{category="backend"} 1)"));
+  CHECK(has_line(text, R"(jobq_worker_errors_total{category="other"} 1)"));
+  const auto ms = jobq::to_epoch_ms(clock.now());
+  char expected[80];
+  std::snprintf(expected, sizeof expected, "jobq_worker_last_error_timestamp_seconds %lld.%03lld",
+                static_cast<long long>(ms / 1000), static_cast<long long>(ms % 1000));
+  CHECK(has_line(text, expected));
+}
+
+TEST_CASE("Metrics: a Worker's on_error hook from error_observer() counts backend errors") {
+  jobq::MemoryBackend store;
+  jobq::Metrics m;
+  std::atomic<int> seen{0};
+  // An unknown job name is an ordinary failure, not a loop error; a failing on_event hook is one.
+  jobq::Worker w{store, {.queues = {"q"}, .poll_interval = 10ms,
+                         .on_error = m.error_observer([&](const std::exception&) { ++seen; }),
+                         .on_event = [](const jobq::JobEvent&) { throw jobq::ConnectionError("sink down"); }}};
+  w.handle("work", [](const nlohmann::json&) {});
+  jobq::Queue q{store, "q"};
+  q.enqueue("work", {});
+  CHECK(w.run_until_idle(10s));
+  CHECK(seen.load() >= 2);  // started + completed events
+  CHECK(m.errors().at("connection") == static_cast<std::uint64_t>(seen.load()));
 }
