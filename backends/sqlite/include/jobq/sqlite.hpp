@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <map>
+#include <set>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -20,6 +22,7 @@
 
 #include "jobq/backend.hpp"
 #include "jobq/error.hpp"
+#include "jobq/events.hpp"
 #include "jobq/job.hpp"
 #include "jobq/time.hpp"
 
@@ -43,6 +46,8 @@ struct SqliteOptions {
   SqliteSynchronous synchronous = SqliteSynchronous::normal;
   /// Reader connections kept open between reads (get, list, counts, polling).
   std::size_t max_idle_readers = 4;
+  /// Largest serialized payload enqueue accepts (InvalidArgument above it, nothing written).
+  std::size_t max_payload_bytes = default_max_payload_bytes;
 };
 
 /// @brief An error reported by SQLite, keeping its (extended) result code.
@@ -172,6 +177,30 @@ CREATE TRIGGER jobq_jobs_counts_update AFTER UPDATE OF queue, state ON jobq_jobs
   INSERT INTO jobq_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
     ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
 END;
+)sql"},
+      {4, "groups, queue limits, rate ledger, schedules",
+       R"sql(
+ALTER TABLE jobq_jobs ADD COLUMN group_key TEXT;  -- NULL: no group
+-- claim with group_concurrency: active jobs per (queue, group); few rows (bounded by workers).
+CREATE INDEX jobq_jobs_group_active ON jobq_jobs (queue, group_key)
+  WHERE state = 'active' AND group_key IS NOT NULL;
+-- Queue limits live beside the paused flag; a row exists only for queues someone configured.
+ALTER TABLE jobq_queues ADD COLUMN group_concurrency INTEGER NOT NULL DEFAULT 0;  -- 0: unlimited
+ALTER TABLE jobq_queues ADD COLUMN rate_max INTEGER;        -- NULL: no rate limit
+ALTER TABLE jobq_queues ADD COLUMN rate_window_ms INTEGER;
+-- Sliding-window rate limit: one row per claim batch of a rate-limited queue, pruned by the
+-- claims themselves once older than the window.
+CREATE TABLE jobq_rate_ledger (
+  queue TEXT    NOT NULL,
+  at_ms INTEGER NOT NULL,
+  n     INTEGER NOT NULL
+);
+CREATE INDEX jobq_rate_ledger_queue ON jobq_rate_ledger (queue, at_ms);
+CREATE TABLE jobq_schedules (
+  name     TEXT    PRIMARY KEY,
+  spec     TEXT    NOT NULL,  -- JSON, opaque to the backend
+  next_run INTEGER NOT NULL   -- epoch ms
+) WITHOUT ROWID;
 )sql"},
   };
   return all;
@@ -373,7 +402,7 @@ class Connection {
 inline constexpr const char* job_columns =
     "id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at, "
     "finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms, "
-    "result, errors, progress, progress_message";
+    "result, errors, progress, progress_message, group_key";
 
 /// @brief Parses a stored JSON column; a malformed value names the job and the column.
 inline nlohmann::json parse_column(const std::string& text, JobId id, const char* column) {
@@ -416,6 +445,7 @@ inline JobRecord decode(const Stmt& s) {
   r.unique_for = Millis{s.integer(16)};
   r.progress = static_cast<int>(s.integer(19));
   r.progress_message = s.text(20);
+  r.group = s.text(21);
   return r;
 }
 
@@ -430,22 +460,30 @@ inline std::string dump_json(const nlohmann::json& j, const char* what) {
 
 // Statements (one place, with the index each relies on).
 
-// jobq_jobs_unique. A key is held by a queued or active job, or a completed one within its
-// unique_for window; the newest holder wins if a redrive made two.
-inline constexpr const char* sql_find_unique =
-    "SELECT id FROM jobq_jobs WHERE queue = ?1 AND unique_key = ?2 AND "
-    "(state IN ('queued', 'active') OR (state = 'completed' AND finished_at + unique_for_ms > ?3)) "
-    "ORDER BY id DESC LIMIT 1";
+// jobq_jobs_unique (its rowid order gives the newest first). The key's holder is the latest
+// job of the queue with that key, in any state; enqueue decides from its state what to do.
+inline constexpr const char* sql_find_holder =
+    "SELECT id, state, finished_at, unique_for_ms, created_at FROM jobq_jobs "
+    "WHERE queue = ?1 AND unique_key = ?2 ORDER BY id DESC LIMIT 1";
+
+// Debounce: the queued holder takes the latest payload and runs debounce after this enqueue.
+inline constexpr const char* sql_debounce =
+    "UPDATE jobq_jobs SET payload = ?2, run_at = ?3 WHERE id = ?1 AND state = 'queued'";
 
 inline constexpr const char* sql_insert =
     "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
-    "backoff, timeout_ms, unique_key, unique_for_ms) "
-    "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id";
+    "backoff, timeout_ms, unique_key, unique_for_ms, group_key) "
+    "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
 
 // Primary key; only the holder of the current lease token matches.
 inline constexpr const char* sql_complete =
     "UPDATE jobq_jobs SET state = 'completed', finished_at = ?3, result = ?4, lease_token = NULL, "
     "lease_until = NULL WHERE id = ?1 AND state = 'active' AND lease_token = ?2";
+// The same, returning what a notice needs; used only while someone in this process listens, so
+// the hot path without subscribers stays as it was.
+inline constexpr const char* sql_complete_notice =
+    "UPDATE jobq_jobs SET state = 'completed', finished_at = ?3, result = ?4, lease_token = NULL, "
+    "lease_until = NULL WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING queue, attempts";
 
 // The error is passed as JSON text (json(?4)) so its string is escaped and valid UTF-8.
 inline constexpr const char* sql_fail =
@@ -455,7 +493,7 @@ inline constexpr const char* sql_fail =
     "run_at = CASE WHEN ?5 IS NOT NULL AND attempts < max_attempts THEN ?5 ELSE run_at END, "
     "finished_at = CASE WHEN ?5 IS NOT NULL AND attempts < max_attempts THEN NULL ELSE ?3 END, "
     "lease_token = NULL, lease_until = NULL "
-    "WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING state";
+    "WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING state, queue, attempts";
 
 inline constexpr const char* sql_extend =
     "UPDATE jobq_jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'active' AND lease_token = ?2";
@@ -466,18 +504,21 @@ inline constexpr const char* sql_release =
 
 inline constexpr const char* sql_progress =
     "UPDATE jobq_jobs SET progress = ?3, progress_message = ?4 "
-    "WHERE id = ?1 AND state = 'active' AND lease_token = ?2";
+    "WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING queue, attempts";
+
+/// @brief The error recorded (and announced) for a job whose lease ran out.
+inline constexpr const char* lease_expired_message = "lease expired (worker lost or too slow)";
 
 // jobq_jobs_leases.
 inline constexpr const char* sql_recover =
     "UPDATE jobq_jobs SET "
     "errors = json_insert(errors, '$[#]', json_object('attempt', attempts, "
-    "'message', 'lease expired (worker lost or too slow)', 'at', ?1)), "
+    "'message', ?2, 'at', ?1)), "
     "state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END, "
     "run_at = CASE WHEN attempts < max_attempts THEN ?1 ELSE run_at END, "
     "finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END, "
     "lease_token = NULL, lease_until = NULL "
-    "WHERE state = 'active' AND lease_until <= ?1 RETURNING state";
+    "WHERE state = 'active' AND lease_until <= ?1 RETURNING state, id, queue, attempts";
 
 // A claimed job whose stored row cannot be decoded: dead at once, so it never blocks a queue.
 // The stored columns are left as they are for inspection; errors restarts if it is the broken one.
@@ -488,7 +529,8 @@ inline constexpr const char* sql_kill_corrupt =
     "state = 'dead', finished_at = ?2, lease_token = NULL, lease_until = NULL WHERE id = ?1";
 
 inline constexpr const char* sql_cancel =
-    "UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state = 'queued'";
+    "UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state = 'queued' "
+    "RETURNING queue";
 
 inline constexpr const char* sql_redrive =
     "UPDATE jobq_jobs SET state = 'queued', run_at = ?2, attempts = 0, finished_at = NULL "
@@ -499,6 +541,45 @@ inline constexpr const char* sql_set_paused =
     "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused";
 
 inline constexpr const char* sql_is_paused = "SELECT paused FROM jobq_queues WHERE name = ?1";
+
+// A queue's paused flag and limits (no row: not paused, no limits).
+inline constexpr const char* sql_queue_settings =
+    "SELECT paused, group_concurrency, rate_max, rate_window_ms FROM jobq_queues WHERE name = ?1";
+
+inline constexpr const char* sql_set_limits =
+    "INSERT INTO jobq_queues (name, paused, group_concurrency, rate_max, rate_window_ms) "
+    "VALUES (?1, 0, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET "
+    "group_concurrency = excluded.group_concurrency, rate_max = excluded.rate_max, "
+    "rate_window_ms = excluded.rate_window_ms";
+
+// jobq_rate_ledger_queue. ?2 = now - window: claims at or before it no longer count.
+inline constexpr const char* sql_rate_prune = "DELETE FROM jobq_rate_ledger WHERE queue = ?1 AND at_ms <= ?2";
+inline constexpr const char* sql_rate_used =
+    "SELECT coalesce(sum(n), 0), min(at_ms) FROM jobq_rate_ledger WHERE queue = ?1 AND at_ms > ?2";
+inline constexpr const char* sql_rate_record = "INSERT INTO jobq_rate_ledger (queue, at_ms, n) VALUES (?1, ?2, ?3)";
+
+// jobq_jobs_group_active: only active jobs with a group, so as many rows as running jobs.
+inline constexpr const char* sql_group_active =
+    "SELECT group_key, count(*) FROM jobq_jobs WHERE queue = ?1 AND state = 'active' "
+    "AND group_key IS NOT NULL GROUP BY group_key";
+
+// Ready jobs of a limited queue in claim order, without the groups in the JSON array ?3 (the
+// saturated ones). Stepped only as far as the claim needs (no LIMIT: the index gives the order).
+inline constexpr const char* sql_candidates =
+    "SELECT id, priority, run_at, group_key FROM jobq_jobs INDEXED BY jobq_jobs_ready "
+    "WHERE state = 'queued' AND queue = ?1 AND run_at <= ?2 "
+    "AND (group_key IS NULL OR group_key NOT IN (SELECT value FROM json_each(?3))) "
+    "ORDER BY priority DESC, run_at, id";
+
+// Schedules: name is the primary key.
+inline constexpr const char* sql_put_schedule =
+    "INSERT INTO jobq_schedules (name, spec, next_run) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run = excluded.next_run";
+inline constexpr const char* sql_remove_schedule = "DELETE FROM jobq_schedules WHERE name = ?1";
+inline constexpr const char* sql_schedules = "SELECT name, spec, next_run FROM jobq_schedules ORDER BY name";
+// The compare-and-set that makes each tick fire once, whoever races for it.
+inline constexpr const char* sql_fire_schedule =
+    "UPDATE jobq_schedules SET next_run = ?3 WHERE name = ?1 AND next_run = ?2";
 // Queues with jobs (jobq_counts) or a paused flag (jobq_queues).
 inline constexpr const char* sql_queues =
     "SELECT queue FROM jobq_counts WHERE n > 0 UNION SELECT name FROM jobq_queues ORDER BY 1";
@@ -511,16 +592,19 @@ inline constexpr const char* sql_prune =
     "DELETE FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL "
     "AND finished_at < ?3";
 
-// jobq_jobs_due; the paused test does not depend on the row, so SQLite evaluates it once.
+// jobq_jobs_due (the caller has checked the queue is not paused).
 inline constexpr const char* sql_next_due =
-    "SELECT min(run_at) FROM jobq_jobs WHERE state = 'queued' AND queue = ?1 "
-    "AND NOT EXISTS (SELECT 1 FROM jobq_queues WHERE name = ?1 AND paused = 1)";
+    "SELECT min(run_at) FROM jobq_jobs WHERE state = 'queued' AND queue = ?1";
+// jobq_jobs_due: the next delayed job of a queue (wait_for_work on a group-limited queue).
+inline constexpr const char* sql_next_delayed =
+    "SELECT min(run_at) FROM jobq_jobs WHERE state = 'queued' AND queue = ?1 AND run_at > ?2";
 
-/// @brief The claim statement for `n` queues: one UPDATE … RETURNING. Each queue is its own
-/// arm walking jobq_jobs_ready in claim order and stopping after ?2 rows, so a batch costs
-/// O(limit · queues) index steps however many jobs wait (ready ones; delayed jobs of a higher
-/// priority are stepped over); the arms are then merged. INDEXED BY because, without ANALYZE
-/// statistics, the planner prefers the run_at range of jobq_jobs_due and sorts every ready job.
+/// @brief The claim statement for `n` unlimited, non-paused queues (checked by the caller in the
+/// same transaction): one UPDATE … RETURNING. Each queue is its own arm walking jobq_jobs_ready
+/// in claim order and stopping after ?2 rows, so a batch costs O(limit · queues) index steps
+/// however many jobs wait (ready ones; delayed jobs of a higher priority are stepped over); the
+/// arms are then merged. INDEXED BY because, without ANALYZE statistics, the planner prefers the
+/// run_at range of jobq_jobs_due and sorts every ready job.
 inline std::string claim_sql(std::size_t n) {
   static constexpr const char* head =
       "UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1, "
@@ -528,8 +612,7 @@ inline std::string claim_sql(std::size_t n) {
   if (n == 1) {  // the common case, without the merge
     return std::string(head) +
            "SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued' AND queue = ?4 "
-           "AND run_at <= ?1 AND NOT EXISTS (SELECT 1 FROM jobq_queues WHERE name = ?4 AND paused = 1) "
-           "ORDER BY priority DESC, run_at, id LIMIT ?2) RETURNING " + job_columns;
+           "AND run_at <= ?1 ORDER BY priority DESC, run_at, id LIMIT ?2) RETURNING " + job_columns;
   }
   std::string arms;
   for (std::size_t i = 0; i < n; ++i) {
@@ -537,12 +620,65 @@ inline std::string claim_sql(std::size_t n) {
     if (i > 0) arms += " UNION ALL ";
     arms += "SELECT * FROM (SELECT id, priority, run_at FROM jobq_jobs INDEXED BY jobq_jobs_ready "
             "WHERE state = 'queued' AND queue = " +
-            p + " AND run_at <= ?1 AND NOT EXISTS (SELECT 1 FROM jobq_queues WHERE name = " + p +
-            " AND paused = 1) ORDER BY priority DESC, run_at, id LIMIT ?2)";
+            p + " AND run_at <= ?1 ORDER BY priority DESC, run_at, id LIMIT ?2)";
   }
   return std::string(head) + "SELECT id FROM (" + arms +
          ") ORDER BY priority DESC, run_at, id LIMIT ?2) RETURNING " + job_columns;
 }
+
+/// @brief Leases the jobs whose ids are in the JSON array ?2 (chosen by a limited claim).
+inline const std::string& claim_ids_sql() {
+  static const std::string sql =
+      std::string("UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1, "
+                  "lease_token = lower(hex(randomblob(16))), lease_until = ?1 "
+                  "WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'queued' RETURNING ") +
+      job_columns;
+  return sql;
+}
+
+/// @brief The notice hub of one database file in this process: every SqliteBackend object on
+/// the same file shares it, so a subscriber sees changes made through any of them.
+inline std::shared_ptr<NoticeHub> hub_for(const std::string& file) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<NoticeHub>> hubs;
+  std::lock_guard lock(mutex);
+  for (auto it = hubs.begin(); it != hubs.end();) {
+    it = it->second.expired() ? hubs.erase(it) : std::next(it);
+  }
+  auto& slot = hubs[file];
+  if (auto hub = slot.lock()) return hub;
+  auto hub = std::make_shared<NoticeHub>();
+  slot = hub;
+  return hub;
+}
+
+/// @brief What claim reads about one queue in its transaction.
+struct QueueSettings {
+  bool paused = false;
+  QueueLimits limits{};
+  [[nodiscard]] bool limited() const noexcept { return limits.rate || limits.group_concurrency > 0; }
+};
+
+/// @brief Reads a queue's settings row (defaults when it has none).
+inline QueueSettings read_settings(Connection& c, const std::string& queue) {
+  QueueSettings out;
+  auto s = c.query(sql_queue_settings, "read queue settings");
+  s.bind(1, queue);
+  if (s.step()) {
+    out.paused = s.integer(0) != 0;
+    out.limits.group_concurrency = static_cast<int>(s.integer(1));
+    if (!s.is_null(2) && !s.is_null(3)) out.limits.rate = RateLimit{s.integer(2), Millis{s.integer(3)}};
+  }
+  return out;
+}
+
+/// @brief A job a limited claim picked, before it is leased.
+struct Candidate {
+  JobId id;
+  std::int64_t priority;
+  std::int64_t run_at;
+  std::size_t queue;  // index into the claim's queue list
+};
 
 }  // namespace detail::sqlite
 
@@ -570,6 +706,7 @@ class SqliteBackend {
     if (opt_.busy_timeout < Millis{0}) throw InvalidArgument("sqlite: busy_timeout must not be negative");
     writer_ = std::make_unique<detail::sqlite::Connection>(path_, opt_);
     if (const char* f = sqlite3_db_filename(writer_->handle(), "main")) db_file_ = f;
+    hub_ = detail::sqlite::hub_for(db_file_.empty() ? path_ : db_file_);
     migrate();
   }
 
@@ -610,7 +747,7 @@ class SqliteBackend {
       for (std::size_t i = 0; i < jobs.size(); ++i) {
         res.push_back(insert(
             [&](const char* sql) { return c.query(sql, "enqueue"); }, jobs[i], encoded[i], t));
-        wake = wake || (res.back().created && jobs[i].run_at.value_or(t) <= t);
+        wake = wake || (res.back().created && jobs[i].debounce == Millis{0} && jobs[i].run_at.value_or(t) <= t);
       }
       return res;
     });
@@ -669,8 +806,14 @@ class SqliteBackend {
     wait_cv_.notify_all();
   }
 
-  /// @brief Leases up to req.limit ready jobs, best first across the queues: one
-  /// UPDATE … RETURNING in a BEGIN IMMEDIATE transaction.
+  /// @brief Leases up to req.limit ready jobs, best first across the queues, in one BEGIN
+  /// IMMEDIATE transaction: the queues' settings rows (paused, limits), then one
+  /// UPDATE … RETURNING.
+  ///
+  /// Queues without limits take the same single statement as before limits existed. A queue
+  /// with limits (set_queue_limits) is walked in claim order skipping saturated groups, as far
+  /// as its rate allowance goes, and the chosen jobs are leased by id. The transaction holds
+  /// SQLite's one write lock, so the limits hold across every thread and process on the file.
   ///
   /// A claimed row that cannot be decoded (say its payload is not valid JSON) is not returned:
   /// it is made dead in the same transaction with an error naming the problem, so it can never
@@ -682,23 +825,43 @@ class SqliteBackend {
       if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
     }
     if (queues.empty() || req.limit == 0) return {};
-    const auto sql = detail::sqlite::claim_sql(queues.size());
+    const auto limit = static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX));
     auto out = write("claim", [&](detail::sqlite::Connection& c) {
       const auto t = now();
+      std::vector<std::string> open;
+      std::vector<std::pair<std::string, QueueLimits>> limited;
+      for (const auto& q : queues) {
+        const auto st = detail::sqlite::read_settings(c, q);
+        if (st.paused) continue;
+        if (st.limited()) {
+          limited.emplace_back(q, st.limits);
+        } else {
+          open.push_back(q);
+        }
+      }
       std::vector<JobRecord> jobs;
       std::vector<std::pair<JobId, std::string>> broken;
-      {
-        auto s = c.query(sql, "claim");
-        s.bind(1, to_epoch_ms(t))
-            .bind(2, static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX)))
-            .bind(3, to_epoch_ms(t + req.lease));
-        for (std::size_t i = 0; i < queues.size(); ++i) s.bind(static_cast<int>(i + 4), queues[i]);
+      const auto take = [&](detail::sqlite::Stmt& s) {
         while (s.step()) {
           try {
             jobs.push_back(detail::sqlite::decode(s));
           } catch (const Error& e) {
             broken.emplace_back(s.integer(0), e.what());
           }
+        }
+      };
+      if (limited.empty()) {
+        if (open.empty()) return jobs;
+        auto s = c.query(detail::sqlite::claim_sql(open.size()), "claim");
+        s.bind(1, to_epoch_ms(t)).bind(2, limit).bind(3, to_epoch_ms(t + req.lease));
+        for (std::size_t i = 0; i < open.size(); ++i) s.bind(static_cast<int>(i + 4), open[i]);
+        take(s);
+      } else {
+        const auto ids = pick_limited(c, open, limited, t, static_cast<std::size_t>(limit));
+        if (!ids.empty()) {
+          auto s = c.query(detail::sqlite::claim_ids_sql(), "claim");
+          s.bind(1, to_epoch_ms(t + req.lease)).bind(2, ids.dump());
+          take(s);
         }
       }
       for (const auto& [id, why] : broken) {
@@ -727,22 +890,40 @@ class SqliteBackend {
     results.reserve(completions.size());
     for (const auto& c : completions) results.push_back(detail::sqlite::dump_json(c.result, "result"));
     if (completions.empty()) return {};
-    return write("complete", [&](detail::sqlite::Connection& c) {
+    // Notices cost a RETURNING per job: built only while someone in this process listens.
+    const bool announce = !hub_->empty();
+    std::vector<JobNotice> notices;
+    auto ok = write("complete", [&](detail::sqlite::Connection& c) {
+      notices.clear();
       const auto t = to_epoch_ms(now());
       std::vector<bool> out;
       out.reserve(completions.size());
       for (std::size_t i = 0; i < completions.size(); ++i) {
         const auto& done = completions[i];
-        out.push_back(!done.lease_token.empty() &&
-                      c.query(detail::sqlite::sql_complete, "complete")
-                              .bind(1, done.id)
-                              .bind(2, done.lease_token)
-                              .bind(3, t)
-                              .bind(4, results[i])
-                              .run() == 1);
+        if (done.lease_token.empty()) {
+          out.push_back(false);
+        } else if (!announce) {
+          out.push_back(c.query(detail::sqlite::sql_complete, "complete")
+                            .bind(1, done.id)
+                            .bind(2, done.lease_token)
+                            .bind(3, t)
+                            .bind(4, results[i])
+                            .run() == 1);
+        } else {
+          auto s = c.query(detail::sqlite::sql_complete_notice, "complete");
+          s.bind(1, done.id).bind(2, done.lease_token).bind(3, t).bind(4, results[i]);
+          const bool hit = s.step();
+          if (hit) {
+            notices.push_back({JobNotice::Kind::completed, done.id, s.text(0), static_cast<int>(s.integer(1)), 0, {}});
+            s.run();
+          }
+          out.push_back(hit);
+        }
       }
       return out;
     });
+    hub_->publish(notices);  // after the commit: only committed changes are announced
+    return ok;
   }
 
   /// @brief Records a failed attempt: retry at f.retry_at, or dead.
@@ -750,6 +931,7 @@ class SqliteBackend {
     if (f.lease_token.empty()) return FailOutcome::rejected;
     const auto message =
         nlohmann::json(f.error).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    JobNotice notice;
     const auto [outcome, wake] = write("fail", [&](detail::sqlite::Connection& c) {
       const auto t = now();
       auto s = c.query(detail::sqlite::sql_fail, "fail");
@@ -761,10 +943,13 @@ class SqliteBackend {
       }
       if (!s.step()) return std::pair{FailOutcome::rejected, false};
       const bool retried = s.text(0) == "queued";
+      notice = {retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, f.id, s.text(1),
+                static_cast<int>(s.integer(2)), 0, f.error};
       s.run();
       return std::pair{retried ? FailOutcome::retried : FailOutcome::dead, retried && *f.retry_at <= t};
     });
     if (wake) notify();
+    if (outcome != FailOutcome::rejected) hub_->publish(notice);
     return outcome;
   }
 
@@ -797,26 +982,38 @@ class SqliteBackend {
   /// @brief Records progress (clamped to 0..100) of an active job.
   bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
     if (token.empty()) return false;
-    return write("set progress", [&](detail::sqlite::Connection& c) {
-      return c.query(detail::sqlite::sql_progress, "set progress")
-                 .bind(1, id)
-                 .bind(2, token)
-                 .bind(3, std::clamp(percent, 0, 100))
-                 .bind(4, message)
-                 .run() == 1;
+    const int pct = std::clamp(percent, 0, 100);
+    JobNotice notice;
+    const bool ok = write("set progress", [&](detail::sqlite::Connection& c) {
+      auto s = c.query(detail::sqlite::sql_progress, "set progress");
+      s.bind(1, id).bind(2, token).bind(3, pct).bind(4, message);
+      if (!s.step()) return false;
+      notice = {JobNotice::Kind::progress, id, s.text(0), static_cast<int>(s.integer(1)), pct, message};
+      s.run();
+      return true;
     });
+    if (ok) hub_->publish(notice);
+    return ok;
   }
 
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired.
   Recovered recover_expired() {
+    std::vector<JobNotice> notices;
     const auto r = write("recover expired leases", [&](detail::sqlite::Connection& c) {
+      notices.clear();
       Recovered rec;
       auto s = c.query(detail::sqlite::sql_recover, "recover expired leases");
-      s.bind(1, to_epoch_ms(now()));
-      while (s.step()) (s.text(0) == "queued" ? rec.retried : rec.dead) += 1;
+      s.bind(1, to_epoch_ms(now())).bind(2, detail::sqlite::lease_expired_message);
+      while (s.step()) {
+        const bool retried = s.text(0) == "queued";
+        (retried ? rec.retried : rec.dead) += 1;
+        notices.push_back({retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, s.integer(1), s.text(2),
+                           static_cast<int>(s.integer(3)), 0, detail::sqlite::lease_expired_message});
+      }
       return rec;
     });
     if (r.retried > 0) notify();
+    hub_->publish(notices);
     return r;
   }
 
@@ -833,9 +1030,17 @@ class SqliteBackend {
 
   /// @brief Cancels a queued job.
   bool cancel(JobId id) {
-    return write("cancel", [&](detail::sqlite::Connection& c) {
-      return c.query(detail::sqlite::sql_cancel, "cancel").bind(1, id).bind(2, to_epoch_ms(now())).run() == 1;
+    std::string queue;
+    const bool ok = write("cancel", [&](detail::sqlite::Connection& c) {
+      auto s = c.query(detail::sqlite::sql_cancel, "cancel");
+      s.bind(1, id).bind(2, to_epoch_ms(now()));
+      if (!s.step()) return false;
+      queue = s.text(0);
+      s.run();
+      return true;
     });
+    if (ok) hub_->publish(JobNotice{JobNotice::Kind::cancelled, id, queue, 0, 0, {}});
+    return ok;
   }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget (errors kept).
@@ -937,6 +1142,106 @@ class SqliteBackend {
     });
   }
 
+  /// @brief Sets a queue's limits (kept in jobq_queues beside its paused flag; every claim of
+  /// every process reads them in its transaction).
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    write("set queue limits", [&](detail::sqlite::Connection& c) {
+      auto s = c.query(detail::sqlite::sql_set_limits, "set queue limits");
+      s.bind(1, queue).bind(2, limits.group_concurrency);
+      if (limits.rate) {
+        s.bind(3, limits.rate->max).bind(4, static_cast<std::int64_t>(limits.rate->window.count()));
+      } else {
+        s.bind_null(3).bind_null(4);
+      }
+      s.run();
+    });
+    notify();  // a raised limit may make waiting jobs claimable
+  }
+
+  /// @brief A queue's limits (none unless set).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    return read("queue limits",
+                [&](detail::sqlite::Connection& c) { return detail::sqlite::read_settings(c, queue).limits; });
+  }
+
+  /// @brief Inserts or replaces the schedule named s.name (its spec stored as JSON text).
+  void put_schedule(const StoredSchedule& schedule) {
+    validate_schedule_name(schedule.name);
+    const auto spec = detail::sqlite::dump_json(schedule.spec, "schedule spec");
+    write("put schedule", [&](detail::sqlite::Connection& c) {
+      c.query(detail::sqlite::sql_put_schedule, "put schedule")
+          .bind(1, schedule.name)
+          .bind(2, spec)
+          .bind(3, to_epoch_ms(schedule.next_run))
+          .run();
+    });
+  }
+
+  /// @brief Deletes a schedule; false if there was none of that name.
+  bool remove_schedule(const std::string& name) {
+    validate_schedule_name(name);
+    return write("remove schedule", [&](detail::sqlite::Connection& c) {
+      return c.query(detail::sqlite::sql_remove_schedule, "remove schedule").bind(1, name).run() == 1;
+    });
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    return read("list schedules", [&](detail::sqlite::Connection& c) {
+      std::vector<StoredSchedule> out;
+      auto s = c.query(detail::sqlite::sql_schedules, "list schedules");
+      while (s.step()) {
+        auto spec = nlohmann::json::parse(s.text(1), nullptr, false);
+        if (spec.is_discarded()) {
+          throw SqliteError(ErrorCategory::backend,
+                            "sqlite: schedule '" + s.text(0) + "' is corrupted: its spec is not valid JSON");
+        }
+        out.push_back({s.text(0), std::move(spec), from_epoch_ms(s.integer(2))});
+      }
+      return out;
+    });
+  }
+
+  /// @brief If the schedule's next_run is still `expected`: sets it to `next` and enqueues
+  /// `job` (if any) exactly as enqueue does, in one transaction; true. Otherwise (another
+  /// scheduler fired this tick, or the schedule is gone) changes nothing; false.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                     const std::optional<NewJob>& job) {
+    validate_schedule_name(name);
+    std::optional<Encoded> e;
+    if (job) e = encode(*job);  // before any write
+    bool wake = false;
+    const bool fired = write("fire schedule", [&](detail::sqlite::Connection& c) {
+      if (c.query(detail::sqlite::sql_fire_schedule, "fire schedule")
+              .bind(1, name)
+              .bind(2, to_epoch_ms(expected))
+              .bind(3, to_epoch_ms(next))
+              .run() != 1) {
+        return false;
+      }
+      if (job) {
+        const auto t = now();
+        const auto r = insert([&](const char* sql) { return c.query(sql, "fire schedule: enqueue"); }, *job, *e, t);
+        wake = r.created && job->debounce == Millis{0} && job->run_at.value_or(t) <= t;
+      }
+      return true;
+    });
+    if (wake) notify();
+    return fired;
+  }
+
+  /// @brief Calls fn for every notice of `queues` (all when empty) from this process: changes
+  /// made through any SqliteBackend object on the same file in this process, announced after
+  /// their commit. Changes made by other processes are not delivered (see README).
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    auto inner = std::make_shared<Subscription>(hub_->subscribe(queues, std::move(fn)));
+    // The hub may be shared with other objects on the file: keep it alive with the subscription.
+    return Subscription([hub = hub_, inner] { inner->cancel(); });
+  }
+
   /// @brief Sleeps until work may be ready in one of the queues, the timeout, or stop.
   ///
   /// An enqueue, retry, release, redrive, recovery or resume in this process wakes it at once.
@@ -973,19 +1278,43 @@ class SqliteBackend {
     std::string backoff;
   };
 
-  static Encoded encode(const NewJob& job) {
+  Encoded encode(const NewJob& job) const {
     validate(job);
-    return {detail::sqlite::dump_json(job.payload, "payload"), job.backoff.to_json().dump()};
+    Encoded e{detail::sqlite::dump_json(job.payload, "payload"), job.backoff.to_json().dump()};
+    check_payload_size(e.payload.size(), opt_.max_payload_bytes);
+    return e;
   }
 
-  // Unique-key check then insert; the caller holds the write lock (BEGIN IMMEDIATE) or is in its
-  // own transaction, so no other writer can slip in between.
+  // Unique-key rules (throttle, debounce) then insert; the caller holds the write lock (BEGIN
+  // IMMEDIATE) or is in its own transaction, so no other writer can slip in between.
   template <class Prepare>
   static EnqueueResult insert(Prepare&& prepare, const NewJob& job, const Encoded& e, TimePoint t) {
+    const auto t_ms = to_epoch_ms(t);
+    auto run_at = to_epoch_ms(job.run_at.value_or(t));
     if (!job.unique_key.empty()) {
-      auto s = prepare(detail::sqlite::sql_find_unique);
-      s.bind(1, job.queue).bind(2, job.unique_key).bind(3, to_epoch_ms(t));
-      if (s.step()) return {s.integer(0), false};
+      std::optional<JobId> holder;
+      std::string state;
+      bool held = false;
+      {
+        auto s = prepare(detail::sqlite::sql_find_holder);
+        s.bind(1, job.queue).bind(2, job.unique_key);
+        if (s.step()) {
+          holder = s.integer(0);
+          state = s.text(1);
+          held = state == "queued" || state == "active" ||
+                 (state == "completed" && !s.is_null(2) && s.integer(2) + s.integer(3) > t_ms) ||
+                 (job.throttle > Millis{0} && s.integer(4) > t_ms - job.throttle.count());
+        }
+      }
+      if (job.debounce > Millis{0}) {
+        run_at = t_ms + job.debounce.count();
+        if (holder && state == "queued") {
+          prepare(detail::sqlite::sql_debounce).bind(1, *holder).bind(2, e.payload).bind(3, run_at).run();
+          return {*holder, false};
+        }
+      } else if (held) {
+        return {*holder, false};
+      }
     }
     auto s = prepare(detail::sqlite::sql_insert);
     s.bind(1, job.queue)
@@ -993,8 +1322,8 @@ class SqliteBackend {
         .bind(3, e.payload)
         .bind(4, job.priority)
         .bind(5, job.max_attempts)
-        .bind(6, to_epoch_ms(job.run_at.value_or(t)))
-        .bind(7, to_epoch_ms(t))
+        .bind(6, run_at)
+        .bind(7, t_ms)
         .bind(8, e.backoff)
         .bind(9, static_cast<std::int64_t>(job.timeout.count()))
         .bind(11, static_cast<std::int64_t>(job.unique_for.count()));
@@ -1003,10 +1332,107 @@ class SqliteBackend {
     } else {
       s.bind(10, job.unique_key);
     }
+    if (job.group.empty()) {
+      s.bind_null(12);
+    } else {
+      s.bind(12, job.group);
+    }
     s.step();
     const JobId id = s.integer(0);
     s.run();
     return {id, true};
+  }
+
+  // A claim touching a limited queue: the best `limit` of each open queue, and of each limited
+  // queue as many as its rate allowance and its groups' free slots allow, merged in claim order.
+  // Records the rate-limited queues' claims in the ledger; returns the chosen ids (JSON array).
+  static nlohmann::json pick_limited(detail::sqlite::Connection& c, const std::vector<std::string>& open,
+                                     const std::vector<std::pair<std::string, QueueLimits>>& limited,
+                                     TimePoint t, std::size_t limit) {
+    namespace d = detail::sqlite;
+    const auto t_ms = to_epoch_ms(t);
+    std::vector<d::Candidate> cands;
+    std::vector<const std::string*> names;  // candidate.queue -> name
+    std::vector<bool> rated;                // candidate.queue -> has a rate limit
+    const auto walk = [&](const std::string& q, std::size_t allowance, int k, bool rate) {
+      const auto qi = names.size();
+      names.push_back(&q);
+      rated.push_back(rate);
+      std::map<std::string, int> active;
+      std::set<std::string> excluded;
+      if (k > 0) {
+        auto s = c.query(d::sql_group_active, "claim: active jobs per group");
+        s.bind(1, q);
+        while (s.step()) {
+          auto g = s.text(0);
+          const auto n = static_cast<int>(s.integer(1));
+          if (n >= k) excluded.insert(g);
+          active.emplace(std::move(g), n);
+        }
+      }
+      std::set<JobId> picked;
+      bool again = true;
+      // Each pass excludes every group known to be saturated in the statement itself, so a
+      // saturated group's backlog is stepped over inside SQLite, never returned row by row. A
+      // group filled by this batch restarts the walk (at most once per group, ids already
+      // picked are skipped).
+      while (again && picked.size() < allowance) {
+        again = false;
+        auto ex = nlohmann::json::array();
+        for (const auto& g : excluded) ex.push_back(g);
+        auto s = c.query(d::sql_candidates, "claim: candidates");
+        s.bind(1, q).bind(2, t_ms).bind(3, ex.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        while (picked.size() < allowance && s.step()) {
+          const JobId id = s.integer(0);
+          if (picked.contains(id)) continue;
+          if (k > 0 && !s.is_null(3)) {
+            auto g = s.text(3);
+            int& n = active[g];
+            if (n >= k) {
+              if (excluded.insert(std::move(g)).second) {
+                again = true;
+                break;
+              }
+              continue;  // a key the JSON filter cannot match (invalid UTF-8): skipped here
+            }
+            ++n;
+          }
+          picked.insert(id);
+          cands.push_back({id, s.integer(1), s.integer(2), qi});
+        }
+      }
+    };
+    for (const auto& q : open) walk(q, limit, 0, false);
+    for (const auto& [q, l] : limited) {
+      std::size_t allowance = limit;
+      if (l.rate) {
+        const auto floor = t_ms - l.rate->window.count();
+        c.query(d::sql_rate_prune, "claim: prune rate ledger").bind(1, q).bind(2, floor).run();
+        auto s = c.query(d::sql_rate_used, "claim: read rate ledger");
+        s.bind(1, q).bind(2, floor);
+        const auto used = s.step() ? s.integer(0) : 0;
+        if (used >= l.rate->max) continue;
+        allowance = std::min(allowance, static_cast<std::size_t>(l.rate->max - used));
+      }
+      walk(q, allowance, l.group_concurrency, l.rate.has_value());
+    }
+    std::sort(cands.begin(), cands.end(), [](const d::Candidate& a, const d::Candidate& b) {
+      if (a.priority != b.priority) return a.priority > b.priority;
+      if (a.run_at != b.run_at) return a.run_at < b.run_at;
+      return a.id < b.id;
+    });
+    if (cands.size() > limit) cands.resize(limit);
+    std::vector<std::int64_t> per_queue(names.size(), 0);
+    auto ids = nlohmann::json::array();
+    for (const auto& cand : cands) {
+      ids.push_back(cand.id);
+      ++per_queue[cand.queue];
+    }
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (!rated[i] || per_queue[i] == 0) continue;
+      c.query(d::sql_rate_record, "claim: record in rate ledger").bind(1, *names[i]).bind(2, t_ms).bind(3, per_queue[i]).run();
+    }
+    return ids;
   }
 
   static void exec_on(sqlite3* db, const char* sql, std::string_view what) {
@@ -1066,24 +1492,68 @@ class SqliteBackend {
     });
   }
 
-  // The earliest run_at of a queued job in the non-paused queues, if any.
+  // When the non-paused queues may next have a claimable job: the earliest run_at of a queued
+  // job, except that for a limited queue whose ready jobs are all held back, the time its rate
+  // window frees a start, or (group slots full) its next delayed job; a slot freed by a
+  // completion is then found by the next poll. Without that a worker would spin on empty claims.
   std::optional<TimePoint> next_due(std::span<const std::string> queues) {
+    namespace d = detail::sqlite;
     try {
-      return read("poll for work", [&](detail::sqlite::Connection& c) {
-        std::optional<TimePoint> due;
+      return read("poll for work", [&](d::Connection& c) {
+        const auto t_ms = to_epoch_ms(now());
+        std::optional<std::int64_t> due;
         for (const auto& q : queues) {
-          auto s = c.query(detail::sqlite::sql_next_due, "poll for work");
-          s.bind(1, q);
-          if (s.step() && !s.is_null(0)) {
-            const auto t = from_epoch_ms(s.integer(0));
-            if (!due || t < *due) due = t;
+          const auto st = d::read_settings(c, q);
+          if (st.paused) continue;
+          std::optional<std::int64_t> q_due;
+          {
+            auto s = c.query(d::sql_next_due, "poll for work");
+            s.bind(1, q);
+            if (s.step() && !s.is_null(0)) q_due = s.integer(0);
           }
+          if (q_due && *q_due <= t_ms && st.limited()) q_due = limited_due(c, q, st.limits, t_ms);
+          if (q_due && (!due || *q_due < *due)) due = q_due;
         }
-        return due;
+        return due ? std::optional<TimePoint>(from_epoch_ms(*due)) : std::nullopt;
       });
     } catch (const Error&) {
       return std::nullopt;  // a hint only; the next claim reports the problem
     }
+  }
+
+  // next_due of a limited queue that has ready jobs (read-only: the ledger is pruned by claims).
+  static std::optional<std::int64_t> limited_due(detail::sqlite::Connection& c, const std::string& q,
+                                                 const QueueLimits& l, std::int64_t t_ms) {
+    namespace d = detail::sqlite;
+    if (l.rate) {
+      auto s = c.query(d::sql_rate_used, "poll for work: rate ledger");
+      s.bind(1, q).bind(2, t_ms - l.rate->window.count());
+      if (s.step() && s.integer(0) >= l.rate->max && !s.is_null(1)) return s.integer(1) + l.rate->window.count();
+    }
+    if (l.group_concurrency > 0) {
+      std::set<std::string> full;
+      {
+        auto s = c.query(d::sql_group_active, "poll for work: active jobs per group");
+        s.bind(1, q);
+        while (s.step()) {
+          if (s.integer(1) >= l.group_concurrency) full.insert(s.text(0));
+        }
+      }
+      auto ex = nlohmann::json::array();
+      for (const auto& g : full) ex.push_back(g);
+      {
+        auto s = c.query(d::sql_candidates, "poll for work: candidates");
+        s.bind(1, q).bind(2, t_ms).bind(3, ex.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        while (s.step()) {
+          if (s.is_null(3) || !full.contains(s.text(3))) return t_ms;
+        }
+      }
+      auto s = c.query(d::sql_next_delayed, "poll for work: next delayed");
+      s.bind(1, q).bind(2, t_ms);
+      if (s.step() && !s.is_null(0)) return s.integer(0);
+      return std::nullopt;
+    }
+    return t_ms;
   }
 
   // Creates or upgrades the schema; refuses a file written by a newer jobq.
@@ -1151,6 +1621,8 @@ class SqliteBackend {
   std::mutex wait_mutex_;
   std::condition_variable_any wait_cv_;
   std::uint64_t generation_ = 0;
+
+  std::shared_ptr<NoticeHub> hub_;  // shared by every object on this file in this process
 };
 
 static_assert(Backend<SqliteBackend>);
