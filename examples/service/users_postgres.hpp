@@ -24,7 +24,7 @@ class PostgresUsers final : public Users {
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
       throw DatabaseUnavailable("users: cannot connect to " + jobs.target() + ": " + PQerrorMessage(conn_.get()));
     }
-    exec("SET application_name = 'service_api'");
+    configure();
     // Two API processes starting at once must not both create the table: serialise on a lock.
     exec("SELECT pg_advisory_lock(hashtext('service users table'))");
     exec(R"sql(
@@ -40,7 +40,6 @@ class PostgresUsers final : public Users {
 
   User create(const std::string& email, const std::string& name, const JobsFor& jobs_for) override {
     std::lock_guard lock(mutex_);  // one connection: one request at a time
-    reconnect_if_broken();
     // Any exception below rolls everything back: the user and the jobs.
     Transaction tx(*this);
     User user{.id = 0, .email = email, .name = name, .jobs = {}};
@@ -54,8 +53,7 @@ class PostgresUsers final : public Users {
 
   std::optional<User> find(long long id) override {
     std::lock_guard lock(mutex_);
-    reconnect_if_broken();
-    auto r = exec("SELECT email, name, array_to_json(job_ids) FROM users WHERE id = $1", {std::to_string(id)});
+    auto r = exec_reconnecting("SELECT email, name, array_to_json(job_ids) FROM users WHERE id = $1", {std::to_string(id)});
     if (PQntuples(r.get()) == 0) return std::nullopt;
     return User{.id = id, .email = PQgetvalue(r.get(), 0, 0), .name = PQgetvalue(r.get(), 0, 1),
                 .jobs = nlohmann::json::parse(PQgetvalue(r.get(), 0, 2)).get<std::vector<jobq::JobId>>()};
@@ -73,7 +71,7 @@ class PostgresUsers final : public Users {
   /// @brief BEGIN; rolled back on destruction unless committed.
   class Transaction {
    public:
-    explicit Transaction(PostgresUsers& u) : u_(u) { u_.exec("BEGIN"); }
+    explicit Transaction(PostgresUsers& u) : u_(u) { u_.exec_reconnecting("BEGIN"); }
     Transaction(const Transaction&) = delete;
     Transaction& operator=(const Transaction&) = delete;
     ~Transaction() {
@@ -104,15 +102,27 @@ class PostgresUsers final : public Users {
     throw std::runtime_error(msg);
   }
 
-  /// @brief A connection the server dropped (restart, failover) is re-opened once per request.
-  void reconnect_if_broken() {
-    // Reading pending input notices a connection the server closed while it sat idle.
-    if (PQconsumeInput(conn_.get()) == 1 && PQstatus(conn_.get()) == CONNECTION_OK) return;
+  /// @brief exec() for a statement that is safe to repeat: a connection the server dropped
+  /// (restart, failover, pg_terminate_backend) is re-opened once, and the statement sent again.
+  Result exec_reconnecting(const char* sql, const std::vector<std::string>& params = {}) {
+    if (PQstatus(conn_.get()) == CONNECTION_OK) {
+      try {
+        return exec(sql, params);
+      } catch (const DatabaseUnavailable&) {
+        if (PQstatus(conn_.get()) == CONNECTION_OK) throw;  // up, but shutting down or refusing
+      }
+    }
     PQreset(conn_.get());
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
       throw DatabaseUnavailable("users: cannot reconnect to " + jobs_.target() + ": " + PQerrorMessage(conn_.get()));
     }
+    configure();
+    return exec(sql, params);
+  }
+
+  void configure() {
     exec("SET application_name = 'service_api'");
+    exec("SET client_min_messages = warning");  // no NOTICE on stderr for CREATE ... IF NOT EXISTS
   }
 
   static std::string pg_array(const std::vector<jobq::JobId>& ids) {
