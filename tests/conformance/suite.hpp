@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -1225,3 +1226,6 @@ TEMPLATE_LIST_TEST_CASE("queues() names every queue with jobs or a pause", "[con
   b.pause("gamma");
   CHECK(b.queues() == std::vector<std::string>{"alpha", "beta", "gamma"});
 }
+
+// Limits, groups, throttle/debounce, schedules, notices, wait_for, payload size, injection.
+#include "conformance/features.hpp"
