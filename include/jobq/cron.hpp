@@ -34,8 +34,8 @@ inline const date::time_zone* find_time_zone(std::string_view name) {
 /// @brief A parsed cron expression: 5 fields (minute hour day-of-month month day-of-week) or 6
 /// (seconds first); `*`, ranges `a-b`, steps `*/n` and `a-b/n`, lists `a,b`, names (JAN..DEC,
 /// SUN..SAT; 0 and 7 are Sunday) and the aliases @yearly @annually @monthly @weekly @daily
-/// @midnight @hourly. As in Vixie cron, when both day fields are restricted a day matching
-/// either one matches.
+/// @midnight @hourly. As in Vixie cron, when both day fields are restricted (neither starts
+/// with '*') a day matching either one matches; otherwise a day must match both.
 ///
 /// Time zones and DST (next()): cron fields are matched against local wall-clock time, and each
 /// matching wall-clock time fires at most once. A time that does not exist (spring forward)
@@ -201,9 +201,8 @@ class CronExpr {
     if (!months_.test(static_cast<unsigned>(ymd.month()))) return false;
     const bool dom = dom_.test(static_cast<unsigned>(ymd.day()));
     const bool dow = dow_.test(wd.c_encoding());
-    if (dom_star_ && dow_star_) return true;
-    if (dom_star_) return dow;
-    if (dow_star_) return dom;
+    // Vixie cron: a field written with '*' (even "*/n") makes the two combine with AND.
+    if (dom_star_ || dow_star_) return dom && dow;
     return dom || dow;
   }
 
