@@ -388,6 +388,7 @@ class Worker {
 
   void fetch_loop(std::stop_token st) {
     Millis error_backoff{50};
+    int quick_empty = 0;  // empty claims right after a wait that returned at once
     while (!st.stop_requested()) {
       std::size_t free = 0;
       {
@@ -405,9 +406,17 @@ class Worker {
         auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
         error_backoff = Millis{50};
         if (jobs.empty()) {
+          // A backend may wake us while nothing can be claimed (a rate limit or a full group
+          // holds ready jobs back): after a few instant wake-ups, back off instead of spinning.
+          if (quick_empty >= 3) {
+            pause_for(st, std::min(opt_.poll_interval, Millis{5L << std::min(quick_empty - 3, 8)}));
+          }
+          const auto waited = std::chrono::steady_clock::now();
           backend_->wait_for_work(opt_.queues, opt_.poll_interval, st);
+          quick_empty = std::chrono::steady_clock::now() - waited < Millis{2} ? quick_empty + 1 : 0;
           continue;
         }
+        quick_empty = 0;
         {
           std::lock_guard lock(mutex_);
           for (auto& j : jobs) {

@@ -230,6 +230,52 @@ TEMPLATE_LIST_TEST_CASE("limits hold when many threads claim at once", "[conform
   CHECK(unique.size() == got_rated.size());
 }
 
+TEMPLATE_LIST_TEST_CASE("a worker waits out a rate limit without failing jobs or using attempts",
+                        "[conformance][limits][worker]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  q.set_limits({jobq::RateLimit{2, 1min}, 0});
+  for (int i = 0; i < 5; ++i) q.enqueue(Greet{"n" + std::to_string(i)});
+  jobq::Worker w{b, fast_worker(4)};
+  w.template handle<Greet>([](const Greet&) {});
+  w.start();
+  CHECK(eventually([&] { return q.counts().completed == 2; }));
+  std::this_thread::sleep_for(100ms);
+  CHECK(q.counts().completed == 2);
+  for (const auto& j : q.list(JobState::queued)) CHECK(j.attempts == 0);
+  fx.clock.advance(1min);
+  CHECK(eventually([&] { return q.counts().completed == 4; }));
+  fx.clock.advance(1min);
+  CHECK(eventually([&] { return q.counts().completed == 5; }));
+  w.stop();
+  CHECK(w.stats().failed == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker never runs more than the group limit at once", "[conformance][limits][worker]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  q.set_limits({std::nullopt, 1});
+  for (int i = 0; i < 6; ++i) q.enqueue(Greet{"t" + std::to_string(i % 2)}, {.group = "tenant-" + std::to_string(i % 2)});
+  std::mutex m;
+  std::map<std::string, int> running, most;
+  jobq::Worker w{b, fast_worker(4)};
+  w.template handle<Greet>([&](const Greet& g) {
+    {
+      std::lock_guard lock(m);
+      most[g.who] = std::max(most[g.who], ++running[g.who]);
+    }
+    std::this_thread::sleep_for(5ms);
+    std::lock_guard lock(m);
+    --running[g.who];
+  });
+  CHECK(w.run_until_idle(60s));
+  CHECK(q.counts().completed == 6);
+  CHECK(most == std::map<std::string, int>{{"t0", 1}, {"t1", 1}});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Throttle and debounce
 

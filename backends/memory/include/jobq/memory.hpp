@@ -376,8 +376,20 @@ class MemoryBackend {
     for (const auto& name : queues) {
       auto it = queues_.find(name);
       if (it == queues_.end() || it->second.paused) continue;
-      const auto& q = it->second;
-      if (!q.ready.empty()) return;
+      auto& q = it->second;
+      if (q.limits.rate) {
+        while (!q.starts.empty() && q.starts.front() <= t - q.limits.rate->window) q.starts.pop_front();
+        if (static_cast<std::int64_t>(q.starts.size()) >= q.limits.rate->max) {
+          // Nothing can start before the oldest start leaves the window.
+          wait = std::min(wait, std::chrono::duration_cast<Millis>(q.starts.front() + q.limits.rate->window - t));
+          continue;
+        }
+      }
+      if (!q.ready.empty()) {
+        auto first = q.ready.begin();
+        skip_blocked_locked(&q, first);
+        if (first != q.ready.end()) return;  // else a job leaving active wakes us
+      }
       if (!q.delayed.empty()) {
         const auto due = from_epoch_ms(q.delayed.begin()->first) - t;
         if (due <= Millis{0}) return;
@@ -486,6 +498,7 @@ class MemoryBackend {
     if (job.group.empty()) return;
     auto it = q.active_by_group.find(job.group);
     if (it != q.active_by_group.end() && --it->second <= 0) q.active_by_group.erase(it);
+    if (q.limits.group_concurrency > 0) notify_locked();  // a held-back job of the group may start
   }
 
   static std::optional<Millis> keep_for(const Retention& r, JobState s) {
