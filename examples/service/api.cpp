@@ -33,6 +33,24 @@ void reply(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(), "application/json");
 }
 
+/// @brief Answers for the exception being handled: 409 email taken, 503 database unreachable
+/// or busy (the client may retry), 500 anything else (e.g. a job the backend refused).
+void reply_failure(httplib::Response& res) {
+  try {
+    throw;
+  } catch (const service::EmailTaken& e) {
+    reply(res, 409, {{"error", e.what()}});
+  } catch (const service::DatabaseUnavailable& e) {
+    res.set_header("Retry-After", "5");
+    reply(res, 503, {{"error", e.what()}});
+  } catch (const jobq::Error& e) {
+    if (e.is_transient()) res.set_header("Retry-After", "5");
+    reply(res, e.is_transient() ? 503 : 500, {{"error", e.what()}});
+  } catch (const std::exception& e) {
+    reply(res, 500, {{"error", e.what()}});
+  }
+}
+
 /// @brief The registration in the request body, or the reason it is unusable (400).
 std::string parse_registration(const std::string& body_text, std::string& email, std::string& name) {
   json body;
@@ -88,18 +106,11 @@ int main(int argc, char** argv) {
         const auto user = users->create(email, name, jobs_for);  // one transaction
         res.set_header("Location", "/users/" + std::to_string(user.id));
         reply(res, 202, {{"user_id", user.id}, {"jobs", user.jobs}});
-      } catch (const service::EmailTaken& e) {
-        reply(res, 409, {{"error", e.what()}});
-      } catch (const service::DatabaseUnavailable& e) {
-        res.set_header("Retry-After", "5");
-        reply(res, 503, {{"error", e.what()}});
-      } catch (const jobq::Error& e) {  // a job was refused, or the jobs' tables are unreachable
-        reply(res, e.is_transient() ? 503 : 500, {{"error", std::string("not registered: ") + e.what()}});
-      } catch (const std::exception& e) {
-        reply(res, 500, {{"error", std::string("not registered: ") + e.what()}});
+      } catch (...) {  // rolled back: neither the user nor a job was stored
+        reply_failure(res);
       }
     });
-    server.Get(R"(/users/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    server.Get(R"(/users/(\d{1,18}))", [&](const httplib::Request& req, httplib::Response& res) {
       try {
         const auto user = users->find(std::stoll(req.matches[1].str()));
         if (!user) return reply(res, 404, {{"error", "no user " + req.matches[1].str()}});
@@ -109,10 +120,8 @@ int main(int argc, char** argv) {
           jobs.push_back({{"id", id}, {"state", job ? std::string(jobq::to_string(job->state)) : "pruned"}});
         }
         reply(res, 200, {{"id", user->id}, {"email", user->email}, {"name", user->name}, {"jobs", jobs}});
-      } catch (const service::DatabaseUnavailable& e) {
-        reply(res, 503, {{"error", e.what()}});
-      } catch (const std::exception& e) {
-        reply(res, 500, {{"error", e.what()}});
+      } catch (...) {
+        reply_failure(res);
       }
     });
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });

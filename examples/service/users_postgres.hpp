@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,7 +23,7 @@ class PostgresUsers final : public Users {
   /// @brief Connects to `url` (the jobs' database) and creates the users table.
   PostgresUsers(jobq::PostgresBackend& jobs, const std::string& url) : jobs_(jobs), conn_(PQconnectdb(url.c_str())) {
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
-      throw DatabaseUnavailable("users: cannot connect to " + jobs.target() + ": " + PQerrorMessage(conn_.get()));
+      throw DatabaseUnavailable("users: cannot connect to " + jobs.target() + ": " + error_text());
     }
     configure();
     // Two API processes starting at once must not both create the table: serialise on a lock.
@@ -94,7 +95,7 @@ class PostgresUsers final : public Users {
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return r;
     const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
     const std::string sqlstate = state != nullptr ? state : "";
-    const std::string msg = std::string("users: ") + PQerrorMessage(conn_.get());
+    const std::string msg = "users: " + error_text();
     if (sqlstate == "23505") throw EmailTaken("a user with email " + params.at(0) + " already exists");
     if (PQstatus(conn_.get()) != CONNECTION_OK || sqlstate.starts_with("08") || sqlstate.starts_with("57P")) {
       throw DatabaseUnavailable(msg);
@@ -114,7 +115,7 @@ class PostgresUsers final : public Users {
     }
     PQreset(conn_.get());
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
-      throw DatabaseUnavailable("users: cannot reconnect to " + jobs_.target() + ": " + PQerrorMessage(conn_.get()));
+      throw DatabaseUnavailable("users: cannot reconnect to " + jobs_.target() + ": " + error_text());
     }
     configure();
     return exec(sql, params);
@@ -123,6 +124,15 @@ class PostgresUsers final : public Users {
   void configure() {
     exec("SET application_name = 'service_api'");
     exec("SET client_min_messages = warning");  // no NOTICE on stderr for CREATE ... IF NOT EXISTS
+  }
+
+  /// @brief libpq's last error on one line.
+  std::string error_text() const {
+    std::string s = PQerrorMessage(conn_.get());
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    std::replace(s.begin(), s.end(), '\t', ' ');
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    return s;
   }
 
   static std::string pg_array(const std::vector<jobq::JobId>& ids) {
