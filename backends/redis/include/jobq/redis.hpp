@@ -3,13 +3,16 @@
 // share the hash tag {queue}. See backends/redis/README.md for the key layout and guarantees,
 // and jobq/redis_scripts.hpp for the scripts.
 
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -66,6 +69,7 @@ struct RedisOptions {
   std::size_t retention_max_jobs = 100'000;  ///< at most this many per finished state and queue; 0 = no cap
   Millis prune_interval{60'000};         ///< automatic prune of a queue at most this often (backend clock)
   std::size_t id_block = 64;             ///< job ids reserved per round trip to the id counter
+  std::size_t max_payload_bytes = default_max_payload_bytes;  ///< larger serialized payloads are refused
 };
 
 /// @brief A reply of RedisBackend::command.
@@ -323,6 +327,27 @@ class Connection {
   /// @brief One command, one reply.
   Reply command(const Args& args) { return std::move(pipeline(std::span<const Args>(&args, 1)).front()); }
 
+  /// @brief Sends one command without reading its reply (a subscribed connection's PING).
+  void send_only(const Args& args) {
+    out_.clear();
+    append_command(out_, args);
+    write_all(out_);
+  }
+
+  /// @brief Reads what the socket has (call when poll() says readable) and returns every
+  /// complete reply; throws (connection category) on EOF or an error.
+  std::vector<Reply> read_available() {
+    if (redisBufferRead(ctx_.get()) != REDIS_OK) lost("reading");
+    std::vector<Reply> out;
+    for (;;) {
+      void* r = nullptr;
+      if (redisGetReplyFromReader(ctx_.get(), &r) != REDIS_OK) lost("parsing a reply");
+      if (r == nullptr) break;
+      out.emplace_back(static_cast<redisReply*>(r));
+    }
+    return out;
+  }
+
  private:
   static const Args& args_of(const Args& a) { return a; }
   template <class C>
@@ -459,13 +484,21 @@ class RedisBackend {
     ignore_sigpipe();
     auto first = std::make_unique<detail::redis::Connection>(url_, opt_.connect_timeout, opt_.command_timeout);
     load_scripts(*first, true);
+    check_format(*first);
     std::lock_guard lock(pool_mutex_);
     idle_.push_back(std::move(first));
     open_ = 1;
   }
 
+  /// @brief Stops the notice listener (if subscribe started it). Subscriptions must end first.
+  ~RedisBackend() { stop_listener(); }
+
   RedisBackend(const RedisBackend&) = delete;
   RedisBackend& operator=(const RedisBackend&) = delete;
+
+  /// @brief The store format this backend writes (the `<prefix>:version` key). Format 2 (jobq
+  /// #7: groups, limits, schedules) reads format-1 stores as they are: no data is rewritten.
+  static constexpr int format_version = 2;
 
   /// @brief The backend's clock.
   [[nodiscard]] TimePoint now() const { return opt_.clock(); }
@@ -481,30 +514,42 @@ class RedisBackend {
 
   /// @brief Stores many jobs in one script call: all or nothing.
   std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
-    for (const auto& j : jobs) validate(j);
     if (jobs.empty()) return {};
+    return enqueue_impl(jobs, {}, {}).second;
+  }
+
+ private:
+  // enqueue_many, and fire_schedule when `cas` ("name expected next") is set: then the script
+  // first compares-and-sets the schedule (`schedule_key`) and enqueues only if that succeeded.
+  // Returns (fired, results); plain enqueues always "fire".
+  std::pair<bool, std::vector<EnqueueResult>> enqueue_impl(std::span<const NewJob> jobs, const std::string& cas,
+                                                           const std::string& schedule_key) {
     std::vector<std::string> queues;
     std::unordered_map<std::string, std::size_t> qindex;
     std::vector<std::string> payloads;
     payloads.reserve(jobs.size());
     for (const auto& j : jobs) {
+      validate(j);
       if (qindex.emplace(j.queue, queues.size()).second) queues.push_back(j.queue);
       payloads.push_back(dump_strict(j.payload, "payload"));
+      check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
     }
     const auto ids = allocate_ids(jobs.size());
     const auto t = to_epoch_ms(now());
 
     Args keys;
     for (const auto& q : queues) append_queue_keys(keys, q);
+    if (!cas.empty()) keys.push_back(schedule_key);
     Args argv;
-    argv.reserve(2 + jobs.size() * 8);
+    argv.reserve(3 + jobs.size() * 10);
     argv.push_back(std::to_string(t));
     const auto nonce = detail::new_lease_token();
     argv.push_back(nonce);
+    argv.push_back(cas);
     Args mapping{"HSET", global_key("jobqueue")};
     for (std::size_t i = 0; i < jobs.size(); ++i) {
       const auto& j = jobs[i];
-      const auto run_at = j.run_at ? to_epoch_ms(*j.run_at) : t;
+      const auto run_at = j.debounce.count() > 0 ? t + j.debounce.count() : j.run_at ? to_epoch_ms(*j.run_at) : t;
       // The index entries and the state entry are formatted here, so the script only files them.
       const bool due = run_at <= t;
       const auto member = detail::redis::rank(run_at, ids[i]);
@@ -518,13 +563,17 @@ class RedisBackend {
                      std::to_string(run_at) + " - - " +
                      (j.unique_key.empty() ? std::string("-") : std::to_string(j.unique_for.count())) + " - - -");
       argv.push_back(make_doc(j, ids[i], t, std::move(payloads[i]), nonce));
+      argv.push_back(j.group);
+      argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
+                     : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
+                                              : std::string());
       mapping.push_back(std::to_string(ids[i]));
       mapping.push_back(j.queue);
     }
     std::vector<Cmd> cmds;
     // The id -> queue mapping goes first: once the script has run, the job is claimable and
     // complete(id) on another process must find its queue.
-    cmds.push_back({std::move(mapping), std::nullopt});
+    if (!jobs.empty()) cmds.push_back({std::move(mapping), std::nullopt});
     if (auto fresh = unregistered(queues); !fresh.empty()) {
       Args sadd{"SADD", global_key("queues")};
       sadd.insert(sadd.end(), fresh.begin(), fresh.end());
@@ -539,9 +588,22 @@ class RedisBackend {
       }
       return std::move(rs.back());
     });
-    expect_ok(reply, "enqueue");
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != jobs.size() * 2) {
-      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to enqueue");
+    const char* what = cas.empty() ? "enqueue" : "fire_schedule";
+    expect_ok(reply, what);
+    const std::size_t extra = cas.empty() ? 0 : 1;
+    if (reply->type != REDIS_REPLY_ARRAY) throw RedisError(ErrorCategory::backend, std::string("redis: unexpected reply to ") + what);
+    if (!cas.empty() && reply->elements == 1 && detail::redis::reply_int(reply->element[0], what) == 0) {
+      if (jobs.empty()) return {false, {}};
+      Args unused{"HDEL", global_key("jobqueue")};
+      for (auto id : ids) unused.push_back(std::to_string(id));
+      try {  // the ids the lost race did not use; a leftover entry is harmless
+        run(true, [&](Connection& c, bool) { return c.command(unused); });
+      } catch (const std::exception&) {
+      }
+      return {false, {}};
+    }
+    if (reply->elements != jobs.size() * 2 + extra) {
+      throw RedisError(ErrorCategory::backend, std::string("redis: unexpected reply to ") + what);
     }
     std::vector<EnqueueResult> out;
     out.reserve(jobs.size());
@@ -565,8 +627,10 @@ class RedisBackend {
       } catch (const std::exception&) {
       }
     }
-    return out;
+    return {true, std::move(out)};
   }
+
+ public:
 
   /// @brief Leases up to req.limit (at most 1000) ready jobs, best first across the queues.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
@@ -900,6 +964,98 @@ class RedisBackend {
     give_back_blocking(std::move(conn), reusable && !stop.stop_requested());
   }
 
+  /// @brief Sets the limits every claim of the queue honours, in every process.
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    Args argv{limits.rate ? std::to_string(limits.rate->max) : std::string(),
+              limits.rate ? std::to_string(limits.rate->window.count()) : std::string(),
+              std::to_string(limits.group_concurrency)};
+    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::limits, queue_keys(queue), argv); });
+    expect_ok(reply, "set_queue_limits");
+  }
+
+  /// @brief The limits of a queue (none by default).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return c.command({"HMGET", queue_base(queue) + "limits", "rate_max", "rate_window", "group_concurrency"});
+    });
+    expect_ok(reply, "queue_limits");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to queue_limits");
+    }
+    QueueLimits l;
+    const auto* e = reply->element;
+    try {
+      if (e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING) {
+        l.rate = RateLimit{detail::redis::to_i64(text(e[0])), Millis{detail::redis::to_i64(text(e[1]))}};
+      }
+      if (e[2]->type == REDIS_REPLY_STRING) l.group_concurrency = detail::redis::to_int(text(e[2]));
+    } catch (const std::exception& ex) {
+      throw RedisError(ErrorCategory::backend, "redis: " + queue_base(queue) + "limits is corrupted: " + ex.what());
+    }
+    return l;
+  }
+
+  /// @brief Inserts or replaces a schedule (`<prefix>:schedules`: name -> "next_run nonce spec").
+  void put_schedule(const StoredSchedule& s) {
+    validate_schedule_name(s.name);
+    const auto value = std::to_string(to_epoch_ms(s.next_run)) + " - " + dump_strict(s.spec, "schedule spec");
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HSET", global_key("schedules"), s.name, value}); });
+    expect_ok(reply, "put_schedule");
+  }
+
+  /// @brief Removes a schedule; false if there was none.
+  bool remove_schedule(const std::string& name) {
+    validate_schedule_name(name);
+    const auto reply = run(false, [&](Connection& c, bool) { return c.command({"HDEL", global_key("schedules"), name}); });
+    expect_ok(reply, "remove_schedule");
+    return detail::redis::reply_int(reply.get(), "remove_schedule") == 1;
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HGETALL", global_key("schedules")}); });
+    expect_ok(reply, "schedules");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+      throw RedisError(ErrorCategory::backend, "redis: unexpected reply to schedules");
+    }
+    std::vector<StoredSchedule> out;
+    for (std::size_t i = 0; i < reply->elements; i += 2) {
+      const std::string name(text(reply->element[i]));
+      const auto v = text(reply->element[i + 1]);
+      try {
+        const auto sp1 = v.find(' ');
+        const auto sp2 = sp1 == std::string_view::npos ? sp1 : v.find(' ', sp1 + 1);
+        if (sp2 == std::string_view::npos) throw std::invalid_argument("not 'next_run nonce spec'");
+        out.push_back({name, nlohmann::json::parse(v.substr(sp2 + 1)), from_epoch_ms(detail::redis::to_i64(v.substr(0, sp1)))});
+      } catch (const std::exception& e) {
+        throw RedisError(ErrorCategory::backend,
+                         "redis: schedule '" + name + "' in " + global_key("schedules") + " is corrupted: " + e.what());
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    return out;
+  }
+
+  /// @brief If the schedule's next_run is `expected`: sets it to `next` and enqueues `job` (if
+  /// any), in one script; true if it did. With several schedulers exactly one wins each tick.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next, const std::optional<NewJob>& job) {
+    validate_schedule_name(name);
+    const auto cas = name + ' ' + std::to_string(to_epoch_ms(expected)) + ' ' + std::to_string(to_epoch_ms(next));
+    if (job) return enqueue_impl(std::span<const NewJob>(&*job, 1), cas, global_key("schedules")).first;
+    return enqueue_impl({}, cas, global_key("schedules")).first;
+  }
+
+  /// @brief Calls fn for every notice of `queues` (all when empty), from any process on this
+  /// prefix, until the subscription ends. Returns once the listener's SUBSCRIBE is active.
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    auto sub = hub_.subscribe(queues, std::move(fn));
+    start_listener();
+    return sub;
+  }
+
   /// @brief Runs one Redis command on a pooled connection (an escape hatch for tools and
   /// tests). Error replies are thrown as RedisError.
   RedisReply command(const std::vector<std::string>& args) {
@@ -956,6 +1112,139 @@ class RedisBackend {
     Args args;
     std::optional<Script> script;  // set for EVALSHA: resent after SCRIPT LOAD on NOSCRIPT
   };
+
+  // --- store format ---------------------------------------------------------------------------
+
+  // Format 1 (before jobq #7) had no version key and is a subset of format 2, so an absent key
+  // is set to 2; a newer format is refused (its records may not parse here).
+  void check_format(Connection& c) {
+    const auto key = global_key("version");
+    const std::vector<Args> cmds{{"SET", key, std::to_string(format_version), "NX"}, {"GET", key}};
+    const auto replies = c.pipeline(cmds);
+    for (const auto& r : replies) expect_ok(r, "reading the store format (" + key + ")");
+    std::int64_t v = 0;
+    try {
+      v = detail::redis::to_i64(text(replies[1].get()));
+    } catch (const std::exception&) {
+      throw RedisError(ErrorCategory::backend, "redis: " + key + " is not a jobq store format version");
+    }
+    if (v > format_version) {
+      throw RedisError(ErrorCategory::backend, "redis: the store under prefix '" + opt_.prefix + "' on " + url_.masked +
+                                                   " has format " + std::to_string(v) + "; this jobq reads formats up to " +
+                                                   std::to_string(format_version) + " (upgrade jobq)");
+    }
+  }
+
+  // --- notices ------------------------------------------------------------------------------
+
+  std::string events_channel() const { return opt_.prefix + ":events"; }
+
+  // Starts the listener thread on first use; returns once its SUBSCRIBE is confirmed.
+  void start_listener() {
+    std::unique_lock lock(listen_mutex_);
+    if (!listen_thread_.joinable()) {
+      if (::pipe2(listen_pipe_.data(), O_CLOEXEC | O_NONBLOCK) != 0) {
+        throw RedisError(ErrorCategory::backend, std::string("redis: cannot create the notice listener's pipe: ") + std::strerror(errno));
+      }
+      listen_thread_ = std::thread([this] { listen_loop(); });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + opt_.reconnect_window + opt_.connect_timeout;
+    if (!listen_cv_.wait_until(lock, deadline, [&] { return listen_active_; })) {
+      throw RedisError(ErrorCategory::connection, "redis: cannot subscribe to " + events_channel() + " on " + url_.masked +
+                                                      (listen_error_.empty() ? std::string() : ": " + listen_error_));
+    }
+  }
+
+  void stop_listener() noexcept {
+    listen_stop_ = true;
+    if (listen_thread_.joinable()) {
+      const char b = 'x';
+      [[maybe_unused]] const auto n = ::write(listen_pipe_[1], &b, 1);
+      listen_thread_.join();
+    }
+    for (int& fd : listen_pipe_) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+  }
+
+  // Sleeps up to `d`; false if stop was requested.
+  bool listen_pause(Millis d) {
+    pollfd p{listen_pipe_[0], POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(d.count()));
+    return !listen_stop_;
+  }
+
+  // The listener: a connection of its own SUBSCRIBEd to the channel, reconnecting with backoff
+  // after a loss (notices sent meanwhile are lost: delivery is best effort).
+  void listen_loop() {
+    Millis pause{25};
+    while (!listen_stop_) {
+      try {
+        Connection c(url_, opt_.connect_timeout, opt_.command_timeout);
+        c.command({"CLIENT", "SETNAME", "jobq-events:" + opt_.prefix});  // for CLIENT LIST; an error is fine
+        const auto r = c.command({"SUBSCRIBE", events_channel()});
+        if (detail::redis::is_error(r)) detail::redis::throw_reply("SUBSCRIBE " + events_channel(), text(r.get()));
+        {
+          std::lock_guard lock(listen_mutex_);
+          listen_active_ = true;
+          listen_error_.clear();
+        }
+        listen_cv_.notify_all();
+        pause = Millis{25};
+        listen_pump(c);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(listen_mutex_);
+        listen_active_ = false;
+        listen_error_ = e.what();
+      }
+      if (listen_stop_ || !listen_pause(pause)) break;
+      pause = std::min(pause * 2, Millis{1'000});
+    }
+    std::lock_guard lock(listen_mutex_);
+    listen_active_ = false;
+  }
+
+  // Delivers what arrives until stop (returns) or a connection loss (throws). An idle
+  // connection is checked with a PING every 30 s.
+  void listen_pump(Connection& c) {
+    constexpr Millis idle_ping{30'000};
+    auto last = std::chrono::steady_clock::now();
+    bool pinged = false;
+    for (;;) {
+      std::array<pollfd, 2> fds{pollfd{c.fd(), POLLIN, 0}, pollfd{listen_pipe_[0], POLLIN, 0}};
+      const int n = ::poll(fds.data(), fds.size(), 1'000);
+      if (n < 0 && errno != EINTR) throw RedisError(ErrorCategory::connection, std::string("redis: poll: ") + std::strerror(errno));
+      if (listen_stop_) return;
+      if (n > 0 && fds[0].revents != 0) {
+        for (const auto& r : c.read_available()) deliver(r.get());
+        last = std::chrono::steady_clock::now();
+        pinged = false;
+      } else if (const auto idle = std::chrono::steady_clock::now() - last; idle > idle_ping + opt_.command_timeout) {
+        throw RedisError(ErrorCategory::connection, "redis: no reply to PING on the notice connection");
+      } else if (idle > idle_ping && !pinged) {
+        c.send_only({"PING"});
+        pinged = true;
+      }
+    }
+  }
+
+  // A pub/sub message: ["message", channel, JSON array (or object) of notices].
+  void deliver(const redisReply* r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || text(r->element[0]) != "message") return;
+    std::vector<JobNotice> notices;
+    try {
+      const auto j = nlohmann::json::parse(text(r->element[2]));
+      if (j.is_array()) {
+        for (const auto& n : j) notices.push_back(job_notice_from_json(n));
+      } else {
+        notices.push_back(job_notice_from_json(j));
+      }
+    } catch (const std::exception&) {
+      return;  // not from jobq: ignored
+    }
+    hub_.publish(notices);
+  }
 
   // --- connections -------------------------------------------------------------------------
 
@@ -1386,10 +1675,11 @@ class RedisBackend {
         {"unique_for_ms", std::to_string(j.unique_for.count())},
         {"nonce", nonce},  // which enqueue call wrote it: see the enqueue script
     };
+    if (!j.group.empty()) d["group"] = j.group;  // absent: none (and in documents of format 1)
     try {
       return d.dump();
     } catch (const nlohmann::json::exception&) {
-      throw InvalidArgument("job name or unique key is not valid UTF-8");
+      throw InvalidArgument("job name, unique key or group is not valid UTF-8");
     }
   }
 
@@ -1417,6 +1707,7 @@ class RedisBackend {
       r.timeout = Millis{to_i64(str("timeout_ms"))};
       r.unique_key = str("unique_key");
       r.unique_for = Millis{to_i64(str("unique_for_ms"))};
+      if (const auto g = d.find("group"); g != d.end()) r.group = g->get<std::string>();
       part = "state";
       std::array<std::string_view, detail::redis::hot_fields> w{};
       std::size_t n = 0;
@@ -1475,6 +1766,15 @@ class RedisBackend {
   std::vector<std::string> queue_names_;
   std::unordered_set<std::string> registered_;  // queues known to be in <prefix>:queues
   std::unordered_map<std::string, TimePoint> last_prune_;
+
+  NoticeHub hub_;
+  std::mutex listen_mutex_;
+  std::condition_variable listen_cv_;
+  bool listen_active_ = false;  // SUBSCRIBEd right now
+  std::string listen_error_;    // why not, if not
+  std::atomic<bool> listen_stop_{false};
+  std::array<int, 2> listen_pipe_{-1, -1};  // written to stop the listener at once
+  std::thread listen_thread_;
 };
 
 static_assert(Backend<RedisBackend>);

@@ -3,7 +3,7 @@
 // Redis with EVALSHA. Included by jobq/redis.hpp only.
 //
 // Key layout of one queue (Q = "<prefix>:{<queue>}", so every key of a queue shares the hash
-// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the NK = 19 keys of each
+// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the NK = 24 keys of each
 // queue it touches in KEYS, in this order; no script builds a key name itself.
 //
 //    1 Q:jobs            hash    id -> the job's fixed fields as JSON (written once by enqueue;
@@ -31,6 +31,20 @@
 //   17 Q:errors          hash    id -> JSON array of the failed attempts (absent: none)
 //   18 Q:results         hash    id -> the result JSON of a completed job (absent: null)
 //   19 Q:progress        hash    id -> "<percent> <message>" (absent: 0, "")
+//   20 Q:limits          hash    queue limits: rate_max, rate_window (ms), group_concurrency,
+//                                and rate_used (starts in the ledger below); absent: none
+//   21 Q:starts          zset    rate-limit ledger: one entry per claim call that started jobs,
+//                                score = its time, member "<claim seed>:<n>"; entries older
+//                                than the window are dropped (and subtracted from rate_used)
+//   22 Q:groups          hash    id -> group key, for jobs that have one
+//   23 Q:gactive         hash    group key -> active jobs of that group (absent: 0)
+//   24 Q:parked          zset    queued, due jobs held back because their group was at its
+//                                limit; score 0, member len3(group) .. group .. hex8(2^31-1 -
+//                                priority) .. the ready member, so one group's jobs are one
+//                                ZRANGEBYLEX range in claim order
+//
+// Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
+// JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
 // Time is never read inside a script: the client passes `now` from its injected clock.
 
@@ -43,11 +57,12 @@
 namespace jobq::detail::redis {
 
 /// @brief Keys per queue, in the order scripts receive them.
-inline constexpr std::array<std::string_view, 19> queue_key_suffixes = {
+inline constexpr std::array<std::string_view, 24> queue_key_suffixes = {
     "jobs",          "ready",    "delayed",        "leases",    "ids:queued",
     "ids:active",    "ids:completed", "ids:dead",  "ids:cancelled",
     "done:completed", "done:dead", "done:cancelled", "unique",   "paused",
-    "wake",          "state",    "errors",         "results",   "progress"};
+    "wake",          "state",    "errors",         "results",   "progress",
+    "limits",        "starts",   "groups",         "gactive",   "parked"};
 
 /// @brief Words of a Q:state entry.
 inline constexpr std::size_t hot_fields = 11;
@@ -55,7 +70,7 @@ inline constexpr std::size_t hot_fields = 11;
 /// @brief The scripts, in the order of `script_bodies`.
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
-  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, count_
+  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, count_
 };
 
 /// @brief How many scripts there are.
@@ -63,18 +78,20 @@ inline constexpr std::size_t script_count = static_cast<std::size_t>(Script::cou
 
 // Shared helpers, prepended to every script.
 inline constexpr std::string_view script_prelude = R"lua(
-local NK = 19
+local NK = 24
 local JOBS, READY, DELAYED, LEASES, UNIQUE, PAUSED, WAKE = 1, 2, 3, 4, 13, 14, 15
 local STATE, ERRORS, RESULTS, PROGRESS = 16, 17, 18, 19
+local LIMITS, STARTS, GROUPS, GACTIVE, PARKED = 20, 21, 22, 23, 24
 local IDS = {queued = 5, active = 6, completed = 7, dead = 8, cancelled = 9}
 local DONE = {completed = 10, dead = 11, cancelled = 12}
 local TYPES = {'hash', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset',
-               'zset', 'zset', 'hash', 'string', 'list', 'hash', 'hash', 'hash', 'hash'}
+               'zset', 'zset', 'hash', 'string', 'list', 'hash', 'hash', 'hash', 'hash',
+               'hash', 'zset', 'hash', 'hash', 'zset'}
 local WAKE_MAX = 32
 local BULK = 500  -- elements per variadic command (unpack() has a stack limit)
 
 local function key(q, i) return KEYS[(q - 1) * NK + i] end
-local function nqueues() return #KEYS / NK end
+local function nqueues() return math.floor(#KEYS / NK) end  -- fire_schedule adds one key
 local function fail(msg) error({err = msg}) end
 local function int(x) return string.format('%d', x) end
 
@@ -152,6 +169,12 @@ local function check_doc(q, id, raw)
 end
 
 -- §
+-- The parked-set member of a job of group g (see the key layout).
+local function pmember(g, priority, r)
+  return string.format('%03d', #g) .. g .. string.format('%08x', 2147483647 - tonumber(priority)) .. r
+end
+
+-- §
 local function rank(run_at, id)
   local at = tonumber(run_at)
   if at < 0 then at = 0 elseif at > 4e18 then at = 4e18 end
@@ -166,6 +189,8 @@ local function unindex(q, id, h)
     local r = rank(h.run_at, id)
     redis.call('ZREM', key(q, READY), r)
     redis.call('ZREM', key(q, DELAYED), r .. h.priority)
+    local g = redis.call('HGET', key(q, GROUPS), id)
+    if g then redis.call('ZREM', key(q, PARKED), pmember(g, h.priority, r)) end
   elseif st == 'active' then
     redis.call('ZREM', key(q, LEASES), id)
   else
@@ -228,6 +253,93 @@ local function wake(q, n)
 end
 
 -- §
+-- Moves parked members back to the ready set (score -priority, member the ready member).
+local function unpark_members(q, ms)
+  if #ms == 0 then return 0 end
+  local adds = {}
+  for _, m in ipairs(ms) do
+    local s = string.sub(m, 4 + tonumber(string.sub(m, 1, 3)))
+    adds[#adds + 1] = tonumber(string.sub(s, 1, 8), 16) - 2147483647
+    adds[#adds + 1] = string.sub(s, 9)
+  end
+  bulk('ZREM', key(q, PARKED), ms, 1)
+  bulk('ZADD', key(q, READY), adds, 2)
+  return #ms
+end
+
+-- §
+-- Unparks up to n of group g's parked jobs, best first.
+local function unpark(q, g, n)
+  if n <= 0 then return 0 end
+  local p = string.format('%03d', #g) .. g
+  return unpark_members(q, redis.call('ZRANGEBYLEX', key(q, PARKED), '[' .. p, '(' .. p .. '\255', 'LIMIT', 0, n))
+end
+
+-- §
+local function group_limit(q) return tonumber(redis.call('HGET', key(q, LIMITS), 'group_concurrency')) or 0 end
+
+-- §
+-- A ready job of group g went away (cancelled, debounced into the future): parked jobs of g
+-- that fit under the group limit go back to the ready set, so none waits for a completion
+-- that will not come.
+local function refill(q, g)
+  local gc = group_limit(q)
+  if gc <= 0 then return end
+  local n = unpark(q, g, gc - (tonumber(redis.call('HGET', key(q, GACTIVE), g)) or 0))
+  if n > 0 then wake(q, n) end
+end
+
+-- §
+-- Jobs that left the active state: their groups' active counts go down, and under a group
+-- limit as many parked jobs of each group as now fit go back to the ready set.
+local function left_active(q, ids)
+  if #ids == 0 or redis.call('EXISTS', key(q, GROUPS)) == 0 then return end
+  local gs = mget(key(q, GROUPS), ids)
+  local gc = nil
+  local woke = 0
+  for i = 1, #ids do
+    local g = gs[i]
+    if g then
+      local n = redis.call('HINCRBY', key(q, GACTIVE), g, -1)
+      if n <= 0 then
+        redis.call('HDEL', key(q, GACTIVE), g)
+        n = 0
+      end
+      gc = gc or group_limit(q)
+      if gc > 0 then woke = woke + unpark(q, g, gc - n) end
+    end
+  end
+  if woke > 0 then wake(q, woke) end
+end
+
+-- §
+-- Notices go to one channel per prefix, and are built only while someone listens there.
+local function channel()
+  return (string.match(KEYS[1], '^(.*):{[^}]*}:jobs$') or 'jobq') .. ':events'
+end
+
+-- §
+local function listening(ch) return redis.call('PUBSUB', 'NUMSUB', ch)[2] > 0 end
+
+-- §
+local function qname(q) return string.match(key(q, JOBS), ':{([^}]*)}:jobs$') or '' end
+
+-- §
+-- One notice as JSON (jobq::to_json(JobNotice)); queue names need no escaping.
+local function notice(kind, id, queue, attempt, progress, msg)
+  return '{"kind":"' .. kind .. '","id":' .. id .. ',"queue":"' .. queue .. '","attempt":' ..
+         int(attempt) .. ',"progress":' .. int(progress) .. ',"message":' .. cjson.encode(msg or '') .. '}'
+end
+
+-- §
+local function publish(ch, list)
+  if #list > 0 then redis.call('PUBLISH', ch, '[' .. table.concat(list, ',') .. ']') end
+end
+
+-- §
+local function percent(p) return p and tonumber(string.match(p, '^(%d+)')) or 0 end
+
+-- §
 local function append_error(q, id, attempt, message, now)
   local e = cjson.encode({attempt = attempt, message = message, at = now})
   local errs = redis.call('HGET', key(q, ERRORS), id)
@@ -246,8 +358,8 @@ local function finish(q, id, h, state, now)
   h.finished_at = int(now)
   h.token = '-'
   h.lease_until = '-'
-  -- A completed job keeps its unique key for unique_for; dead and cancelled ones release it.
-  if state ~= 'completed' or (tonumber(h.unique_for) or 0) <= 0 then release_unique(q, id, h) end
+  -- Q:unique keeps pointing here (a throttle window counts from this job's enqueue);
+  -- holds_unique decides whether the key is still held.
   index(q, id, h, now)
   save(q, id, h)
 end
@@ -288,16 +400,22 @@ end
 
 /// @brief Script bodies, indexed by Script.
 inline constexpr std::array<std::string_view, script_count> script_bodies = {
-// enqueue. KEYS: NK per queue. ARGV: now, call nonce, then per job: queue index, id, unique key,
-// 'r' (due: ready) or 'd' (delayed), its index score and member, the state entry, the fixed
-// part (carrying the nonce); the client formats them (rank() and the state entry as here).
-// Returns id, created (1/0) per job. All reads first, then writes, one command per key.
+// enqueue (also fire_schedule). KEYS: NK per queue, then for fire_schedule the schedules hash.
+// ARGV: now, call nonce, compare-and-set ('' for enqueue; "name expected next" for
+// fire_schedule), then per job: queue index, id, unique key, 'r' (due: ready) or 'd' (delayed),
+// its index score and member, the state entry, the fixed part (carrying the nonce), group,
+// mode ('' plain, 't<ms>' throttle, 'd<ms>' debounce); the client formats them (rank() and the
+// state entry as here). Returns id, created (1/0) per job, then for fire_schedule 1 (fired),
+// or just {0} when the compare-and-set failed. Plain batches read first, then write one command
+// per key; a batch with throttle or debounce jobs writes job by job (a later job of the batch
+// must see an earlier one as its key's holder).
 R"lua(
-local now, nonce = tonumber(ARGV[1]), ARGV[2]
-check_all({JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE})
-local W = 8
+local now, nonce, cas = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+check_all({JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE, GROUPS, PARKED, LIMITS, GACTIVE})
+local W, FIRST = 10, 4
 local byq = {}
-for i = 3, #ARGV, W do
+local special = false
+for i = FIRST, #ARGV, W do
   local q = tonumber(ARGV[i])
   local g = byq[q]
   if not g then
@@ -306,17 +424,61 @@ for i = 3, #ARGV, W do
   end
   g.ids[#g.ids + 1] = ARGV[i + 1]
   g.at[#g.at + 1] = i
+  if ARGV[i + 9] ~= '' then special = true end
 end
 local existing = {}
 for q, g in pairs(byq) do
   local docs = mget(key(q, JOBS), g.ids)
   for j, i in ipairs(g.at) do existing[i] = docs[j] end
 end
+local marker = '"nonce":"' .. nonce .. '"'
+if cas ~= '' then
+  -- fire_schedule: compare-and-set of next_run; the entry is "<next_run> <nonce of the call that
+  -- set it> <spec>", so a call resent after a lost reply recognises its own earlier success.
+  local sk = KEYS[#KEYS]
+  local t = redis.call('TYPE', sk)['ok']
+  if t ~= 'none' and t ~= 'hash' then fail('WRONGTYPE jobq: key ' .. sk .. ' holds a ' .. t .. ' where jobq keeps a hash') end
+  local name, expected, nxt = string.match(cas, '^(%S+) (%S+) (%S+)$')
+  local cur = redis.call('HGET', sk, name)
+  if not cur then return {0} end
+  local at, who, spec = string.match(cur, '^(%-?%d+) (%S+) (.*)$')
+  if not at then fail('jobq: schedule ' .. name .. ' in ' .. sk .. ' is corrupted') end
+  if not (at == nxt and who == nonce) then
+    if at ~= expected then return {0} end
+    redis.call('HSET', sk, name, nxt .. ' ' .. nonce .. ' ' .. spec)
+  end
+end
 local results, taken = {}, {}
 local w = {}
-local marker = '"nonce":"' .. nonce .. '"'
-for i = 3, #ARGV, W do
-  local q, id, uk = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+local function flush()
+  for q, g in pairs(w) do
+    bulk('HSET', key(q, JOBS), g.jobs, 2)
+    bulk('HSET', key(q, STATE), g.state, 2)
+    bulk('ZADD', key(q, IDS.queued), g.ids, 2)
+    bulk('ZADD', key(q, READY), g.r, 2)
+    bulk('ZADD', key(q, DELAYED), g.d, 2)
+    bulk('HSET', key(q, UNIQUE), g.unique, 2)
+    bulk('HSET', key(q, GROUPS), g.groups, 2)
+    wake(q, g.n)
+  end
+  w = {}
+end
+-- Debounce onto a queued holder: its payload is replaced and it runs `ms` from now.
+local function debounce(q, hid, h, ms, doc)
+  local raw = redis.call('HGET', key(q, JOBS), hid)
+  check_doc(q, hid, raw)
+  local d = cjson.decode(raw)
+  d.payload = cjson.decode(doc).payload
+  redis.call('HSET', key(q, JOBS), hid, cjson.encode(d))
+  unindex(q, hid, h)
+  h.run_at = int(now + ms)
+  index(q, hid, h, now)
+  save(q, hid, h)
+  local g = redis.call('HGET', key(q, GROUPS), hid)
+  if g then refill(q, g) end
+end
+for i = FIRST, #ARGV, W do
+  local q, id, uk, mode = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 9]
   local out_id, created = id, 1
   -- Ids are allocated before the call, so a job already stored under this id with this call's
   -- nonce was written by an earlier attempt whose reply was lost: report it as created.
@@ -330,10 +492,22 @@ for i = 3, #ARGV, W do
     if uk ~= '' then
       holder = taken[q .. ':' .. uk]
       if not holder then
+        -- The holder is the latest job of the queue with this key, in any state.
         local hid = redis.call('HGET', key(q, UNIQUE), uk)
-        if hid then
-          local h = hot(q, hid)
-          if h and holds_unique(h, now) then holder = hid end
+        local h = hid and hot(q, hid)
+        if h then
+          local kind = string.sub(mode, 1, 1)
+          if kind == 'd' then
+            if h.state == 'queued' then
+              debounce(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + 7])
+              holder = hid
+            end
+          elseif holds_unique(h, now) then
+            holder = hid
+          elseif kind == 't' then
+            local c = string.match(redis.call('HGET', key(q, JOBS), hid) or '', '"created_at":"(%-?%d+)"')
+            if c and tonumber(c) + tonumber(string.sub(mode, 2)) > now then holder = hid end
+          end
         end
       end
     end
@@ -342,7 +516,7 @@ for i = 3, #ARGV, W do
     else
       local g = w[q]
       if not g then
-        g = {jobs = {}, state = {}, ids = {}, r = {}, d = {}, unique = {}, n = 0}
+        g = {jobs = {}, state = {}, ids = {}, r = {}, d = {}, unique = {}, groups = {}, n = 0}
         w[q] = g
       end
       local n = #g.jobs
@@ -353,51 +527,109 @@ for i = 3, #ARGV, W do
       z[#z + 1] = ARGV[i + 4]
       z[#z + 1] = ARGV[i + 5]
       if uk ~= '' then
-        taken[q .. ':' .. uk] = id
+        if not special then taken[q .. ':' .. uk] = id end
         g.unique[#g.unique + 1] = uk
         g.unique[#g.unique + 1] = id
       end
+      if ARGV[i + 8] ~= '' then
+        g.groups[#g.groups + 1] = id
+        g.groups[#g.groups + 1] = ARGV[i + 8]
+      end
       g.n = g.n + 1
+      if special then flush() end
     end
   end
   results[#results + 1] = out_id
   results[#results + 1] = created
 end
-for q, g in pairs(w) do
-  bulk('HSET', key(q, JOBS), g.jobs, 2)
-  bulk('HSET', key(q, STATE), g.state, 2)
-  bulk('ZADD', key(q, IDS.queued), g.ids, 2)
-  bulk('ZADD', key(q, READY), g.r, 2)
-  bulk('ZADD', key(q, DELAYED), g.d, 2)
-  bulk('HSET', key(q, UNIQUE), g.unique, 2)
-  wake(q, g.n)
-end
+flush()
+if cas ~= '' then results[#results + 1] = 1 end
 return results
 )lua",
 
 // claim. KEYS: NK per queue. ARGV: now, limit, lease ms, token seed. Promotes due delayed jobs,
-// takes the best `limit` ready jobs over all unpaused queues, leases them. Returns per job:
-// fixed part, new state entry, errors (false: none), progress (false: none).
+// takes the best `limit` ready jobs over all unpaused queues within their limits, leases them.
+// Returns per job: fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-check_all({JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS})
+check_all({JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS,
+           LIMITS, STARTS, GROUPS, GACTIVE, PARKED})
+-- Ready entries a group-limited queue examines per claim beyond `limit`: what it skips is
+-- parked, so a later claim does not examine it again.
+local SCAN = 2000
 local cands = {}
+local info = {}
 for q = 1, nqueues() do
   if redis.call('EXISTS', key(q, PAUSED)) == 0 then
-    -- Bounded so one claim stays short; a larger backlog of due jobs is promoted over the next
-    -- claims (ordering among the not yet promoted ones is then approximate).
-    local due = redis.call('ZRANGEBYSCORE', key(q, DELAYED), '-inf', now, 'LIMIT', 0, 1000)
-    if #due > 0 then
-      local adds = {}
-      for _, m in ipairs(due) do
-        adds[#adds + 1] = 0 - tonumber(string.sub(m, 31))
-        adds[#adds + 1] = string.sub(m, 1, 30)
+    local l = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+    local qi = {gc = tonumber(l[3]) or 0, rate = l[1] and true or false}
+    info[q] = qi
+    local want = limit
+    if qi.rate then
+      -- Sliding window: starts recorded at or before now - window have expired.
+      local used = tonumber(l[4]) or 0
+      local cut = now - tonumber(l[2])
+      local old = redis.call('ZRANGEBYSCORE', key(q, STARTS), '-inf', cut)
+      if #old > 0 then
+        for _, m in ipairs(old) do used = used - (tonumber(string.match(m, ':(%d+)$')) or 0) end
+        if used < 0 then used = 0 end
+        redis.call('ZREMRANGEBYSCORE', key(q, STARTS), '-inf', cut)
+        redis.call('HSET', key(q, LIMITS), 'rate_used', int(used))
       end
-      bulk('ZREM', key(q, DELAYED), due, 1)
-      bulk('ZADD', key(q, READY), adds, 2)
+      want = math.min(want, tonumber(l[1]) - used)
     end
-    local top = redis.call('ZRANGE', key(q, READY), 0, limit - 1, 'WITHSCORES')
-    for i = 1, #top, 2 do cands[#cands + 1] = {q, top[i], tonumber(top[i + 1])} end
+    if want > 0 then
+      -- Bounded so one claim stays short; a larger backlog of due jobs is promoted over the next
+      -- claims (ordering among the not yet promoted ones is then approximate).
+      local due = redis.call('ZRANGEBYSCORE', key(q, DELAYED), '-inf', now, 'LIMIT', 0, 1000)
+      if #due > 0 then
+        local adds = {}
+        for _, m in ipairs(due) do
+          adds[#adds + 1] = 0 - tonumber(string.sub(m, 31))
+          adds[#adds + 1] = string.sub(m, 1, 30)
+        end
+        bulk('ZREM', key(q, DELAYED), due, 1)
+        bulk('ZADD', key(q, READY), adds, 2)
+      end
+      if qi.gc <= 0 then
+        local top = redis.call('ZRANGE', key(q, READY), 0, want - 1, 'WITHSCORES')
+        for i = 1, #top, 2 do cands[#cands + 1] = {q, top[i], tonumber(top[i + 1])} end
+      else
+        -- Group limit: walk the ready set in order, counting each group's active jobs plus
+        -- the candidates taken so far; a job whose group is full is skipped (and parked below).
+        qi.base, qi.count, qi.skipped = {}, {}, {}
+        local taken, start = 0, 0
+        local chunk = math.max(want, 100)
+        while taken < want and start < want + SCAN do
+          local top = redis.call('ZRANGE', key(q, READY), start, start + chunk - 1, 'WITHSCORES')
+          if #top == 0 then break end
+          local ids = {}
+          for i = 1, #top, 2 do ids[#ids + 1] = int(tonumber(string.sub(top[i], 17), 16)) end
+          local gs = mget(key(q, GROUPS), ids)
+          for k = 1, #ids do
+            if taken >= want then break end
+            local m, score, g = top[2 * k - 1], tonumber(top[2 * k]), gs[k]
+            if not g then
+              cands[#cands + 1] = {q, m, score}
+              taken = taken + 1
+            else
+              if not qi.base[g] then
+                qi.base[g] = tonumber(redis.call('HGET', key(q, GACTIVE), g)) or 0
+                qi.count[g] = qi.base[g]
+              end
+              if qi.count[g] < qi.gc then
+                qi.count[g] = qi.count[g] + 1
+                cands[#cands + 1] = {q, m, score, g}
+                taken = taken + 1
+              else
+                qi.skipped[#qi.skipped + 1] = {m, score, g}
+              end
+            end
+          end
+          start = start + chunk
+        end
+      end
+    end
   end
 end
 if nqueues() > 1 then
@@ -419,7 +651,7 @@ while #picked < limit and pos <= #cands do
     pos = pos + 1
     -- run_at in the future only if the clock went back since the job was promoted: not yet.
     if tonumber(string.sub(c[2], 1, 16), 16) <= horizon then
-      local e = {q = c[1], m = c[2], id = int(tonumber(string.sub(c[2], 17), 16))}
+      local e = {q = c[1], m = c[2], id = int(tonumber(string.sub(c[2], 17), 16)), g = c[4]}
       batch[#batch + 1] = e
       byq[e.q] = byq[e.q] or {}
       local l = byq[e.q]
@@ -482,6 +714,45 @@ for q, g in pairs(w) do
     e.errors = es[j]
     e.progress = ps[j]
   end
+  -- Active jobs per group (kept for every grouped job, so a limit set later counts right).
+  local qi = info[q]
+  local gs
+  if qi.gc > 0 then
+    gs = {}
+    for j, e in ipairs(g.list) do gs[j] = e.g or false end
+  elseif redis.call('EXISTS', key(q, GROUPS)) == 1 then
+    gs = mget(key(q, GROUPS), g.ids)
+  end
+  if gs then
+    local per = {}
+    for j = 1, #g.ids do
+      if gs[j] then per[gs[j]] = (per[gs[j]] or 0) + 1 end
+    end
+    for grp, n in pairs(per) do redis.call('HINCRBY', key(q, GACTIVE), grp, n) end
+  end
+  if qi.rate then
+    redis.call('ZADD', key(q, STARTS), now, seed .. ':' .. #g.ids)
+    redis.call('HINCRBY', key(q, LIMITS), 'rate_used', #g.ids)
+  end
+end
+-- Skipped jobs whose group is full now are parked until one of its jobs leaves the active state.
+for q, qi in pairs(info) do
+  if qi.skipped and #qi.skipped > 0 then
+    local full, rem, adds = {}, {}, {}
+    for _, s in ipairs(qi.skipped) do
+      local g = s[3]
+      if full[g] == nil then
+        full[g] = (tonumber(redis.call('HGET', key(q, GACTIVE), g)) or 0) >= qi.gc
+      end
+      if full[g] then
+        rem[#rem + 1] = s[1]
+        adds[#adds + 1] = 0
+        adds[#adds + 1] = pmember(g, 0 - s[2], s[1])
+      end
+    end
+    bulk('ZREM', key(q, READY), rem, 1)
+    bulk('ZADD', key(q, PARKED), adds, 2)
+  end
 end
 local out = {}
 for _, e in ipairs(picked) do
@@ -496,7 +767,8 @@ return out
 // complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
 // per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
-check_types(1, {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, UNIQUE, RESULTS})
+check_types(1, {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, RESULTS, PROGRESS,
+                GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE})
 local now, retry = tonumber(ARGV[1]), ARGV[2] == '1'
 local fin = int(now)
 local ids = {}
@@ -516,8 +788,6 @@ for k, id in ipairs(ids) do
     h.finished_at = fin
     h.token, h.lease_until = '-', '-'
     h.last_token, h.outcome = token, 'completed'
-    -- A completed job keeps its unique key for unique_for.
-    if h.unique_for ~= '-' and tonumber(h.unique_for) <= 0 then release_unique(1, id, h) end
     changed[#changed + 1] = id
     local r = ARGV[3 * k + 2]
     if r ~= '' then
@@ -544,6 +814,16 @@ if #changed > 0 then
   bulk('ZADD', key(1, DONE.completed), done, 2)
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
+  left_active(1, changed)
+  local ch = channel()
+  if listening(ch) then
+    local ps = mget(key(1, PROGRESS), changed)
+    local list, queue = {}, qname(1)
+    for j, id in ipairs(changed) do
+      list[j] = notice('completed', id, queue, cur[id].attempts, percent(ps[j]), '')
+    end
+    publish(ch, list)
+  end
 end
 return out
 )lua",
@@ -564,14 +844,20 @@ end
 local attempts = h.attempts
 append_error(1, id, attempts, ARGV[4], now)
 h.last_token = token
-if ARGV[5] ~= '' and attempts < tonumber(h.max_attempts) then
+local retried = ARGV[5] ~= '' and attempts < tonumber(h.max_attempts)
+if retried then
   h.outcome = 'retried'
   requeue(1, id, h, ARGV[5], now)
-  return 1
+else
+  h.outcome = 'dead'
+  finish(1, id, h, 'dead', now)
 end
-h.outcome = 'dead'
-finish(1, id, h, 'dead', now)
-return 2
+left_active(1, {id})
+local ch = channel()
+if listening(ch) then
+  publish(ch, {notice(retried and 'failed' or 'dead', id, qname(1), attempts, 0, ARGV[4])})
+end
+return retried and 1 or 2
 )lua",
 
 // extend. ARGV: id, token, now, lease ms. Returns 1 or 0.
@@ -599,6 +885,7 @@ end
 h.attempts = math.max(h.attempts - 1, 0)
 h.last_token, h.outcome = token, 'released'
 requeue(1, id, h, int(now), now)
+left_active(1, {id})
 return 1
 )lua",
 
@@ -608,6 +895,10 @@ check_types(1)
 local h = leased(1, ARGV[1], ARGV[2])
 if not h then return 0 end
 redis.call('HSET', key(1, PROGRESS), ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
+local ch = channel()
+if listening(ch) then
+  publish(ch, {notice('progress', ARGV[1], qname(1), h.attempts, tonumber(ARGV[3]), ARGV[4])})
+end
 return 1
 )lua",
 
@@ -619,6 +910,8 @@ local ids = redis.call('ZRANGEBYSCORE', key(1, LEASES), '-inf', now, 'LIMIT', 0,
 local hs = {}
 for i, id in ipairs(ids) do hs[i] = hot(1, id) or false end
 local retried, dead = 0, 0
+local left, list = {}, {}
+local queue = qname(1)
 for i, id in ipairs(ids) do
   local h = hs[i]
   if not h or h.state ~= 'active' then
@@ -627,15 +920,21 @@ for i, id in ipairs(ids) do
   else
     local attempts = h.attempts
     append_error(1, id, attempts, ARGV[3], now)
+    left[#left + 1] = id
     if attempts < tonumber(h.max_attempts) then
       requeue(1, id, h, int(now), now)
       retried = retried + 1
+      list[#list + 1] = notice('failed', id, queue, attempts, 0, ARGV[3])
     else
       finish(1, id, h, 'dead', now)
       dead = dead + 1
+      list[#list + 1] = notice('dead', id, queue, attempts, 0, ARGV[3])
     end
   end
 end
+left_active(1, left)
+local ch = channel()
+if #list > 0 and listening(ch) then publish(ch, list) end
 return {retried, dead, #ids}
 )lua",
 
@@ -647,6 +946,13 @@ if not h then return 0 end
 check_doc(1, ARGV[1], redis.call('HGET', key(1, JOBS), ARGV[1]))
 if h.state ~= 'queued' then return 0 end
 finish(1, ARGV[1], h, 'cancelled', tonumber(ARGV[2]))
+local g = redis.call('HGET', key(1, GROUPS), ARGV[1])
+if g then refill(1, g) end
+local ch = channel()
+if listening(ch) then
+  local p = percent(redis.call('HGET', key(1, PROGRESS), ARGV[1]))
+  publish(ch, {notice('cancelled', ARGV[1], qname(1), h.attempts, p, '')})
+end
 return 1
 )lua",
 
@@ -723,7 +1029,7 @@ local function drop(id, state)
     return
   end
   if h then release_unique(1, id, h) end
-  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS}) do redis.call('HDEL', key(1, k), id) end
+  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS}) do redis.call('HDEL', key(1, k), id) end
   redis.call('ZREM', key(1, IDS[state]), id)
   redis.call('ZREM', key(1, DONE[state]), id)
   deleted[#deleted + 1] = id
@@ -751,7 +1057,27 @@ R"lua(
 local now = tonumber(ARGV[1])
 local next_due = nil
 for q = 1, nqueues() do
+  local blocked = false
   if redis.call('EXISTS', key(q, PAUSED)) == 0 then
+    -- A queue at its rate limit has no work before its oldest start in the window expires.
+    local l = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'rate_used')
+    if l[1] then
+      local cut = now - tonumber(l[2])
+      local used = tonumber(l[3]) or 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', key(q, STARTS), '-inf', cut)) do
+        used = used - (tonumber(string.match(m, ':(%d+)$')) or 0)
+      end
+      if used >= tonumber(l[1]) then
+        local first = redis.call('ZRANGEBYSCORE', key(q, STARTS), '(' .. cut, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        if #first > 0 then
+          blocked = true
+          local at = tonumber(first[2]) + tonumber(l[2])
+          if not next_due or at < next_due then next_due = at end
+        end
+      end
+    end
+  end
+  if not blocked and redis.call('EXISTS', key(q, PAUSED)) == 0 then
     if redis.call('ZCARD', key(q, READY)) > 0 then return '-1' end
     local first = redis.call('ZRANGE', key(q, DELAYED), 0, 0, 'WITHSCORES')
     if #first > 0 then
@@ -770,6 +1096,30 @@ R"lua(
 local out = {}
 row(1, ARGV[1], out)
 return out
+)lua",
+
+// limits (set_queue_limits). ARGV: rate max ('' = no rate limit), window ms, group concurrency
+// (0 = none). Every parked job goes back to the ready set: the next claims park again what the
+// new limit still holds back.
+R"lua(
+check_types(1, {LIMITS, PARKED, READY, WAKE})
+if ARGV[1] == '' then
+  redis.call('HDEL', key(1, LIMITS), 'rate_max', 'rate_window')
+else
+  redis.call('HSET', key(1, LIMITS), 'rate_max', ARGV[1], 'rate_window', ARGV[2])
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', key(1, LIMITS), 'group_concurrency', ARGV[3])
+else
+  redis.call('HDEL', key(1, LIMITS), 'group_concurrency')
+end
+local n = 0
+repeat
+  local moved = unpark_members(1, redis.call('ZRANGE', key(1, PARKED), 0, 999))
+  n = n + moved
+until moved == 0
+wake(1, math.max(n, 1))
+return 1
 )lua",
 };
 
