@@ -115,6 +115,7 @@ class Metrics {
       case K::retried: ++q.retried; break;
       case K::dead: ++q.dead; break;
       case K::lost_lease: ++q.lost_leases; break;
+      case K::progress: break;  // progress is the job's state, not a counter
     }
   }
 
