@@ -18,6 +18,12 @@
 
 #include "jobs.hpp"
 #include "users.hpp"
+#if JOBQ_OPEN_WITH_SQLITE
+#include "users_sqlite.hpp"
+#endif
+#if JOBQ_OPEN_WITH_POSTGRES
+#include "users_postgres.hpp"
+#endif
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -31,6 +37,20 @@ void on_signal(int) {
 void reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
+}
+
+/// @brief The users table next to the jobs of `store` (the backend opened from `url`), on a
+/// connection of the application's own. Only SQL backends can share a transaction with it.
+std::unique_ptr<service::Users> open_users(jobq::AnyBackend& store, const std::string& url) {
+#if JOBQ_OPEN_WITH_SQLITE
+  if (auto* sqlite = store.target<jobq::SqliteBackend>()) return std::make_unique<service::SqliteUsers>(*sqlite);
+#endif
+#if JOBQ_OPEN_WITH_POSTGRES
+  if (auto* pg = store.target<jobq::PostgresBackend>()) return std::make_unique<service::PostgresUsers>(*pg, url);
+#endif
+  (void)url;
+  throw jobq::InvalidArgument("the API stores a user and enqueues their jobs in one SQL transaction: use a "
+                              "sqlite:// or postgresql:// URL (this one opens " + store.kind() + ")");
 }
 
 /// @brief Answers for the exception being handled: 409 email taken, 503 database unreachable
@@ -76,7 +96,7 @@ int main(int argc, char** argv) {
     const int port = service::int_option(argc, argv, "--port", 8080);
     auto store = jobq::open_backend(url);
     // The users table lives in the jobs' own database, on a connection of the application's.
-    const auto users = service::open_users(store, url);
+    const auto users = open_users(store, url);
     jobq::Queue emails{store, "emails"};
     jobq::Queue crm{store, "crm"};
     // Test only: make the backend refuse the second job, after the user row and the first job

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <jobq/jobq.hpp>
+#include <jobq/job.hpp>
 
 namespace service {
 
@@ -46,30 +46,5 @@ class Users {
   /// @brief The user with this id, or nullopt.
   virtual std::optional<User> find(long long id) = 0;
 };
-
-}  // namespace service
-
-#if JOBQ_OPEN_WITH_SQLITE
-#include "users_sqlite.hpp"
-#endif
-#if JOBQ_OPEN_WITH_POSTGRES
-#include "users_postgres.hpp"
-#endif
-
-namespace service {
-
-/// @brief Opens the users table next to the jobs of `store` (the backend opened from `url`):
-/// only SQL backends can share a transaction with the application, so the API refuses others.
-inline std::unique_ptr<Users> open_users(jobq::AnyBackend& store, const std::string& url) {
-#if JOBQ_OPEN_WITH_SQLITE
-  if (auto* sqlite = store.target<jobq::SqliteBackend>()) return std::make_unique<SqliteUsers>(*sqlite);
-#endif
-#if JOBQ_OPEN_WITH_POSTGRES
-  if (auto* postgres = store.target<jobq::PostgresBackend>()) return std::make_unique<PostgresUsers>(*postgres, url);
-#endif
-  (void)url;
-  throw jobq::InvalidArgument("the API stores users and enqueues their jobs in one SQL transaction: use a "
-                              "sqlite:// or postgresql:// URL (this one is " + store.kind() + ")");
-}
 
 }  // namespace service
