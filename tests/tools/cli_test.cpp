@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include <jobq/open.hpp>
+#include <jobq/queue.hpp>
 
 namespace {
 
@@ -224,10 +225,38 @@ void exercise(const Store& s) {
   CHECK(r.json().at("pruned").at(q) == 0);
   CHECK(jobq_cli(s.args({"prune", q, "--dead", "forever"})).rc == 2);
 
-  // schedules: not supported yet, says so
+  // schedules: listed with their next run, removed by name
+  const std::string sched = "nightly-" + q;
+  jobq::Queue<jobq::AnyBackend>{b, q}.schedule(sched, "0 9 * * 1-5", {.tz = "America/New_York"}, "report", {});
   r = jobq_cli(s.args({"schedules"}));
-  CHECK(r.rc == 0);
-  CHECK(r.out.find("not supported") != std::string::npos);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find(sched) != std::string::npos);
+  CHECK(r.out.find("America/New_York") != std::string::npos);
+  r = jobq_cli(s.args({"schedules", "--json"}));
+  REQUIRE(r.rc == 0);
+  bool listed = false;
+  for (const auto& e : r.json()) {
+    if (e.at("name") == sched) {
+      listed = true;
+      CHECK(e.at("cron") == "0 9 * * 1-5");
+      CHECK(e.at("queue") == q);
+      CHECK(e.at("next_run").get<std::int64_t>() > jobq::to_epoch_ms(b.now()));
+    }
+  }
+  CHECK(listed);
+  CHECK(jobq_cli(s.args({"unschedule", sched})).rc == 0);
+  CHECK(jobq_cli(s.args({"unschedule", sched})).rc == 3);
+
+  // limits: show, set, clear
+  r = jobq_cli(s.args({"limits", q, "--rate", "100/1m", "--group-concurrency", "3", "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(b.queue_limits(q) == jobq::QueueLimits{jobq::RateLimit{100, jobq::Millis{60'000}}, 3});
+  r = jobq_cli(s.args({"limits", q}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("100 per") != std::string::npos);
+  CHECK(jobq_cli(s.args({"limits", q, "--rate", "lots"})).rc == 2);
+  CHECK(jobq_cli(s.args({"limits", q, "--rate", "none", "--group-concurrency", "0"})).rc == 0);
+  CHECK(b.queue_limits(q) == jobq::QueueLimits{});
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <jobq/metrics.hpp>
 #include <jobq/open.hpp>
 #include <jobq/queue.hpp>
+#include <jobq/schedule.hpp>
 
 namespace {
 
@@ -317,12 +318,73 @@ struct Cli {
     return ok;
   }
 
-  int schedules() {
-    // Cron schedules are not part of jobq yet (issue 7); say so rather than print an empty table.
+  int schedules(jobq::AnyBackend& b) {
+    const auto all = jobq::load_schedules(b);
     if (json_out) {
-      std::cout << json{{"supported", false}, {"schedules", json::array()}}.dump(2) << '\n';
+      json out = json::array();
+      for (const auto& s : all) {
+        auto j = jobq::to_json(s.schedule);
+        j["name"] = s.schedule.name;
+        j["next_run"] = jobq::to_epoch_ms(s.next_run);
+        out.push_back(j);
+      }
+      std::cout << out.dump(2) << '\n';
+      return ok;
+    }
+    if (all.empty()) {
+      std::cout << "no schedules\n";
+      return ok;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& s : all) {
+      const auto& o = s.schedule.options;
+      rows.push_back({s.schedule.name, s.schedule.queue, s.schedule.job_name, s.schedule.cron, o.tz,
+                      format_time(s.next_run), o.missed == jobq::MissedTicks::skip ? "skip" : "run once"});
+    }
+    print_table({"SCHEDULE", "QUEUE", "JOB", "CRON", "TZ", "NEXT RUN", "MISSED"}, rows);
+    return ok;
+  }
+
+  int unschedule(jobq::AnyBackend& b, const std::string& name) {
+    if (!b.remove_schedule(name)) throw jobq::NotFound("schedule '" + name + "' not found");
+    if (json_out) {
+      std::cout << json{{"removed", name}}.dump(2) << '\n';
     } else {
-      std::cout << "no schedules: recurring (cron) schedules are not supported by jobq yet\n";
+      std::cout << "removed schedule " << name << "\n";
+    }
+    return ok;
+  }
+
+  // "100/1m": at most 100 starts per minute; "none" clears the rate limit.
+  static std::optional<jobq::RateLimit> parse_rate(const std::string& s) {
+    if (s == "none") return std::nullopt;
+    const auto slash = s.find('/');
+    long long n = 0;
+    std::size_t pos = 0;
+    try {
+      n = std::stoll(s.substr(0, slash), &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (slash == std::string::npos || pos != slash || n < 1) {
+      throw jobq::InvalidArgument("invalid rate '" + s + "': use MAX/WINDOW, e.g. 100/1m, or 'none'");
+    }
+    return jobq::RateLimit{n, parse_required_duration(s.substr(slash + 1))};
+  }
+
+  int limits(jobq::AnyBackend& b, const std::string& queue, const std::string& rate, int group_concurrency) {
+    jobq::validate_queue_name(queue);
+    auto l = b.queue_limits(queue);
+    if (!rate.empty()) l.rate = parse_rate(rate);
+    if (group_concurrency >= 0) l.group_concurrency = group_concurrency;
+    if (!rate.empty() || group_concurrency >= 0) b.set_queue_limits(queue, l);
+    if (json_out) {
+      std::cout << json{{"queue", queue}, {"limits", jobq::to_json(l)}}.dump(2) << '\n';
+    } else {
+      std::cout << queue << ": rate "
+                << (l.rate ? std::to_string(l.rate->max) + " per " + format_age(l.rate->window) : "unlimited")
+                << ", group concurrency "
+                << (l.group_concurrency > 0 ? std::to_string(l.group_concurrency) : "unlimited") << "\n";
     }
     return ok;
   }
@@ -430,7 +492,17 @@ int main(int argc, char** argv) {
   enqueue_cmd->add_option("--unique-key", enq.unique_key, "dedup key within the queue");
   enqueue_cmd->add_option("--unique-for", enq_unique_for, "hold the key this long after completion");
 
-  auto* schedules_cmd = app.add_subcommand("schedules", "list recurring schedules (not supported yet)");
+  auto* schedules_cmd = app.add_subcommand("schedules", "list recurring (cron) schedules and their next run");
+  std::string unschedule_name;
+  auto* unschedule_cmd = app.add_subcommand("unschedule", "remove a recurring schedule");
+  unschedule_cmd->add_option("name", unschedule_name, "schedule name")->required();
+
+  std::string limits_queue, limits_rate;
+  int limits_groups = -1;
+  auto* limits_cmd = app.add_subcommand("limits", "show or set a queue's rate limit and group concurrency");
+  limits_cmd->add_option("queue", limits_queue, "queue name")->required();
+  limits_cmd->add_option("--rate", limits_rate, "at most MAX starts per WINDOW across all workers (100/1m), or none");
+  limits_cmd->add_option("--group-concurrency", limits_groups, "active jobs per group key at most (0: unlimited)");
 
   try {
     app.parse(argc, argv);
@@ -440,13 +512,15 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (schedules_cmd->parsed()) return cli.schedules();
     if (url.empty()) {
       std::cerr << "jobq: no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)\n";
       return usage;
     }
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
+    if (schedules_cmd->parsed()) return cli.schedules(backend);
+    if (unschedule_cmd->parsed()) return cli.unschedule(backend, unschedule_name);
+    if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups);
     if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);
     if (show_cmd->parsed()) return cli.show(backend, show_id);
     if (redrive_cmd->parsed()) {
