@@ -7,7 +7,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -181,4 +183,73 @@ TEST_CASE("jobs held by a worker killed with SIGKILL are completed by another af
     REQUIRE(job->errors.size() == 1);
     CHECK_THAT(job->errors[0].message, Catch::Contains("lease expired"));
   }
+}
+
+TEST_CASE("group concurrency and a rate limit hold across 3 processes", "[sqlite][multiprocess][limits]") {
+  TempDir dir;
+  const auto db = dir.file();
+  constexpr int k = 2;
+  const jobq::RateLimit rate{30, 100ms};
+  constexpr int total = 600;
+  {
+    jobq::SqliteBackend store{db};
+    store.set_queue_limits("lim", {rate, k});
+    std::vector<jobq::NewJob> jobs;
+    for (int i = 0; i < total; ++i) {
+      auto j = noop("lim", i);
+      j.group = "tenant-" + std::to_string(i % 6);
+      jobs.push_back(std::move(j));
+    }
+    store.enqueue_many(jobs);
+  }
+  std::vector<pid_t> pids;
+  std::vector<std::string> outs;
+  for (int p = 0; p < 3; ++p) {
+    outs.push_back(dir.file("out-" + std::to_string(p) + ".txt"));
+    pids.push_back(spawn_child({"limited", db, "lim", "2", outs.back()}));
+  }
+  // Watch the file while they run: never more than k active jobs of one group.
+  int worst = 0;
+  std::vector<int> status(pids.size(), -2);  // -2: still running
+  {
+    sqlite_test::RawDb raw(db);
+    const auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (std::count(status.begin(), status.end(), -2) > 0 && std::chrono::steady_clock::now() < deadline) {
+      worst = std::max(worst, std::stoi(raw.scalar(
+                                  "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM jobq_jobs "
+                                  "WHERE queue = 'lim' AND state = 'active' GROUP BY group_key)")));
+      for (std::size_t i = 0; i < pids.size(); ++i) {
+        int st = 0;
+        if (status[i] == -2 && waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+          status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+      }
+    }
+  }
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    if (status[i] == -2) status[i] = wait_child(pids[i], 1s);  // past the deadline: killed
+    CHECK(status[i] == 0);
+  }
+  std::vector<std::int64_t> starts;
+  std::set<long> ids;
+  for (const auto& o : outs) {
+    std::ifstream in(o);
+    long id = 0;
+    std::int64_t at = 0;
+    std::string group;
+    while (in >> id >> at >> group) {
+      CHECK(ids.insert(id).second);  // each job claimed once
+      starts.push_back(at);
+    }
+  }
+  CHECK(ids.size() == static_cast<std::size_t>(total));
+  CHECK(worst <= k);
+  std::sort(starts.begin(), starts.end());
+  std::size_t worst_window = 0;
+  for (std::size_t i = 0, j = 0; i < starts.size(); ++i) {
+    while (starts[j] <= starts[i] - rate.window.count()) ++j;
+    worst_window = std::max(worst_window, i - j + 1);  // claims in (starts[i] - window, starts[i]]
+  }
+  CHECK(worst_window <= static_cast<std::size_t>(rate.max));
+  CHECK(worst_window >= static_cast<std::size_t>(rate.max) / 2);  // and the limit was approached
 }
