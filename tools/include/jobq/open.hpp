@@ -52,63 +52,80 @@ inline std::string mask_url(std::string_view url) {
   return out;
 }
 
+/// @brief What a backend URL names, found without opening or connecting to anything.
+struct BackendUrl {
+  std::string kind;    ///< "memory", "sqlite", "postgres" or "redis"
+  std::string target;  ///< sqlite: the file path; postgres, redis: the URL as given; memory: empty
+};
+
+/// @brief Parses a backend URL as open_backend does (see there), without opening it. Throws
+/// InvalidArgument, with the password masked, for every URL open_backend refuses before
+/// opening (whichever backends this build has: a URL of a missing backend parses fine here).
+inline BackendUrl parse_backend_url(std::string_view url) {
+  const auto masked = mask_url(url);
+  const auto starts = [&](std::string_view p) { return url.substr(0, p.size()) == p; };
+  if (url == "memory://" || url == "memory:") return {"memory", {}};
+  if (starts("sqlite:")) {
+    if (!starts("sqlite://")) {
+      throw InvalidArgument("backend URL '" + masked +
+                            "' is malformed: use sqlite:///absolute/path.db or sqlite://relative/path.db");
+    }
+    std::string path(url.substr(9));
+    if (path.empty() || path == "/") throw InvalidArgument("backend URL '" + masked + "' names no database file");
+    if (path.find_first_of("?#") != std::string::npos) {
+      throw InvalidArgument("backend URL '" + masked + "': query parameters are not supported for sqlite");
+    }
+    return {"sqlite", std::move(path)};
+  }
+  if (starts("postgresql://") || starts("postgres://")) return {"postgres", std::string(url)};
+  if (starts("redis://") || starts("rediss://")) return {"redis", std::string(url)};
+  throw InvalidArgument("backend URL '" + masked +
+                        "' is not supported: expected memory://, sqlite:///path.db, postgresql://..., "
+                        "or redis://host:port/db");
+}
+
 /// @brief Opens the backend a URL names:
 /// `memory://` (a fresh in-process store), `sqlite:///abs/path.db` or `sqlite://relative.db`,
 /// `postgresql://…` or `postgres://…` (a libpq URI), `redis://[user:password@]host:port/db`.
 /// Throws InvalidArgument for any other URL (or a backend this build lacks), and the backend's
 /// own errors when it cannot connect. Messages never contain the password.
 inline AnyBackend open_backend(std::string_view url, const OpenOptions& options = {}) {
-  const auto masked = mask_url(url);
-  const auto starts = [&](std::string_view p) { return url.substr(0, p.size()) == p; };
+  const auto parsed = parse_backend_url(url);
   [[maybe_unused]] const auto missing = [&](const char* what, const char* option) {
-    return InvalidArgument(std::string("backend URL '") + masked + "' needs the " + what +
+    return InvalidArgument(std::string("backend URL '") + mask_url(url) + "' needs the " + what +
                            " backend, which this build of jobq does not include (configure with " +
                            option + "=ON)");
   };
-  if (url == "memory://" || url == "memory:") {
+  if (parsed.kind == "memory") {
     return AnyBackend(std::make_unique<MemoryBackend>(MemoryOptions{options.clock}), "memory");
   }
-  if (starts("sqlite:")) {
-    if (!starts("sqlite://")) {
-      throw InvalidArgument("backend URL '" + masked +
-                            "' is malformed: use sqlite:///absolute/path.db or sqlite://relative/path.db");
-    }
-    const std::string path(url.substr(9));
-    if (path.empty() || path == "/") throw InvalidArgument("backend URL '" + masked + "' names no database file");
-    if (path.find_first_of("?#") != std::string::npos) {
-      throw InvalidArgument("backend URL '" + masked + "': query parameters are not supported for sqlite");
-    }
+  if (parsed.kind == "sqlite") {
 #if JOBQ_OPEN_WITH_SQLITE
     SqliteOptions o;
     o.clock = options.clock;
-    return AnyBackend(std::make_unique<SqliteBackend>(path, std::move(o)), "sqlite");
+    return AnyBackend(std::make_unique<SqliteBackend>(parsed.target, std::move(o)), "sqlite");
 #else
     throw missing("SQLite", "JOBQ_WITH_SQLITE");
 #endif
   }
-  if (starts("postgresql://") || starts("postgres://")) {
+  if (parsed.kind == "postgres") {
 #if JOBQ_OPEN_WITH_POSTGRES
     PostgresOptions o;
     o.clock = options.clock;
     if (!options.postgres_schema.empty()) o.schema = options.postgres_schema;
-    return AnyBackend(std::make_unique<PostgresBackend>(std::string(url), std::move(o)), "postgres");
+    return AnyBackend(std::make_unique<PostgresBackend>(parsed.target, std::move(o)), "postgres");
 #else
     throw missing("PostgreSQL", "JOBQ_WITH_POSTGRES");
 #endif
   }
-  if (starts("redis://") || starts("rediss://")) {
 #if JOBQ_OPEN_WITH_REDIS
-    RedisOptions o;
-    o.clock = options.clock;
-    if (!options.redis_prefix.empty()) o.prefix = options.redis_prefix;
-    return AnyBackend(std::make_unique<RedisBackend>(std::string(url), std::move(o)), "redis");
+  RedisOptions o;
+  o.clock = options.clock;
+  if (!options.redis_prefix.empty()) o.prefix = options.redis_prefix;
+  return AnyBackend(std::make_unique<RedisBackend>(parsed.target, std::move(o)), "redis");
 #else
-    throw missing("Redis", "JOBQ_WITH_REDIS");
+  throw missing("Redis", "JOBQ_WITH_REDIS");
 #endif
-  }
-  throw InvalidArgument("backend URL '" + masked +
-                        "' is not supported: expected memory://, sqlite:///path.db, postgresql://..., "
-                        "or redis://host:port/db");
 }
 
 }  // namespace jobq

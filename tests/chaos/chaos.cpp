@@ -1,0 +1,769 @@
+// jobq-chaos: enqueue N jobs, drain them with worker processes that are SIGKILLed and replaced
+// at random, restart the server mid-run (PostgreSQL, Redis), then check from a ledger kept
+// outside the queue that nothing was lost, nothing is stuck, no stale completion was accepted,
+// and every repeated run is explained by an expired lease. Prints one JSON line; exit 1 when an
+// invariant fails, 2 on a usage or set-up error.
+//
+//   jobq-chaos driver --backend sqlite|postgres|redis|memory [--jobs N] [--workers P] ...
+//   jobq-chaos worker ...   (started by the driver; not meant to be run by hand)
+//
+// The ledger: one append-only file per worker process (ledger-<pid>.log), one line per fact,
+// each written with a single write(2) so a SIGKILL leaves whole lines only:
+//   R <id> <attempt> <token> <pid>   a handler ran to its end (written just before it returns)
+//   C <id> <attempt> <pid>           the Worker reported the completion accepted (on_event)
+//   L <id> <attempt> <pid>           a result was refused: the lease was no longer ours
+//   F <id> <attempt> <pid>           an attempt failed (never expected here)
+//   E <pid> <message>                an error the worker survived (on_error)
+// The memory backend lives in one process, so there the "processes" are Worker objects over
+// FaultBackend views of one MemoryBackend, and a kill cuts the view's link for good.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <jobq/jobq.hpp>
+#include <jobq/memory.hpp>
+#include <jobq/open.hpp>
+
+#if JOBQ_OPEN_WITH_SQLITE
+#include <sqlite3.h>
+#endif
+
+#include "chaos/fault_backend.hpp"
+
+extern char** environ;
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* job_name = "chaos";
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Appends whole lines to one file with one write(2) each (O_APPEND: atomic between threads).
+class Ledger {
+ public:
+  explicit Ledger(const std::string& path) : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {
+    if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path + ": " + std::strerror(errno));
+  }
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+  ~Ledger() { ::close(fd_); }
+
+  void line(std::string s) {
+    s += '\n';
+    const char* p = s.data();
+    std::size_t left = s.size();
+    while (left > 0) {
+      const auto n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::perror("ledger write");
+        std::_Exit(3);  // a ledger we cannot trust makes the whole run meaningless
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+struct WorkerConfig {
+  std::string queue = "chaos";
+  int concurrency = 4;
+  int lease_ms = 2000;
+  int work_max_us = 2000;
+};
+
+jobq::WorkerOptions worker_options(const WorkerConfig& c, Ledger& ledger, long pid) {
+  jobq::WorkerOptions o;
+  o.queues = {c.queue};
+  o.concurrency = c.concurrency;
+  o.lease = jobq::Millis{c.lease_ms};
+  o.poll_interval = 200ms;
+  o.maintenance_interval = 250ms;
+  o.shutdown_grace = 2s;
+  o.on_error = [&ledger, pid](const std::exception& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    ledger.line("E " + std::to_string(pid) + " " + msg);
+  };
+  o.on_event = [&ledger, pid](const jobq::JobEvent& e) {
+    const char* tag = nullptr;
+    switch (e.kind) {
+      case jobq::JobEvent::Kind::completed: tag = "C"; break;
+      case jobq::JobEvent::Kind::lost_lease: tag = "L"; break;
+      case jobq::JobEvent::Kind::failed: tag = "F"; break;
+      default: return;
+    }
+    ledger.line(std::string(tag) + " " + std::to_string(e.id) + " " + std::to_string(e.attempt) + " " +
+                std::to_string(pid));
+  };
+  return o;
+}
+
+template <class B>
+void register_handler(jobq::Worker<B>& w, const WorkerConfig& c, Ledger& ledger, long pid) {
+  w.handle(job_name, [&ledger, pid, max_us = c.work_max_us](const nlohmann::json&, jobq::JobContext& ctx) {
+    thread_local std::mt19937 rng{std::random_device{}()};
+    if (max_us > 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, max_us)(rng)));
+    }
+    ledger.line("R " + std::to_string(ctx.id()) + " " + std::to_string(ctx.attempt()) + " " +
+                ctx.job().lease_token + " " + std::to_string(pid));
+  });
+}
+
+jobq::OpenOptions open_options(const std::string& schema, const std::string& prefix) {
+  jobq::OpenOptions o;
+  o.postgres_schema = schema;
+  o.redis_prefix = prefix;
+  return o;
+}
+
+// Opens the store, retrying while the server is down (a worker may start during a restart).
+jobq::AnyBackend open_retrying(const std::string& url, const jobq::OpenOptions& o) {
+  const auto deadline = Clock::now() + 60s;
+  for (;;) {
+    try {
+      return jobq::open_backend(url, o);
+    } catch (const jobq::Error& e) {
+      if (!e.is_transient() || Clock::now() > deadline) throw;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+}
+
+int worker_main(const std::string& url, const std::string& schema, const std::string& prefix,
+                const std::string& ledger_path, const WorkerConfig& c) {
+  const long pid = static_cast<long>(::getpid());
+  Ledger ledger(ledger_path);
+  auto store = open_retrying(url, open_options(schema, prefix));
+  jobq::Worker<jobq::AnyBackend> w(store, worker_options(c, ledger, pid));
+  register_handler(w, c, ledger, pid);
+  w.run_until_signal();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver.
+
+struct Options {
+  std::string backend;
+  std::string url;
+  int jobs = 3000;
+  int workers = 3;
+  int kill_min_ms = 200;
+  int kill_max_ms = 800;
+  int restarts = -1;  // -1: 2 for postgres/redis, else 0
+  int timeout_s = 300;
+  unsigned seed = 0;
+  std::string dir;
+  bool keep = false;
+  WorkerConfig worker;
+};
+
+// One worker, a process or (memory) an in-process Worker.
+struct Slot {
+  long id = 0;  // pid, or incarnation number for memory
+  pid_t pid = 0;
+  std::unique_ptr<jobq_chaos::FaultBackend<jobq::MemoryBackend>> view;
+  std::unique_ptr<jobq::Worker<jobq_chaos::FaultBackend<jobq::MemoryBackend>>> worker;
+  std::unique_ptr<Ledger> ledger;
+};
+
+struct Run {
+  Options opt;
+  std::string self;     // this program
+  std::string url;      // the store
+  std::string schema;   // PostgreSQL schema of this run
+  std::string prefix;   // Redis key prefix of this run
+  std::string restart;  // restart script (postgres/redis)
+  jobq::MemoryBackend* memory = nullptr;
+  long next_incarnation = 1;
+  std::vector<Slot> slots;
+  std::set<long> killed;
+  std::vector<std::thread> reapers;  // memory: crashed Workers being torn down
+  int worker_failures = 0;           // processes that exited on their own or badly
+  std::vector<std::string> notes;
+
+  std::string ledger_path(long id) const { return opt.dir + "/ledger-" + std::to_string(id) + ".log"; }
+
+  Slot spawn() {
+    Slot s;
+    if (memory) {
+      s.id = next_incarnation++;
+      s.ledger = std::make_unique<Ledger>(ledger_path(s.id));
+      s.view = std::make_unique<jobq_chaos::FaultBackend<jobq::MemoryBackend>>(*memory, "memory");
+      s.worker = std::make_unique<jobq::Worker<jobq_chaos::FaultBackend<jobq::MemoryBackend>>>(
+          *s.view, worker_options(opt.worker, *s.ledger, s.id));
+      register_handler(*s.worker, opt.worker, *s.ledger, s.id);
+      s.worker->start();
+      return s;
+    }
+    // The ledger path needs the child's pid, which only the child knows: it takes "{pid}".
+    std::vector<std::string> args = {self,
+                                     "worker",
+                                     "--url",
+                                     url,
+                                     "--schema",
+                                     schema,
+                                     "--prefix",
+                                     prefix,
+                                     "--queue",
+                                     opt.worker.queue,
+                                     "--ledger",
+                                     opt.dir + "/ledger-{pid}.log",
+                                     "--lease-ms",
+                                     std::to_string(opt.worker.lease_ms),
+                                     "--concurrency",
+                                     std::to_string(opt.worker.concurrency),
+                                     "--work-max-us",
+                                     std::to_string(opt.worker.work_max_us)};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    const int rc = ::posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ);
+    if (rc != 0) throw std::runtime_error("posix_spawn failed: " + std::string(std::strerror(rc)));
+    s.id = pid;
+    s.pid = pid;
+    return s;
+  }
+
+  void kill(Slot& s) {
+    killed.insert(s.id);
+    if (memory) {
+      s.view->crash();
+      // Tearing the Worker down takes a while (its outcome retries fail until they give up);
+      // a dead process would not wait, so neither does the run.
+      reapers.emplace_back([v = std::move(s.view), w = std::move(s.worker), l = std::move(s.ledger)]() mutable {
+        w.reset();
+        v.reset();
+        l.reset();
+      });
+      return;
+    }
+    ::kill(s.pid, SIGKILL);
+    int status = 0;
+    ::waitpid(s.pid, &status, 0);
+  }
+
+  // Worker processes that exited although nobody killed them: a bug (or a crash).
+  void reap_unexpected() {
+    if (memory) return;
+    for (auto& s : slots) {
+      int status = 0;
+      if (::waitpid(s.pid, &status, WNOHANG) == s.pid) {
+        ++worker_failures;
+        notes.push_back("worker " + std::to_string(s.pid) + " exited on its own (status " + std::to_string(status) + ")");
+        s = spawn();
+      }
+    }
+  }
+
+  void stop_all() {
+    if (memory) {
+      for (auto& s : slots) {
+        s.worker->stop();
+        s.worker.reset();
+      }
+      for (auto& t : reapers) t.join();
+      reapers.clear();
+      return;
+    }
+    for (auto& s : slots) ::kill(s.pid, SIGTERM);
+    const auto deadline = Clock::now() + 30s;
+    for (auto& s : slots) {
+      int status = 0;
+      for (;;) {
+        const auto r = ::waitpid(s.pid, &status, WNOHANG);
+        if (r == s.pid) {
+          if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            ++worker_failures;
+            notes.push_back("worker " + std::to_string(s.pid) + " ended badly on SIGTERM (status " +
+                            std::to_string(status) + ")");
+          }
+          break;
+        }
+        if (Clock::now() > deadline) {
+          ++worker_failures;
+          notes.push_back("worker " + std::to_string(s.pid) + " did not stop within 30 s of SIGTERM");
+          ::kill(s.pid, SIGKILL);
+          ::waitpid(s.pid, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+  }
+};
+
+struct RunRecord {
+  jobq::JobId id = 0;
+  int attempt = 0;
+  long pid = 0;
+  std::string token;
+};
+
+struct Ledgers {
+  std::unordered_map<jobq::JobId, std::vector<RunRecord>> runs;
+  std::unordered_map<jobq::JobId, std::vector<std::pair<int, long>>> completions;
+  std::size_t run_lines = 0, lost_lease_lines = 0, failed_lines = 0, error_lines = 0, partial_lines = 0;
+  std::map<std::string, std::size_t> error_samples;  // a few distinct messages
+};
+
+Ledgers read_ledgers(const std::string& dir) {
+  Ledgers l;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (name.rfind("ledger-", 0) != 0) continue;
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::size_t start = 0;
+    while (start < text.size()) {
+      const auto nl = text.find('\n', start);
+      if (nl == std::string::npos) {  // a line cut short (cannot happen with one write(2), but)
+        ++l.partial_lines;
+        break;
+      }
+      std::istringstream line(text.substr(start, nl - start));
+      start = nl + 1;
+      std::string tag;
+      line >> tag;
+      if (tag == "R") {
+        RunRecord r;
+        line >> r.id >> r.attempt >> r.token >> r.pid;
+        l.runs[r.id].push_back(r);
+        ++l.run_lines;
+      } else if (tag == "C") {
+        jobq::JobId id = 0;
+        int attempt = 0;
+        long pid = 0;
+        line >> id >> attempt >> pid;
+        l.completions[id].emplace_back(attempt, pid);
+      } else if (tag == "L") {
+        ++l.lost_lease_lines;
+      } else if (tag == "F") {
+        ++l.failed_lines;
+      } else if (tag == "E") {
+        ++l.error_lines;
+        std::string pid, msg;
+        line >> pid;
+        std::getline(line, msg);
+        if (l.error_samples.size() < 8 || l.error_samples.contains(msg.substr(0, 120))) ++l.error_samples[msg.substr(0, 120)];
+      }
+    }
+  }
+  return l;
+}
+
+template <class B>
+std::vector<jobq::JobRecord> list_all(B& store, const std::string& queue, jobq::JobState state) {
+  std::vector<jobq::JobRecord> out;
+  for (std::size_t offset = 0;; offset += 1000) {
+    auto page = store.list(queue, state, {offset, 1000});
+    const auto n = page.size();
+    for (auto& j : page) out.push_back(std::move(j));
+    if (n < 1000) return out;
+  }
+}
+
+std::string getenv_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+int driver_main(Options opt, const std::string& self) {
+  Run run;
+  run.self = self;
+  const auto& b = opt.backend;
+  if (opt.restarts < 0) opt.restarts = (b == "postgres" || b == "redis") ? 2 : 0;
+  if (opt.seed == 0) opt.seed = std::random_device{}();
+  std::mt19937 rng(opt.seed);
+
+  // Where the store is, and how to restart its server.
+  std::string url = opt.url;
+  if (b == "postgres" || b == "redis") {
+    const std::string var = b == "postgres" ? "JOBQ_TEST_POSTGRES_URL" : "JOBQ_TEST_REDIS_URL";
+    const std::string rvar = b == "postgres" ? "JOBQ_TEST_POSTGRES_RESTART" : "JOBQ_TEST_REDIS_RESTART";
+    if (url.empty()) url = getenv_or_empty(var.c_str());
+    if (url.empty()) {
+      std::cerr << "jobq-chaos: " << var << " is not set (run through scripts/test.sh or tests/chaos/run.sh, or pass --url)\n";
+      return 2;
+    }
+    run.restart = getenv_or_empty(rvar.c_str());
+    if (opt.restarts > 0 && run.restart.empty()) {
+      std::cerr << "jobq-chaos: " << rvar << " is not set: it is needed to restart the server mid-run "
+                << "(or pass --restarts 0)\n";
+      return 2;
+    }
+  } else if (b != "sqlite" && b != "memory") {
+    std::cerr << "jobq-chaos: unknown backend '" << b << "'\n";
+    return 2;
+  } else if (opt.restarts > 0) {
+    std::cerr << "jobq-chaos: --restarts needs a server backend (postgres or redis)\n";
+    return 2;
+  }
+
+  bool made_dir = false;
+  if (opt.dir.empty()) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "jobq-chaos.XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) {
+      std::perror("mkdtemp");
+      return 2;
+    }
+    opt.dir = tmpl;
+    made_dir = true;
+  } else {
+    std::filesystem::create_directories(opt.dir);
+  }
+  const auto tag = std::to_string(::getpid()) + "_" +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+  run.schema = b == "postgres" ? "chaos_" + tag : "";
+  run.prefix = b == "redis" ? "chaos" + tag : "";
+  if (b == "sqlite") url = "sqlite://" + std::filesystem::absolute(opt.dir).string() + "/chaos.db";
+  if (b == "memory") url = "memory://";
+  run.url = url;
+  run.opt = opt;
+
+  std::optional<jobq::MemoryBackend> memory;
+  std::optional<jobq::AnyBackend> any;
+  if (b == "memory") {
+    memory.emplace();
+    run.memory = &*memory;
+  } else {
+    try {
+      any.emplace(jobq::open_backend(url, open_options(run.schema, run.prefix)));
+    } catch (const std::exception& e) {
+      std::cerr << "jobq-chaos: cannot open " << b << ": " << e.what() << '\n';
+      return 2;
+    }
+  }
+  // The driver's own calls (enqueue, counts, the final read) go to the store directly.
+  const auto with_store = [&](auto&& fn) -> decltype(auto) {
+    if (memory) return fn(*memory);
+    return fn(*any);
+  };
+
+  // Enqueue everything first: the run measures draining under faults.
+  std::vector<jobq::JobId> ids;
+  ids.reserve(static_cast<std::size_t>(opt.jobs));
+  const auto t_enqueue = Clock::now();
+  for (int i = 0; i < opt.jobs;) {
+    std::vector<jobq::NewJob> batch;
+    for (; i < opt.jobs && batch.size() < 1000; ++i) {
+      jobq::NewJob j;
+      j.queue = opt.worker.queue;
+      j.name = job_name;
+      j.payload = {{"i", i}};
+      j.max_attempts = 1000;  // kills expire leases, and each expiry counts an attempt
+      j.backoff = jobq::Backoff::fixed(10ms);
+      batch.push_back(std::move(j));
+    }
+    for (const auto& r : with_store([&](auto& s) { return s.enqueue_many(batch); })) ids.push_back(r.id);
+  }
+  const double enqueue_s = seconds_since(t_enqueue);
+
+  // Drain under faults.
+  const auto t_start = Clock::now();
+  for (int i = 0; i < opt.workers; ++i) run.slots.push_back(run.spawn());
+  std::uniform_int_distribution<int> kill_gap(opt.kill_min_ms, std::max(opt.kill_min_ms, opt.kill_max_ms));
+  auto next_kill = Clock::now() + std::chrono::milliseconds(kill_gap(rng));
+  int kills = 0, restarts = 0, restart_failures = 0, count_errors = 0;
+  std::vector<double> restart_seconds;
+  jobq::Counts last{};
+  bool done = false;
+  const auto deadline = t_start + std::chrono::seconds(opt.timeout_s);
+  while (!done && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    run.reap_unexpected();
+    try {
+      last = with_store([&](auto& s) { return s.counts(opt.worker.queue); });
+      done = last.completed == opt.jobs && last.queued == 0 && last.active == 0;
+    } catch (const std::exception&) {
+      ++count_errors;  // the server is restarting: ask again
+    }
+    if (done) break;
+    // Server restarts at evenly spaced points of progress.
+    if (restarts < opt.restarts &&
+        last.completed >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
+      const auto t = Clock::now();
+      const int rc = std::system(run.restart.c_str());
+      restart_seconds.push_back(seconds_since(t));
+      ++restarts;
+      if (rc != 0) {
+        ++restart_failures;
+        run.notes.push_back("restart script failed with status " + std::to_string(rc));
+      }
+    }
+    if (Clock::now() >= next_kill && !run.slots.empty()) {
+      auto& victim = run.slots[std::uniform_int_distribution<std::size_t>(0, run.slots.size() - 1)(rng)];
+      run.kill(victim);
+      ++kills;
+      victim = run.spawn();
+      next_kill = Clock::now() + std::chrono::milliseconds(kill_gap(rng));
+    }
+  }
+  const double drain_s = seconds_since(t_start);
+  run.stop_all();
+
+  // Read back: the store's final word, and the ledger.
+  std::unordered_map<jobq::JobId, jobq::JobRecord> final_jobs;
+  jobq::Counts final_counts{};
+  std::string read_error;
+  for (int tries = 0; tries < 50; ++tries) {
+    try {
+      final_counts = with_store([&](auto& s) { return s.counts(opt.worker.queue); });
+      for (auto st : {jobq::JobState::completed, jobq::JobState::queued, jobq::JobState::active,
+                      jobq::JobState::dead, jobq::JobState::cancelled}) {
+        for (auto& j : with_store([&](auto& s) { return list_all(s, opt.worker.queue, st); })) {
+          const auto id = j.id;
+          final_jobs[id] = std::move(j);
+        }
+      }
+      read_error.clear();
+      break;
+    } catch (const std::exception& e) {
+      read_error = e.what();
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+  const auto ledgers = read_ledgers(opt.dir);
+
+  std::size_t lost = 0, stuck = 0, dead = 0, completed_without_run = 0, stale = 0, double_accept = 0;
+  std::size_t duplicates = 0, explained = 0, explained_killed = 0, explained_live = 0, unexplained = 0;
+  std::size_t same_attempt_twice = 0, lease_expirations = 0, unlogged_completions = 0;
+  std::vector<std::string> examples;
+  const auto example = [&](const std::string& s) {
+    if (examples.size() < 10) examples.push_back(s);
+  };
+  for (const auto id : ids) {
+    const auto it = final_jobs.find(id);
+    if (it == final_jobs.end()) {
+      ++lost;
+      example("job " + std::to_string(id) + " is gone from the store");
+      continue;
+    }
+    const auto& job = it->second;
+    for (const auto& e : job.errors) lease_expirations += e.message.find("lease expired") != std::string::npos;
+    if (job.state == jobq::JobState::queued || job.state == jobq::JobState::active) {
+      ++stuck;
+      example("job " + std::to_string(id) + " is left " + std::string(jobq::to_string(job.state)));
+      continue;
+    }
+    if (job.state != jobq::JobState::completed) {
+      ++dead;
+      ++lost;
+      example("job " + std::to_string(id) + " ended " + std::string(jobq::to_string(job.state)));
+      continue;
+    }
+    const auto runs_it = ledgers.runs.find(id);
+    const std::vector<RunRecord> none;
+    const auto& runs = runs_it == ledgers.runs.end() ? none : runs_it->second;
+    // The accepted completion must be the final attempt's, and only one may be accepted.
+    const auto comp_it = ledgers.completions.find(id);
+    if (comp_it != ledgers.completions.end()) {
+      if (comp_it->second.size() > 1) {
+        ++double_accept;
+        ++stale;
+        example("job " + std::to_string(id) + " had " + std::to_string(comp_it->second.size()) + " completions accepted");
+      }
+      for (const auto& [attempt, pid] : comp_it->second) {
+        if (attempt != job.attempts) {
+          ++stale;
+          example("job " + std::to_string(id) + ": a completion of attempt " + std::to_string(attempt) +
+                  " was accepted, but the job's final attempt is " + std::to_string(job.attempts));
+        }
+      }
+    } else {
+      ++unlogged_completions;  // its worker was killed between the commit and the event
+    }
+    std::size_t finals = 0;
+    for (const auto& r : runs) {
+      if (r.attempt == job.attempts) {
+        if (++finals > 1) {
+          ++same_attempt_twice;
+          example("job " + std::to_string(id) + " attempt " + std::to_string(r.attempt) + " ran twice");
+        }
+        continue;
+      }
+      // A run that did not produce the job's completion: the lease of that attempt must have
+      // expired (the error list says so), whether its process was killed or merely too slow.
+      ++duplicates;
+      const bool expired = std::any_of(job.errors.begin(), job.errors.end(), [&](const jobq::AttemptError& e) {
+        return e.attempt == r.attempt && e.message.find("lease expired") != std::string::npos;
+      });
+      if (expired) {
+        ++explained;
+        ++(run.killed.contains(r.pid) ? explained_killed : explained_live);
+      } else {
+        ++unexplained;
+        example("job " + std::to_string(id) + ": attempt " + std::to_string(r.attempt) + " ran (pid " +
+                std::to_string(r.pid) + (run.killed.contains(r.pid) ? ", killed" : ", alive") +
+                ") and its lease never expired, yet attempt " + std::to_string(job.attempts) + " completed");
+      }
+    }
+    if (finals == 0) {
+      ++completed_without_run;
+      example("job " + std::to_string(id) + " is completed but no run of its final attempt " +
+              std::to_string(job.attempts) + " is in the ledger");
+    }
+  }
+
+  std::string integrity = "n/a";
+#if JOBQ_OPEN_WITH_SQLITE
+  if (b == "sqlite") {
+    any.reset();
+    sqlite3* db = nullptr;
+    integrity = "cannot open";
+    if (sqlite3_open_v2((opt.dir + "/chaos.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        integrity = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+  }
+#endif
+
+  const bool ok = lost == 0 && stuck == 0 && stale == 0 && unexplained == 0 && same_attempt_twice == 0 &&
+                  completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
+                  ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
+                  static_cast<int>(ids.size()) == opt.jobs;
+  nlohmann::ordered_json out = {
+      {"backend", b},
+      {"ok", ok},
+      {"jobs", opt.jobs},
+      {"workers", opt.workers},
+      {"concurrency", opt.worker.concurrency},
+      {"lease_ms", opt.worker.lease_ms},
+      {"seed", opt.seed},
+      {"kills", kills},
+      {"server_restarts", restarts},
+      {"restart_seconds", restart_seconds},
+      {"enqueue_seconds", enqueue_s},
+      {"drain_seconds", drain_s},
+      {"throughput_jobs_per_s", drain_s > 0 ? static_cast<double>(last.completed) / drain_s : 0.0},
+      {"handler_runs", ledgers.run_lines},
+      {"jobs_lost", lost},
+      {"jobs_stuck", stuck},
+      {"jobs_dead", dead},
+      {"stale_completions_accepted", stale},
+      {"double_completions_accepted", double_accept},
+      {"duplicate_runs", duplicates},
+      {"duplicates_explained_by_expired_lease", explained},
+      {"duplicates_of_killed_processes", explained_killed},
+      {"duplicates_of_live_processes", explained_live},
+      {"duplicates_unexplained", unexplained},
+      {"same_attempt_ran_twice", same_attempt_twice},
+      {"completed_without_run", completed_without_run},
+      {"completions_unlogged_by_killed_workers", unlogged_completions},
+      {"lease_expirations_recorded", lease_expirations},
+      {"results_refused_lost_lease", ledgers.lost_lease_lines},
+      {"worker_errors_survived", ledgers.error_lines},
+      {"worker_failures", run.worker_failures},
+      {"final_counts",
+       {{"queued", final_counts.queued},
+        {"active", final_counts.active},
+        {"completed", final_counts.completed},
+        {"dead", final_counts.dead}}},
+      {"sqlite_integrity_check", integrity},
+  };
+  if (count_errors > 0) out["driver_count_errors"] = count_errors;
+  if (!read_error.empty()) out["read_error"] = read_error;
+  if (!examples.empty()) out["examples"] = examples;
+  if (!run.notes.empty()) out["notes"] = run.notes;
+  if (!ledgers.error_samples.empty()) out["worker_error_samples"] = ledgers.error_samples;
+  if (!ok || opt.keep) out["dir"] = opt.dir;
+  std::cout << out.dump() << std::endl;
+  if (ok && made_dir && !opt.keep) std::filesystem::remove_all(opt.dir);
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"jobq-chaos: drain jobs through killed workers and restarted servers; check nothing is lost"};
+  app.require_subcommand(1);
+  Options opt;
+  auto* driver = app.add_subcommand("driver", "run a chaos test and print a JSON summary");
+  driver->add_option("--backend", opt.backend, "sqlite, postgres, redis or memory")->required();
+  driver->add_option("--url", opt.url, "store URL (default: $JOBQ_TEST_POSTGRES_URL / $JOBQ_TEST_REDIS_URL; a temp file for sqlite)");
+  driver->add_option("--jobs", opt.jobs, "jobs to enqueue and drain")->check(CLI::Range(1, 100'000'000));
+  driver->add_option("--workers", opt.workers, "worker processes at any time")->check(CLI::Range(1, 64));
+  driver->add_option("--concurrency", opt.worker.concurrency, "handler threads per worker")->check(CLI::Range(1, 256));
+  driver->add_option("--lease-ms", opt.worker.lease_ms, "worker lease")->check(CLI::Range(100, 600'000));
+  driver->add_option("--work-max-us", opt.worker.work_max_us, "each handler sleeps 0..this many microseconds")
+      ->check(CLI::Range(0, 10'000'000));
+  driver->add_option("--kill-min-ms", opt.kill_min_ms, "shortest gap between two kills")->check(CLI::Range(1, 3'600'000));
+  driver->add_option("--kill-max-ms", opt.kill_max_ms, "longest gap between two kills")->check(CLI::Range(1, 3'600'000));
+  driver->add_option("--restarts", opt.restarts, "server restarts during the drain (default 2 for postgres/redis)")
+      ->check(CLI::Range(0, 1000));
+  driver->add_option("--timeout-s", opt.timeout_s, "give up draining after this long")->check(CLI::Range(1, 86'400));
+  driver->add_option("--seed", opt.seed, "random seed (0: random)");
+  driver->add_option("--dir", opt.dir, "ledger directory (default: a fresh temp dir, removed after a good run)");
+  driver->add_flag("--keep", opt.keep, "keep the ledger directory");
+
+  std::string url, schema, prefix, ledger;
+  auto* worker = app.add_subcommand("worker", "one worker process (started by the driver)");
+  worker->add_option("--url", url)->required();
+  worker->add_option("--schema", schema);
+  worker->add_option("--prefix", prefix);
+  worker->add_option("--queue", opt.worker.queue);
+  worker->add_option("--ledger", ledger)->required();
+  worker->add_option("--lease-ms", opt.worker.lease_ms);
+  worker->add_option("--concurrency", opt.worker.concurrency);
+  worker->add_option("--work-max-us", opt.worker.work_max_us);
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*worker) {
+      const auto at = ledger.find("{pid}");
+      if (at != std::string::npos) ledger.replace(at, 5, std::to_string(::getpid()));
+      return worker_main(url, schema, prefix, ledger, opt.worker);
+    }
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec) self = argv[0];
+    return driver_main(opt, self);
+  } catch (const std::exception& e) {
+    std::cerr << "jobq-chaos: " << e.what() << '\n';
+    return 2;
+  }
+}

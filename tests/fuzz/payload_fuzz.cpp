@@ -1,0 +1,75 @@
+// Decoding what a backend hands a worker: JSON bytes parsed, then
+//  - get<T>() into a typed job, exactly as Worker::handle<T> does: a payload that does not fit
+//    must raise nlohmann::json::exception (which the Worker turns into jobq::Permanent), and
+//    nothing else may escape;
+//  - Backoff::from_json and errors_from_json, the stored forms every backend decodes: only
+//    jobq::InvalidArgument may escape, and a decoded policy's delays must be computable.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <jobq/backoff.hpp>
+#include <jobq/error.hpp>
+#include <jobq/job.hpp>
+
+namespace {
+
+struct Address {
+  std::string city;
+  int zip = 0;
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE(Address, city, zip)
+};
+
+struct SendEmail {
+  static constexpr std::string_view job_name = "send-email";
+  std::string to;
+  std::vector<std::string> cc;
+  int priority = 0;
+  std::int64_t user_id = 0;
+  std::uint32_t retries = 0;
+  double score = 0;
+  bool html = false;
+  std::map<std::string, std::string> headers;
+  std::vector<Address> addresses;
+  nlohmann::json extra;
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE(SendEmail, to, cc, priority, user_id, retries, score, html, headers, addresses, extra)
+};
+static_assert(jobq::Job<SendEmail>);
+
+template <class T>
+void decode_as_worker_does(const nlohmann::json& payload, std::string_view name) {
+  try {
+    const T value = payload.get<T>();
+    // A decoded job must serialise again (the Queue does this on enqueue).
+    (void)nlohmann::json(value).dump();
+  } catch (const nlohmann::json::exception& e) {
+    const jobq::Permanent p("payload does not match job type '" + std::string(name) + "': " + e.what());
+    (void)p;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const auto j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return 0;
+  decode_as_worker_does<SendEmail>(j, SendEmail::job_name);
+  decode_as_worker_does<Address>(j, "address");
+  try {
+    const auto b = jobq::Backoff::from_json(j);
+    for (int attempt = 1; attempt <= 64; ++attempt) (void)b.delay(attempt);
+    (void)b.to_json();
+  } catch (const jobq::InvalidArgument&) {
+  }
+  try {
+    const auto errors = jobq::errors_from_json(j);
+    (void)jobq::errors_to_json(errors).dump();
+  } catch (const jobq::InvalidArgument&) {
+  }
+  return 0;
+}
