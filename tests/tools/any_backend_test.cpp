@@ -36,6 +36,17 @@ class NoListing {
   void wait_for_work(std::span<const std::string> qs, jobq::Millis t, std::stop_token st) {
     inner_.wait_for_work(qs, t, std::move(st));
   }
+  void set_queue_limits(const std::string& q, const jobq::QueueLimits& l) { inner_.set_queue_limits(q, l); }
+  jobq::QueueLimits queue_limits(const std::string& q) { return inner_.queue_limits(q); }
+  void put_schedule(const jobq::StoredSchedule& s) { inner_.put_schedule(s); }
+  bool remove_schedule(const std::string& n) { return inner_.remove_schedule(n); }
+  std::vector<jobq::StoredSchedule> schedules() { return inner_.schedules(); }
+  bool fire_schedule(const std::string& n, jobq::TimePoint e, jobq::TimePoint x, const std::optional<jobq::NewJob>& j) {
+    return inner_.fire_schedule(n, e, x, j);
+  }
+  jobq::Subscription subscribe(std::span<const std::string> qs, jobq::NoticeFn fn) {
+    return inner_.subscribe(qs, std::move(fn));
+  }
 
  private:
   jobq::MemoryBackend inner_;
