@@ -188,7 +188,7 @@ struct Options {
   int kill_min_ms = 200;
   int kill_max_ms = 800;
   int restarts = -1;  // -1: 2 for postgres/redis, else 0
-  int timeout_s = 300;
+  int timeout_s = 0;  // 0: 120 s + 20 ms per job
   unsigned seed = 0;
   std::string dir;
   bool keep = false;
@@ -412,6 +412,7 @@ int driver_main(Options opt, const std::string& self) {
   const auto& b = opt.backend;
   if (opt.restarts < 0) opt.restarts = (b == "postgres" || b == "redis") ? 2 : 0;
   if (opt.seed == 0) opt.seed = std::random_device{}();
+  if (opt.timeout_s == 0) opt.timeout_s = 120 + opt.jobs / 50;
   std::mt19937 rng(opt.seed);
 
   // Where the store is, and how to restart its server.
@@ -735,7 +736,8 @@ int main(int argc, char** argv) {
   driver->add_option("--kill-max-ms", opt.kill_max_ms, "longest gap between two kills")->check(CLI::Range(1, 3'600'000));
   driver->add_option("--restarts", opt.restarts, "server restarts during the drain (default 2 for postgres/redis)")
       ->check(CLI::Range(0, 1000));
-  driver->add_option("--timeout-s", opt.timeout_s, "give up draining after this long")->check(CLI::Range(1, 86'400));
+  driver->add_option("--timeout-s", opt.timeout_s, "give up draining after this long (default 120 + jobs/50)")
+      ->check(CLI::Range(0, 86'400));
   driver->add_option("--seed", opt.seed, "random seed (0: random)");
   driver->add_option("--dir", opt.dir, "ledger directory (default: a fresh temp dir, removed after a good run)");
   driver->add_flag("--keep", opt.keep, "keep the ledger directory");
