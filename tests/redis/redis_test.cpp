@@ -240,7 +240,8 @@ TEST_CASE("AUTH with a password (and user) and SELECT of a database", "[redis][a
     CHECK(db0.counts("q").queued == 0);
     CHECK(db2.claim(from({"q"})).at(0).id == id);
     CHECK(db2.command({"DBSIZE"}).integer > 0);
-    CHECK(db0.command({"DBSIZE"}).integer == 0);
+    CHECK(db0.command({"DBSIZE"}).integer == 1);  // only its store format key
+    CHECK(db0.command({"EXISTS", "jobq:version"}).integer == 1);
   }
   SECTION("a user and password (ACL)") {
     jobq::RedisBackend admin(server.url(":right-pass"));
@@ -289,6 +290,19 @@ TEST_CASE("every key of a queue is under the prefix and in the queue's Cluster s
   b.enqueue(nj);
   b.pause("emails");
   CHECK((a < c));
+  // The #7 keys: limits, the rate ledger, groups, active counts per group, parked jobs.
+  b.set_queue_limits("emails", {jobq::RateLimit{100, std::chrono::minutes(1)}, 1});
+  b.resume("emails");
+  for (int i = 0; i < 3; ++i) {
+    auto g = job("emails");
+    g.group = "tenant";
+    g.priority = 10;
+    b.enqueue(g);
+  }
+  REQUIRE(b.claim(from({"emails"}, 5)).at(0).group == "tenant");  // the other two are parked
+  b.enqueue(job("emails"));
+  b.pause("emails");
+  b.put_schedule({"nightly", {{"cron", "0 3 * * *"}}, clock.now()});
 
   const std::string base = s.prefix + ":{emails}:";
   CHECK(type_of(b, base + "jobs") == "hash");
@@ -305,9 +319,17 @@ TEST_CASE("every key of a queue is under the prefix and in the queue's Cluster s
   CHECK(type_of(b, s.prefix + ":id") == "string");
   CHECK(type_of(b, s.prefix + ":jobqueue") == "hash");
   CHECK(type_of(b, s.prefix + ":queues") == "set");
+  CHECK(type_of(b, s.prefix + ":version") == "string");
+  CHECK(type_of(b, s.prefix + ":schedules") == "hash");
+  CHECK(type_of(b, base + "limits") == "hash");
+  CHECK(type_of(b, base + "starts") == "zset");
+  CHECK(type_of(b, base + "groups") == "hash");
+  CHECK(type_of(b, base + "gactive") == "hash");
+  CHECK(type_of(b, base + "parked") == "zset");
 
   const auto slot = key_slot("{emails}");
-  std::set<std::string> globals{s.prefix + ":id", s.prefix + ":jobqueue", s.prefix + ":queues"};
+  std::set<std::string> globals{s.prefix + ":id", s.prefix + ":jobqueue", s.prefix + ":queues",
+                                s.prefix + ":version", s.prefix + ":schedules"};
   for (const auto& k : keys_under(b, s.prefix + ":*")) {
     CAPTURE(k);
     if (globals.contains(k)) continue;
