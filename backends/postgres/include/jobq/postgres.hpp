@@ -62,6 +62,7 @@ struct PostgresOptions {
   Millis reconnect_backoff_max{2'000};            ///< longest wait between reconnect attempts
   Millis reconnect_give_up{15'000};               ///< a call gives up (ConnectionError) after this
   std::string application_name = "jobq";          ///< shown in pg_stat_activity
+  std::size_t max_payload_bytes = default_max_payload_bytes;  ///< larger payloads are refused
 };
 
 /// @brief Counters of connection trouble a PostgresBackend survived (for logs and tests).
@@ -224,7 +225,7 @@ inline std::string quote_ident(std::string_view name) {
 class PostgresBackend {
  public:
   /// @brief The schema version this library writes (numbered migrations 1..N).
-  static constexpr int latest_schema_version = 2;
+  static constexpr int latest_schema_version = 3;
 
   /// @brief Connects (libpq connection string or URL), then creates or upgrades the schema.
   /// Throws InvalidArgument (bad options or connection string), PostgresError (refused,
@@ -235,6 +236,7 @@ class PostgresBackend {
     target_ = describe_target(conninfo_);
     schema_q_ = detail::pg::quote_ident(opt_.schema);
     channel_ = "jobq:" + opt_.schema;
+    events_channel_ = channel_ + ":events";
     build_statements();
     migrate();
     open_wake_pipe();
@@ -243,8 +245,9 @@ class PostgresBackend {
   PostgresBackend(const PostgresBackend&) = delete;
   PostgresBackend& operator=(const PostgresBackend&) = delete;
 
-  /// @brief Closes every connection; no call may be running.
+  /// @brief Stops the notice listener and closes every connection; no call may be running.
   ~PostgresBackend() {
+    stop_listener();
     for (int fd : wake_pipe_) {
       if (fd >= 0) ::close(fd);
     }
@@ -280,9 +283,9 @@ class PostgresBackend {
   /// A connection lost after the statement was sent leaves its outcome unknown: that is a
   /// ConnectionError saying so, never a silent second insert.
   EnqueueResult enqueue(const NewJob& job) {
-    check_job(job);
+    const auto payload = checked_payload(job);
     auto r = with_retry("enqueue", Replay::never, [&](Conn& c, bool) {
-      return insert_one(c, job, now());
+      return insert_one(c, job, payload, now());
     });
     wake_local();
     return r;
@@ -290,10 +293,10 @@ class PostgresBackend {
 
   /// @brief Stores many jobs in one transaction, all or nothing.
   std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
-    for (const auto& j : jobs) check_job(j);
+    const auto payloads = checked_payloads(jobs);
     if (jobs.empty()) return {};
     auto out = with_retry("enqueue_many", Replay::never, [&](Conn& c, bool) {
-      return in_transaction(c, [&] { return insert_many(c, jobs, now()); });
+      return in_transaction(c, [&] { return insert_many(c, jobs, payloads, now()); });
     });
     wake_local();
     return out;
@@ -303,20 +306,20 @@ class PostgresBackend {
   /// transaction the job exists iff that transaction commits. On an idle connection it runs
   /// in a transaction of its own. Never retried (the connection is the caller's).
   EnqueueResult enqueue(PGconn* tx, const NewJob& job) {
-    check_job(job);
+    const auto payload = checked_payload(job);
     CallerConn c{check_caller_conn(tx)};
-    return insert_one(c, job, now());
+    return insert_one(c, job, payload, now());
   }
 
   /// @brief enqueue_many on the caller's own connection (see enqueue(PGconn*, job)).
   std::vector<EnqueueResult> enqueue_many(PGconn* tx, std::span<const NewJob> jobs) {
-    for (const auto& j : jobs) check_job(j);
+    const auto payloads = checked_payloads(jobs);
     CallerConn c{check_caller_conn(tx)};
     if (jobs.empty()) return {};
     if (PQtransactionStatus(tx) == PQTRANS_IDLE) {
-      return in_transaction(c, [&] { return insert_many(c, jobs, now()); });
+      return in_transaction(c, [&] { return insert_many(c, jobs, payloads, now()); });
     }
-    return insert_many(c, jobs, now());
+    return insert_many(c, jobs, payloads, now());
   }
 
   // ------------------------------------------------------------------------------------------
@@ -592,6 +595,109 @@ class PostgresBackend {
   }
 
   // ------------------------------------------------------------------------------------------
+  // Limits, schedules, notices
+
+  /// @brief Sets the limits every claim of the queue honours, in every process (default: none).
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    with_retry("set_queue_limits", Replay::safe, [&](Conn& c, bool) {
+      if (limits == QueueLimits{}) return exec(c, S::clear_limits, {queue, channel_}) != nullptr;
+      const auto rate = limits.rate;
+      return exec(c, S::set_limits,
+                  {queue, rate ? detail::pg::Param(std::to_string(rate->max)) : std::nullopt,
+                   rate ? detail::pg::Param(std::to_string(rate->window.count())) : std::nullopt,
+                   std::to_string(limits.group_concurrency), channel_}) != nullptr;
+    });
+    wake_local();
+  }
+
+  /// @brief The limits of a queue (none by default).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    return with_retry("queue_limits", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::get_limits, {queue});
+      QueueLimits l;
+      if (PQntuples(r.get()) == 0) return l;
+      if (!PQgetisnull(r.get(), 0, 0)) {
+        l.rate = RateLimit{detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)),
+                           Millis{detail::pg::to_i64(PQgetvalue(r.get(), 0, 1))}};
+      }
+      l.group_concurrency = static_cast<int>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 2)));
+      return l;
+    });
+  }
+
+  /// @brief Inserts or replaces the schedule named s.name.
+  void put_schedule(const StoredSchedule& sched) {
+    validate_schedule_name(sched.name);
+    const auto spec = detail::pg::dump_json(sched.spec, "schedule spec");
+    detail::pg::require_no_nul(spec, "schedule spec");
+    with_retry("put_schedule", Replay::safe, [&](Conn& c, bool) {
+      return exec(c, S::put_schedule, {sched.name, spec, ms(sched.next_run)}) != nullptr;
+    });
+  }
+
+  /// @brief Removes a schedule; false if there was none.
+  bool remove_schedule(const std::string& name) {
+    return with_retry("remove_schedule", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(exec(c, S::remove_schedule, {strip_nul(name)}).get()) == 1;
+    });
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    return with_retry("schedules", Replay::safe, [&](Conn& c, bool) {
+      auto r = exec(c, S::list_schedules, {});
+      std::vector<StoredSchedule> out;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        StoredSchedule sched;
+        sched.name = PQgetvalue(r.get(), row, 0);
+        try {
+          sched.spec = nlohmann::json::parse(PQgetvalue(r.get(), row, 1));
+        } catch (const nlohmann::json::exception& e) {
+          throw PostgresError(ErrorCategory::backend,
+                              "postgres: stored schedule '" + sched.name + "' is not valid JSON: " + e.what());
+        }
+        sched.next_run = from_epoch_ms(detail::pg::to_i64(PQgetvalue(r.get(), row, 2)));
+        out.push_back(std::move(sched));
+      }
+      return out;
+    });
+  }
+
+  /// @brief If the schedule's next_run == expected: sets it to `next` and enqueues `job` (when
+  /// set), in one transaction; true. Otherwise changes nothing; false.
+  ///
+  /// A connection lost before the commit was answered is a ConnectionError (the tick may or may
+  /// not have fired), never a second enqueue.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                     const std::optional<NewJob>& job) {
+    std::optional<std::string> payload;
+    if (job) payload = checked_payload(*job);
+    const bool fired = with_retry("fire_schedule", Replay::never, [&](Conn& c, bool) {
+      return in_transaction(c, [&] {
+        auto r = exec(c, S::fire_schedule, {strip_nul(name), ms(expected), ms(next)});
+        if (PQntuples(r.get()) == 0) return false;
+        if (job) insert_one(c, *job, *payload, now());
+        return true;
+      });
+    });
+    if (fired && job) wake_local();
+    return fired;
+  }
+
+  /// @brief Calls fn for each notice of `queues` (all when empty) made by any process on this
+  /// schema, until the Subscription ends. Returns once the listener is LISTENing, so changes
+  /// committed after it returns are delivered; throws ConnectionError if it cannot listen.
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    for (const auto& q : queues) validate_queue_name(q);
+    if (!fn) throw InvalidArgument("subscribe: the callback is empty");
+    start_listener();
+    return hub_.subscribe(queues, std::move(fn));
+  }
+
+  // ------------------------------------------------------------------------------------------
   // Waiting
 
   /// @brief Blocks until work may be ready in one of the queues (a NOTIFY from any process, an
@@ -639,7 +745,7 @@ class PostgresBackend {
 
   enum class S : std::size_t {
     enqueue_one,
-    enqueue_unique,
+    enqueue_keyed,
     enqueue_batch,
     claim,
     complete_many,
@@ -661,6 +767,13 @@ class PostgresBackend {
     prune,
     list,
     ready,
+    set_limits,
+    clear_limits,
+    get_limits,
+    put_schedule,
+    remove_schedule,
+    list_schedules,
+    fire_schedule,
     count_,
   };
 
@@ -981,15 +1094,28 @@ class PostgresBackend {
     const std::string cols =
         "id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at, "
         "finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms, "
-        "result, errors, progress, progress_message";
+        "result, errors, progress, progress_message, group_key";
     const std::string jcols =
         "j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts, "
         "j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff, "
         "j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress, "
-        "j.progress_message";
+        "j.progress_message, j.group_key";
     const std::string insert_cols =
         "INSERT INTO " + s + ".jobs (queue, name, payload, state, priority, max_attempts, run_at, "
-        "created_at, backoff, timeout_ms, unique_key, unique_for_ms) ";
+        "created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key) ";
+    // Job notices (Backend::subscribe), sent by the statement that makes the change, so only
+    // committed changes are announced: one NOTIFY per statement carrying a JSON array
+    // (notify_events splits it below the 8000-byte payload limit). Only when some process
+    // listens (event_listeners): without subscribers a statement pays one index probe.
+    // `from` names the CTE of changed rows; the rest are SQL expressions over its columns.
+    auto notices = [&](const std::string& from, const std::string& kind, const std::string& attempt,
+                       const std::string& progress, const std::string& message) {
+      return " note AS (SELECT " + s + ".notify_events(array_agg(json_build_object("
+             "'kind', " + kind + ", 'id', id, 'queue', queue, 'attempt', " + attempt +
+             ", 'progress', " + progress + ", 'message', " + message + ")::text))"
+             " FROM " + from + " WHERE (SELECT EXISTS (SELECT 1 FROM " + s + ".event_listeners))"
+             " HAVING count(*) > 0)";
+    };
     sql_.assign(static_cast<std::size_t>(S::count_), {});
     names_.assign(static_cast<std::size_t>(S::count_), {});
     auto def = [&](S id, const char* name, std::string sql) {
@@ -998,7 +1124,7 @@ class PostgresBackend {
     };
 
     // $1 queue $2 name $3 payload $4 priority $5 max_attempts $6 run_at $7 now $8 backoff
-    // $9 timeout_ms $10 unique_for_ms
+    // $9 timeout_ms $10 unique_for_ms $11 group (NULL = none)
     // Each insert statement sends its own NOTIFY (once per queue of a batch, only for rows
     // really inserted); migration 2 dropped the AFTER INSERT trigger that did it for them,
     // whose transition table cost a tenth of a bulk insert. NOTIFY is transactional: a waiter
@@ -1007,38 +1133,26 @@ class PostgresBackend {
     def(S::enqueue_one, "enqueue_one",
         "WITH ins AS (" + insert_cols +
             "VALUES ($1, $2, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint, "
-            "$8::jsonb, $9::bigint, NULL, $10::bigint) RETURNING id, queue)"
+            "$8::jsonb, $9::bigint, NULL, $10::bigint, $11::text) RETURNING id, queue)"
             " SELECT i.id FROM ins i CROSS JOIN LATERAL " + notify + "i.queue) n");
-    // The same plus $11 unique_key. The partial unique index jobs_unique_live arbitrates
-    // concurrent inserts of one key; a conflict with a transaction that committed after this
-    // statement's snapshot yields no row, and the caller runs the statement again.
-    def(S::enqueue_unique, "enqueue_unique",
-        "WITH existing AS ("
-        " SELECT id FROM " + s + ".jobs"
-        "  WHERE queue = $1::text AND unique_key = $11::text AND holds_key"
-        "    AND (state IN ('queued', 'active')"
-        "         OR (state = 'completed' AND finished_at + unique_for_ms > $7::bigint))"
-        "  ORDER BY id LIMIT 1),"
-        " ins AS (" + insert_cols +
-        " SELECT $1::text, $2::text, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint,"
-        "        $8::jsonb, $9::bigint, $11::text, $10::bigint"
-        "  WHERE NOT EXISTS (SELECT 1 FROM existing)"
-        "  ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND holds_key"
-        "     AND state IN ('queued', 'active') DO NOTHING"
-        "  RETURNING id, queue)"
-        " SELECT i.id, true FROM ins i CROSS JOIN LATERAL " + notify + "i.queue) n"
-        " UNION ALL SELECT id, false FROM existing");
+    // The same plus $12 unique_key $13 throttle_ms $14 debounce_ms: see enqueue_keyed in
+    // migration 3 (the key's holder, throttle and debounce, retried on a lost race).
+    def(S::enqueue_keyed, "enqueue_keyed",
+        "SELECT job_id, created FROM " + s + ".enqueue_keyed($1::text, $2::text, $3::json, $4::int,"
+        " $5::int, $6::bigint, $7::bigint, $8::jsonb, $9::bigint, $10::bigint, $11::text, $12::text,"
+        " $13::bigint, $14::bigint)");
     // Arrays of a batch; ids come from one sequence in ORDER BY ord, so sorted ids map back to
     // input order. Backoff policies come once each ($8) with a 1-based index per job ($9):
     // parsing the same jsonb for every row was a tenth of the statement's server time.
     // $1 queues $2 names $3 payloads $4 priorities $5 max_attempts $6 run_ats $7 now
     // $8 distinct backoffs $9 backoff index $10 timeouts $11 unique_fors $12 distinct queues
+    // $13 groups
     def(S::enqueue_batch, "enqueue_batch",
         "WITH ins AS (" + insert_cols +
-            "SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, ($8::jsonb[])[bi], t, NULL, uf"
+            "SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, ($8::jsonb[])[bi], t, NULL, uf, g"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
-            "             $9::int[], $10::bigint[], $11::bigint[])"
-            "      WITH ORDINALITY AS x(q, n, p, pr, ma, ra, bi, t, uf, ord)"
+            "             $9::int[], $10::bigint[], $11::bigint[], $13::text[])"
+            "      WITH ORDINALITY AS x(q, n, p, pr, ma, ra, bi, t, uf, g, ord)"
             " ORDER BY ord RETURNING id),"
             " woke AS (SELECT count(*) FROM unnest($12::text[]) AS q(name)"
             "          CROSS JOIN LATERAL " + notify + "q.name) n)"
@@ -1046,7 +1160,13 @@ class PostgresBackend {
     // Per queue, an ordered scan of the partial index jobs_ready (queue, priority DESC, run_at,
     // id) WHERE state = 'queued', locking with SKIP LOCKED so concurrent claimers never wait
     // for or share a row; then the best `limit` across the queues.
+    // When one of the queues has limits (a queue_limits row), the fast path takes nothing and
+    // claim_limited (migration 3) claims instead, under a lock on those queues' limits rows.
+    // Both branches test the same InitPlan in the same snapshot, so exactly one of them runs;
+    // unlimited queues pay one index probe of queue_limits and no lock.
     // $1 queues $2 now $3 limit $4 lease_until $5 tokens
+    const std::string limited =
+        "(SELECT EXISTS (SELECT 1 FROM " + s + ".queue_limits l WHERE l.queue = ANY($1::text[])))";
     def(S::claim, "claim",
         "WITH picked AS ("
         " SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS rn"
@@ -1057,25 +1177,35 @@ class PostgresBackend {
         "      ORDER BY j.priority DESC, j.run_at, j.id"
         "      LIMIT $3::int FOR UPDATE SKIP LOCKED) c"
         "  WHERE NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = q.name)"
-        "  ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3::int)"
-        " UPDATE " + s + ".jobs j SET state = 'active', attempts = j.attempts + 1,"
+        "    AND NOT " + limited +
+        "  ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3::int),"
+        " fast AS (UPDATE " + s + ".jobs j SET state = 'active', attempts = j.attempts + 1,"
         "        lease_token = ($5::text[])[picked.rn], lease_until = $4::bigint"
-        "   FROM picked WHERE j.id = picked.id RETURNING " + jcols);
+        "   FROM picked WHERE j.id = picked.id RETURNING " + jcols + ")"
+        " SELECT * FROM fast"
+        " UNION ALL"
+        " SELECT " + jcols + " FROM " + s + ".claim_limited($1::text[], $2::bigint, $3::int,"
+        "   $4::bigint, $5::text[]) j WHERE " + limited);
     // $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done.
     // done_token remembers which lease finished the job, for retries after a lost answer.
+    // The scalar subquery over `note` makes it run (an unreferenced SELECT CTE would not).
     def(S::complete_many, "complete_many",
-        "UPDATE " + s + ".jobs j SET state = 'completed', finished_at = $4::bigint,"
+        "WITH done AS ("
+        " UPDATE " + s + ".jobs j SET state = 'completed', finished_at = $4::bigint,"
         "       result = (($3::text[])[c.ord])::json, lease_token = NULL, lease_until = NULL,"
         "       done_token = j.lease_token"
         "  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)"
-        " WHERE j.id = c.id AND j.state = 'active' AND j.lease_token = c.token RETURNING c.ord");
+        " WHERE j.id = c.id AND j.state = 'active' AND j.lease_token = c.token"
+        " RETURNING c.ord, j.id, j.queue, j.attempts, j.progress),"
+        + notices("done", "'completed'", "attempts", "progress", "''") +
+        " SELECT ord FROM done WHERE (SELECT count(*) FROM note) >= 0");
     // $1 ids $2 tokens: which of them were finished by that very token, and their state now.
     def(S::done_check, "done_check",
         "SELECT c.ord, j.state FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)"
         "  JOIN " + s + ".jobs j ON j.id = c.id AND j.done_token = c.token");
     // $1 id $2 token $3 message $4 retry_at (NULL = dead) $5 now
     def(S::fail, "fail",
-        "UPDATE " + s + ".jobs SET"
+        "WITH f AS (UPDATE " + s + ".jobs SET"
         "  errors = errors || jsonb_build_array(jsonb_build_object("
         "           'attempt', attempts, 'message', $3::text, 'at', $5::bigint)),"
         "  state = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
@@ -1083,7 +1213,11 @@ class PostgresBackend {
         "  finished_at = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN NULL"
         "                ELSE $5::bigint END,"
         "  lease_token = NULL, lease_until = NULL, done_token = lease_token"
-        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING state");
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text"
+        " RETURNING id, queue, state, attempts),"
+        + notices("f", "CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END", "attempts", "0",
+                  "left($3::text, 1000)") +
+        " SELECT state FROM f WHERE (SELECT count(*) FROM note) >= 0");
     def(S::extend, "extend",
         "UPDATE " + s + ".jobs SET lease_until = $3::bigint"
         " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id");
@@ -1097,13 +1231,16 @@ class PostgresBackend {
         "       lease_token = NULL, lease_until = NULL"
         " WHERE state = 'active' AND lease_token = ANY($1::text[]) RETURNING id");
     def(S::progress, "progress",
-        "UPDATE " + s + ".jobs SET progress = $3::int, progress_message = $4::text"
-        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id");
+        "WITH p AS (UPDATE " + s + ".jobs SET progress = $3::int, progress_message = $4::text"
+        " WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text"
+        " RETURNING id, queue, attempts, progress),"
+        + notices("p", "'progress'", "attempts", "progress", "left($4::text, 1000)") +
+        " SELECT id FROM p WHERE (SELECT count(*) FROM note) >= 0");
     // One node at a time: the try-lock is an InitPlan evaluated once, before any row; a node
     // that does not get it updates nothing. Uses jobs_active_lease (lease_until) WHERE active.
     // $1 now $2 lock name
     def(S::recover, "recover",
-        "UPDATE " + s + ".jobs SET"
+        "WITH r AS (UPDATE " + s + ".jobs SET"
         "  errors = errors || jsonb_build_array(jsonb_build_object("
         "           'attempt', attempts, 'message', 'lease expired (worker lost or too slow)',"
         "           'at', $1::bigint)),"
@@ -1112,19 +1249,33 @@ class PostgresBackend {
         "  finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1::bigint END,"
         "  lease_token = NULL, lease_until = NULL"
         " WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, 0)))"
-        "   AND state = 'active' AND lease_until <= $1::bigint RETURNING state");
+        "   AND state = 'active' AND lease_until <= $1::bigint RETURNING id, queue, state, attempts),"
+        + notices("r", "CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END", "attempts", "0",
+                  "'lease expired (worker lost or too slow)'") +
+        " SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0");
     def(S::get, "get", "SELECT " + cols + " FROM " + s + ".jobs WHERE id = $1::bigint");
     def(S::cancel, "cancel",
-        "UPDATE " + s + ".jobs SET state = 'cancelled', finished_at = $2::bigint"
-        " WHERE id = $1::bigint AND state = 'queued' RETURNING id");
-    // A re-driven job takes its unique key back only if no live job holds it meanwhile.
+        "WITH c AS (UPDATE " + s + ".jobs SET state = 'cancelled', finished_at = $2::bigint"
+        " WHERE id = $1::bigint AND state = 'queued' RETURNING id, queue, attempts, progress),"
+        + notices("c", "'cancelled'", "attempts", "progress", "''") +
+        " SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0");
+    // A re-driven job takes its unique key back unless the key's holder (holds_key: at most
+    // one job per key, index jobs_unique_holder) still holds it. The old holder lets go first:
+    // the InitPlan over `unhold` runs before the row is updated, so the unique index never
+    // sees two holders.
     def(S::redrive, "redrive",
-        "UPDATE " + s + ".jobs j SET state = 'queued', run_at = $2::bigint, attempts = 0,"
+        "WITH t AS (SELECT id, queue, unique_key FROM " + s + ".jobs"
+        "            WHERE id = $1::bigint AND state = 'dead' FOR UPDATE),"
+        " h AS (SELECT o.id, (o.state IN ('queued', 'active') OR (o.state = 'completed'"
+        "               AND o.finished_at + o.unique_for_ms > $2::bigint)) AS held"
+        "        FROM " + s + ".jobs o, t WHERE o.queue = t.queue AND o.unique_key = t.unique_key"
+        "         AND o.holds_key AND o.id <> t.id),"
+        " unhold AS (UPDATE " + s + ".jobs o SET holds_key = false FROM h"
+        "             WHERE o.id = h.id AND NOT h.held RETURNING o.id)"
+        " UPDATE " + s + ".jobs j SET state = 'queued', run_at = $2::bigint, attempts = 0,"
         "       finished_at = NULL,"
-        "       holds_key = j.unique_key IS NULL OR NOT EXISTS ("
-        "         SELECT 1 FROM " + s + ".jobs o WHERE o.queue = j.queue AND o.unique_key = j.unique_key"
-        "            AND o.holds_key AND o.state IN ('queued', 'active'))"
-        " WHERE j.id = $1::bigint AND j.state = 'dead' RETURNING j.id");
+        "       holds_key = j.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM h WHERE h.held)"
+        "  FROM t WHERE j.id = t.id AND (SELECT count(*) FROM unhold) >= 0 RETURNING j.id");
     def(S::pause, "pause",
         "INSERT INTO " + s + ".paused_queues (queue) VALUES ($1::text) ON CONFLICT DO NOTHING");
     def(S::resume, "resume",
@@ -1162,12 +1313,45 @@ class PostgresBackend {
     def(S::list, "list",
         "SELECT " + cols + " FROM " + s + ".jobs WHERE queue = $1::text AND state = $2::text"
         " ORDER BY queue, state, id LIMIT $3::bigint OFFSET $4::bigint");
+    // Limited queues never count as ready: their jobs may be held back by a limit, and a
+    // waiter that returned at once would spin on claims. They are polled (poll_interval) and
+    // woken by NOTIFY like the others.
     def(S::ready, "ready",
         "SELECT 1 FROM unnest($1::text[]) AS q(name)"
         " WHERE NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = q.name)"
+        "   AND NOT EXISTS (SELECT 1 FROM " + s + ".queue_limits l WHERE l.queue = q.name)"
         "   AND EXISTS (SELECT 1 FROM " + s + ".jobs j"
         "                WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint)"
         " LIMIT 1");
+    // $1 queue $2 rate max $3 rate window ms (both NULL = no rate) $4 group concurrency $5 channel.
+    // A raised limit may free work: waiters are woken.
+    def(S::set_limits, "set_limits",
+        "WITH u AS (INSERT INTO " + s + ".queue_limits (queue, rate_max, rate_window_ms, group_concurrency)"
+        " VALUES ($1::text, $2::bigint, $3::bigint, $4::int) ON CONFLICT (queue) DO UPDATE"
+        " SET rate_max = EXCLUDED.rate_max, rate_window_ms = EXCLUDED.rate_window_ms,"
+        "     group_concurrency = EXCLUDED.group_concurrency RETURNING queue)"
+        " SELECT pg_notify($5::text, queue) FROM u");
+    // No limits = no row: claims of the queue take the fast path again.
+    def(S::clear_limits, "clear_limits",
+        "WITH d AS (DELETE FROM " + s + ".queue_limits WHERE queue = $1::text RETURNING queue)"
+        " SELECT pg_notify($2::text, queue) FROM d");
+    def(S::get_limits, "get_limits",
+        "SELECT rate_max, rate_window_ms, group_concurrency FROM " + s + ".queue_limits"
+        " WHERE queue = $1::text");
+    // The spec is stored as the JSON text given and parsed back as is.
+    def(S::put_schedule, "put_schedule",
+        "INSERT INTO " + s + ".schedules (name, spec, next_run) VALUES ($1::text, $2::text, $3::bigint)"
+        " ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, next_run = EXCLUDED.next_run");
+    def(S::remove_schedule, "remove_schedule",
+        "DELETE FROM " + s + ".schedules WHERE name = $1::text RETURNING 1");
+    // Byte order (COLLATE "C"), as std::string compares.
+    def(S::list_schedules, "list_schedules",
+        "SELECT name, spec, next_run FROM " + s + ".schedules ORDER BY name COLLATE \"C\"");
+    // The compare-and-set: a concurrent firing waits on the row lock, then re-checks next_run
+    // on the committed row (READ COMMITTED) and updates nothing. $1 name $2 expected $3 next
+    def(S::fire_schedule, "fire_schedule",
+        "UPDATE " + s + ".schedules SET next_run = $3::bigint"
+        " WHERE name = $1::text AND next_run = $2::bigint RETURNING 1");
   }
 
   /// Numbered migrations; each runs once, in order, inside the migration transaction.
@@ -1231,7 +1415,198 @@ class PostgresBackend {
         // 2: the insert statements notify themselves (see enqueue_one): no transition table.
         "DROP TRIGGER jobs_notify_inserted ON " + s + ".jobs;\n"
         "DROP FUNCTION " + s + ".notify_inserted();\n",
+        migration_3(),
     };
+  }
+
+  /// 3 (issue #7): groups, queue limits with a rate ledger, stored schedules, job notices, and
+  /// one holder per unique key (throttle/debounce).
+  std::string migration_3() const {
+    const std::string& s = schema_q_;
+    const std::string wake = "'" + channel_ + "'";          // [a-z0-9_:] only: safe as a literal
+    const std::string events = "'" + events_channel_ + "'";
+    return
+        "ALTER TABLE " + s + ".jobs ADD COLUMN group_key text;\n"
+        // Counting active jobs per group, for limited queues only; jobs without a group or not
+        // active are not in it, so the hot path writes no entry.
+        "CREATE INDEX jobs_active_group ON " + s + ".jobs (queue, group_key)"
+        " WHERE state = 'active' AND group_key IS NOT NULL;\n"
+        // holds_key now marks THE holder of a key (the latest job enqueued with it, or a
+        // re-driven one that took it back) in every state, not only while queued/active: the
+        // holder decides throttle (its created_at) and debounce (replace it while queued), and a
+        // new holder coexists with an active old one. Existing stores keep per key the live
+        // holder, else the newest.
+        "UPDATE " + s + ".jobs SET holds_key = false WHERE unique_key IS NOT NULL AND holds_key"
+        " AND id NOT IN (SELECT DISTINCT ON (queue, unique_key) id FROM " + s + ".jobs"
+        "   WHERE unique_key IS NOT NULL AND holds_key"
+        "   ORDER BY queue, unique_key, (state IN ('queued', 'active')) DESC, id DESC);\n"
+        "DROP INDEX " + s + ".jobs_unique_live;\n"
+        "DROP INDEX " + s + ".jobs_unique_key;\n"
+        "CREATE UNIQUE INDEX jobs_unique_holder ON " + s + ".jobs (queue, unique_key)"
+        " WHERE unique_key IS NOT NULL AND holds_key;\n"
+        // A queue with a row here is limited (no row = no limits).
+        "CREATE TABLE " + s + ".queue_limits ("
+        " queue text PRIMARY KEY,"
+        " rate_max bigint CHECK (rate_max >= 1),"
+        " rate_window_ms bigint CHECK (rate_window_ms >= 1),"
+        " group_concurrency int NOT NULL DEFAULT 0 CHECK (group_concurrency >= 0),"
+        " CHECK ((rate_max IS NULL) = (rate_window_ms IS NULL)));\n"
+        // One row per claim of a rate-limited queue: n starts at at_ms. Pruned by the claims.
+        "CREATE TABLE " + s + ".rate_ledger (queue text NOT NULL, at_ms bigint NOT NULL, n int NOT NULL);\n"
+        "CREATE INDEX rate_ledger_queue_at ON " + s + ".rate_ledger (queue, at_ms);\n"
+        "CREATE TABLE " + s + ".schedules (name text PRIMARY KEY, spec text NOT NULL, next_run bigint NOT NULL);\n"
+        // Backends whose listener connection LISTENs for notices; statements build notices only
+        // when a row exists. A stale row (a crashed process) costs notices nobody reads; the next
+        // listener to start removes rows of sessions that are gone.
+        "CREATE TABLE " + s + ".event_listeners (pid int PRIMARY KEY, since timestamptz NOT NULL DEFAULT now());\n"
+        // Sends notices (JSON texts) as JSON arrays, each NOTIFY below the 8000-byte limit
+        // (a notice's message is cut at 1000 characters, so one notice always fits).
+        "CREATE FUNCTION " + s + ".notify_events(p_notices text[]) RETURNS int LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE v_buf text := ''; v_one text; v_sent int := 0;\n"
+        "BEGIN\n"
+        "  IF p_notices IS NULL THEN RETURN 0; END IF;\n"
+        "  FOREACH v_one IN ARRAY p_notices LOOP\n"
+        "    IF v_buf <> '' AND octet_length(v_buf) + octet_length(v_one) + 3 > 7900 THEN\n"
+        "      PERFORM pg_notify(" + events + ", '[' || v_buf || ']');\n"
+        "      v_sent := v_sent + 1; v_buf := '';\n"
+        "    END IF;\n"
+        "    v_buf := CASE WHEN v_buf = '' THEN v_one ELSE v_buf || ',' || v_one END;\n"
+        "  END LOOP;\n"
+        "  IF v_buf <> '' THEN PERFORM pg_notify(" + events + ", '[' || v_buf || ']'); v_sent := v_sent + 1; END IF;\n"
+        "  RETURN v_sent;\n"
+        "END $fn$;\n"
+        // Enqueue of a job with a unique key (Backend::enqueue): decided against the key's
+        // holder. Each statement of a VOLATILE function takes a fresh snapshot (READ
+        // COMMITTED), so after losing a race (a changed holder, or a conflict on
+        // jobs_unique_holder, on which INSERT waits for the winner to commit) the loop sees the
+        // winner. Under REPEATABLE READ it never would: bounded, then 40001.
+        "CREATE FUNCTION " + s + ".enqueue_keyed(p_queue text, p_name text, p_payload json,"
+        " p_priority int, p_max_attempts int, p_run_at bigint, p_now bigint, p_backoff jsonb,"
+        " p_timeout bigint, p_unique_for bigint, p_group text, p_key text, p_throttle bigint,"
+        " p_debounce bigint)\n"
+        " RETURNS TABLE (job_id bigint, created boolean) LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE h record; v_id bigint;\n"
+        "BEGIN\n"
+        "  FOR v_try IN 1..50 LOOP\n"
+        "    SELECT j.id, j.state, j.created_at, j.finished_at, j.unique_for_ms INTO h\n"
+        "      FROM " + s + ".jobs j WHERE j.queue = p_queue AND j.unique_key = p_key AND j.holds_key;\n"
+        "    IF FOUND THEN\n"
+        "      IF p_debounce > 0 THEN\n"
+        "        IF h.state = 'queued' THEN\n"
+        "          UPDATE " + s + ".jobs SET payload = p_payload, run_at = p_now + p_debounce\n"
+        "           WHERE id = h.id AND state = 'queued' AND holds_key;\n"
+        "          IF FOUND THEN job_id := h.id; created := false; RETURN NEXT; RETURN; END IF;\n"
+        "          CONTINUE;\n"  // claimed meanwhile: look again
+        "        END IF;\n"
+        "      ELSIF h.state IN ('queued', 'active')\n"
+        "         OR (h.state = 'completed' AND h.finished_at + h.unique_for_ms > p_now)\n"
+        "         OR (p_throttle > 0 AND h.created_at + p_throttle > p_now) THEN\n"
+        "        job_id := h.id; created := false; RETURN NEXT; RETURN;\n"
+        "      END IF;\n"
+        // The key passes to the new job; the old holder keeps its state (an active one runs on).
+        "      UPDATE " + s + ".jobs SET holds_key = false WHERE id = h.id AND holds_key AND state = h.state;\n"
+        "      IF NOT FOUND THEN CONTINUE; END IF;\n"
+        "    END IF;\n"
+        "    INSERT INTO " + s + ".jobs (queue, name, payload, state, priority, max_attempts, run_at,"
+        " created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)\n"
+        "    VALUES (p_queue, p_name, p_payload, 'queued', p_priority, p_max_attempts,"
+        " CASE WHEN p_debounce > 0 THEN p_now + p_debounce ELSE p_run_at END, p_now, p_backoff,"
+        " p_timeout, p_key, p_unique_for, p_group)\n"
+        "    ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND holds_key DO NOTHING\n"
+        "    RETURNING id INTO v_id;\n"
+        "    IF FOUND THEN\n"
+        "      PERFORM pg_notify(" + wake + ", p_queue);\n"
+        "      job_id := v_id; created := true; RETURN NEXT; RETURN;\n"
+        "    END IF;\n"
+        "  END LOOP;\n"
+        "  RAISE EXCEPTION 'unique key % of queue % is held by a job this transaction cannot see"
+        " (REPEATABLE READ?)', p_key, p_queue USING ERRCODE = '40001';\n"
+        "END $fn$;\n"
+        // Claim from queues of which at least one has limits (see S::claim). The FOR UPDATE on
+        // their queue_limits rows serializes such claims across all processes until commit;
+        // the statements after it see every earlier claim (fresh snapshots), so the active
+        // counts per group and the ledger are exact. Completions lower the counts without the
+        // lock, which can only hold a job back for one claim longer, never let one through.
+        // Candidates come in claim order from jobs_ready; groups already at their limit are
+        // excluded in the query, and only groups that fill up during this claim are skipped
+        // row by row. With several queues each one is scanned for at most 4 x limit + 100
+        // candidates (a later claim goes on).
+        "CREATE FUNCTION " + s + ".claim_limited(p_queues text[], p_now bigint, p_limit int,"
+        " p_lease_until bigint, p_tokens text[]) RETURNS SETOF " + s + ".jobs LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE\n"
+        "  v_lim record; r record; cur refcursor;\n"
+        "  v_ids bigint[] := '{}';\n"
+        "  v_allowed jsonb := '{}';\n"   // queue -> starts left in the window (rate-limited only)
+        "  v_gmax jsonb := '{}';\n"      // queue -> group concurrency (grouped queues only)
+        "  v_active jsonb := '{}';\n"    // queue \n group -> active jobs, picked ones included
+        "  v_full jsonb := '{}';\n"      // queue \n group of groups already at their limit
+        "  v_key text; v_n bigint;\n"
+        "BEGIN\n"
+        "  PERFORM 1 FROM " + s + ".queue_limits WHERE queue = ANY(p_queues) ORDER BY queue FOR UPDATE;\n"
+        "  FOR v_lim IN SELECT * FROM " + s + ".queue_limits WHERE queue = ANY(p_queues) LOOP\n"
+        "    IF v_lim.rate_max IS NOT NULL THEN\n"
+        "      DELETE FROM " + s + ".rate_ledger WHERE queue = v_lim.queue AND at_ms <= p_now - v_lim.rate_window_ms;\n"
+        "      SELECT v_lim.rate_max - coalesce(sum(x.n), 0) INTO v_n FROM " + s + ".rate_ledger x WHERE x.queue = v_lim.queue;\n"
+        "      v_allowed := v_allowed || jsonb_build_object(v_lim.queue, v_n);\n"
+        "    END IF;\n"
+        "    IF v_lim.group_concurrency > 0 THEN\n"
+        "      v_gmax := v_gmax || jsonb_build_object(v_lim.queue, v_lim.group_concurrency);\n"
+        "    END IF;\n"
+        "  END LOOP;\n"
+        "  IF v_gmax <> '{}' THEN\n"
+        "    SELECT coalesce(jsonb_object_agg(a.k, a.n), '{}'),\n"
+        "           coalesce(jsonb_object_agg(a.k, true) FILTER (WHERE a.n >= (v_gmax ->> a.queue)::bigint), '{}')\n"
+        "      INTO v_active, v_full\n"
+        "      FROM (SELECT j.queue, j.queue || E'\\n' || j.group_key AS k, count(*) AS n FROM " + s + ".jobs j\n"
+        "             WHERE j.queue = ANY(p_queues) AND j.state = 'active' AND j.group_key IS NOT NULL\n"
+        "               AND v_gmax ? j.queue GROUP BY j.queue, j.group_key) a;\n"
+        "  END IF;\n"
+        "  IF cardinality(p_queues) = 1 THEN\n"
+        "    OPEN cur FOR SELECT j.id, j.queue, j.group_key FROM " + s + ".jobs j\n"
+        "      WHERE j.state = 'queued' AND j.queue = p_queues[1] AND j.run_at <= p_now\n"
+        "        AND NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = j.queue)\n"
+        "        AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0\n"
+        "        AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\\n' || j.group_key)))\n"
+        "      ORDER BY j.priority DESC, j.run_at, j.id;\n"
+        "  ELSE\n"
+        "    OPEN cur FOR SELECT c.id, c.queue, c.group_key FROM unnest(p_queues) AS q(name)\n"
+        "      CROSS JOIN LATERAL (SELECT j.id, j.queue, j.group_key, j.priority, j.run_at FROM " + s + ".jobs j\n"
+        "        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= p_now\n"
+        "          AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0\n"
+        "          AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\\n' || j.group_key)))\n"
+        "        ORDER BY j.priority DESC, j.run_at, j.id LIMIT 4 * p_limit + 100) c\n"
+        "      WHERE NOT EXISTS (SELECT 1 FROM " + s + ".paused_queues p WHERE p.queue = q.name)\n"
+        "      ORDER BY c.priority DESC, c.run_at, c.id;\n"
+        "  END IF;\n"
+        "  LOOP\n"
+        "    FETCH cur INTO r;\n"
+        "    EXIT WHEN NOT FOUND;\n"
+        "    IF v_allowed ? r.queue AND (v_allowed ->> r.queue)::bigint <= 0 THEN CONTINUE; END IF;\n"
+        "    IF r.group_key IS NOT NULL AND v_gmax ? r.queue THEN\n"
+        "      v_key := r.queue || E'\\n' || r.group_key;\n"
+        "      v_n := coalesce((v_active ->> v_key)::bigint, 0);\n"
+        "      IF v_n >= (v_gmax ->> r.queue)::bigint THEN CONTINUE; END IF;\n"
+        "      v_active := v_active || jsonb_build_object(v_key, v_n + 1);\n"
+        "    END IF;\n"
+        "    IF v_allowed ? r.queue THEN\n"
+        "      v_allowed := v_allowed || jsonb_build_object(r.queue, (v_allowed ->> r.queue)::bigint - 1);\n"
+        "    END IF;\n"
+        "    v_ids := v_ids || r.id;\n"
+        "    EXIT WHEN cardinality(v_ids) >= p_limit;\n"
+        "  END LOOP;\n"
+        "  CLOSE cur;\n"
+        "  IF cardinality(v_ids) = 0 THEN RETURN; END IF;\n"
+        // state = 'queued' again: a cancel or a debounce may have changed a row meanwhile
+        // (claims of these queues cannot: they wait for our lock).
+        "  RETURN QUERY\n"
+        "    WITH u AS (UPDATE " + s + ".jobs j SET state = 'active', attempts = j.attempts + 1,\n"
+        "                      lease_token = p_tokens[p.ord], lease_until = p_lease_until\n"
+        "                 FROM unnest(v_ids) WITH ORDINALITY AS p(id, ord)\n"
+        "                WHERE j.id = p.id AND j.state = 'queued' AND j.run_at <= p_now RETURNING j.*),\n"
+        "         led AS (INSERT INTO " + s + ".rate_ledger (queue, at_ms, n)\n"
+        "                 SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)\n"
+        "    SELECT * FROM u;\n"
+        "END $fn$;\n";
   }
 
   /// Creates or upgrades the schema under a transaction-scoped advisory lock, so any number of
@@ -1316,9 +1691,27 @@ class PostgresBackend {
   // ------------------------------------------------------------------------------------------
   // Enqueue internals
 
-  static void check_job(const NewJob& job) {
+  /// validate(job) and the payload as it will be stored, refused when above max_payload_bytes.
+  std::string checked_payload(const NewJob& job) const {
     validate(job);
     detail::pg::require_no_nul(job.unique_key, "unique key");
+    detail::pg::require_no_nul(job.group, "group key");
+    auto text = detail::pg::dump_json(job.payload, "payload");
+    check_payload_size(text.size(), opt_.max_payload_bytes);
+    return text;
+  }
+
+  // Every job is checked before the first one is written: all or nothing, even inside the
+  // caller's own transaction.
+  std::vector<std::string> checked_payloads(std::span<const NewJob> jobs) const {
+    std::vector<std::string> out;
+    out.reserve(jobs.size());
+    for (const auto& j : jobs) out.push_back(checked_payload(j));
+    return out;
+  }
+
+  static detail::pg::Param group_param(const NewJob& j) {
+    return j.group.empty() ? std::nullopt : detail::pg::Param(j.group);
   }
 
   PGconn* check_caller_conn(PGconn* tx) const {
@@ -1338,62 +1731,59 @@ class PostgresBackend {
     return tx;
   }
 
-  static detail::pg::Params job_params(const NewJob& j, TimePoint t) {
+  static detail::pg::Params job_params(const NewJob& j, const std::string& payload, TimePoint t) {
     return {j.queue,
             j.name,
-            detail::pg::dump_json(j.payload, "payload"),
+            payload,
             std::to_string(j.priority),
             std::to_string(j.max_attempts),
             ms(j.run_at.value_or(t)),
             ms(t),
             j.backoff.to_json().dump(),
             std::to_string(j.timeout.count()),
-            std::to_string(j.unique_for.count())};
+            std::to_string(j.unique_for.count()),
+            group_param(j)};
   }
 
   template <class C>
-  EnqueueResult insert_one(C& c, const NewJob& job, TimePoint t) {
-    auto params = job_params(job, t);
+  EnqueueResult insert_one(C& c, const NewJob& job, const std::string& payload, TimePoint t) {
+    auto params = job_params(job, payload, t);
     if (job.unique_key.empty()) {
       auto r = exec(c, S::enqueue_one, params);
       return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), true};
     }
+    // Unique keys, throttle and debounce: the function enqueue_keyed (migration 3) decides
+    // against the key's holder and retries itself when a concurrent enqueue wins the key.
     params.emplace_back(job.unique_key);
-    // No row: the key's holder committed after our snapshot; a new statement sees it. Under
-    // REPEATABLE READ it never will, hence the bound.
-    for (int attempt = 0; attempt < 20; ++attempt) {
-      auto r = exec(c, S::enqueue_unique, params);
-      if (PQntuples(r.get()) == 1) {
-        return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
-      }
-    }
-    throw PostgresError(ErrorCategory::conflict,
-                        "postgres: unique key '" + job.unique_key + "' of queue '" + job.queue +
-                            "' is held by a job this transaction cannot see (REPEATABLE READ?)",
-                        "40001");
+    params.emplace_back(std::to_string(job.throttle.count()));
+    params.emplace_back(std::to_string(job.debounce.count()));
+    auto r = exec(c, S::enqueue_keyed, params);
+    return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
   }
 
   template <class C>
-  std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs, TimePoint t) {
+  std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
+                                         const std::vector<std::string>& payloads, TimePoint t) {
     std::vector<EnqueueResult> out;
     out.reserve(jobs.size());
     std::size_t i = 0;
     while (i < jobs.size()) {
       if (!jobs[i].unique_key.empty()) {
-        out.push_back(insert_one(c, jobs[i], t));
+        out.push_back(insert_one(c, jobs[i], payloads[i], t));
         ++i;
         continue;
       }
       // A run of jobs without unique keys: one INSERT for all of them, in order.
       std::size_t end = i;
       while (end < jobs.size() && jobs[end].unique_key.empty() && end - i < 5'000) ++end;
-      std::vector<detail::pg::Param> q, n, p, pr, ma, ra, b, bi, to, uf;
+      std::vector<detail::pg::Param> q, n, p, pr, ma, ra, b, bi, to, uf, g;
       std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> 1-based index
       for (std::size_t k = i; k < end; ++k) {
         const auto& j = jobs[k];
         q.emplace_back(j.queue);
         n.emplace_back(j.name);
-        p.emplace_back(detail::pg::dump_json(j.payload, "payload"));
+        p.emplace_back(payloads[k]);
+        g.emplace_back(group_param(j));
         pr.emplace_back(std::to_string(j.priority));
         ma.emplace_back(std::to_string(j.max_attempts));
         ra.emplace_back(ms(j.run_at.value_or(t)));
@@ -1413,7 +1803,7 @@ class PostgresBackend {
       auto r = exec(c, S::enqueue_batch,
                     {text_array(q), text_array(n), text_array(p), text_array(pr), text_array(ma),
                      text_array(ra), ms(t), text_array(b), text_array(bi), text_array(to),
-                     text_array(uf), text_array(queues)});
+                     text_array(uf), text_array(queues), text_array(g)});
       std::vector<JobId> ids;
       for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)));
       std::sort(ids.begin(), ids.end());
@@ -1456,6 +1846,7 @@ class PostgresBackend {
     j.errors = errors_from_json(nlohmann::json::parse(text(18)));
     j.progress = static_cast<int>(i64(19));
     j.progress_message = text(20);
+    j.group = text(21);
     return j;
   }
 
@@ -1606,6 +1997,131 @@ class PostgresBackend {
     }
   }
 
+  // ------------------------------------------------------------------------------------------
+  // Notice listener: one connection and thread per backend object, started by the first
+  // subscribe, stopped by the destructor. It LISTENs on the events channel, registers in
+  // event_listeners (so statements start sending notices), and hands what arrives to hub_.
+
+  void start_listener() {
+    std::unique_lock lock(ev_mutex_);
+    if (!ev_started_) {
+      int fds[2];
+      if (::pipe(fds) == 0) {
+        for (int fd : fds) {
+          ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+          ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+        ev_pipe_[0] = fds[0];
+        ev_pipe_[1] = fds[1];
+      }
+      ev_started_ = true;
+      ev_thread_ = std::thread([this] { listener_loop(); });
+    }
+    if (!ev_cv_.wait_for(lock, opt_.reconnect_give_up, [&] { return ev_listening_; })) {
+      throw PostgresError(ErrorCategory::connection,
+                          "postgres: subscribe: cannot listen for job notices on " + target_ +
+                              " within " + std::to_string(opt_.reconnect_give_up.count()) +
+                              " ms: " + ev_error_,
+                          "08006");
+    }
+  }
+
+  void stop_listener() noexcept {
+    {
+      std::lock_guard lock(ev_mutex_);
+      if (!ev_started_) return;
+      ev_stop_ = true;
+    }
+    ev_cv_.notify_all();
+    if (ev_pipe_[1] >= 0) {
+      const char byte = 1;
+      [[maybe_unused]] const auto n = ::write(ev_pipe_[1], &byte, 1);
+    }
+    if (ev_thread_.joinable()) ev_thread_.join();
+    for (int& fd : ev_pipe_) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+  }
+
+  bool listener_stopping() {
+    std::lock_guard lock(ev_mutex_);
+    return ev_stop_;
+  }
+
+  detail::pg::ConnPtr listener_connect() {
+    auto c = connect();
+    CallerConn cc{c.get()};
+    exec_sql(cc, "LISTEN " + detail::pg::quote_ident(events_channel_), {});
+    exec_sql(cc,
+             "DELETE FROM " + schema_q_ + ".event_listeners e"
+             " WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = e.pid)",
+             {});
+    exec_sql(cc, "INSERT INTO " + schema_q_ + ".event_listeners (pid) VALUES (pg_backend_pid())"
+                 " ON CONFLICT DO NOTHING", {});
+    return c;
+  }
+
+  void listener_loop() {
+    detail::pg::ConnPtr conn;
+    auto delay = opt_.reconnect_backoff_min;
+    while (!listener_stopping()) {
+      if (!conn) {
+        std::string error;
+        try {
+          conn = listener_connect();
+        } catch (const detail::pg::Lost& lost) {
+          error = lost.message;
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        std::unique_lock lock(ev_mutex_);
+        if (conn) {
+          ev_listening_ = true;
+          ev_error_.clear();
+          delay = opt_.reconnect_backoff_min;
+          ev_cv_.notify_all();
+          continue;
+        }
+        ev_error_ = error;
+        ev_cv_.wait_for(lock, delay, [&] { return ev_stop_; });
+        delay = std::min(delay * 2, opt_.reconnect_backoff_max);
+        continue;
+      }
+      pollfd p[2] = {{PQsocket(conn.get()), POLLIN, 0}, {ev_pipe_[0], POLLIN, 0}};
+      if (::poll(p, ev_pipe_[0] >= 0 ? 2 : 1, 1000) <= 0) continue;
+      if (ev_pipe_[0] >= 0 && p[1].revents != 0) {
+        char buf[16];
+        while (::read(ev_pipe_[0], buf, sizeof buf) > 0) {
+        }
+      }
+      if (p[0].revents == 0) continue;
+      if (PQconsumeInput(conn.get()) == 0 || PQstatus(conn.get()) != CONNECTION_OK) {
+        // Lost: notices until the reconnect are lost too (best effort, Backend::subscribe).
+        conn.reset();
+        std::lock_guard lock(ev_mutex_);
+        ev_listening_ = false;
+        ev_error_ = "the listener connection was lost";
+        continue;
+      }
+      std::vector<JobNotice> got;
+      while (PGnotify* n = PQnotifies(conn.get())) {
+        try {
+          for (const auto& item : nlohmann::json::parse(n->extra)) got.push_back(job_notice_from_json(item));
+        } catch (const std::exception&) {
+          // Not ours (someone NOTIFYing on our channel): ignored.
+        }
+        PQfreemem(n);
+      }
+      hub_.publish(got);
+    }
+    if (conn) {
+      // Best effort: a row left behind only makes statements send notices nobody reads.
+      detail::pg::Result r{PQexec(conn.get(), ("DELETE FROM " + schema_q_ +
+                                               ".event_listeners WHERE pid = pg_backend_pid()").c_str())};
+    }
+  }
+
   void sleep_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop,
                    std::uint64_t generation) {
     std::unique_lock lock(wake_mutex_);
@@ -1621,6 +2137,7 @@ class PostgresBackend {
   std::string target_;
   std::string schema_q_;
   std::string channel_;
+  std::string events_channel_;
   std::vector<std::string> sql_;
   std::vector<std::string> names_;
 
@@ -1638,6 +2155,16 @@ class PostgresBackend {
   std::condition_variable wake_cv_;
   std::atomic<std::uint64_t> generation_{0};
   int wake_pipe_[2] = {-1, -1};
+
+  NoticeHub hub_;
+  std::mutex ev_mutex_;
+  std::condition_variable ev_cv_;
+  std::thread ev_thread_;
+  bool ev_started_ = false;
+  bool ev_stop_ = false;
+  bool ev_listening_ = false;
+  std::string ev_error_;
+  int ev_pipe_[2] = {-1, -1};
 
   std::atomic<std::uint64_t> retries_{0};
   std::atomic<std::uint64_t> unknown_outcomes_{0};
