@@ -852,7 +852,8 @@ class SqliteBackend {
       };
       if (limited.empty()) {
         if (open.empty()) return jobs;
-        auto s = c.query(detail::sqlite::claim_sql(open.size()), "claim");
+        static const std::string claim_one = detail::sqlite::claim_sql(1);  // the usual case, built once
+        auto s = open.size() == 1 ? c.query(claim_one, "claim") : c.query(detail::sqlite::claim_sql(open.size()), "claim");
         s.bind(1, to_epoch_ms(t)).bind(2, limit).bind(3, to_epoch_ms(t + req.lease));
         for (std::size_t i = 0; i < open.size(); ++i) s.bind(static_cast<int>(i + 4), open[i]);
         take(s);
