@@ -77,4 +77,26 @@ struct TempSchema {
   }
 };
 
+/// Undoes migration 3 of schema `q` (quoted), keeping the jobs: what a store written by the
+/// previous jobq looks like, for upgrade tests.
+inline void downgrade_to_v2(PGconn* c, const std::string& q) {
+  for (const char* sql : {
+           "DROP FUNCTION %s.claim_limited(text[], bigint, int, bigint, text[])",
+           "DROP FUNCTION %s.enqueue_keyed(text, text, json, int, int, bigint, bigint, jsonb, bigint,"
+           " bigint, text, text, bigint, bigint)",
+           "DROP FUNCTION %s.notify_events(text[])",
+           "DROP TABLE %s.queue_limits, %s.rate_ledger, %s.schedules, %s.event_listeners",
+           "DROP INDEX %s.jobs_unique_holder",
+           "ALTER TABLE %s.jobs DROP COLUMN group_key",
+           "CREATE UNIQUE INDEX jobs_unique_live ON %s.jobs (queue, unique_key)"
+           " WHERE unique_key IS NOT NULL AND holds_key AND state IN ('queued', 'active')",
+           "CREATE INDEX jobs_unique_key ON %s.jobs (queue, unique_key) WHERE unique_key IS NOT NULL",
+           "DELETE FROM %s.schema_migrations WHERE version > 2",
+       }) {
+    std::string s = sql;
+    for (auto at = s.find("%s"); at != std::string::npos; at = s.find("%s")) s.replace(at, 2, q);
+    exec(c, s);
+  }
+}
+
 }  // namespace pgtest

@@ -166,6 +166,7 @@ TEST_CASE("a version 1 schema is upgraded in place, its jobs kept", "[postgres]"
   }
   // Back to version 1: it notified by an AFTER INSERT trigger with a transition table.
   auto c = pgtest::connect();
+  pgtest::downgrade_to_v2(c.get(), q);
   pgtest::exec(c.get(), "DELETE FROM " + q + ".schema_migrations WHERE version > 1");
   pgtest::exec(c.get(),
                "CREATE FUNCTION " + q + ".notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
