@@ -291,9 +291,11 @@ end
 
 -- §
 -- Jobs that left the active state: their groups' active counts go down, and under a group
--- limit as many parked jobs of each group as now fit go back to the ready set.
-local function left_active(q, ids)
-  if #ids == 0 or redis.call('EXISTS', key(q, GROUPS)) == 0 then return end
+-- limit as many parked jobs of each group as now fit go back to the ready set. `grouped`:
+-- whether Q:groups exists, if the caller knows (nil: checked here).
+local function left_active(q, ids, grouped)
+  if grouped == nil then grouped = redis.call('EXISTS', key(q, GROUPS)) == 1 end
+  if #ids == 0 or not grouped then return end
   local gs = mget(key(q, GROUPS), ids)
   local gc = nil
   local woke = 0
@@ -411,10 +413,9 @@ inline constexpr std::array<std::string_view, script_count> script_bodies = {
 // must see an earlier one as its key's holder).
 R"lua(
 local now, nonce, cas = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-check_all({JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE, GROUPS, PARKED, LIMITS, GACTIVE})
 local W, FIRST = 10, 4
 local byq = {}
-local special = false
+local special, grouped = false, false
 for i = FIRST, #ARGV, W do
   local q = tonumber(ARGV[i])
   local g = byq[q]
@@ -425,7 +426,17 @@ for i = FIRST, #ARGV, W do
   g.ids[#g.ids + 1] = ARGV[i + 1]
   g.at[#g.at + 1] = i
   if ARGV[i + 9] ~= '' then special = true end
+  if ARGV[i + 8] ~= '' then grouped = true end
 end
+-- Only the keys this batch may touch (each check is a call: plain enqueues stay cheap).
+local touched = {JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE}
+if grouped or special then touched[#touched + 1] = GROUPS end
+if special then
+  touched[#touched + 1] = PARKED
+  touched[#touched + 1] = LIMITS
+  touched[#touched + 1] = GACTIVE
+end
+check_all(touched)
 local existing = {}
 for q, g in pairs(byq) do
   local docs = mget(key(q, JOBS), g.ids)
@@ -552,8 +563,20 @@ return results
 // Returns per job: fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-check_all({JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS,
-           LIMITS, STARTS, GROUPS, GACTIVE, PARKED})
+-- Reads before any write: the limits (an HMGET on a key of the wrong type fails here, before
+-- anything changed) and whether the queue has grouped jobs; then the type checks of the keys
+-- each queue will write (the limit and group keys only where they are used).
+local lims, grouped = {}, {}
+for q = 1, nqueues() do
+  lims[q] = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+  grouped[q] = redis.call('EXISTS', key(q, GROUPS)) == 1
+  local touched = {JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS}
+  if lims[q][1] then touched[#touched + 1] = STARTS end
+  if lims[q][3] or grouped[q] then
+    for _, k in ipairs({GROUPS, GACTIVE, PARKED}) do touched[#touched + 1] = k end
+  end
+  check_types(q, touched)
+end
 -- Ready entries a group-limited queue examines per claim beyond `limit`: what it skips is
 -- parked, so a later claim does not examine it again.
 local SCAN = 2000
@@ -561,7 +584,7 @@ local cands = {}
 local info = {}
 for q = 1, nqueues() do
   if redis.call('EXISTS', key(q, PAUSED)) == 0 then
-    local l = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+    local l = lims[q]
     local qi = {gc = tonumber(l[3]) or 0, rate = l[1] and true or false}
     info[q] = qi
     local want = limit
@@ -720,7 +743,7 @@ for q, g in pairs(w) do
   if qi.gc > 0 then
     gs = {}
     for j, e in ipairs(g.list) do gs[j] = e.g or false end
-  elseif redis.call('EXISTS', key(q, GROUPS)) == 1 then
+  elseif grouped[q] then
     gs = mget(key(q, GROUPS), g.ids)
   end
   if gs then
@@ -767,8 +790,15 @@ return out
 // complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
 // per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
-check_types(1, {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, RESULTS, PROGRESS,
-                GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE})
+local ch = channel()
+local listen = listening(ch)
+local touched = {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, RESULTS}
+if listen then touched[#touched + 1] = PROGRESS end
+local grouped = redis.call('EXISTS', key(1, GROUPS)) == 1
+if grouped then
+  for _, k in ipairs({GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE}) do touched[#touched + 1] = k end
+end
+check_types(1, touched)
 local now, retry = tonumber(ARGV[1]), ARGV[2] == '1'
 local fin = int(now)
 local ids = {}
@@ -814,9 +844,8 @@ if #changed > 0 then
   bulk('ZADD', key(1, DONE.completed), done, 2)
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
-  left_active(1, changed)
-  local ch = channel()
-  if listening(ch) then
+  left_active(1, changed, grouped)
+  if listen then
     local ps = mget(key(1, PROGRESS), changed)
     local list, queue = {}, qname(1)
     for j, id in ipairs(changed) do
