@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/error.hpp"
+#include "jobq/json.hpp"
 #include "jobq/time.hpp"
 
 namespace jobq {
@@ -118,10 +119,11 @@ class Backoff {
       const auto kind = j.at("kind").get<std::string>();
       Backoff b;
       if (kind == "fixed") {
-        b = fixed(Millis{j.at("delay_ms").get<std::int64_t>()});
+        b = fixed(Millis{json_integer<std::int64_t>(j.at("delay_ms"), "backoff delay_ms")});
       } else if (kind == "exponential") {
-        b = exponential(Millis{j.at("base_ms").get<std::int64_t>()},
-                        Millis{j.at("cap_ms").get<std::int64_t>()}, j.at("factor").get<double>());
+        b = exponential(Millis{json_integer<std::int64_t>(j.at("base_ms"), "backoff base_ms")},
+                        Millis{json_integer<std::int64_t>(j.at("cap_ms"), "backoff cap_ms")},
+                        j.at("factor").get<double>());
       } else {
         throw InvalidArgument("backoff: unknown kind '" + kind + "'");
       }

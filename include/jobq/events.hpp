@@ -68,10 +68,10 @@ inline JobNotice job_notice_from_json(const nlohmann::json& j) {
       }
     }
     if (!known) throw InvalidArgument("unknown notice kind '" + kind + "'");
-    n.id = j.at("id").get<JobId>();
+    n.id = json_integer<JobId>(j.at("id"), "notice id");
     n.queue = j.at("queue").get<std::string>();
-    n.attempt = j.value("attempt", 0);
-    n.progress = j.value("progress", 0);
+    n.attempt = json_integer_or<int>(j, "attempt", 0);
+    n.progress = json_integer_or<int>(j, "progress", 0);
     n.message = j.value("message", std::string{});
     return n;
   } catch (const nlohmann::json::exception& e) {

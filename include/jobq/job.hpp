@@ -229,8 +229,8 @@ inline std::vector<AttemptError> errors_from_json(const nlohmann::json& j) {
   if (j.is_null()) return out;
   try {
     for (const auto& e : j) {
-      out.push_back({e.at("attempt").get<int>(), e.at("message").get<std::string>(),
-                     from_epoch_ms(e.at("at").get<std::int64_t>())});
+      out.push_back({json_integer<int>(e.at("attempt"), "error attempt"), e.at("message").get<std::string>(),
+                     from_epoch_ms(json_integer<std::int64_t>(e.at("at"), "error time"))});
     }
   } catch (const nlohmann::json::exception& ex) {
     throw InvalidArgument(std::string("stored error list is malformed: ") + ex.what());
@@ -356,10 +356,10 @@ inline QueueLimits queue_limits_from_json(const nlohmann::json& j) {
   if (j.is_null()) return l;
   try {
     if (j.contains("rate") && !j.at("rate").is_null()) {
-      l.rate = RateLimit{j.at("rate").at("max").get<std::int64_t>(),
-                         Millis{j.at("rate").at("window_ms").get<std::int64_t>()}};
+      l.rate = RateLimit{json_integer<std::int64_t>(j.at("rate").at("max"), "rate max"),
+                         Millis{json_integer<std::int64_t>(j.at("rate").at("window_ms"), "rate window_ms")}};
     }
-    l.group_concurrency = j.value("group_concurrency", 0);
+    l.group_concurrency = json_integer_or<int>(j, "group_concurrency", 0);
   } catch (const nlohmann::json::exception& e) {
     throw InvalidArgument(std::string("stored queue limits are malformed: ") + e.what());
   }

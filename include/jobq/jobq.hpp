@@ -10,6 +10,7 @@
 #include "jobq/error.hpp"
 #include "jobq/events.hpp"
 #include "jobq/job.hpp"
+#include "jobq/json.hpp"
 #include "jobq/queue.hpp"
 #include "jobq/schedule.hpp"
 #include "jobq/time.hpp"

@@ -78,11 +78,11 @@ inline Schedule schedule_from_json(const std::string& name, const nlohmann::json
     s.payload = j.value("payload", nlohmann::json{});
     s.options.tz = j.value("tz", std::string("UTC"));
     s.options.missed = j.value("missed", std::string("run_once")) == "skip" ? MissedTicks::skip : MissedTicks::run_once;
-    s.options.misfire_grace = Millis{j.value("misfire_grace_ms", std::int64_t{60'000})};
-    s.options.priority = j.value("priority", 0);
-    s.options.max_attempts = j.value("max_attempts", 3);
+    s.options.misfire_grace = Millis{json_integer_or<std::int64_t>(j, "misfire_grace_ms", 60'000)};
+    s.options.priority = json_integer_or<int>(j, "priority", 0);
+    s.options.max_attempts = json_integer_or<int>(j, "max_attempts", 3);
     if (j.contains("backoff")) s.options.backoff = Backoff::from_json(j.at("backoff"));
-    s.options.timeout = Millis{j.value("timeout_ms", std::int64_t{0})};
+    s.options.timeout = Millis{json_integer_or<std::int64_t>(j, "timeout_ms", 0)};
     s.options.group = j.value("group", std::string{});
     return s;
   } catch (const nlohmann::json::exception& e) {

@@ -63,3 +63,24 @@ TEST_CASE("a manual clock moves only when told", "[time]") {
   clock.advance(std::chrono::seconds(5));
   CHECK(fn() == t0 + std::chrono::seconds(5));
 }
+
+TEST_CASE("stored integers are read without undefined conversions", "[json][bad-input]") {
+  using nlohmann::json;
+  CHECK(jobq::json_integer<int>(json(42), "n") == 42);
+  CHECK(jobq::json_integer<int>(json(3.0), "n") == 3);
+  CHECK(jobq::json_integer<std::int64_t>(json(-9'000'000'000LL), "n") == -9'000'000'000LL);
+  CHECK_THROWS_AS(jobq::json_integer<int>(json(1e300), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<int>(json(2147483648.0), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<int>(json(9'000'000'000LL), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<int>(json(1.5), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<int>(json("7"), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<std::int64_t>(json(18446744073709551615ULL), "n"), jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::json_integer<std::int64_t>(json(9.3e18), "n"), jobq::InvalidArgument);
+  // The decoders of stored documents use it.
+  CHECK_THROWS_AS(jobq::errors_from_json(json::parse(R"([{"attempt":1e300,"message":"m","at":0}])")),
+                  jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::Backoff::from_json(json::parse(R"({"kind":"fixed","delay_ms":1e300})")),
+                  jobq::InvalidArgument);
+  CHECK_THROWS_AS(jobq::queue_limits_from_json(json::parse(R"({"rate":{"max":1e99,"window_ms":1}})")),
+                  jobq::InvalidArgument);
+}
