@@ -38,6 +38,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -168,6 +169,13 @@ jobq::AnyBackend open_retrying(const std::string& url, const jobq::OpenOptions& 
 
 int worker_main(const std::string& url, const std::string& schema, const std::string& prefix,
                 const std::string& ledger_path, const WorkerConfig& c) {
+  // A SIGTERM that arrives while the store is still being opened must wait for
+  // run_until_signal() (which waits for it with these signals blocked), not kill the process.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   const long pid = static_cast<long>(::getpid());
   Ledger ledger(ledger_path);
   auto store = open_retrying(url, open_options(schema, prefix));
@@ -189,6 +197,7 @@ struct Options {
   int kill_max_ms = 800;
   int restarts = -1;  // -1: 2 for postgres/redis, else 0
   int timeout_s = 0;  // 0: 120 s + 20 ms per job
+  int min_faults = 1;  // a run that injected fewer faults proves nothing
   unsigned seed = 0;
   std::string dir;
   bool keep = false;
@@ -666,7 +675,11 @@ int driver_main(Options opt, const std::string& self) {
   const bool ok = lost == 0 && stuck == 0 && stale == 0 && unexplained == 0 && same_attempt_twice == 0 &&
                   completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
                   ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
-                  static_cast<int>(ids.size()) == opt.jobs;
+                  static_cast<int>(ids.size()) == opt.jobs && kills + restarts >= opt.min_faults;
+  if (kills + restarts < opt.min_faults) {
+    run.notes.push_back("only " + std::to_string(kills + restarts) + " faults were injected (--min-faults " +
+                        std::to_string(opt.min_faults) + "): make the run longer or the kills more frequent");
+  }
   nlohmann::ordered_json out = {
       {"backend", b},
       {"ok", ok},
@@ -738,6 +751,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000));
   driver->add_option("--timeout-s", opt.timeout_s, "give up draining after this long (default 120 + jobs/50)")
       ->check(CLI::Range(0, 86'400));
+  driver->add_option("--min-faults", opt.min_faults, "fail unless at least this many kills + restarts happened")
+      ->check(CLI::Range(0, 1'000'000));
   driver->add_option("--seed", opt.seed, "random seed (0: random)");
   driver->add_option("--dir", opt.dir, "ledger directory (default: a fresh temp dir, removed after a good run)");
   driver->add_flag("--keep", opt.keep, "keep the ledger directory");

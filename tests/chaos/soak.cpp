@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  nlohmann::json samples = nlohmann::json::array();
+  nlohmann::ordered_json samples = nlohmann::ordered_json::array();
   const long rss_start = rss_kb();
   bool ok = false;
   double seconds = 0;
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   long growth = 0;
   if (samples.size() >= 2) growth = samples.back()["rss_kb"].get<long>() - samples.front()["rss_kb"].get<long>();
   if (max_growth_kb > 0 && growth > max_growth_kb) ok = false;
-  const nlohmann::json out = {{"backend", backend},
+  const nlohmann::ordered_json out = {{"backend", backend},
                               {"ok", ok},
                               {"jobs", jobs},
                               {"concurrency", concurrency},
