@@ -171,6 +171,9 @@ TEST_CASE("a rate limit holds across backend objects and threads racing", "[sqli
   CHECK(raw.scalar("SELECT max(attempts) FROM jobq_jobs") == "1");
   // The ledger is pruned by the claims themselves.
   CHECK(std::stoi(raw.scalar("SELECT count(*) FROM jobq_rate_ledger")) <= 4);
+  // Removing the limit forgets the ledger (no claim would prune it any more).
+  a.set_queue_limits("r", {});
+  CHECK(raw.scalar("SELECT count(*) FROM jobq_rate_ledger") == "0");
 }
 
 TEST_CASE("a saturated group's backlog does not block other groups, and costs little", "[sqlite][limits]") {

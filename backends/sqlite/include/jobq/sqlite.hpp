@@ -556,6 +556,7 @@ inline constexpr const char* sql_set_limits =
 inline constexpr const char* sql_rate_prune = "DELETE FROM jobq_rate_ledger WHERE queue = ?1 AND at_ms <= ?2";
 inline constexpr const char* sql_rate_used =
     "SELECT coalesce(sum(n), 0), min(at_ms) FROM jobq_rate_ledger WHERE queue = ?1 AND at_ms > ?2";
+inline constexpr const char* sql_rate_forget = "DELETE FROM jobq_rate_ledger WHERE queue = ?1";
 inline constexpr const char* sql_rate_record = "INSERT INTO jobq_rate_ledger (queue, at_ms, n) VALUES (?1, ?2, ?3)";
 
 // jobq_jobs_group_active: only active jobs with a group, so as many rows as running jobs.
@@ -1157,6 +1158,9 @@ class SqliteBackend {
         s.bind_null(3).bind_null(4);
       }
       s.run();
+      if (!limits.rate) {  // claims of an unlimited queue no longer prune its ledger
+        c.query(detail::sqlite::sql_rate_forget, "set queue limits: clear rate ledger").bind(1, queue).run();
+      }
     });
     notify();  // a raised limit may make waiting jobs claimable
   }
