@@ -342,6 +342,22 @@ end
 local function percent(p) return p and tonumber(string.match(p, '^(%d+)')) or 0 end
 
 -- §
+-- Debounce onto a queued holder: its payload is replaced and it runs `ms` from now.
+local function debounce(q, hid, h, ms, doc, now)
+  local raw = redis.call('HGET', key(q, JOBS), hid)
+  check_doc(q, hid, raw)
+  local d = cjson.decode(raw)
+  d.payload = cjson.decode(doc).payload
+  redis.call('HSET', key(q, JOBS), hid, cjson.encode(d))
+  unindex(q, hid, h)
+  h.run_at = int(now + ms)
+  index(q, hid, h, now)
+  save(q, hid, h)
+  local g = redis.call('HGET', key(q, GROUPS), hid)
+  if g then refill(q, g) end
+end
+
+-- §
 local function append_error(q, id, attempt, message, now)
   local e = cjson.encode({attempt = attempt, message = message, at = now})
   local errs = redis.call('HGET', key(q, ERRORS), id)
@@ -474,20 +490,9 @@ local function flush()
   end
   w = {}
 end
--- Debounce onto a queued holder: its payload is replaced and it runs `ms` from now.
-local function debounce(q, hid, h, ms, doc)
-  local raw = redis.call('HGET', key(q, JOBS), hid)
-  check_doc(q, hid, raw)
-  local d = cjson.decode(raw)
-  d.payload = cjson.decode(doc).payload
-  redis.call('HSET', key(q, JOBS), hid, cjson.encode(d))
-  unindex(q, hid, h)
-  h.run_at = int(now + ms)
-  index(q, hid, h, now)
-  save(q, hid, h)
-  local g = redis.call('HGET', key(q, GROUPS), hid)
-  if g then refill(q, g) end
-end
+-- Debounce and its helpers are created only by the calls that debounce.
+-- lazy debouncing: debounce
+local debounce_fn = nil
 for i = FIRST, #ARGV, W do
   local q, id, uk, mode = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 9]
   local out_id, created = id, 1
@@ -510,7 +515,8 @@ for i = FIRST, #ARGV, W do
           local kind = string.sub(mode, 1, 1)
           if kind == 'd' then
             if h.state == 'queued' then
-              debounce(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + 7])
+              debounce_fn = debounce_fn or debouncing()
+              debounce_fn(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + 7], now)
               holder = hid
             end
           elseif holds_unique(h, now) then
@@ -790,6 +796,8 @@ return out
 // complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
 // per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
+-- lazy grouping: left_active
+-- lazy notifying: notice publish percent qname
 local ch = channel()
 local listen = listening(ch)
 local touched = {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, RESULTS}
@@ -844,14 +852,15 @@ if #changed > 0 then
   bulk('ZADD', key(1, DONE.completed), done, 2)
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
-  left_active(1, changed, grouped)
+  if grouped then grouping()(1, changed, true) end
   if listen then
+    local nt, pub, pct, qn = notifying()
     local ps = mget(key(1, PROGRESS), changed)
-    local list, queue = {}, qname(1)
+    local list, queue = {}, qn(1)
     for j, id in ipairs(changed) do
-      list[j] = notice('completed', id, queue, cur[id].attempts, percent(ps[j]), '')
+      list[j] = nt('completed', id, queue, cur[id].attempts, pct(ps[j]), '')
     end
-    publish(ch, list)
+    pub(ch, list)
   end
 end
 return out
@@ -920,13 +929,15 @@ return 1
 
 // progress. ARGV: id, token, percent, message. Returns 1 or 0.
 R"lua(
+-- lazy notifying: notice publish qname
 check_types(1)
 local h = leased(1, ARGV[1], ARGV[2])
 if not h then return 0 end
 redis.call('HSET', key(1, PROGRESS), ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
 local ch = channel()
 if listening(ch) then
-  publish(ch, {notice('progress', ARGV[1], qname(1), h.attempts, tonumber(ARGV[3]), ARGV[4])})
+  local nt, pub, qn = notifying()
+  pub(ch, {nt('progress', ARGV[1], qn(1), h.attempts, tonumber(ARGV[3]), ARGV[4])})
 end
 return 1
 )lua",
@@ -1152,11 +1163,8 @@ return 1
 )lua",
 };
 
-/// @brief The prelude sections (split at "-- §" lines) a body needs: the first always, then
-/// every section defining a function called by the body or by a section already taken. A
-/// script defines only the helpers it uses: each call creates its closures afresh, and the
-/// whole prelude cost about 4 us per call.
-inline std::string prelude_for(std::string_view body) {
+/// @brief The prelude split at its "-- §" lines (the first section always goes in).
+inline std::vector<std::string_view> prelude_sections() {
   constexpr std::string_view mark = "-- \xc2\xa7\n";
   std::vector<std::string_view> sections;
   for (std::string_view rest = script_prelude;;) {
@@ -1165,13 +1173,20 @@ inline std::string prelude_for(std::string_view body) {
     if (at == std::string_view::npos) break;
     rest.remove_prefix(at + mark.size());
   }
+  return sections;
+}
+
+/// @brief Which sections `text` needs beyond `have`: every section defining a function called
+/// by `text` or by a section taken here (the sections in `have` are already defined).
+inline std::vector<bool> sections_needed(std::string_view text, const std::vector<std::string_view>& sections,
+                                         std::vector<bool> have) {
   const auto is_ident = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
   };
-  const auto calls = [&](std::string_view text, std::string_view name) {
+  const auto calls = [&](std::string_view where, std::string_view name) {
     const std::string call = std::string(name) + "(";
-    for (auto at = text.find(call); at != std::string_view::npos; at = text.find(call, at + 1)) {
-      if (at == 0 || !is_ident(text[at - 1])) return true;
+    for (auto at = where.find(call); at != std::string_view::npos; at = where.find(call, at + 1)) {
+      if (at == 0 || !is_ident(where[at - 1])) return true;
     }
     return false;
   };
@@ -1185,33 +1200,89 @@ inline std::string prelude_for(std::string_view body) {
     return names;
   };
   std::vector<bool> taken(sections.size(), false);
-  taken[0] = true;
   for (bool grew = true; grew;) {
     grew = false;
-    for (std::size_t i = 1; i < sections.size(); ++i) {
-      if (taken[i]) continue;
+    for (std::size_t i = 0; i < sections.size(); ++i) {
+      if (taken[i] || have[i]) continue;
       bool needed = false;
       for (auto name : defines(sections[i])) {
-        needed = needed || calls(body, name);
+        needed = needed || calls(text, name);
         for (std::size_t j = 0; j < sections.size() && !needed; ++j) needed = taken[j] && calls(sections[j], name);
       }
       if (needed) taken[i] = grew = true;
     }
   }
+  return taken;
+}
+
+/// @brief A script's source: the prelude sections its body calls, then the body. A body line
+/// "-- lazy NAME: f g" becomes `local function NAME() <sections f and g need> return f, g end`:
+/// helpers only some calls use (debounce, groups, notices) are then created by the calls that
+/// use them, not by every call (Lua creates a script's local functions afresh on each call;
+/// each costs a few hundred instructions).
+inline std::string build_script(std::string_view body) {
+  const auto sections = prelude_sections();
+  struct Lazy {
+    std::string name, fns;
+  };
+  std::vector<Lazy> lazies;
+  std::string eager;  // the body without its lazy lines: what the top level must define
+  for (std::string_view rest = body; !rest.empty();) {
+    const auto nl = rest.find('\n');
+    const auto line = rest.substr(0, nl == std::string_view::npos ? rest.size() : nl + 1);
+    rest.remove_prefix(line.size());
+    constexpr std::string_view kw = "-- lazy ";
+    if (line.substr(0, kw.size()) == kw) {
+      const auto colon = line.find(':');
+      lazies.push_back({std::string(line.substr(kw.size(), colon - kw.size())),
+                        std::string(line.substr(colon + 1, line.find_last_not_of(" \n") - colon))});
+    } else {
+      eager += line;
+    }
+  }
+  std::vector<bool> none(sections.size(), false);
+  none[0] = true;
+  auto top = sections_needed(eager, sections, none);
+  top[0] = true;
   std::string out;
   for (std::size_t i = 0; i < sections.size(); ++i) {
-    if (taken[i]) out += sections[i];
+    if (top[i]) out += sections[i];
+  }
+  for (std::string_view rest = body; !rest.empty();) {
+    const auto nl = rest.find('\n');
+    const auto line = rest.substr(0, nl == std::string_view::npos ? rest.size() : nl + 1);
+    rest.remove_prefix(line.size());
+    if (line.substr(0, 8) != "-- lazy ") {
+      out += line;
+      continue;
+    }
+    const auto& lazy = lazies.front();
+    std::string wanted, returned;
+    for (std::size_t at = 0; at < lazy.fns.size();) {
+      const auto start = lazy.fns.find_first_not_of(' ', at);
+      if (start == std::string::npos) break;
+      const auto end = std::min(lazy.fns.find(' ', start), lazy.fns.size());
+      const auto fn = lazy.fns.substr(start, end - start);
+      wanted += fn + "( ";
+      returned += (returned.empty() ? "" : ", ") + fn;
+      at = end;
+    }
+    const auto inner = sections_needed(wanted, sections, top);
+    out += "local function " + lazy.name + "()\n";
+    for (std::size_t i = 0; i < sections.size(); ++i) {
+      if (inner[i]) out += sections[i];
+    }
+    out += "return " + returned + "\nend\n";
+    lazies.erase(lazies.begin());
   }
   return out;
 }
 
-/// @brief The full source of a script (the prelude sections it needs + body), built once.
+/// @brief The full source of a script, built once.
 inline const std::string& script_source(Script s) {
   static const std::array<std::string, script_count> sources = [] {
     std::array<std::string, script_count> out;
-    for (std::size_t i = 0; i < script_count; ++i) {
-      out[i] = prelude_for(script_bodies[i]) + std::string(script_bodies[i]);
-    }
+    for (std::size_t i = 0; i < script_count; ++i) out[i] = build_script(script_bodies[i]);
     return out;
   }();
   return sources[static_cast<std::size_t>(s)];
