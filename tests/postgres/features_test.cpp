@@ -95,7 +95,7 @@ TEST_CASE("group and rate limits hold across two backend objects claiming from m
   std::mutex m;
   std::map<std::string, int> running;
   int most = 0;
-  std::atomic<int> rated{0}, done{0};
+  std::atomic<int> rated{0}, done{0}, lost{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
@@ -113,7 +113,7 @@ TEST_CASE("group and rate limits hold across two backend objects claiming from m
             std::lock_guard lock(m);
             --running[j.group];
           }
-          REQUIRE(be.complete(j.id, j.lease_token, nullptr));
+          if (!be.complete(j.id, j.lease_token, nullptr)) ++lost;  // Catch2 asserts on this thread only
           ++done;
         }
       }
@@ -121,6 +121,7 @@ TEST_CASE("group and rate limits hold across two backend objects claiming from m
   }
   for (auto& t : threads) t.join();
   CHECK(done == 300);
+  CHECK(lost == 0);
   CHECK(most <= 2);
   CHECK(most >= 1);
   CHECK(rated == 25);  // the clock stands still: one window
