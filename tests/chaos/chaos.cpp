@@ -169,8 +169,8 @@ jobq::AnyBackend open_retrying(const std::string& url, const jobq::OpenOptions& 
 
 int worker_main(const std::string& url, const std::string& schema, const std::string& prefix,
                 const std::string& ledger_path, const WorkerConfig& c) {
-  // A SIGTERM that arrives while the store is still being opened must wait for
-  // run_until_signal() (which waits for it with these signals blocked), not kill the process.
+  // Blocked already by the driver's spawn; again here for a worker started by other means. A
+  // SIGTERM that arrives while the store is being opened waits for run_until_signal().
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -264,8 +264,20 @@ struct Run {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // The child starts with SIGINT/SIGTERM blocked (the mask survives exec), so the final
+    // SIGTERM always ends it through run_until_signal(), however early in its start-up it
+    // arrives; a default-action death would be indistinguishable from a crash.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    posix_spawnattr_setsigmask(&attr, &mask);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
-    const int rc = ::posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ);
+    const int rc = ::posix_spawn(&pid, self.c_str(), nullptr, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) throw std::runtime_error("posix_spawn failed: " + std::string(std::strerror(rc)));
     s.id = pid;
     s.pid = pid;
