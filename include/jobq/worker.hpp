@@ -536,7 +536,7 @@ class Worker {
       f.retry_at = backend_->now() + policy.delay(job.attempts);
     }
     emit(flight, JobEvent::Kind::failed, error);
-    record([&] {
+    record([&] { return "the failure of job " + std::to_string(job.id); }, [&] {
       switch (backend_->fail(f)) {
         case FailOutcome::retried: ++retried_; emit(flight, JobEvent::Kind::retried, error); break;
         case FailOutcome::dead: ++dead_; emit(flight, JobEvent::Kind::dead, error); break;
@@ -568,7 +568,7 @@ class Worker {
         }
       }
       if (!cs.empty()) {
-        record([&] {
+        record([&] { return "the completion of " + std::to_string(cs.size()) + " job(s)"; }, [&] {
           const auto ok = backend_->complete_many(cs);
           for (std::size_t i = 0; i < ok.size(); ++i) {
             ++(ok[i] ? processed_ : lost_leases_);
@@ -586,8 +586,8 @@ class Worker {
 
   // Records an outcome, retrying transient backend errors for a while; if it never succeeds
   // the lease expires and the job is recovered (at-least-once), so nothing is lost.
-  template <class F>
-  void record(F&& op) {
+  template <class D, class F>
+  void record(D&& describe, F&& op) {
     Millis backoff{50};
     for (int tries = 0;; ++tries) {
       try {
@@ -595,7 +595,13 @@ class Worker {
         return;
       } catch (const Error& e) {
         report(e);
-        if (!e.is_transient() || tries >= 8) return;
+        if (!e.is_transient()) return;
+        if (tries >= 8) {
+          // Say what giving up means, not only why each try failed.
+          report(ConnectionError("worker gave up recording " + describe() + " after " + std::to_string(tries + 1) +
+                                 " tries; the lease will expire and the job will run again"));
+          return;
+        }
       } catch (const std::exception& e) {
         report(e);
         return;
