@@ -351,7 +351,7 @@ TEST_CASE("a subscription may outlive its backend object", "[sqlite][events]") {
   CHECK(log.all().empty());
 }
 
-TEST_CASE("a schema 3 file is upgraded to 4: old jobs stay claimable, limits and schedules work",
+TEST_CASE("a schema 3 file is upgraded: old jobs stay claimable, limits and schedules work",
           "[sqlite][migrations]") {
   TempDir dir;
   const auto migrations = jobq::detail::sqlite::migrations();
@@ -377,7 +377,12 @@ TEST_CASE("a schema 3 file is upgraded to 4: old jobs stay claimable, limits and
   }
   jobq::ManualClock clock;
   jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
-  CHECK(store.schema_version() == 4);
+  CHECK(store.schema_version() == jobq::detail::sqlite::latest_schema_version());
+  {
+    RawDb raw(dir.file());  // the claim index now covers group and state
+    CHECK_THAT(raw.scalar("SELECT sql FROM sqlite_schema WHERE name = 'jobq_jobs_ready'"),
+               Catch::Contains("group_key, state"));
+  }
   CHECK(store.is_paused("paused-q"));
   CHECK(store.queue_limits("paused-q") == jobq::QueueLimits{});
   CHECK(store.counts("old").queued == 3);
