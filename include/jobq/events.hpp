@@ -29,7 +29,7 @@ struct JobNotice {
   Kind kind = Kind::completed;  ///< what happened
   JobId id = 0;                 ///< the job
   std::string queue{};          ///< its queue
-  int attempt = 0;              ///< attempt number it happened in (0 for cancelled)
+  int attempt = 0;              ///< the job's attempts so far (for cancelled: before it was cancelled)
   int progress = 0;             ///< progress percent (progress notices)
   std::string message{};        ///< error (failed/dead) or progress message
   friend bool operator==(const JobNotice&, const JobNotice&) = default;
