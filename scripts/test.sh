@@ -13,7 +13,7 @@ JOBS="${JOBS:-$(nproc)}"
 
 PACKAGES=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev catch2 libbenchmark-dev
   libsqlite3-dev libpq-dev postgresql libhiredis-dev redis-server
-  libhowardhinnant-date-dev libcli11-dev libcpp-httplib-dev chromium chromium-driver clang)
+  libhowardhinnant-date-dev tzdata libcli11-dev libcpp-httplib-dev chromium chromium-driver clang)
 
 # shellcheck source=lib.sh
 source "$ROOT/scripts/lib.sh"
