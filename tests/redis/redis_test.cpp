@@ -112,25 +112,45 @@ struct PasswordServer {
     char tmpl[] = "/tmp/jobq-redis-auth-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir = tmpl;
-    std::vector<std::string> args{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/log",
-                                  "--requirepass", password, "--databases", "4"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawnp(&pid, "redis-server", nullptr, nullptr, argv.data(), environ) != 0) {
-      throw std::runtime_error("cannot start redis-server (is it installed?)");
-    }
-    const bool up = eventually([&] {
-      try {
-        jobq::RedisBackend b("redis://:" + password + "@127.0.0.1:" + std::to_string(port) + "/0",
-                             {.connect_timeout = 200ms});
-        return true;
-      } catch (const jobq::Error&) {
-        return false;
+    // A port free when probed can be taken before redis-server binds it (another test's
+    // outgoing connection gets it as its local port): if the server exits, try another port.
+    for (int attempt = 0; attempt < 5; ++attempt, port = free_port()) {
+      std::vector<std::string> args{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/log",
+                                    "--requirepass", password, "--databases", "4"};
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      if (posix_spawnp(&pid, "redis-server", nullptr, nullptr, argv.data(), environ) != 0) {
+        throw std::runtime_error("cannot start redis-server (is it installed?)");
       }
-    }, 10s);
-    if (!up) throw std::runtime_error("the throwaway redis-server did not start");
+      bool exited = false;
+      const bool up = eventually([&] {
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+          exited = true;
+          return true;
+        }
+        try {
+          jobq::RedisBackend b("redis://:" + password + "@127.0.0.1:" + std::to_string(port) + "/0",
+                               {.connect_timeout = 200ms});
+          return true;
+        } catch (const jobq::Error&) {
+          return false;
+        }
+      }, 10s);
+      if (exited) {
+        pid = -1;
+        continue;
+      }
+      if (!up) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        throw std::runtime_error("the throwaway redis-server did not answer (log in " + dir + "/log)");
+      }
+      return;
+    }
+    throw std::runtime_error("the throwaway redis-server exited at start 5 times (ports taken?)");
   }
   PasswordServer(const PasswordServer&) = delete;
   PasswordServer& operator=(const PasswordServer&) = delete;
