@@ -13,32 +13,7 @@ inline jobq::TimePoint utc(int y, unsigned m, unsigned d, int h = 0, int min = 0
       std::chrono::minutes{min});
 }
 
-/// Collects notices delivered on another thread.
-struct NoticeLog {
-  std::mutex m;
-  std::vector<jobq::JobNotice> seen;
-  jobq::NoticeFn fn() {
-    return [this](const jobq::JobNotice& n) {
-      std::lock_guard lock(m);
-      seen.push_back(n);
-    };
-  }
-  std::size_t size() {
-    std::lock_guard lock(m);
-    return seen.size();
-  }
-  bool has(jobq::JobNotice::Kind kind, jobq::JobId id) {
-    std::lock_guard lock(m);
-    return std::any_of(seen.begin(), seen.end(), [&](const auto& n) { return n.kind == kind && n.id == id; });
-  }
-  std::optional<jobq::JobNotice> find(jobq::JobNotice::Kind kind, jobq::JobId id) {
-    std::lock_guard lock(m);
-    for (const auto& n : seen) {
-      if (n.kind == kind && n.id == id) return n;
-    }
-    return std::nullopt;
-  }
-};
+using jobq_test::NoticeLog;
 
 template <class B>
 std::size_t queued_in(B& b, const std::string& queue) {

@@ -30,6 +30,8 @@
 
 #include <jobq/jobq.hpp>
 
+#include "support.hpp"
+
 namespace conformance {
 
 using namespace std::chrono_literals;
@@ -58,16 +60,7 @@ inline jobq::ClaimRequest claim_from(std::vector<std::string> queues, std::size_
   return jobq::ClaimRequest{std::move(queues), limit, lease};
 }
 
-/// Waits (real time, bounded) until pred holds; for worker threads to catch up.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using jobq_test::eventually;  // for worker threads to catch up
 
 inline std::vector<jobq::JobId> ids_of(const std::vector<jobq::JobRecord>& jobs) {
   std::vector<jobq::JobId> out;

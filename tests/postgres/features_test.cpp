@@ -18,6 +18,7 @@
 #include <jobq/postgres.hpp>
 
 #include "postgres/pg_test_support.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -40,37 +41,9 @@ struct Pair {
   std::string q() const { return "\"" + schema.name + "\""; }
 };
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
+using jobq_test::eventually;
 
-struct Log {
-  std::mutex m;
-  std::vector<jobq::JobNotice> seen;
-  jobq::NoticeFn fn() {
-    return [this](const jobq::JobNotice& n) {
-      std::lock_guard lock(m);
-      seen.push_back(n);
-    };
-  }
-  std::size_t count(jobq::JobNotice::Kind k) {
-    std::lock_guard lock(m);
-    return static_cast<std::size_t>(std::count_if(seen.begin(), seen.end(), [&](const auto& n) { return n.kind == k; }));
-  }
-  std::optional<jobq::JobNotice> find(jobq::JobNotice::Kind k, jobq::JobId id) {
-    std::lock_guard lock(m);
-    for (const auto& n : seen) {
-      if (n.kind == k && n.id == id) return n;
-    }
-    return std::nullopt;
-  }
-};
+using Log = jobq_test::NoticeLog;
 
 }  // namespace
 

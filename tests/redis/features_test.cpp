@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include "redis/helpers.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -38,38 +39,9 @@ jobq::RedisBackend twin(const redis_test::Store& s, const jobq::ClockFn& clock) 
   return jobq::RedisBackend(redis_test::server_url(), redis_test::options(clock, s.prefix));
 }
 
-template <class F>
-bool eventually(F f, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
+using jobq_test::eventually;
 
-struct Log {
-  std::mutex m;
-  std::vector<jobq::JobNotice> seen;
-  jobq::NoticeFn fn() {
-    return [this](const jobq::JobNotice& n) {
-      std::lock_guard lock(m);
-      seen.push_back(n);
-    };
-  }
-  std::optional<jobq::JobNotice> find(jobq::JobNotice::Kind k, jobq::JobId id) {
-    std::lock_guard lock(m);
-    for (const auto& n : seen) {
-      if (n.kind == k && n.id == id) return n;
-    }
-    return std::nullopt;
-  }
-  std::size_t count(jobq::JobNotice::Kind k, jobq::JobId id) {
-    std::lock_guard lock(m);
-    return static_cast<std::size_t>(
-        std::count_if(seen.begin(), seen.end(), [&](const auto& n) { return n.kind == k && n.id == id; }));
-  }
-};
+using Log = jobq_test::NoticeLog;
 
 }  // namespace
 
@@ -273,7 +245,7 @@ TEST_CASE("notices reach a subscriber on another backend object", "[redis][event
     clock.advance(2s);
     producer.recover_expired();
   }
-  REQUIRE(eventually([&] { return log.find(K::dead, dying).has_value(); }));
+  REQUIRE(eventually([&] { return log.find(K::dead, dying).has_value(); }, 10s));
   CHECK(log.find(K::progress, id)->progress == 40);
   CHECK(log.find(K::progress, id)->message == "forty");
   CHECK(log.find(K::failed, id)->message == "boom");
@@ -312,7 +284,7 @@ TEST_CASE("the notice listener reconnects after its connection is killed", "[red
     store.backend.cancel(c);
     std::this_thread::sleep_for(20ms);
     return log.find(jobq::JobNotice::Kind::cancelled, c).has_value();
-  });
+  }, 10s);
   CHECK(delivered);
 }
 

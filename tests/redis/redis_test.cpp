@@ -25,6 +25,7 @@
 #include <jobq/jobq.hpp>
 
 #include "redis/helpers.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using jobq::JobState;
@@ -76,15 +77,7 @@ std::vector<std::string> keys_under(jobq::RedisBackend& b, const std::string& pa
 
 std::string type_of(jobq::RedisBackend& b, const std::string& key) { return b.command({"TYPE", key}).str; }
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using jobq_test::eventually;
 
 int free_port() {
   std::mt19937 rng{std::random_device{}()};
