@@ -83,7 +83,7 @@ class MemoryBackend {
       if (q.ready.empty()) continue;
       std::int64_t allowed = static_cast<std::int64_t>(req.limit);
       if (q.limits.rate) {
-        while (!q.starts.empty() && q.starts.front() <= t - q.limits.rate->window) q.starts.pop_front();
+        drop_old_starts_locked(q, t);
         allowed = std::min(allowed, q.limits.rate->max - static_cast<std::int64_t>(q.starts.size()));
       }
       if (allowed <= 0) continue;
@@ -378,7 +378,7 @@ class MemoryBackend {
       if (it == queues_.end() || it->second.paused) continue;
       auto& q = it->second;
       if (q.limits.rate) {
-        while (!q.starts.empty() && q.starts.front() <= t - q.limits.rate->window) q.starts.pop_front();
+        drop_old_starts_locked(q, t);
         if (static_cast<std::int64_t>(q.starts.size()) >= q.limits.rate->max) {
           // Nothing can start before the oldest start leaves the window.
           wait = std::min(wait, std::chrono::duration_cast<Millis>(q.starts.front() + q.limits.rate->window - t));
@@ -478,6 +478,11 @@ class MemoryBackend {
   void check(const NewJob& job) const {
     validate(job);
     check_payload_size(job.payload.dump().size(), max_payload_bytes_);
+  }
+
+  // Forgets starts that left the rate window (t - window, t].
+  static void drop_old_starts_locked(QueueState& q, TimePoint t) {
+    while (!q.starts.empty() && q.starts.front() <= t - q.limits.rate->window) q.starts.pop_front();
   }
 
   bool group_full_locked(const QueueState& q, const JobRecord& job) const {
