@@ -55,7 +55,7 @@ done
 RPORT="${JOBQ_TEST_REDIS_URL##*:}"; RPORT="${RPORT%%/*}"
 for rep in $(seq 1 "$REPS"); do
   redis-benchmark -p "$RPORT" -t lpush,rpop,zadd -n 100000 -c 50 -P 1 --csv 2>/dev/null |
-    awk -F'","' -v rep="$rep" 'NR>1 {gsub(/"/,""); print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $1 "\",\"rep\":" rep ",\"tps\":" $2 "}"}' | tee -a "$OUT"
+    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 "\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
 done
 
 echo "== medians ($REPS repetitions)"
