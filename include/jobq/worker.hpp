@@ -121,9 +121,12 @@ struct NoHandler : std::runtime_error {
 /// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
 /// dead-letters, and shuts down gracefully.
 ///
-/// Threads: one fetcher (claim / wait_for_work, up to concurrency + prefetch jobs leased),
-/// `concurrency` runners (handlers), one committer (successes, batched by group commit), and one
-/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). Handlers never heartbeat.
+/// Threads: `concurrency` runners, one committer (successes, batched by group commit) and one
+/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). A runner with
+/// nothing to run claims for all of them (one at a time: claim / wait_for_work, up to
+/// concurrency + prefetch jobs leased and not yet finished), so a job reaches its handler
+/// without a thread hand-off; successes go to the committer, which records them while the
+/// runners go on. Handlers never heartbeat.
 template <Backend B>
 class Worker {
  public:
@@ -133,6 +136,8 @@ class Worker {
     for (const auto& q : opt_.queues) validate_queue_name(q);
     if (opt_.concurrency < 1) throw InvalidArgument("worker: concurrency must be at least 1");
     if (opt_.prefetch < 0) opt_.prefetch = opt_.concurrency;
+    window_ = static_cast<std::size_t>(opt_.concurrency) + static_cast<std::size_t>(opt_.prefetch);
+    max_uncommitted_ = std::max<std::size_t>(1'024, 4 * window_);
     if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
@@ -180,10 +185,10 @@ class Worker {
     std::lock_guard lock(mutex_);
     if (running_) return;
     running_ = true;
-    for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
+    fetch_stop_ = std::stop_source{};
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
-    fetcher_ = std::jthread([this](std::stop_token st) { fetch_loop(st); });
+    for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
   }
 
   /// @brief Graceful stop: stop claiming, give back jobs not started, wait up to shutdown_grace
@@ -191,16 +196,13 @@ class Worker {
   /// takes them at once), request their stop, and join. A handler that ignores its stop token
   /// delays the return of stop() until it returns.
   void stop() {
-    {
-      std::lock_guard lock(mutex_);
-      if (!running_) return;
-    }
-    fetcher_.request_stop();
-    if (fetcher_.joinable()) fetcher_.join();
-
     std::deque<Task> pending;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      if (!running_ || stopping_) return;
+      stopping_ = true;  // no runner claims or starts a job from now on
+      fetch_stop_.request_stop();
+      slots_cv_.wait(lock, [&] { return !fetching_; });
       pending.swap(tasks_);
     }
     for (auto& t : pending) {
@@ -242,8 +244,10 @@ class Worker {
 
     std::lock_guard lock(mutex_);
     flights_.clear();
+    uncommitted_ = 0;
     committer_stop_ = false;
     running_ = false;
+    stopping_ = false;
     shutting_down_ = false;
     stop_requested_ = false;
   }
@@ -386,81 +390,90 @@ class Worker {
     cv.wait_for(lock, st, d, [] { return false; });
   }
 
-  void fetch_loop(std::stop_token st) {
-    Millis error_backoff{50};
-    int quick_empty = 0;  // empty claims right after a wait that returned at once
-    while (!st.stop_requested()) {
-      std::size_t free = 0;
-      {
-        std::unique_lock lock(mutex_);
-        // Claim when half the slots are free, or at once if runners have nothing queued: batches
-        // stay large (fewer round trips) without ever starving a runner.
-        const auto limit = static_cast<std::size_t>(opt_.concurrency + opt_.prefetch);
-        slots_cv_.wait(lock, st, [&] {
-          return flights_.size() < limit && (tasks_.empty() || limit - flights_.size() >= (limit + 1) / 2);
-        });
-        if (st.stop_requested()) break;
-        free = limit - flights_.size();
-      }
-      try {
-        auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
-        error_backoff = Millis{50};
-        if (jobs.empty()) {
-          // A backend may wake us while nothing can be claimed (a rate limit or a full group
-          // holds ready jobs back): after a few instant wake-ups, back off instead of spinning.
-          if (quick_empty >= 3) {
-            pause_for(st, std::min(opt_.poll_interval, Millis{5L << std::min(quick_empty - 3, 8)}));
-          }
-          const auto waited = std::chrono::steady_clock::now();
-          backend_->wait_for_work(opt_.queues, opt_.poll_interval, st);
-          quick_empty = std::chrono::steady_clock::now() - waited < Millis{2} ? quick_empty + 1 : 0;
-          continue;
-        }
-        quick_empty = 0;
-        {
-          std::lock_guard lock(mutex_);
-          for (auto& j : jobs) {
-            auto f = std::make_shared<Flight>();
-            f->id = j.id;
-            f->token = j.lease_token;
-            if (opt_.on_event) {
-              f->queue = j.queue;
-              f->name = j.name;
-              f->attempt = j.attempts;
-            }
-            flights_[j.id] = f;
-            tasks_.push_back(Task{std::move(j), std::move(f)});
-          }
-        }
-        tasks_cv_.notify_all();
-      } catch (const std::exception& e) {
-        report(e);
-        pause_for(st, error_backoff);
-        error_backoff = std::min(error_backoff * 2, Millis{5'000});
-      }
-    }
+  // Jobs leased and not yet run to an outcome; successes waiting for the committer do not
+  // count, so runners never wait for a commit (the backlog bound below keeps them honest).
+  std::size_t window_used_locked() const { return flights_.size() - uncommitted_.load(); }
+
+  bool can_claim_locked() const {
+    return !stopping_ && !fetching_ && window_used_locked() < window_ && uncommitted_.load() < max_uncommitted_;
   }
 
   void run_loop() {
     for (;;) {
-      Task task;
-      bool drained = false;
+      std::optional<Task> task;
+      std::size_t free = 0;
       {
         std::unique_lock lock(mutex_);
-        tasks_cv_.wait(lock, [&] { return !tasks_.empty() || shutting_down_; });
-        if (tasks_.empty()) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-        drained = tasks_.empty();
-        if (task.job.timeout > Millis{0}) {
-          task.flight->deadline = std::chrono::steady_clock::now() + task.job.timeout;
-          ++keeper_kicks_;
+        tasks_cv_.wait(lock, [&] { return shutting_down_ || (!stopping_ && (!tasks_.empty() || can_claim_locked())); });
+        if (shutting_down_) return;
+        // Claim when nothing is queued to run, or (with other runners to keep busy) when half
+        // the window is free: batches stay large and no runner starves.
+        const bool claim = can_claim_locked() &&
+                           (tasks_.empty() || (opt_.concurrency > 1 && window_ - window_used_locked() >= (window_ + 1) / 2));
+        if (claim) {
+          fetching_ = true;
+          free = window_ - window_used_locked();
+        } else {
+          task.emplace(std::move(tasks_.front()));
+          tasks_.pop_front();
+          if (task->job.timeout > Millis{0}) {
+            task->flight->deadline = std::chrono::steady_clock::now() + task->job.timeout;
+            ++keeper_kicks_;
+          }
         }
       }
-      if (drained) slots_cv_.notify_all();  // the fetcher claims early when runners run dry
-      if (task.job.timeout > Millis{0}) keeper_cv_.notify_all();
-      if (!execute(task)) finish_flight(task.job.id);  // else the committer finishes it
+      if (!task) {
+        fetch(free);
+        continue;
+      }
+      if (task->job.timeout > Millis{0}) keeper_cv_.notify_all();
+      if (!execute(*task)) finish_flight(task->job.id);  // else the committer finishes it
     }
+  }
+
+  // One claim for `free` slots by the runner that set fetching_; waits for work when there is none.
+  void fetch(std::size_t free) {
+    const auto st = fetch_stop_.get_token();
+    try {
+      auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
+      fetch_backoff_ = Millis{50};
+      if (jobs.empty()) {
+        // A backend may wake us while nothing can be claimed (a rate limit or a full group
+        // holds ready jobs back): after a few instant wake-ups, back off instead of spinning.
+        if (quick_empty_ >= 3) {
+          pause_for(st, std::min(opt_.poll_interval, Millis{5L << std::min(quick_empty_ - 3, 8)}));
+        }
+        const auto waited = std::chrono::steady_clock::now();
+        backend_->wait_for_work(opt_.queues, opt_.poll_interval, st);
+        quick_empty_ = std::chrono::steady_clock::now() - waited < Millis{2} ? quick_empty_ + 1 : 0;
+      } else {
+        quick_empty_ = 0;
+        std::lock_guard lock(mutex_);
+        for (auto& j : jobs) {
+          auto f = std::make_shared<Flight>();
+          f->id = j.id;
+          f->token = j.lease_token;
+          if (opt_.on_event) {
+            f->queue = j.queue;
+            f->name = j.name;
+            f->attempt = j.attempts;
+          }
+          flights_[j.id] = f;
+          tasks_.push_back(Task{std::move(j), std::move(f)});
+        }
+      }
+    } catch (const std::exception& e) {
+      report(e);
+      pause_for(st, fetch_backoff_);
+      fetch_backoff_ = std::min(fetch_backoff_ * 2, Millis{5'000});
+    }
+    {
+      std::lock_guard lock(mutex_);
+      fetching_ = false;
+    }
+    // Idle runners take the new jobs (or the turn to wait for work); stop() waits for this.
+    tasks_cv_.notify_all();
+    slots_cv_.notify_all();
   }
 
   // Runs one attempt and records its outcome. Returns true when a success was handed to the
@@ -468,7 +481,10 @@ class Worker {
   bool execute(Task& task) {
     const auto& job = task.job;
     auto& flight = *task.flight;
-    JobContext ctx(job, flight.stop.get_token(), [this, &job, &flight](int pct, const std::string& msg) {
+    // Captures two pointers: small enough for std::function's inline storage (no allocation).
+    JobContext ctx(job, flight.stop.get_token(), [this, &task](int pct, const std::string& msg) {
+      const auto& job = task.job;
+      auto& flight = *task.flight;
       if (flight.released) return false;
       try {
         const bool ok = backend_->set_progress(job.id, flight.token, pct, msg);
@@ -522,11 +538,12 @@ class Worker {
 
     if (ok) {
       flight.succeeded = true;
+      ++uncommitted_;  // frees this job's window slot: the runner may claim again at once
       {
         std::lock_guard lock(done_mutex_);
         done_.push_back({Completion{job.id, flight.token, std::move(result)}, task.flight});
       }
-      done_cv_.notify_one();
+      done_cv_.notify_one();  // no system call unless the committer is waiting
       return true;
     }
     ++failed_;
@@ -579,8 +596,10 @@ class Worker {
       {
         std::lock_guard lock(mutex_);
         for (const auto& d : batch) flights_.erase(d.flight->id);
+        uncommitted_ -= batch.size();
       }
       slots_cv_.notify_all();
+      tasks_cv_.notify_all();  // runners held back by the backlog bound
     }
   }
 
@@ -638,6 +657,7 @@ class Worker {
       flights_.erase(id);
     }
     slots_cv_.notify_all();
+    tasks_cv_.notify_all();  // a runner may be waiting for a free slot to claim
   }
 
   void keeper_loop(std::stop_token st) {
@@ -721,7 +741,12 @@ class Worker {
   std::uint64_t keeper_kicks_ = 0;         // bumped (under mutex_) to wake the keeper
   std::map<JobId, std::shared_ptr<Flight>> flights_;
   std::deque<Task> tasks_;
+  std::size_t window_ = 0;                   // concurrency + prefetch
+  std::size_t max_uncommitted_ = 0;          // successes the committer may fall behind by
+  std::atomic<std::size_t> uncommitted_{0};  // successes in flights_ handed to the committer
+  bool fetching_ = false;                    // a runner is claiming or waiting for work
   bool running_ = false;
+  bool stopping_ = false;                    // stop() began: no more claims or starts
   bool shutting_down_ = false;
   std::atomic<bool> stop_requested_{false};
 
@@ -730,10 +755,14 @@ class Worker {
   std::vector<Done> done_;
   bool committer_stop_ = false;
 
+  // Only the runner that set fetching_ touches these.
+  std::stop_source fetch_stop_;
+  Millis fetch_backoff_{50};
+  int quick_empty_ = 0;  // empty claims right after a wait that returned at once
+
   std::vector<std::thread> runners_;
   std::thread committer_;
   std::jthread keeper_;
-  std::jthread fetcher_;
 
   std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
 };
