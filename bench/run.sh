@@ -3,7 +3,7 @@
 # way the tests start them), 3 repetitions each, plus the raw server limits for context:
 # pgbench (one-row FOR UPDATE SKIP LOCKED claim+complete at 16 clients; single-client INSERT)
 # and redis-benchmark (lpush, rpop, zadd, unpipelined). Prints JSON lines, then a table of
-# medians. Usage: bench/run.sh [reps] [scale]
+# medians. Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPS="${1:-3}"
@@ -21,7 +21,7 @@ cmake --build "$BUILD" --target jobq-bench >/dev/null
 OUT="$(mktemp /tmp/jobq-bench.XXXXXX.jsonl)"
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
-for backend in memory sqlite postgres redis; do
+for backend in ${JOBQ_BENCH_BACKENDS:-memory sqlite postgres redis}; do
   case "$backend" in
     postgres) url="$JOBQ_TEST_POSTGRES_URL" ;;
     redis) url="$JOBQ_TEST_REDIS_URL" ;;

@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -186,6 +185,7 @@ class Worker {
     if (running_) return;
     running_ = true;
     fetch_stop_ = std::stop_source{};
+    tasks_.reserve(window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
     for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
@@ -196,14 +196,17 @@ class Worker {
   /// takes them at once), request their stop, and join. A handler that ignores its stop token
   /// delays the return of stop() until it returns.
   void stop() {
-    std::deque<Task> pending;
+    std::vector<Task> pending;
     {
       std::unique_lock lock(mutex_);
       if (!running_ || stopping_) return;
       stopping_ = true;  // no runner claims or starts a job from now on
       fetch_stop_.request_stop();
       slots_cv_.wait(lock, [&] { return !fetching_; });
-      pending.swap(tasks_);
+      pending.assign(std::make_move_iterator(tasks_.begin() + static_cast<std::ptrdiff_t>(tasks_head_)),
+                     std::make_move_iterator(tasks_.end()));
+      tasks_.clear();
+      tasks_head_ = 0;
     }
     for (auto& t : pending) {
       give_back(*t.flight);
@@ -404,18 +407,21 @@ class Worker {
       std::size_t free = 0;
       {
         std::unique_lock lock(mutex_);
-        tasks_cv_.wait(lock, [&] { return shutting_down_ || (!stopping_ && (!tasks_.empty() || can_claim_locked())); });
+        tasks_cv_.wait(lock, [&] { return shutting_down_ || (!stopping_ && (tasks_head_ < tasks_.size() || can_claim_locked())); });
         if (shutting_down_) return;
         // Claim when nothing is queued to run, or (with other runners to keep busy) when half
         // the window is free: batches stay large and no runner starves.
         const bool claim = can_claim_locked() &&
-                           (tasks_.empty() || (opt_.concurrency > 1 && window_ - window_used_locked() >= (window_ + 1) / 2));
+                           (tasks_head_ == tasks_.size() || (opt_.concurrency > 1 && window_ - window_used_locked() >= (window_ + 1) / 2));
         if (claim) {
           fetching_ = true;
           free = window_ - window_used_locked();
         } else {
-          task.emplace(std::move(tasks_.front()));
-          tasks_.pop_front();
+          task.emplace(std::move(tasks_[tasks_head_++]));
+          if (tasks_head_ == tasks_.size()) {
+            tasks_.clear();  // keeps the capacity: no allocation per job
+            tasks_head_ = 0;
+          }
           if (task->job.timeout > Millis{0}) {
             task->flight->deadline = std::chrono::steady_clock::now() + task->job.timeout;
             ++keeper_kicks_;
@@ -449,6 +455,8 @@ class Worker {
       } else {
         quick_empty_ = 0;
         std::lock_guard lock(mutex_);
+        tasks_.erase(tasks_.begin(), tasks_.begin() + static_cast<std::ptrdiff_t>(tasks_head_));
+        tasks_head_ = 0;
         for (auto& j : jobs) {
           auto f = std::make_shared<Flight>();
           f->id = j.id;
@@ -567,17 +575,20 @@ class Worker {
   // out in one complete_many call (one round trip / transaction). Idle, a batch is one job, so
   // latency does not suffer; busy, round trips per job fall.
   void commit_loop() {
+    // Reused across batches (swapped with done_) so a batch allocates nothing of its own.
+    std::vector<Done> batch;
+    std::vector<Completion> cs;
+    std::vector<const Flight*> fs;
     for (;;) {
-      std::vector<Done> batch;
+      batch.clear();
+      cs.clear();
+      fs.clear();
       {
         std::unique_lock lock(done_mutex_);
         done_cv_.wait(lock, [&] { return !done_.empty() || committer_stop_; });
         if (done_.empty()) return;
         batch.swap(done_);
       }
-      std::vector<Completion> cs;
-      std::vector<const Flight*> fs;
-      cs.reserve(batch.size());
       for (auto& d : batch) {
         if (!d.flight->released) {
           cs.push_back(std::move(d.completion));
@@ -740,7 +751,8 @@ class Worker {
   std::condition_variable_any keeper_cv_;  // a timed job started
   std::uint64_t keeper_kicks_ = 0;         // bumped (under mutex_) to wake the keeper
   std::map<JobId, std::shared_ptr<Flight>> flights_;
-  std::deque<Task> tasks_;
+  std::vector<Task> tasks_;   // claimed, not started: a FIFO from tasks_head_
+  std::size_t tasks_head_ = 0;
   std::size_t window_ = 0;                   // concurrency + prefetch
   std::size_t max_uncommitted_ = 0;          // successes the committer may fall behind by
   std::atomic<std::size_t> uncommitted_{0};  // successes in flights_ handed to the committer

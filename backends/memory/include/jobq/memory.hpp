@@ -92,6 +92,9 @@ class MemoryBackend {
       cs.push_back(c);
     }
     std::vector<JobRecord> out;
+    std::size_t ready = 0;
+    for (const auto& c : cs) ready += c.q->ready.size();
+    out.reserve(std::min(req.limit, ready));
     while (out.size() < req.limit) {
       Cursor* best = nullptr;
       for (auto& c : cs) {
