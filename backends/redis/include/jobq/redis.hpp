@@ -538,7 +538,7 @@ class RedisBackend {
     const auto t = to_epoch_ms(now());
 
     Args keys;
-    for (const auto& q : queues) append_queue_keys(keys, q);
+    for (const auto& q : queues) append_queue_keys(keys, q, Script::enqueue);
     if (!cas.empty()) keys.push_back(schedule_key);
     Args argv;
     argv.reserve(3 + jobs.size() * 10);
@@ -642,7 +642,7 @@ class RedisBackend {
     if (req.limit == 0 || queues.empty()) return {};
     const auto limit = std::min<std::size_t>(req.limit, 1000);
     Args keys;
-    for (const auto& q : queues) append_queue_keys(keys, q);
+    for (const auto& q : queues) append_queue_keys(keys, q, Script::claim);
     const Args argv{std::to_string(to_epoch_ms(now())), std::to_string(limit),
                     std::to_string(std::max<Millis::rep>(req.lease.count(), 0)), detail::new_lease_token()};
     // Not resent after a lost reply: the jobs it may have leased are recovered when the lease ends.
@@ -670,7 +670,7 @@ class RedisBackend {
     if (!q) return false;
     const auto result_text = result_arg(result);
     const auto reply = run(true, [&](Connection& c, bool retry) {
-      return eval(c, Script::complete, queue_keys(*q), {now_str(), retry ? "1" : "0", std::to_string(id), token, result_text});
+      return eval(c, Script::complete, queue_keys(*q, Script::complete), {now_str(), retry ? "1" : "0", std::to_string(id), token, result_text});
     });
     expect_ok(reply, "complete");
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1) {
@@ -709,7 +709,7 @@ class RedisBackend {
       for (const auto& g : groups) {
         Args argv{t, retry ? "1" : "0"};
         argv.insert(argv.end(), g.argv.begin(), g.argv.end());
-        cmds.push_back({script_args(Script::complete, queue_keys(g.queue), std::move(argv)), Script::complete});
+        cmds.push_back({script_args(Script::complete, queue_keys(g.queue, Script::complete), std::move(argv)), Script::complete});
       }
       return exec(c, cmds);
     });
@@ -733,7 +733,7 @@ class RedisBackend {
     const auto message = detail::redis::valid_utf8(f.error);
     const auto retry_at = f.retry_at ? std::to_string(to_epoch_ms(*f.retry_at)) : std::string();
     const auto reply = run(true, [&](Connection& c, bool retry) {
-      return eval(c, Script::fail, queue_keys(*q),
+      return eval(c, Script::fail, queue_keys(*q, Script::fail),
                   {std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"});
     });
     expect_ok(reply, "fail");
@@ -750,7 +750,7 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return false;
     const auto reply = run(true, [&](Connection& c, bool) {
-      return eval(c, Script::extend, queue_keys(*q),
+      return eval(c, Script::extend, queue_keys(*q, Script::extend),
                   {std::to_string(id), token, now_str(), std::to_string(std::max<Millis::rep>(lease.count(), 0))});
     });
     expect_ok(reply, "extend_lease");
@@ -762,7 +762,7 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return false;
     const auto reply = run(true, [&](Connection& c, bool retry) {
-      return eval(c, Script::release, queue_keys(*q), {std::to_string(id), token, now_str(), retry ? "1" : "0"});
+      return eval(c, Script::release, queue_keys(*q, Script::release), {std::to_string(id), token, now_str(), retry ? "1" : "0"});
     });
     expect_ok(reply, "release");
     return detail::redis::reply_int(reply.get(), "release") == 1;
@@ -775,7 +775,7 @@ class RedisBackend {
     const auto msg = detail::redis::valid_utf8(message);
     const auto pct = std::to_string(std::clamp(percent, 0, 100));
     const auto reply = run(true, [&](Connection& c, bool) {
-      return eval(c, Script::progress, queue_keys(*q), {std::to_string(id), token, pct, msg});
+      return eval(c, Script::progress, queue_keys(*q, Script::progress), {std::to_string(id), token, pct, msg});
     });
     expect_ok(reply, "set_progress");
     return detail::redis::reply_int(reply.get(), "set_progress") == 1;
@@ -812,7 +812,7 @@ class RedisBackend {
         std::vector<Cmd> cmds;
         const auto t = now_str();
         for (const auto& q : pending) {
-          cmds.push_back({script_args(Script::recover, queue_keys(q),
+          cmds.push_back({script_args(Script::recover, queue_keys(q, Script::recover),
                                       {t, std::to_string(batch), "lease expired (worker lost or too slow)"}),
                           Script::recover});
         }
@@ -841,7 +841,7 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return std::nullopt;
     const auto reply = run(true, [&](Connection& c, bool) {
-      return eval(c, Script::fetch, queue_keys(*q), {std::to_string(id)});
+      return eval(c, Script::fetch, queue_keys(*q, Script::fetch), {std::to_string(id)});
     });
     expect_ok(reply, "get");
     if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 0 && reply->elements != 5)) {
@@ -857,7 +857,7 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return false;
     const auto reply = run(false, [&](Connection& c, bool) {
-      return eval(c, Script::cancel, queue_keys(*q), {std::to_string(id), now_str()});
+      return eval(c, Script::cancel, queue_keys(*q, Script::cancel), {std::to_string(id), now_str()});
     });
     expect_ok(reply, "cancel");
     return detail::redis::reply_int(reply.get(), "cancel") == 1;
@@ -868,7 +868,7 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return false;
     const auto reply = run(false, [&](Connection& c, bool) {
-      return eval(c, Script::redrive, queue_keys(*q), {std::to_string(id), now_str()});
+      return eval(c, Script::redrive, queue_keys(*q, Script::redrive), {std::to_string(id), now_str()});
     });
     expect_ok(reply, "redrive");
     return detail::redis::reply_int(reply.get(), "redrive") == 1;
@@ -891,7 +891,7 @@ class RedisBackend {
   /// @brief Jobs per state in a queue (exact).
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
-    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::counts, queue_keys(queue), {}); });
+    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::counts, queue_keys(queue, Script::counts), {}); });
     expect_ok(reply, "counts");
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
       throw RedisError(ErrorCategory::backend, "redis: unexpected reply to counts");
@@ -914,7 +914,7 @@ class RedisBackend {
     const auto offset = std::min(page.offset, max_index);
     const auto limit = std::min(page.limit, max_index);
     const auto reply = run(true, [&](Connection& c, bool) {
-      return eval(c, Script::list, queue_keys(queue),
+      return eval(c, Script::list, queue_keys(queue, Script::list),
                   {std::string(to_string(state)), std::to_string(offset), std::to_string(limit)});
     });
     expect_ok(reply, "list");
@@ -935,7 +935,7 @@ class RedisBackend {
     Args wake_keys{"BLPOP"};
     for (const auto& q : queues) {
       validate_queue_name(q);
-      append_queue_keys(keys, q);
+      append_queue_keys(keys, q, Script::peek);
       wake_keys.push_back(queue_base(q) + "wake");
     }
     auto conn = acquire_blocking();
@@ -971,7 +971,7 @@ class RedisBackend {
     Args argv{limits.rate ? std::to_string(limits.rate->max) : std::string(),
               limits.rate ? std::to_string(limits.rate->window.count()) : std::string(),
               std::to_string(limits.group_concurrency)};
-    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::limits, queue_keys(queue), argv); });
+    const auto reply = run(true, [&](Connection& c, bool) { return eval(c, Script::limits, queue_keys(queue, Script::limits), argv); });
     expect_ok(reply, "set_queue_limits");
   }
 
@@ -1467,16 +1467,29 @@ class RedisBackend {
 
   std::string queue_base(std::string_view queue) const { return opt_.prefix + ":{" + std::string(queue) + "}:"; }
 
-  void append_queue_keys(Args& keys, std::string_view queue) const {
-    const auto base = queue_base(queue);
-    for (auto suffix : detail::redis::queue_key_suffixes) keys.push_back(base + std::string(suffix));
+  // The keys of `queue` that script `s` receives (see detail::redis::script_keys), from a
+  // per-queue cache of the key names.
+  void append_queue_keys(Args& keys, std::string_view queue, Script s) {
+    const auto names = queue_key_names_ptr(queue);
+    for (auto i : detail::redis::script_keys(s)) keys.push_back((*names)[i]);
   }
 
-  Args queue_keys(std::string_view queue) const {
+  Args queue_keys(std::string_view queue, Script s) {
     Args keys;
     keys.reserve(detail::redis::queue_key_suffixes.size());
-    append_queue_keys(keys, queue);
+    append_queue_keys(keys, queue, s);
     return keys;
+  }
+
+  std::shared_ptr<const std::vector<std::string>> queue_key_names_ptr(std::string_view queue) {
+    std::lock_guard lock(keys_mutex_);
+    auto it = key_names_.find(std::string(queue));
+    if (it != key_names_.end()) return it->second;
+    if (key_names_.size() >= 10'000) key_names_.clear();
+    const auto base = queue_base(queue);
+    auto names = std::make_shared<std::vector<std::string>>();
+    for (auto suffix : detail::redis::queue_key_suffixes) names->push_back(base + std::string(suffix));
+    return key_names_.emplace(std::string(queue), std::move(names)).first->second;
   }
 
   // The three keys outside any queue's slot: the id counter, the id -> queue map and the set
@@ -1577,7 +1590,7 @@ class RedisBackend {
     const auto replies = run(true, [&](Connection& c, bool) {
       std::vector<Cmd> cmds;
       if (!fresh.empty()) cmds.push_back({{"SADD", global_key("queues"), queue}, std::nullopt});
-      cmds.push_back({script_args(s, queue_keys(queue), {}), s});
+      cmds.push_back({script_args(s, queue_keys(queue, s), {}), s});
       return exec(c, cmds);
     });
     for (const auto& r : replies) expect_ok(r, s == Script::pause ? "pause" : "resume");
@@ -1593,7 +1606,7 @@ class RedisBackend {
     for (;;) {
       const auto t = now();
       const auto reply = run(true, [&](Connection& c, bool) {
-        return eval(c, Script::prune, queue_keys(queue),
+        return eval(c, Script::prune, queue_keys(queue, Script::prune),
                     {cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
                      max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)});
       });
@@ -1760,6 +1773,9 @@ class RedisBackend {
   std::mutex id_mutex_;
   JobId next_id_ = 0;  // [next_id_, id_end_) is reserved for this object
   JobId id_end_ = 0;
+
+  std::mutex keys_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const std::vector<std::string>>> key_names_;  // queue -> its keys
 
   std::mutex cache_mutex_;
   std::unordered_map<JobId, std::uint32_t> queue_of_;  // ids never move between queues

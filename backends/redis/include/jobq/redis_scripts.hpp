@@ -3,8 +3,8 @@
 // Redis with EVALSHA. Included by jobq/redis.hpp only.
 //
 // Key layout of one queue (Q = "<prefix>:{<queue>}", so every key of a queue shares the hash
-// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the NK = 24 keys of each
-// queue it touches in KEYS, in this order; no script builds a key name itself.
+// tag {<queue>} and lives in one Redis Cluster slot). Every script gets the keys of each queue it
+// touches in KEYS, in this order; no script builds a key name itself.
 //
 //    1 Q:jobs            hash    id -> the job's fixed fields as JSON (written once by enqueue;
 //                                integers as decimal strings). Scripts never decode it on the
@@ -42,12 +42,16 @@
 //                                limit; score 0, member len3(group) .. group .. hex8(2^31-1 -
 //                                priority) .. the ready member, so one group's jobs are one
 //                                ZRANGEBYLEX range in claim order
+//   25 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
+// Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
+// receive the first 24. key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
 // Time is never read inside a script: the client passes `now` from its injected clock.
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <string>
@@ -56,13 +60,24 @@
 
 namespace jobq::detail::redis {
 
-/// @brief Keys per queue, in the order scripts receive them.
-inline constexpr std::array<std::string_view, 24> queue_key_suffixes = {
+/// @brief Keys per queue, in the order scripts receive them (the last, Q:none, is never written:
+/// the empty first key of the one-call type check, see check_keys).
+inline constexpr std::array<std::string_view, 25> queue_key_suffixes = {
     "jobs",          "ready",    "delayed",        "leases",    "ids:queued",
     "ids:active",    "ids:completed", "ids:dead",  "ids:cancelled",
     "done:completed", "done:dead", "done:cancelled", "unique",   "paused",
     "wake",          "state",    "errors",         "results",   "progress",
-    "limits",        "starts",   "groups",         "gactive",   "parked"};
+    "limits",        "starts",   "groups",         "gactive",   "parked",
+    "none"};
+
+/// @brief The Lua name of each key in queue_key_suffixes (what scripts write in `key(q, NAME)`).
+inline constexpr std::array<std::string_view, 25> queue_key_names = {
+    "JOBS", "READY", "DELAYED", "LEASES", "IDS.queued", "IDS.active", "IDS.completed", "IDS.dead",
+    "IDS.cancelled", "DONE.completed", "DONE.dead", "DONE.cancelled", "UNIQUE", "PAUSED", "WAKE",
+    "STATE", "ERRORS", "RESULTS", "PROGRESS", "LIMITS", "STARTS", "GROUPS", "GACTIVE", "PARKED", "NONE"};
+
+/// @brief The type of each key: hash, zset, string, list.
+inline constexpr std::string_view queue_key_types = "hzzzzzzzzzzzhslhhhhhzhhzz";
 
 /// @brief Words of a Q:state entry.
 inline constexpr std::size_t hot_fields = 11;
@@ -78,15 +93,6 @@ inline constexpr std::size_t script_count = static_cast<std::size_t>(Script::cou
 
 // Shared helpers, prepended to every script.
 inline constexpr std::string_view script_prelude = R"lua(
-local NK = 24
-local JOBS, READY, DELAYED, LEASES, UNIQUE, PAUSED, WAKE = 1, 2, 3, 4, 13, 14, 15
-local STATE, ERRORS, RESULTS, PROGRESS = 16, 17, 18, 19
-local LIMITS, STARTS, GROUPS, GACTIVE, PARKED = 20, 21, 22, 23, 24
-local IDS = {queued = 5, active = 6, completed = 7, dead = 8, cancelled = 9}
-local DONE = {completed = 10, dead = 11, cancelled = 12}
-local TYPES = {'hash', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'zset',
-               'zset', 'zset', 'hash', 'string', 'list', 'hash', 'hash', 'hash', 'hash',
-               'hash', 'zset', 'hash', 'hash', 'zset'}
 local WAKE_MAX = 32
 local BULK = 500  -- elements per variadic command (unpack() has a stack limit)
 
@@ -97,18 +103,58 @@ local function int(x) return string.format('%d', x) end
 
 -- Checked before any write: a script that stopped half-way on WRONGTYPE would leave a job
 -- indexed in some keys and not others (Redis does not roll a script back). `only` lists the
--- keys a script touches (nil: all of them).
+-- keys a script touches (nil: all of them). One TYPE call per key: see check_keys for the hot
+-- paths.
+local TYPENAMES = {h = 'hash', z = 'zset', s = 'string', l = 'list'}
 local function check_types(q, only)
   local n = only and #only or NK
   for j = 1, n do
     local i = only and only[j] or j
+    local want = TYPENAMES[string.sub(KEYTYPES, i, i)]
     local t = redis.call('TYPE', key(q, i))['ok']
-    if t ~= 'none' and t ~= TYPES[i] then
-      fail('WRONGTYPE jobq: key ' .. key(q, i) .. ' holds a ' .. t .. ' where jobq keeps a ' .. TYPES[i])
+    if t ~= 'none' and t ~= want then
+      fail('WRONGTYPE jobq: key ' .. key(q, i) .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
     end
   end
 end
 local function check_all(only) for q = 1, nqueues() do check_types(q, only) end end
+
+-- §
+-- check_types for the hot paths, in one or two calls instead of one per key: a ZDIFF whose
+-- first key is the never-written (so empty) Q:none checks every sorted set of `only` at once
+-- and costs nothing else; hashes and lists get an HLEN / LLEN. Any error (a wrong type, or a
+-- Redis before 6.2 without ZDIFF) runs check_types, which names the key. A plain set where a
+-- sorted set belongs passes ZDIFF (it accepts sets) and fails at its first write instead.
+local LENCMD = {h = 'HLEN', l = 'LLEN', s = 'STRLEN'}
+local function check_keys(q, only)
+  local z = {'ZDIFF', 1, key(q, NONE)}
+  local ok = true
+  for _, i in ipairs(only) do
+    local c = string.sub(KEYTYPES, i, i)
+    if c == 'z' then
+      z[#z + 1] = key(q, i)
+    else
+      local r = redis.pcall(LENCMD[c], key(q, i))
+      if type(r) == 'table' and r.err then ok = false end
+    end
+  end
+  if ok and #z > 3 then
+    z[2] = #z - 2
+    local r = redis.pcall(unpack(z))
+    if type(r) == 'table' and r.err then ok = false end
+  end
+  if not ok then check_types(q, only) end
+end
+
+-- §
+-- A read (pcall) that failed: a key of the wrong type is named like check_types names it.
+local function read_failed(k, want, r)
+  local t = redis.call('TYPE', k)['ok']
+  if t ~= 'none' and t ~= want then
+    fail('WRONGTYPE jobq: key ' .. k .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
+  end
+  error(r)
+end
 
 -- §
 -- One variadic command over a flat list of arguments, in chunks of BULK elements of `step`
@@ -124,7 +170,8 @@ end
 local function mget(k, ids)
   local out = {}
   for i = 1, #ids, BULK do
-    local part = redis.call('HMGET', k, unpack(ids, i, math.min(i + BULK - 1, #ids)))
+    local part = redis.pcall('HMGET', k, unpack(ids, i, math.min(i + BULK - 1, #ids)))
+    if part.err then read_failed(k, 'hash', part) end
     for j = 1, #part do out[#out + 1] = part[j] end
   end
   return out
@@ -244,12 +291,14 @@ local function holds_unique(h, now)
 end
 
 -- §
-local function wake(q, n)
+-- At most WAKE_MAX markers: only the missing ones are pushed (a full list costs one LLEN and
+-- no write). `len`: the list's length if the caller just read it.
+local function wake(q, n, len)
+  local k = math.min(n, WAKE_MAX - (len or redis.call('LLEN', key(q, WAKE))))
+  if k <= 0 then return end
   local marks = {}
-  for i = 1, math.min(n, WAKE_MAX) do marks[i] = '1' end
-  if redis.call('RPUSH', key(q, WAKE), unpack(marks)) > WAKE_MAX then
-    redis.call('LTRIM', key(q, WAKE), 0, WAKE_MAX - 1)
-  end
+  for i = 1, k do marks[i] = '1' end
+  redis.call('RPUSH', key(q, WAKE), unpack(marks))
 end
 
 -- §
@@ -428,10 +477,11 @@ inline constexpr std::array<std::string_view, script_count> script_bodies = {
 // per key; a batch with throttle or debounce jobs writes job by job (a later job of the batch
 // must see an earlier one as its key's holder).
 R"lua(
+-- keys: JOBS READY DELAYED IDS.queued UNIQUE WAKE STATE LIMITS GROUPS GACTIVE PARKED NONE
 local now, nonce, cas = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local W, FIRST = 10, 4
 local byq = {}
-local special, grouped = false, false
+local special, grouped, uniq = false, false, false
 for i = FIRST, #ARGV, W do
   local q = tonumber(ARGV[i])
   local g = byq[q]
@@ -443,16 +493,26 @@ for i = FIRST, #ARGV, W do
   g.at[#g.at + 1] = i
   if ARGV[i + 9] ~= '' then special = true end
   if ARGV[i + 8] ~= '' then grouped = true end
+  if ARGV[i + 2] ~= '' then uniq = true end
 end
--- Only the keys this batch may touch (each check is a call: plain enqueues stay cheap).
-local touched = {JOBS, STATE, READY, DELAYED, IDS.queued, UNIQUE, WAKE}
+-- Only the keys this batch may write and does not read first (Q:jobs is read below; a read of
+-- a key of the wrong type fails before anything is written). The wake list's length is kept
+-- for the wake-up of the (single) flush below.
+local touched = {STATE, READY, DELAYED, IDS.queued}
+if uniq then touched[#touched + 1] = UNIQUE end
 if grouped or special then touched[#touched + 1] = GROUPS end
 if special then
   touched[#touched + 1] = PARKED
   touched[#touched + 1] = LIMITS
   touched[#touched + 1] = GACTIVE
 end
-check_all(touched)
+local wlen = {}
+for q in pairs(byq) do
+  check_keys(q, touched)
+  local n = redis.pcall('LLEN', key(q, WAKE))
+  if type(n) == 'table' then read_failed(key(q, WAKE), 'list', n) end
+  wlen[q] = n
+end
 local existing = {}
 for q, g in pairs(byq) do
   local docs = mget(key(q, JOBS), g.ids)
@@ -486,7 +546,8 @@ local function flush()
     bulk('ZADD', key(q, DELAYED), g.d, 2)
     bulk('HSET', key(q, UNIQUE), g.unique, 2)
     bulk('HSET', key(q, GROUPS), g.groups, 2)
-    wake(q, g.n)
+    wake(q, g.n, wlen[q])
+    wlen[q] = nil  -- a later flush (job by job) reads it again
   end
   w = {}
 end
@@ -568,20 +629,27 @@ return results
 // takes the best `limit` ready jobs over all unpaused queues within their limits, leases them.
 // Returns per job: fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
+-- keys: JOBS READY DELAYED LEASES IDS.queued IDS.active PAUSED STATE ERRORS PROGRESS LIMITS STARTS GROUPS GACTIVE PARKED NONE
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+-- A queued state entry: attempts, "max_attempts priority run_at" (run_at also alone),
+-- "finished_at unique_for", "last_token last_outcome".
+local QUEUED = '^queued (%d+) (%d+ %-?%d+ (%-?%d+)) %S+ (%S+ %S+) %S+ (%S+ %S+)$'
 -- Reads before any write: the limits (an HMGET on a key of the wrong type fails here, before
 -- anything changed) and whether the queue has grouped jobs; then the type checks of the keys
--- each queue will write (the limit and group keys only where they are used).
+-- each queue will write without reading them first (Q:jobs, Q:state, Q:errors and Q:progress
+-- are read before the first write; the limit and group keys only where they are used).
 local lims, grouped = {}, {}
 for q = 1, nqueues() do
-  lims[q] = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+  local l = redis.pcall('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+  if l.err then read_failed(key(q, LIMITS), 'hash', l) end
+  lims[q] = l
   grouped[q] = redis.call('EXISTS', key(q, GROUPS)) == 1
-  local touched = {JOBS, STATE, READY, DELAYED, LEASES, IDS.queued, IDS.active, PAUSED, ERRORS, PROGRESS}
-  if lims[q][1] then touched[#touched + 1] = STARTS end
-  if lims[q][3] or grouped[q] then
+  local touched = {READY, DELAYED, LEASES, IDS.queued, IDS.active}
+  if l[1] then touched[#touched + 1] = STARTS end
+  if l[3] or grouped[q] then
     for _, k in ipairs({GROUPS, GACTIVE, PARKED}) do touched[#touched + 1] = k end
   end
-  check_types(q, touched)
+  check_keys(q, touched)
 end
 -- Ready entries a group-limited queue examines per claim beyond `limit`: what it skips is
 -- parked, so a later claim does not examine it again.
@@ -698,10 +766,20 @@ while #picked < limit and pos <= #cands do
     end
   end
   for _, e in ipairs(batch) do
-    local h = e.raw and parse_hot(e.q, e.id, e.raw)
-    if h and h.state == 'queued' and rank(h.run_at, e.id) == e.m then
+    -- The words of a queued entry the claim keeps, without a table per job (parse_hot, which
+    -- also reports a corrupted entry, only when this does not match).
+    local at, mid, ra, fu, tail
+    if e.raw then at, mid, ra, fu, tail = string.match(e.raw, QUEUED) end
+    local ok = at and rank(ra, e.id) == e.m
+    if not at and e.raw then
+      local h = parse_hot(e.q, e.id, e.raw)
+      ok = h.state == 'queued' and rank(h.run_at, e.id) == e.m
+      if ok then at, mid, fu, tail = int(h.attempts), h.max_attempts .. ' ' .. h.priority .. ' ' .. h.run_at,
+          h.finished_at .. ' ' .. h.unique_for, h.last_token .. ' ' .. h.outcome end
+    end
+    if ok then
       check_doc(e.q, e.id, e.doc)
-      e.h = h
+      e.at, e.mid, e.fu, e.tail = tonumber(at) + 1, mid, fu, tail
       picked[#picked + 1] = e
     else
       stale[#stale + 1] = e
@@ -717,12 +795,8 @@ for i, e in ipairs(picked) do
     g = {ready = {}, ids = {}, active = {}, leases = {}, state = {}, list = {}}
     w[e.q] = g
   end
-  local h = e.h
-  h.state = 'active'
-  h.attempts = h.attempts + 1
-  h.token = seed .. string.format('%06x', i)
-  h.lease_until = lease_until
-  e.packed = pack(h)
+  e.packed = 'active ' .. int(e.at) .. ' ' .. e.mid .. ' ' .. lease_until .. ' ' .. e.fu .. ' ' ..
+             seed .. string.format('%06x', i) .. ' ' .. e.tail
   local n = #g.ids
   g.ready[n + 1] = e.m
   g.ids[n + 1] = e.id
@@ -731,18 +805,21 @@ for i, e in ipairs(picked) do
   g.leases[2 * n + 1], g.leases[2 * n + 2] = lease_until, e.id
   g.state[2 * n + 1], g.state[2 * n + 2] = e.id, e.packed
 end
+-- Read before the first write (a key of the wrong type fails here, with nothing changed).
 for q, g in pairs(w) do
-  bulk('ZREM', key(q, READY), g.ready, 1)
-  bulk('ZREM', key(q, IDS.queued), g.ids, 1)
-  bulk('ZADD', key(q, IDS.active), g.active, 2)
-  bulk('ZADD', key(q, LEASES), g.leases, 2)
-  bulk('HSET', key(q, STATE), g.state, 2)
   local es = mget(key(q, ERRORS), g.ids)
   local ps = mget(key(q, PROGRESS), g.ids)
   for j, e in ipairs(g.list) do
     e.errors = es[j]
     e.progress = ps[j]
   end
+end
+for q, g in pairs(w) do
+  bulk('ZREM', key(q, READY), g.ready, 1)
+  bulk('ZREM', key(q, IDS.queued), g.ids, 1)
+  bulk('ZADD', key(q, IDS.active), g.active, 2)
+  bulk('ZADD', key(q, LEASES), g.leases, 2)
+  bulk('HSET', key(q, STATE), g.state, 2)
   -- Active jobs per group (kept for every grouped job, so a limit set later counts right).
   local qi = info[q]
   local gs
@@ -796,55 +873,62 @@ return out
 // complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
 // per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
+-- keys: JOBS LEASES IDS.active IDS.completed DONE.completed STATE RESULTS PROGRESS LIMITS GROUPS GACTIVE PARKED READY WAKE NONE
 -- lazy grouping: left_active
 -- lazy notifying: notice publish percent qname
 local ch = channel()
 local listen = listening(ch)
-local touched = {JOBS, STATE, LEASES, IDS.active, IDS.completed, DONE.completed, RESULTS}
-if listen then touched[#touched + 1] = PROGRESS end
 local grouped = redis.call('EXISTS', key(1, GROUPS)) == 1
-if grouped then
-  for _, k in ipairs({GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE}) do touched[#touched + 1] = k end
-end
-check_types(1, touched)
 local now, retry = tonumber(ARGV[1]), ARGV[2] == '1'
 local fin = int(now)
 local ids = {}
 for i = 3, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local raws = mget(key(1, STATE), ids)
+-- An active entry: "attempts max_attempts priority run_at", unique_for, lease_token; the
+-- completed entry is built from them without a table per job (parse_hot when this does not
+-- match: another state, or a corrupted entry).
+local ACTIVE = '^active (%d+ %d+ %-?%d+ %-?%d+) %S+ %S+ (%S+) (%S+) %S+ %S+$'
 local cur, changed, out = {}, {}, {}
 local leases, results = {}, {}
+local tries = {}
 for k, id in ipairs(ids) do
   local token = ARGV[3 * k + 1]
-  local h = cur[id]
-  if h == nil then
-    h = raws[k] and parse_hot(1, id, raws[k]) or false
-    cur[id] = h
-  end
-  if h and h.state == 'active' and token ~= '' and h.token == token then
-    h.state = 'completed'
-    h.finished_at = fin
-    h.token, h.lease_until = '-', '-'
-    h.last_token, h.outcome = token, 'completed'
+  local s = cur[id] or raws[k]
+  local four, uf, tk
+  if s then four, uf, tk = string.match(s, ACTIVE) end
+  if four and token ~= '' and tk == token then
+    cur[id] = 'completed ' .. four .. ' - ' .. fin .. ' ' .. uf .. ' - ' .. token .. ' completed'
     changed[#changed + 1] = id
+    tries[#tries + 1] = four
     local r = ARGV[3 * k + 2]
     if r ~= '' then
       results[#results + 1] = id
       results[#results + 1] = r
     end
     out[k] = 1
-  elseif retry and h and token ~= '' and h.last_token == token and h.outcome == 'completed' then
-    out[k] = 1
   else
-    out[k] = 0
+    local h = s and parse_hot(1, id, s)
+    if retry and h and token ~= '' and h.last_token == token and h.outcome == 'completed' then
+      out[k] = 1
+    else
+      out[k] = 0
+    end
   end
 end
 if #changed > 0 then
+  -- Type checks of the keys written without a read first, then reads, then the writes.
+  local touched = {LEASES, IDS.active, IDS.completed, DONE.completed}
+  if #results > 0 then touched[#touched + 1] = RESULTS end
+  if grouped then
+    for _, k in ipairs({GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE}) do touched[#touched + 1] = k end
+  end
+  check_keys(1, touched)
+  local ps = listen and mget(key(1, PROGRESS), changed)
   local idpairs, done, state = {}, {}, {}
   for j, id in ipairs(changed) do
     idpairs[2 * j - 1], idpairs[2 * j] = id, id
     done[2 * j - 1], done[2 * j] = fin, id
-    state[2 * j - 1], state[2 * j] = id, pack(cur[id])
+    state[2 * j - 1], state[2 * j] = id, cur[id]
   end
   bulk('ZREM', key(1, IDS.active), changed, 1)
   bulk('ZREM', key(1, LEASES), changed, 1)
@@ -855,10 +939,9 @@ if #changed > 0 then
   if grouped then grouping()(1, changed, true) end
   if listen then
     local nt, pub, pct, qn = notifying()
-    local ps = mget(key(1, PROGRESS), changed)
     local list, queue = {}, qn(1)
     for j, id in ipairs(changed) do
-      list[j] = nt('completed', id, queue, cur[id].attempts, pct(ps[j]), '')
+      list[j] = nt('completed', id, queue, tonumber(string.match(tries[j], '^%d+')), pct(ps[j]), '')
     end
     pub(ch, list)
   end
@@ -1215,7 +1298,56 @@ inline std::vector<bool> sections_needed(std::string_view text, const std::vecto
   return taken;
 }
 
-/// @brief A script's source: the prelude sections its body calls, then the body. A body line
+/// @brief The queue keys a script receives (indices into queue_key_suffixes, in that order): the
+/// body's "-- keys: NAME ..." line, or else every key but Q:none. Fewer keys make a cheaper call
+/// (each is an argument to parse and a Lua string to create).
+inline std::vector<std::size_t> script_key_indices(std::string_view body) {
+  std::vector<std::size_t> out;
+  constexpr std::string_view kw = "-- keys:";
+  const auto at = body.find(kw);
+  if (at == std::string_view::npos) {
+    for (std::size_t i = 0; i + 1 < queue_key_suffixes.size(); ++i) out.push_back(i);
+    return out;
+  }
+  const auto line = body.substr(at + kw.size(), body.find('\n', at) - at - kw.size());
+  for (std::size_t i = 0; i < queue_key_names.size(); ++i) {
+    for (std::size_t pos = 0; pos < line.size();) {
+      const auto start = line.find_first_not_of(' ', pos);
+      if (start == std::string_view::npos) break;
+      const auto end = std::min(line.find(' ', start), line.size());
+      if (line.substr(start, end - start) == queue_key_names[i]) out.push_back(i);
+      pos = end;
+    }
+  }
+  return out;
+}
+
+/// @brief The Lua constants of a script's key layout: NK, the position of each key in it
+/// (false: not passed), and KEYTYPES (the type letter of each position).
+inline std::string key_header(const std::vector<std::size_t>& indices) {
+  std::array<std::string, queue_key_names.size()> pos;
+  pos.fill("false");
+  std::string types;
+  for (std::size_t j = 0; j < indices.size(); ++j) {
+    pos[indices[j]] = std::to_string(j + 1);
+    types += queue_key_types[indices[j]];
+  }
+  std::string out = "local NK = " + std::to_string(indices.size()) + "\nlocal KEYTYPES = '" + types + "'\n";
+  std::string ids = "local IDS = {", done = "local DONE = {";
+  for (std::size_t i = 0; i < queue_key_names.size(); ++i) {
+    const auto name = queue_key_names[i];
+    if (name.substr(0, 4) == "IDS.") {
+      ids += std::string(name.substr(4)) + " = " + pos[i] + ", ";
+    } else if (name.substr(0, 5) == "DONE.") {
+      done += std::string(name.substr(5)) + " = " + pos[i] + ", ";
+    } else {
+      out += "local " + std::string(name) + " = " + pos[i] + "\n";
+    }
+  }
+  return out + ids + "}\n" + done + "}\n";
+}
+
+/// @brief A script's source: its key constants, the prelude sections its body calls, then the body. A body line
 /// "-- lazy NAME: f g" becomes `local function NAME() <sections f and g need> return f, g end`:
 /// helpers only some calls use (debounce, groups, notices) are then created by the calls that
 /// use them, not by every call (Lua creates a script's local functions afresh on each call;
@@ -1244,7 +1376,7 @@ inline std::string build_script(std::string_view body) {
   none[0] = true;
   auto top = sections_needed(eager, sections, none);
   top[0] = true;
-  std::string out;
+  std::string out = key_header(script_key_indices(body));
   for (std::size_t i = 0; i < sections.size(); ++i) {
     if (top[i]) out += sections[i];
   }
@@ -1276,6 +1408,16 @@ inline std::string build_script(std::string_view body) {
     lazies.erase(lazies.begin());
   }
   return out;
+}
+
+/// @brief The queue keys script `s` receives, built once (see script_key_indices).
+inline const std::vector<std::size_t>& script_keys(Script s) {
+  static const std::array<std::vector<std::size_t>, script_count> keys = [] {
+    std::array<std::vector<std::size_t>, script_count> out;
+    for (std::size_t i = 0; i < script_count; ++i) out[i] = script_key_indices(script_bodies[i]);
+    return out;
+  }();
+  return keys[static_cast<std::size_t>(s)];
 }
 
 /// @brief The full source of a script, built once.
