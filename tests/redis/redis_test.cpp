@@ -398,6 +398,57 @@ TEST_CASE("a key of the wrong type where a queue key should be is a clear error,
   CHECK_THROWS_WITH(b.claim(from({"q"})), Catch::Contains("WRONGTYPE"));
 }
 
+// The hot scripts check the keys they write in one ZDIFF (+HLEN/LLEN) and read the others
+// before their first write: a wrong type anywhere still fails before anything changes.
+TEST_CASE("claim and complete refuse a key of the wrong type before writing anything", "[redis][bad-data]") {
+  jobq::ManualClock clock;
+  for (const std::string k : {"leases", "ids:active", "ids:queued", "errors", "progress", "ready", "delayed"}) {
+    CAPTURE(k);
+    Store s(clock.fn());
+    auto& b = s.backend;
+    const std::string base = s.prefix + ":{q}:";
+    const auto id = b.enqueue(job()).id;
+    b.command({"DEL", base + k});
+    b.command({"SET", base + k, "x"});
+    try {
+      b.claim(from({"q"}));
+      FAIL("claimed");
+    } catch (const jobq::RedisError& e) {
+      CHECK(e.reply().rfind("WRONGTYPE", 0) == 0);
+      CHECK(std::string(e.what()).find(base + k) != std::string::npos);
+    }
+    b.command({"DEL", base + k});
+    if (k == "ids:queued" || k == "ready") continue;  // the job's own index entry went with the key
+    CHECK(b.get(id)->state == JobState::queued);
+    CHECK(b.get(id)->attempts == 0);
+    REQUIRE(b.claim(from({"q"})).size() == 1);
+  }
+  for (const std::string k : {"leases", "ids:active", "ids:completed", "done:completed", "results"}) {
+    CAPTURE(k);
+    Store s(clock.fn());
+    auto& b = s.backend;
+    const std::string base = s.prefix + ":{q}:";
+    b.enqueue(job());
+    const auto got = b.claim(from({"q"}));
+    REQUIRE(got.size() == 1);
+    const auto saved = b.command({"DUMP", base + k});
+    b.command({"DEL", base + k});
+    b.command({"SET", base + k, "x"});
+    try {
+      b.complete(got[0].id, got[0].lease_token, {{"ok", true}});
+      FAIL("completed");
+    } catch (const jobq::RedisError& e) {
+      CHECK(e.reply().rfind("WRONGTYPE", 0) == 0);
+      CHECK(std::string(e.what()).find(base + k) != std::string::npos);
+    }
+    b.command({"DEL", base + k});
+    if (saved.type == jobq::RedisReply::Type::string) b.command({"RESTORE", base + k, "0", saved.str});
+    CHECK(b.get(got[0].id)->state == JobState::active);
+    CHECK(b.complete(got[0].id, got[0].lease_token, {{"ok", true}}));
+    CHECK(b.get(got[0].id)->result == nlohmann::json{{"ok", true}});
+  }
+}
+
 TEST_CASE("a corrupted job is a clear error naming the job", "[redis][bad-data]") {
   jobq::ManualClock clock;
   Store s(clock.fn());

@@ -562,7 +562,7 @@ class RedisBackend {
       argv.push_back("queued 0 " + std::to_string(j.max_attempts) + ' ' + std::to_string(j.priority) + ' ' +
                      std::to_string(run_at) + " - - " +
                      (j.unique_key.empty() ? std::string("-") : std::to_string(j.unique_for.count())) + " - - -");
-      argv.push_back(make_doc(j, ids[i], t, std::move(payloads[i]), nonce));
+      argv.push_back(make_doc(j, ids[i], t, payloads[i], j.backoff.to_json().dump(), nonce));
       argv.push_back(j.group);
       argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
                      : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
@@ -1673,27 +1673,70 @@ class RedisBackend {
     return result.is_null() ? std::string() : dump_lenient(result);
   }
 
-  // The fixed fields of a job (Q:jobs). Integers as decimal strings: cjson (Redis' JSON in
-  // Lua, which reads the unique key back) keeps only 14 digits.
-  static std::string make_doc(const NewJob& j, JobId id, std::int64_t t, std::string payload, const std::string& nonce) {
-    nlohmann::json d = {
-        {"id", std::to_string(id)},
-        {"queue", j.queue},
-        {"name", j.name},
-        {"payload", std::move(payload)},
-        {"created_at", std::to_string(t)},
-        {"backoff", j.backoff.to_json().dump()},
-        {"timeout_ms", std::to_string(j.timeout.count())},
-        {"unique_key", j.unique_key},
-        {"unique_for_ms", std::to_string(j.unique_for.count())},
-        {"nonce", nonce},  // which enqueue call wrote it: see the enqueue script
-    };
-    if (!j.group.empty()) d["group"] = j.group;  // absent: none (and in documents of format 1)
+  // A JSON string literal exactly as nlohmann::json::dump() writes it: printable ASCII is
+  // copied, '"', '\\' and control characters escaped; text with other bytes goes through
+  // nlohmann (UTF-8 validation; throws on invalid bytes).
+  static void append_json_string(std::string& out, std::string_view s) {
+    for (unsigned char c : s) {
+      if (c >= 0x80) {
+        out += nlohmann::json(std::string(s)).dump();
+        return;
+      }
+    }
+    out += '"';
+    for (char c : s) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\b': out += "\\b"; break;
+        case '\t': out += "\\t"; break;
+        case '\n': out += "\\n"; break;
+        case '\f': out += "\\f"; break;
+        case '\r': out += "\\r"; break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+            out += buf;
+          } else {
+            out += c;
+          }
+      }
+    }
+    out += '"';
+  }
+
+  // The fixed fields of a job (Q:jobs): the JSON object nlohmann::json would write (keys sorted,
+  // no spaces), formatted directly (a json object per job cost more client time than the
+  // script's own work on a bulk enqueue). Integers as decimal strings: cjson (Redis' JSON in
+  // Lua, which reads the unique key back) keeps only 14 digits. `nonce`: which enqueue call
+  // wrote it (see the enqueue script); `group` absent: none (and in documents of format 1).
+  static std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std::string& payload,
+                              const std::string& backoff, const std::string& nonce) {
+    std::string d;
+    d.reserve(200 + payload.size() + j.name.size() + j.queue.size() + j.unique_key.size() + j.group.size());
     try {
-      return d.dump();
+      d += "{\"backoff\":";
+      append_json_string(d, backoff);
+      d += ",\"created_at\":\"" + std::to_string(t) + '"';
+      if (!j.group.empty()) {
+        d += ",\"group\":";
+        append_json_string(d, j.group);
+      }
+      d += ",\"id\":\"" + std::to_string(id) + "\",\"name\":";
+      append_json_string(d, j.name);
+      d += ",\"nonce\":\"" + nonce + "\",\"payload\":";
+      append_json_string(d, payload);
+      d += ",\"queue\":";
+      append_json_string(d, j.queue);
+      d += ",\"timeout_ms\":\"" + std::to_string(j.timeout.count()) + "\",\"unique_for_ms\":\"" +
+           std::to_string(j.unique_for.count()) + "\",\"unique_key\":";
+      append_json_string(d, j.unique_key);
+      d += '}';
     } catch (const nlohmann::json::exception&) {
       throw InvalidArgument("job name, unique key or group is not valid UTF-8");
     }
+    return d;
   }
 
   // A job from its fixed part (Q:jobs), its state entry (Q:state: 11 words, '-' = none), and

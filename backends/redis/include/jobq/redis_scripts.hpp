@@ -101,23 +101,39 @@ local function nqueues() return math.floor(#KEYS / NK) end  -- fire_schedule add
 local function fail(msg) error({err = msg}) end
 local function int(x) return string.format('%d', x) end
 
--- Checked before any write: a script that stopped half-way on WRONGTYPE would leave a job
--- indexed in some keys and not others (Redis does not roll a script back). `only` lists the
--- keys a script touches (nil: all of them). One TYPE call per key: see check_keys for the hot
--- paths.
-local TYPENAMES = {h = 'hash', z = 'zset', s = 'string', l = 'list'}
-local function check_types(q, only)
-  local n = only and #only or NK
-  for j = 1, n do
-    local i = only and only[j] or j
-    local want = TYPENAMES[string.sub(KEYTYPES, i, i)]
-    local t = redis.call('TYPE', key(q, i))['ok']
-    if t ~= 'none' and t ~= want then
-      fail('WRONGTYPE jobq: key ' .. key(q, i) .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
+-- §
+-- Helpers of the error paths (and of the scripts that check every key), created only when
+-- called: a script's local functions are created afresh on every call.
+-- check_types: run before any write, because a script that stopped half-way on WRONGTYPE would
+-- leave a job indexed in some keys and not others (Redis does not roll a script back); `only`
+-- lists the keys a script touches (nil: all of them); one TYPE call per key (check_keys does
+-- it in one or two calls on the hot paths). read_failed: a read (pcall) that failed; a key of
+-- the wrong type is named the same way. corrupted: a job record that is not jobq's.
+local function errors()
+  local TYPENAMES = {h = 'hash', z = 'zset', s = 'string', l = 'list'}
+  local function check_types(q, only)
+    local n = only and #only or NK
+    for j = 1, n do
+      local i = only and only[j] or j
+      local want = TYPENAMES[string.sub(KEYTYPES, i, i)]
+      local t = redis.call('TYPE', key(q, i))['ok']
+      if t ~= 'none' and t ~= want then
+        fail('WRONGTYPE jobq: key ' .. key(q, i) .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
+      end
     end
   end
+  local function read_failed(k, want, r)
+    local t = redis.call('TYPE', k)['ok']
+    if t ~= 'none' and t ~= want then
+      fail('WRONGTYPE jobq: key ' .. k .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
+    end
+    error(r)
+  end
+  local function corrupted(q, id, where)
+    fail('jobq: job ' .. id .. ' in ' .. key(q, where) .. ' is corrupted (not a jobq job record)')
+  end
+  return {check_types = check_types, read_failed = read_failed, corrupted = corrupted}
 end
-local function check_all(only) for q = 1, nqueues() do check_types(q, only) end end
 
 -- §
 -- check_types for the hot paths, in one or two calls instead of one per key: a ZDIFF whose
@@ -143,17 +159,7 @@ local function check_keys(q, only)
     local r = redis.pcall(unpack(z))
     if type(r) == 'table' and r.err then ok = false end
   end
-  if not ok then check_types(q, only) end
-end
-
--- §
--- A read (pcall) that failed: a key of the wrong type is named like check_types names it.
-local function read_failed(k, want, r)
-  local t = redis.call('TYPE', k)['ok']
-  if t ~= 'none' and t ~= want then
-    fail('WRONGTYPE jobq: key ' .. k .. ' holds a ' .. t .. ' where jobq keeps a ' .. want)
-  end
-  error(r)
+  if not ok then errors().check_types(q, only) end
 end
 
 -- §
@@ -171,15 +177,10 @@ local function mget(k, ids)
   local out = {}
   for i = 1, #ids, BULK do
     local part = redis.pcall('HMGET', k, unpack(ids, i, math.min(i + BULK - 1, #ids)))
-    if part.err then read_failed(k, 'hash', part) end
+    if part.err then errors().read_failed(k, 'hash', part) end
     for j = 1, #part do out[#out + 1] = part[j] end
   end
   return out
-end
-
--- §
-local function corrupted(q, id, where)
-  fail('jobq: job ' .. id .. ' in ' .. key(q, where) .. ' is corrupted (not a jobq job record)')
 end
 
 -- §
@@ -187,7 +188,7 @@ local STATES = {queued = true, active = true, completed = true, dead = true, can
 local HOT = '^(%l+) (%d+) (%d+) (%-?%d+) (%-?%d+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$'
 local function parse_hot(q, id, s)
   local st, at, ma, pr, ra, lu, fa, uf, tk, lt, oc = string.match(s, HOT)
-  if not st or not STATES[st] then corrupted(q, id, STATE) end
+  if not st or not STATES[st] then errors().corrupted(q, id, STATE) end
   return {state = st, attempts = tonumber(at), max_attempts = ma, priority = pr, run_at = ra,
           lease_until = lu, finished_at = fa, unique_for = uf, token = tk, last_token = lt,
           outcome = oc}
@@ -211,7 +212,7 @@ local function save(q, id, h) redis.call('HSET', key(q, STATE), id, pack(h)) end
 local function check_doc(q, id, raw)
   if type(raw) ~= 'string' or string.sub(raw, 1, 1) ~= '{'
       or not string.find(raw, '"id":"' .. id .. '"', 1, true) then
-    corrupted(q, id, JOBS)
+    errors().corrupted(q, id, JOBS)
   end
 end
 
@@ -478,6 +479,7 @@ inline constexpr std::array<std::string_view, script_count> script_bodies = {
 // must see an earlier one as its key's holder).
 R"lua(
 -- keys: JOBS READY DELAYED IDS.queued UNIQUE WAKE STATE LIMITS GROUPS GACTIVE PARKED NONE
+-- lazy uniqueness: hot holds_unique
 local now, nonce, cas = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local W, FIRST = 10, 4
 local byq = {}
@@ -510,7 +512,7 @@ local wlen = {}
 for q in pairs(byq) do
   check_keys(q, touched)
   local n = redis.pcall('LLEN', key(q, WAKE))
-  if type(n) == 'table' then read_failed(key(q, WAKE), 'list', n) end
+  if type(n) == 'table' then errors().read_failed(key(q, WAKE), 'list', n) end
   wlen[q] = n
 end
 local existing = {}
@@ -571,7 +573,8 @@ for i = FIRST, #ARGV, W do
       if not holder then
         -- The holder is the latest job of the queue with this key, in any state.
         local hid = redis.call('HGET', key(q, UNIQUE), uk)
-        local h = hid and hot(q, hid)
+        local hot_fn, holds_fn = uniqueness()
+        local h = hid and hot_fn(q, hid)
         if h then
           local kind = string.sub(mode, 1, 1)
           if kind == 'd' then
@@ -580,7 +583,7 @@ for i = FIRST, #ARGV, W do
               debounce_fn(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + 7], now)
               holder = hid
             end
-          elseif holds_unique(h, now) then
+          elseif holds_fn(h, now) then
             holder = hid
           elseif kind == 't' then
             local c = string.match(redis.call('HGET', key(q, JOBS), hid) or '', '"created_at":"(%-?%d+)"')
@@ -630,6 +633,8 @@ return results
 // Returns per job: fixed part, new state entry, errors (false: none), progress (false: none).
 R"lua(
 -- keys: JOBS READY DELAYED LEASES IDS.queued IDS.active PAUSED STATE ERRORS PROGRESS LIMITS STARTS GROUPS GACTIVE PARKED NONE
+-- lazy parsing: parse_hot
+-- lazy parking: pmember
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 -- A queued state entry: attempts, "max_attempts priority run_at" (run_at also alone),
 -- "finished_at unique_for", "last_token last_outcome".
@@ -641,7 +646,7 @@ local QUEUED = '^queued (%d+) (%d+ %-?%d+ (%-?%d+)) %S+ (%S+ %S+) %S+ (%S+ %S+)$
 local lims, grouped = {}, {}
 for q = 1, nqueues() do
   local l = redis.pcall('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
-  if l.err then read_failed(key(q, LIMITS), 'hash', l) end
+  if l.err then errors().read_failed(key(q, LIMITS), 'hash', l) end
   lims[q] = l
   grouped[q] = redis.call('EXISTS', key(q, GROUPS)) == 1
   local touched = {READY, DELAYED, LEASES, IDS.queued, IDS.active}
@@ -772,7 +777,7 @@ while #picked < limit and pos <= #cands do
     if e.raw then at, mid, ra, fu, tail = string.match(e.raw, QUEUED) end
     local ok = at and rank(ra, e.id) == e.m
     if not at and e.raw then
-      local h = parse_hot(e.q, e.id, e.raw)
+      local h = parsing()(e.q, e.id, e.raw)
       ok = h.state == 'queued' and rank(h.run_at, e.id) == e.m
       if ok then at, mid, fu, tail = int(h.attempts), h.max_attempts .. ' ' .. h.priority .. ' ' .. h.run_at,
           h.finished_at .. ' ' .. h.unique_for, h.last_token .. ' ' .. h.outcome end
@@ -853,7 +858,7 @@ for q, qi in pairs(info) do
       if full[g] then
         rem[#rem + 1] = s[1]
         adds[#adds + 1] = 0
-        adds[#adds + 1] = pmember(g, 0 - s[2], s[1])
+        adds[#adds + 1] = parking()(g, 0 - s[2], s[1])
       end
     end
     bulk('ZREM', key(q, READY), rem, 1)
@@ -874,6 +879,7 @@ return out
 // per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
 R"lua(
 -- keys: JOBS LEASES IDS.active IDS.completed DONE.completed STATE RESULTS PROGRESS LIMITS GROUPS GACTIVE PARKED READY WAKE NONE
+-- lazy parsing: parse_hot
 -- lazy grouping: left_active
 -- lazy notifying: notice publish percent qname
 local ch = channel()
@@ -907,7 +913,7 @@ for k, id in ipairs(ids) do
     end
     out[k] = 1
   else
-    local h = s and parse_hot(1, id, s)
+    local h = s and parsing()(1, id, s)
     if retry and h and token ~= '' and h.last_token == token and h.outcome == 'completed' then
       out[k] = 1
     else
@@ -952,7 +958,7 @@ return out
 // fail. ARGV: id, token, now, message, retry_at ('' = none), retry flag.
 // Returns 0 rejected, 1 retried, 2 dead.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local h, seen = leased(1, id, token)
 if not h then
@@ -983,7 +989,7 @@ return retried and 1 or 2
 
 // extend. ARGV: id, token, now, lease ms. Returns 1 or 0.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local id, now = ARGV[1], tonumber(ARGV[3])
 local h = leased(1, id, ARGV[2])
 if not h then return 0 end
@@ -995,7 +1001,7 @@ return 1
 
 // release. ARGV: id, token, now, retry flag. Returns 1 or 0.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local h, seen = leased(1, id, token)
 if not h then
@@ -1013,7 +1019,7 @@ return 1
 // progress. ARGV: id, token, percent, message. Returns 1 or 0.
 R"lua(
 -- lazy notifying: notice publish qname
-check_types(1)
+errors().check_types(1)
 local h = leased(1, ARGV[1], ARGV[2])
 if not h then return 0 end
 redis.call('HSET', key(1, PROGRESS), ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
@@ -1027,7 +1033,7 @@ return 1
 
 // recover. ARGV: now, max jobs, error message. Returns {retried, dead, examined}.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', key(1, LEASES), '-inf', now, 'LIMIT', 0, max)
 local hs = {}
@@ -1063,7 +1069,7 @@ return {retried, dead, #ids}
 
 // cancel. ARGV: id, now. Returns 1 or 0.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local h = hot(1, ARGV[1])
 if not h then return 0 end
 check_doc(1, ARGV[1], redis.call('HGET', key(1, JOBS), ARGV[1]))
@@ -1081,7 +1087,7 @@ return 1
 
 // redrive. ARGV: id, now. Returns 1 or 0.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local id, now = ARGV[1], tonumber(ARGV[2])
 local h = hot(1, id)
 if not h or h.state ~= 'dead' then return 0 end
@@ -1106,14 +1112,14 @@ return 1
 
 // pause
 R"lua(
-check_types(1)
+errors().check_types(1)
 redis.call('SET', key(1, PAUSED), '1')
 return 1
 )lua",
 
 // resume
 R"lua(
-check_types(1)
+errors().check_types(1)
 redis.call('DEL', key(1, PAUSED))
 wake(1, 1)
 return 1
@@ -1121,7 +1127,7 @@ return 1
 
 // counts. Returns {queued, active, completed, dead, cancelled}.
 R"lua(
-check_types(1)
+errors().check_types(1)
 return {redis.call('ZCARD', key(1, IDS.queued)), redis.call('ZCARD', key(1, IDS.active)),
         redis.call('ZCARD', key(1, IDS.completed)), redis.call('ZCARD', key(1, IDS.dead)),
         redis.call('ZCARD', key(1, IDS.cancelled))}
@@ -1129,7 +1135,7 @@ return {redis.call('ZCARD', key(1, IDS.queued)), redis.call('ZCARD', key(1, IDS.
 
 // list. ARGV: state, offset, limit (> 0). Returns 5 values per job (see row), ordered by id.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local first = tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', key(1, IDS[ARGV[1]]), first, first + tonumber(ARGV[3]) - 1)
 local out = {}
@@ -1140,7 +1146,7 @@ return out
 // prune. ARGV: cutoff for completed, dead, cancelled (finished_at strictly before it is deleted;
 // '' keeps forever), keep at most N per state ('' = no cap), batch size. Returns deleted ids.
 R"lua(
-check_types(1)
+errors().check_types(1)
 local batch = tonumber(ARGV[5])
 local deleted = {}
 local function drop(id, state)
@@ -1225,7 +1231,7 @@ return out
 // (0 = none). Every parked job goes back to the ready set: the next claims park again what the
 // new limit still holds back.
 R"lua(
-check_types(1, {LIMITS, PARKED, READY, WAKE})
+errors().check_types(1, {LIMITS, PARKED, READY, WAKE})
 if ARGV[1] == '' then
   redis.call('HDEL', key(1, LIMITS), 'rate_max', 'rate_window')
 else
