@@ -447,3 +447,114 @@ TEST_CASE("debounce while the holder runs makes a second job with the same key",
   CHECK(store.complete(first.id, got[0].lease_token, nullptr));
   CHECK(store.counts("q").queued == 1);
 }
+
+TEST_CASE("a schema 5 file is upgraded to 6: the due index goes, the state check means the same",
+          "[sqlite][migrations]") {
+  TempDir dir;
+  const auto migrations = jobq::detail::sqlite::migrations();
+  REQUIRE(migrations.size() >= 6);
+  {
+    RawDb raw(dir.file());
+    raw.exec("PRAGMA journal_mode = WAL");
+    raw.exec(
+        "CREATE TABLE jobq_schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+        "applied_at INTEGER NOT NULL)");
+    for (int v = 1; v <= 5; ++v) {
+      raw.exec(migrations[static_cast<std::size_t>(v - 1)].sql);
+      raw.exec("INSERT INTO jobq_schema_version VALUES (" + std::to_string(v) + ", 'old', 0)");
+    }
+    for (int i = 0; i < 4; ++i) {
+      raw.exec(
+          "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
+          "backoff) VALUES ('old', 'noop', '{\"v\":" + std::to_string(i) + "}', 'queued', " + std::to_string(i % 2) +
+          ", 3, 0, 0, '{\"kind\":\"fixed\",\"delay_ms\":0,\"jitter\":0.0}')");
+    }
+    CHECK_THROWS(raw.exec("INSERT INTO jobq_jobs (queue, name, payload, state, max_attempts, run_at, created_at, "
+                          "backoff) VALUES ('old', 'noop', '{}', 'bogus', 3, 0, 0, '{}')"));
+  }
+  jobq::ManualClock clock;
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+  CHECK(store.schema_version() == jobq::detail::sqlite::latest_schema_version());
+  {
+    RawDb raw(dir.file());
+    CHECK(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'jobq_jobs_due'") == "0");
+    CHECK_THAT(raw.scalar("SELECT sql FROM sqlite_schema WHERE name = 'jobq_jobs'"),
+               Catch::Contains("state = 'queued' OR state = 'active'"));
+    CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
+    // Still the same constraint, on inserts and on updates.
+    CHECK_THROWS(raw.exec("UPDATE jobq_jobs SET state = 'bogus' WHERE id = 1"));
+    CHECK_THROWS(raw.exec("INSERT INTO jobq_jobs (queue, name, payload, state, max_attempts, run_at, created_at, "
+                          "backoff) VALUES ('old', 'noop', '{}', 'bogus', 3, 0, 0, '{}')"));
+    CHECK(raw.scalar("SELECT count(*) FROM jobq_jobs") == "4");
+  }
+  CHECK(store.counts("old").queued == 4);
+  // Claim order is kept: priority 1 first (ids 2 and 4), then 0.
+  auto got = store.claim({{"old"}, 1, 30s});
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].id == 2);
+  got = store.claim({{"old"}, 3, 30s});
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].id == 4);
+  CHECK(got[1].id == 1);
+  CHECK(store.counts("old").active == 4);
+  // A second object on the upgraded file (schema re-read, nothing to migrate) works too.
+  jobq::SqliteBackend again{dir.file(), {.clock = clock.fn()}};
+  CHECK(again.enqueue(job_in("old")).created);
+  CHECK(again.counts("old").queued == 1);
+}
+
+TEST_CASE("the poll finds the earliest due job across priorities", "[sqlite][wakeup]") {
+  TempDir dir;
+  jobq::ManualClock clock;
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn(), .poll_interval = 20ms}};
+  const std::vector<std::string> queues{"p"};
+  const auto at = [&](int priority, std::chrono::milliseconds delay) {
+    auto j = job_in("p");
+    j.priority = priority;
+    j.run_at = clock.now() + delay;
+    store.enqueue(j);
+  };
+  at(5, 10s);
+  at(0, 2s);
+  at(-3, 20s);
+  at(0, 30s);
+  auto t0 = std::chrono::steady_clock::now();
+  store.wait_for_work(queues, 150ms, {});
+  CHECK(std::chrono::steady_clock::now() - t0 >= 120ms);  // nothing due yet
+  clock.advance(3s);  // the priority 0 job is due; the higher priority one is not
+  t0 = std::chrono::steady_clock::now();
+  store.wait_for_work(queues, 2s, {});
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  auto got = store.claim({{"p"}, 5, 30s});
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].priority == 0);
+}
+
+TEST_CASE("new files get the page_size option; existing files keep theirs", "[sqlite][options]") {
+  TempDir dir;
+  {
+    jobq::SqliteBackend store{dir.file()};
+    RawDb raw(dir.file());
+    CHECK(raw.scalar("PRAGMA page_size") == "1024");
+  }
+  {
+    jobq::SqliteBackend store{dir.file("big.db"), {.page_size = 8192}};
+    CHECK(store.enqueue(job_in("q")).created);
+    RawDb raw(dir.file("big.db"));
+    CHECK(raw.scalar("PRAGMA page_size") == "8192");
+  }
+  {
+    RawDb app(dir.file("app.db"));  // the application's own file, made first
+    app.exec("PRAGMA page_size = 4096; CREATE TABLE users (id INTEGER PRIMARY KEY)");
+  }
+  {
+    jobq::SqliteBackend store{dir.file("app.db")};
+    CHECK(store.enqueue(job_in("q")).created);
+    CHECK(store.claim({{"q"}, 1, 30s}).size() == 1);
+    RawDb raw(dir.file("app.db"));
+    CHECK(raw.scalar("PRAGMA page_size") == "4096");
+  }
+  for (std::size_t bad : {std::size_t{0}, std::size_t{256}, std::size_t{1000}, std::size_t{131072}}) {
+    CHECK_THROWS_AS((jobq::SqliteBackend{dir.file("bad.db"), {.page_size = bad}}), jobq::InvalidArgument);
+  }
+}
