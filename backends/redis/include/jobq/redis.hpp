@@ -541,11 +541,17 @@ class RedisBackend {
     for (const auto& q : queues) append_queue_keys(keys, q, Script::enqueue);
     if (!cas.empty()) keys.push_back(schedule_key);
     Args argv;
-    argv.reserve(3 + jobs.size() * 10);
+    argv.reserve(4 + jobs.size() * 10);
     argv.push_back(std::to_string(t));
     const auto nonce = detail::new_lease_token();
     argv.push_back(nonce);
     argv.push_back(cas);
+    // The narrow layout (6 arguments per job instead of 10) when the wide-only fields are all
+    // empty: one queue, no unique keys, groups, throttle or debounce.
+    const bool wide = queues.size() > 1 || std::any_of(jobs.begin(), jobs.end(), [](const NewJob& j) {
+                        return !j.unique_key.empty() || !j.group.empty() || j.debounce.count() > 0 || j.throttle.count() > 0;
+                      });
+    argv.push_back(wide ? "1" : "");
     Args mapping{"HSET", global_key("jobqueue")};
     for (std::size_t i = 0; i < jobs.size(); ++i) {
       const auto& j = jobs[i];
@@ -553,9 +559,8 @@ class RedisBackend {
       // The index entries and the state entry are formatted here, so the script only files them.
       const bool due = run_at <= t;
       const auto member = detail::redis::rank(run_at, ids[i]);
-      argv.push_back(std::to_string(qindex[j.queue] + 1));
+      if (wide) argv.push_back(std::to_string(qindex[j.queue] + 1));
       argv.push_back(std::to_string(ids[i]));
-      argv.push_back(j.unique_key);
       argv.push_back(due ? "r" : "d");
       argv.push_back(due ? std::to_string(-static_cast<std::int64_t>(j.priority)) : std::to_string(run_at));
       argv.push_back(due ? member : member + std::to_string(j.priority));
@@ -563,10 +568,13 @@ class RedisBackend {
                      std::to_string(run_at) + " - - " +
                      (j.unique_key.empty() ? std::string("-") : std::to_string(j.unique_for.count())) + " - - -");
       argv.push_back(make_doc(j, ids[i], t, payloads[i], j.backoff.to_json().dump(), nonce));
-      argv.push_back(j.group);
-      argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
-                     : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
-                                              : std::string());
+      if (wide) {
+        argv.push_back(j.unique_key);
+        argv.push_back(j.group);
+        argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
+                       : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
+                                                : std::string());
+      }
       mapping.push_back(std::to_string(ids[i]));
       mapping.push_back(j.queue);
     }

@@ -470,32 +470,38 @@ end
 inline constexpr std::array<std::string_view, script_count> script_bodies = {
 // enqueue (also fire_schedule). KEYS: NK per queue, then for fire_schedule the schedules hash.
 // ARGV: now, call nonce, compare-and-set ('' for enqueue; "name expected next" for
-// fire_schedule), then per job: queue index, id, unique key, 'r' (due: ready) or 'd' (delayed),
-// its index score and member, the state entry, the fixed part (carrying the nonce), group,
-// mode ('' plain, 't<ms>' throttle, 'd<ms>' debounce); the client formats them (rank() and the
-// state entry as here). Returns id, created (1/0) per job, then for fire_schedule 1 (fired),
+// fire_schedule), layout ('1' wide, '' narrow), then per job, wide: queue index, id, 'r' (due:
+// ready) or 'd' (delayed), its index score and member, the state entry, the fixed part
+// (carrying the nonce), unique key, group, mode ('' plain, 't<ms>' throttle, 'd<ms>' debounce);
+// narrow (a batch of one queue without unique keys, groups, throttle or debounce: fewer
+// arguments to parse): id .. fixed part only. The client formats them (rank() and the state
+// entry as here). Returns id, created (1/0) per job, then for fire_schedule 1 (fired),
 // or just {0} when the compare-and-set failed. Plain batches read first, then write one command
 // per key; a batch with throttle or debounce jobs writes job by job (a later job of the batch
 // must see an earlier one as its key's holder).
 R"lua(
 -- keys: JOBS READY DELAYED IDS.queued UNIQUE WAKE STATE LIMITS GROUPS GACTIVE PARKED NONE
 -- lazy uniqueness: hot holds_unique
-local now, nonce, cas = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local W, FIRST = 10, 4
+local now, nonce, cas, wide = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1'
+local FIRST = 5
+local W, O = 6, 0  -- fields per job, offset of the id
+if wide then W, O = 10, 1 end
 local byq = {}
 local special, grouped, uniq = false, false, false
 for i = FIRST, #ARGV, W do
-  local q = tonumber(ARGV[i])
+  local q = wide and tonumber(ARGV[i]) or 1
   local g = byq[q]
   if not g then
     g = {ids = {}, at = {}}
     byq[q] = g
   end
-  g.ids[#g.ids + 1] = ARGV[i + 1]
+  g.ids[#g.ids + 1] = ARGV[i + O]
   g.at[#g.at + 1] = i
-  if ARGV[i + 9] ~= '' then special = true end
-  if ARGV[i + 8] ~= '' then grouped = true end
-  if ARGV[i + 2] ~= '' then uniq = true end
+  if wide then
+    if ARGV[i + 9] ~= '' then special = true end
+    if ARGV[i + 8] ~= '' then grouped = true end
+    if ARGV[i + 7] ~= '' then uniq = true end
+  end
 end
 -- Only the keys this batch may write and does not read first (Q:jobs is read below; a read of
 -- a key of the wrong type fails before anything is written). The wake list's length is kept
@@ -557,7 +563,8 @@ end
 -- lazy debouncing: debounce
 local debounce_fn = nil
 for i = FIRST, #ARGV, W do
-  local q, id, uk, mode = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 9]
+  local q, id, uk, grp, mode = 1, ARGV[i + O], '', '', ''
+  if wide then q, uk, grp, mode = tonumber(ARGV[i]), ARGV[i + 7], ARGV[i + 8], ARGV[i + 9] end
   local out_id, created = id, 1
   -- Ids are allocated before the call, so a job already stored under this id with this call's
   -- nonce was written by an earlier attempt whose reply was lost: report it as created.
@@ -580,7 +587,7 @@ for i = FIRST, #ARGV, W do
           if kind == 'd' then
             if h.state == 'queued' then
               debounce_fn = debounce_fn or debouncing()
-              debounce_fn(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + 7], now)
+              debounce_fn(q, hid, h, tonumber(string.sub(mode, 2)), ARGV[i + O + 5], now)
               holder = hid
             end
           elseif holds_fn(h, now) then
@@ -601,20 +608,20 @@ for i = FIRST, #ARGV, W do
         w[q] = g
       end
       local n = #g.jobs
-      g.jobs[n + 1], g.jobs[n + 2] = id, ARGV[i + 7]
-      g.state[n + 1], g.state[n + 2] = id, ARGV[i + 6]
+      g.jobs[n + 1], g.jobs[n + 2] = id, ARGV[i + O + 5]
+      g.state[n + 1], g.state[n + 2] = id, ARGV[i + O + 4]
       g.ids[n + 1], g.ids[n + 2] = id, id
-      local z = g[ARGV[i + 3]]
-      z[#z + 1] = ARGV[i + 4]
-      z[#z + 1] = ARGV[i + 5]
+      local z = g[ARGV[i + O + 1]]
+      z[#z + 1] = ARGV[i + O + 2]
+      z[#z + 1] = ARGV[i + O + 3]
       if uk ~= '' then
         if not special then taken[q .. ':' .. uk] = id end
         g.unique[#g.unique + 1] = uk
         g.unique[#g.unique + 1] = id
       end
-      if ARGV[i + 8] ~= '' then
+      if grp ~= '' then
         g.groups[#g.groups + 1] = id
-        g.groups[#g.groups + 1] = ARGV[i + 8]
+        g.groups[#g.groups + 1] = grp
       end
       g.n = g.n + 1
       if special then flush() end
