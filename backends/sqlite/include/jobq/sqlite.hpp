@@ -516,13 +516,19 @@ inline constexpr const char* sql_find_holder =
 inline constexpr const char* sql_debounce =
     "UPDATE jobq_jobs SET payload = ?2, run_at = ?3 WHERE id = ?1 AND state = 'queued'";
 
-// No RETURNING: it buffers its rows in an ephemeral table, a new in-memory b-tree per
-// statement (a third of a single enqueue's instructions); the id is sqlite3_last_insert_rowid,
-// which the counts trigger's own insert does not change once the statement is done.
+// No RETURNING on the backend's own writer: it buffers its rows in an ephemeral table, a new
+// in-memory b-tree per statement; the id is sqlite3_last_insert_rowid, which the counts
+// trigger's own insert does not change once the statement is done, and which no other thread
+// can change (the writer is used under its mutex). A caller's connection (transactional
+// enqueue) may be shared by threads, so there the id comes back with the row (sql_insert_returning).
 inline constexpr const char* sql_insert =
     "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
     "backoff, timeout_ms, unique_key, unique_for_ms, group_key) "
     "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+inline constexpr const char* sql_insert_returning =
+    "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
+    "backoff, timeout_ms, unique_key, unique_for_ms, group_key) "
+    "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
 
 // Primary key; only the holder of the current lease token matches.
 inline constexpr const char* sql_complete =
@@ -869,7 +875,7 @@ class SqliteBackend {
           [&](const char* sql) {
             return detail::sqlite::prepare_once(db, sql, "transactional enqueue");
           },
-          job, e, t);
+          job, e, t, false);
       exec_on(db, autocommit ? "COMMIT" : "RELEASE jobq_enqueue", "transactional enqueue: commit");
     } catch (...) {
       if (autocommit) {
@@ -1401,7 +1407,9 @@ class SqliteBackend {
   // Unique-key rules (throttle, debounce) then insert; the caller holds the write lock (BEGIN
   // IMMEDIATE) or is in its own transaction, so no other writer can slip in between.
   template <class Prepare>
-  static EnqueueResult insert(Prepare&& prepare, const NewJob& job, const Encoded& e, TimePoint t) {
+  // `own_writer`: the backend's writer connection, under write_mutex_ (see sql_insert).
+  static EnqueueResult insert(Prepare&& prepare, const NewJob& job, const Encoded& e, TimePoint t,
+                              bool own_writer = true) {
     const auto t_ms = to_epoch_ms(t);
     auto run_at = to_epoch_ms(job.run_at.value_or(t));
     if (!job.unique_key.empty()) {
@@ -1429,7 +1437,7 @@ class SqliteBackend {
         return {*holder, false};
       }
     }
-    auto s = prepare(detail::sqlite::sql_insert);
+    auto s = prepare(own_writer ? detail::sqlite::sql_insert : detail::sqlite::sql_insert_returning);
     s.bind(1, job.queue)
         .bind(2, job.name)
         .bind(3, e.payload)
@@ -1450,8 +1458,14 @@ class SqliteBackend {
     } else {
       s.bind(12, job.group);
     }
+    if (own_writer) {
+      s.run();
+      return {s.last_insert_rowid(), true};
+    }
+    s.step();
+    const JobId id = s.integer(0);
     s.run();
-    return {s.last_insert_rowid(), true};
+    return {id, true};
   }
 
   // A claim touching a limited queue: the best `limit` of each open queue, and of each limited
@@ -1694,6 +1708,9 @@ class SqliteBackend {
     refuse_newer(seen);
     if (seen == d::latest_schema_version()) return;
     std::lock_guard lock(write_mutex_);
+    // Migration 6 edits sqlite_schema, which SQLITE_DBCONFIG_DEFENSIVE (on in some builds)
+    // forbids; this connection is jobq's own.
+    sqlite3_db_config(c.handle(), SQLITE_DBCONFIG_DEFENSIVE, 0, nullptr);
     bool edited = false;
     c.exec("BEGIN IMMEDIATE", "migrate schema: begin");
     try {
