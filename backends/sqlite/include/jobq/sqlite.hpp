@@ -686,7 +686,8 @@ inline std::string claim_pick_sql(std::size_t n) {
   }
   std::string arms;
   for (std::size_t i = 0; i < n; ++i) {
-    const auto p = "?" + std::to_string(i + 4);
+    std::string p = "?";  // not "?" + std::string: GCC 12 -O3 reports a false -Wrestrict on it
+    p += std::to_string(i + 4);
     if (i > 0) arms += " UNION ALL ";
     arms += "SELECT * FROM (SELECT id, priority, run_at FROM jobq_jobs INDEXED BY jobq_jobs_ready "
             "WHERE state = 'queued' AND queue = " +
