@@ -101,7 +101,8 @@ TEST_CASE("group concurrency holds across backend objects and threads racing", "
             worst = std::max(worst, ++active[j.group]);
           }
         }
-        std::this_thread::sleep_for(200us);
+        // Long enough that another claimer's claim lands while these are held, even under ASan.
+        std::this_thread::sleep_for(2ms);
         std::vector<jobq::Completion> cs;
         {
           std::lock_guard lock(m);
