@@ -1446,17 +1446,23 @@ class RedisBackend {
   }
 
   // Runs the commands in one round trip; an EVALSHA answered NOSCRIPT (script cache flushed)
-  // was not run, so it is loaded and sent again.
+  // was not run, so it is loaded and sent again. Another client may flush again between the
+  // load and the resend, so this retries a few times before giving up.
   std::vector<Reply> exec(Connection& c, const std::vector<Cmd>& cmds) {
     auto replies = c.pipeline(cmds);
     for (std::size_t i = 0; i < replies.size(); ++i) {
-      if (cmds[i].script && detail::redis::is_error(replies[i]) && text(replies[i].get()).starts_with("NOSCRIPT")) {
+      for (int attempt = 0; cmds[i].script && is_noscript(replies[i]); ++attempt) {
+        if (attempt == 5) detail::redis::throw_reply("a script kept disappearing from the cache", text(replies[i].get()));
         auto loaded = c.command({"SCRIPT", "LOAD", detail::redis::script_source(*cmds[i].script)});
         if (detail::redis::is_error(loaded)) detail::redis::throw_reply("reloading a script failed", text(loaded.get()));
         replies[i] = c.command(cmds[i].args);
       }
     }
     return replies;
+  }
+
+  static bool is_noscript(const Reply& r) {
+    return detail::redis::is_error(r) && text(r.get()).starts_with("NOSCRIPT");
   }
 
   Reply eval(Connection& c, Script s, const Args& keys, Args argv) {
