@@ -2,8 +2,8 @@
 # Runs every workload on every backend against throwaway servers on loopback (started the same
 # way the tests start them), 3 repetitions each, plus the raw server limits for context:
 # pgbench (one-row FOR UPDATE SKIP LOCKED claim+complete at 16 clients; single-client INSERT)
-# and redis-benchmark (lpush, rpop, zadd, unpipelined). Prints JSON lines, then a table of
-# medians. Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
+# and redis-benchmark (lpush, rpop, zadd, unpipelined, 50 clients; lpush from 1 client). Prints
+# JSON lines, then a table of medians. Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPS="${1:-3}"
@@ -55,7 +55,10 @@ done
 RPORT="${JOBQ_TEST_REDIS_URL##*:}"; RPORT="${RPORT%%/*}"
 for rep in $(seq 1 "$REPS"); do
   redis-benchmark -p "$RPORT" -t lpush,rpop,zadd -n 100000 -c 50 -P 1 --csv 2>/dev/null |
-    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 "\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
+    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 " c=50\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
+  # For context beside W1 (one client waiting for each reply): the same LPUSH from one client.
+  redis-benchmark -p "$RPORT" -t lpush -n 20000 -c 1 -P 1 --csv 2>/dev/null |
+    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 " c=1\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
 done
 
 echo "== medians ($REPS repetitions)"
