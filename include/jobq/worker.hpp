@@ -247,6 +247,8 @@ class Worker {
 
     std::lock_guard lock(mutex_);
     flights_.clear();
+    retired_.clear();
+    retired_spare_.clear();
     uncommitted_ = 0;
     committer_stop_ = false;
     running_ = false;
@@ -343,6 +345,29 @@ class Worker {
     Completion completion;
     std::shared_ptr<Flight> flight;
   };
+  using Flights = std::map<JobId, std::shared_ptr<Flight>>;
+  // What the committer has recorded, handed back to a runner to free. The runners allocated
+  // it, and glibc frees another thread's memory under that thread's arena lock: the committer
+  // freeing it contended with the runner's mallocs and caused most of W3's context switches.
+  struct Retired {
+    std::vector<Done> dones;
+    std::vector<Completion> completions;
+    std::vector<typename Flights::node_type> nodes;
+    void clear() {
+      dones.clear();
+      completions.clear();
+      nodes.clear();
+    }
+  };
+  template <class T>
+  static void append(std::vector<T>& to, std::vector<T>& from) {
+    if (to.empty()) {
+      to.swap(from);
+    } else {
+      std::move(from.begin(), from.end(), std::back_inserter(to));
+      from.clear();
+    }
+  }
 
   template <class F, class V>
   static nlohmann::json invoke(F& fn, const V& value, JobContext& ctx) {
@@ -415,6 +440,7 @@ class Worker {
                            (tasks_head_ == tasks_.size() || (opt_.concurrency > 1 && window_ - window_used_locked() >= (window_ + 1) / 2));
         if (claim) {
           fetching_ = true;
+          std::swap(retired_, retired_spare_);
           free = window_ - window_used_locked();
         } else {
           task.emplace(std::move(tasks_[tasks_head_++]));
@@ -439,6 +465,7 @@ class Worker {
 
   // One claim for `free` slots by the runner that set fetching_; waits for work when there is none.
   void fetch(std::size_t free) {
+    retired_spare_.clear();  // keeps the vectors' capacity
     const auto st = fetch_stop_.get_token();
     try {
       auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
@@ -547,11 +574,14 @@ class Worker {
     if (ok) {
       flight.succeeded = true;
       ++uncommitted_;  // frees this job's window slot: the runner may claim again at once
+      bool first = false;
       {
         std::lock_guard lock(done_mutex_);
+        first = done_.empty();
         done_.push_back({Completion{job.id, flight.token, std::move(result)}, task.flight});
       }
-      done_cv_.notify_one();  // no system call unless the committer is waiting
+      // Only the first success of a batch wakes the committer; the rest join it while it lingers.
+      if (first) done_cv_.notify_one();
       return true;
     }
     ++failed_;
@@ -572,8 +602,10 @@ class Worker {
   }
 
   // Group commit: whatever successes piled up while the previous batch was being written go
-  // out in one complete_many call (one round trip / transaction). Idle, a batch is one job, so
-  // latency does not suffer; busy, round trips per job fall.
+  // out in one complete_many call (one round trip / transaction). A batch smaller than
+  // kCommitBatchTarget waits kCommitLinger first, so a fast backend is not woken per job (a
+  // wake-up costs more than recording a job in memory); a completion is recorded at most that
+  // much later, and handlers never wait for it.
   void commit_loop() {
     // Reused across batches (swapped with done_) so a batch allocates nothing of its own.
     std::vector<Done> batch;
@@ -587,6 +619,11 @@ class Worker {
         std::unique_lock lock(done_mutex_);
         done_cv_.wait(lock, [&] { return !done_.empty() || committer_stop_; });
         if (done_.empty()) return;
+        if (done_.size() < kCommitBatchTarget && !committer_stop_) {
+          lock.unlock();
+          std::this_thread::sleep_for(kCommitLinger);
+          lock.lock();
+        }
         batch.swap(done_);
       }
       for (auto& d : batch) {
@@ -604,10 +641,14 @@ class Worker {
           }
         });
       }
+      fs.clear();
       {
         std::lock_guard lock(mutex_);
-        for (const auto& d : batch) flights_.erase(d.flight->id);
-        uncommitted_ -= batch.size();
+        const auto n = batch.size();
+        for (const auto& d : batch) retired_.nodes.push_back(flights_.extract(d.flight->id));
+        append(retired_.dones, batch);
+        append(retired_.completions, cs);
+        uncommitted_ -= n;
       }
       slots_cv_.notify_all();
       tasks_cv_.notify_all();  // runners held back by the backlog bound
@@ -750,10 +791,13 @@ class Worker {
   std::condition_variable tasks_cv_;       // a task arrived, or shutdown
   std::condition_variable_any keeper_cv_;  // a timed job started
   std::uint64_t keeper_kicks_ = 0;         // bumped (under mutex_) to wake the keeper
-  std::map<JobId, std::shared_ptr<Flight>> flights_;
+  Flights flights_;
+  Retired retired_;  // from the committer, to be freed by the next runner that claims
   std::vector<Task> tasks_;   // claimed, not started: a FIFO from tasks_head_
   std::size_t tasks_head_ = 0;
   std::size_t window_ = 0;                   // concurrency + prefetch
+  static constexpr std::size_t kCommitBatchTarget = 64;            // no linger from this size on
+  static constexpr std::chrono::microseconds kCommitLinger{200};  // see commit_loop
   std::size_t max_uncommitted_ = 0;          // successes the committer may fall behind by
   std::atomic<std::size_t> uncommitted_{0};  // successes in flights_ handed to the committer
   bool fetching_ = false;                    // a runner is claiming or waiting for work
@@ -768,6 +812,7 @@ class Worker {
   bool committer_stop_ = false;
 
   // Only the runner that set fetching_ touches these.
+  Retired retired_spare_;  // swapped with retired_ under mutex_, then freed outside it
   std::stop_source fetch_stop_;
   Millis fetch_backoff_{50};
   int quick_empty_ = 0;  // empty claims right after a wait that returned at once
