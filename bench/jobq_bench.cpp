@@ -90,6 +90,7 @@ double w2_enqueue_bulk(Target& target, int n, int batch) {
 }
 
 int g_prefetch = -1;  // --prefetch; -1 = the Worker's default (= concurrency)
+std::vector<int> g_concurrency{1, 16};  // --concurrency: W3's runs
 
 template <class Target>
 double w3_drain(Target& target, int n, int concurrency) {
@@ -182,7 +183,7 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     print(name, "W2", {{"n", n}, {"batch", 1000}}, r, "jobs/s");
   }
   if (wants("W3")) {
-    for (int c : {1, 16}) {
+    for (int c : g_concurrency) {
       std::vector<double> r;
       for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
       print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
@@ -245,6 +246,8 @@ int main(int argc, char** argv) {
   app.add_option("--scale", scale, "multiply every N by this (CI smoke runs use 0.01)")
       ->check(CLI::Range(0.0001, 100.0));
   app.add_option("--prefetch", g_prefetch, "W3: jobs leased ahead of free threads (-1 = concurrency)");
+  app.add_option("--concurrency", g_concurrency, "W3: the Worker concurrencies to run (default 1 16)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   std::vector<std::string> ws;
