@@ -3,7 +3,8 @@
 # way the tests start them), 3 repetitions each, plus the raw server limits for context:
 # pgbench (one-row FOR UPDATE SKIP LOCKED claim+complete at 16 clients; single-client INSERT)
 # and redis-benchmark (lpush, rpop, zadd, unpipelined, 50 clients; lpush from 1 client). Prints
-# JSON lines, then a table of medians. Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
+# JSON lines, then a table of medians.
+# Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPS="${1:-3}"
@@ -53,12 +54,15 @@ for rep in $(seq 1 "$REPS"); do
   echo "{\"backend\":\"pgbench\",\"workload\":\"insert c=1\",\"rep\":$rep,\"tps\":$tps}" | tee -a "$OUT"
 done
 RPORT="${JOBQ_TEST_REDIS_URL##*:}"; RPORT="${RPORT%%/*}"
+# redis_rates REP CLIENTS TESTS N: one JSON line per command, labelled with the client count.
+redis_rates() {
+  redis-benchmark -p "$RPORT" -t "$3" -n "$4" -c "$2" -P 1 --csv 2>/dev/null |
+    awk -F'"' -v rep="$1" -v c="$2" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 " c=" c "\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
+}
 for rep in $(seq 1 "$REPS"); do
-  redis-benchmark -p "$RPORT" -t lpush,rpop,zadd -n 100000 -c 50 -P 1 --csv 2>/dev/null |
-    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 " c=50\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
+  redis_rates "$rep" 50 lpush,rpop,zadd 100000
   # For context beside W1 (one client waiting for each reply): the same LPUSH from one client.
-  redis-benchmark -p "$RPORT" -t lpush -n 20000 -c 1 -P 1 --csv 2>/dev/null |
-    awk -F'"' -v rep="$rep" 'NR>1 {print "{\"backend\":\"redis-benchmark\",\"workload\":\"" $2 " c=1\",\"rep\":" rep ",\"tps\":" $4 "}"}' | tee -a "$OUT"
+  redis_rates "$rep" 1 lpush 20000
 done
 
 echo "== medians ($REPS repetitions)"
