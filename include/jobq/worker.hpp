@@ -641,7 +641,6 @@ class Worker {
           }
         });
       }
-      fs.clear();
       {
         std::lock_guard lock(mutex_);
         const auto n = batch.size();
