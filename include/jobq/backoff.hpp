@@ -30,6 +30,7 @@ class Backoff {
 
   /// @brief Wait the same delay before every retry.
   static Backoff fixed(Millis delay) {
+    check_duration(delay, "backoff delay");
     Backoff b;
     b.kind_ = Kind::fixed;
     b.base_ = delay;
@@ -38,7 +39,9 @@ class Backoff {
 
   /// @brief Wait base * factor^(attempt-1), never more than cap.
   static Backoff exponential(Millis base, Millis cap = std::chrono::hours(1), double factor = 2.0) {
-    if (factor < 1.0) throw InvalidArgument("backoff: exponential factor must be >= 1");
+    if (!(factor >= 1.0)) throw InvalidArgument("backoff: exponential factor must be >= 1");
+    check_duration(base, "backoff base");
+    check_duration(cap, "backoff cap");
     Backoff b;
     b.kind_ = Kind::exponential;
     b.base_ = base;
@@ -78,13 +81,13 @@ class Backoff {
       case Kind::fixed: d = base_; break;
       case Kind::exponential: {
         const double raw = static_cast<double>(base_.count()) * std::pow(factor_, attempt - 1);
-        const double capped = std::min(raw, static_cast<double>(cap_.count()));
-        d = Millis{static_cast<Millis::rep>(capped)};
+        // `raw < cap` is false for inf and NaN (0 * inf) too: those take the cap.
+        d = raw < static_cast<double>(cap_.count()) ? Millis{static_cast<Millis::rep>(raw)} : cap_;
         break;
       }
       case Kind::custom: d = (*custom_)(attempt); break;
     }
-    if (d.count() < 0) d = Millis{0};
+    d = std::clamp(d, Millis{0}, max_duration);  // a custom function may return anything
     if (jitter_ > 0.0) {
       const auto cut = static_cast<Millis::rep>(static_cast<double>(d.count()) * jitter_ * unit);
       d -= Millis{cut};

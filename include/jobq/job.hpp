@@ -85,21 +85,36 @@ inline void validate_queue_name(std::string_view name) {
     throw InvalidArgument("queue name '" + std::string(name) +
                           "' is invalid: use only letters, digits, '_', '-' and '.'");
   }
+  // "." and ".." would be path segments that browsers and proxies rewrite in URLs.
+  if (name == "." || name == "..") throw InvalidArgument("queue name '" + std::string(name) + "' is reserved");
 }
 
-/// @brief Throws InvalidArgument unless `name` is 1..255 printable, non-space characters.
+/// @brief Throws InvalidArgument unless `name` is 1..255 bytes of UTF-8 with no space or
+/// control character.
 inline void validate_job_name(std::string_view name) {
   if (name.empty()) throw InvalidArgument("job name is empty");
   if (name.size() > max_job_name_length) {
     throw InvalidArgument("job name is longer than " + std::to_string(max_job_name_length) +
                           " characters");
   }
+  // Checked first: the messages below quote the name, and an error must itself be valid text.
+  if (!detail::is_valid_utf8(name)) throw InvalidArgument("job name is not valid UTF-8");
   for (unsigned char c : name) {
     if (c <= 0x20 || c == 0x7f) {
       throw InvalidArgument("job name '" + std::string(name) +
                             "' contains a space or control character");
     }
   }
+}
+
+/// @brief Throws InvalidArgument unless a key (unique key, group) is at most `max` bytes of
+/// UTF-8 without NUL: it is stored as text and read back as JSON by the tools.
+inline void validate_text_key(std::string_view key, const char* what, std::size_t max) {
+  if (key.size() > max) {
+    throw InvalidArgument(std::string(what) + " is longer than " + std::to_string(max) + " characters");
+  }
+  if (!detail::is_valid_utf8(key)) throw InvalidArgument(std::string(what) + " is not valid UTF-8");
+  if (key.find('\0') != std::string_view::npos) throw InvalidArgument(std::string(what) + " contains a NUL byte");
 }
 
 /// @brief A job to be written by Backend::enqueue; Queue fills it from EnqueueOptions.
@@ -122,22 +137,19 @@ struct NewJob {
 /// @brief Throws InvalidArgument when a NewJob cannot be stored as given. Backends call it
 /// first in enqueue, before writing anything.
 inline void validate(const NewJob& job) {
+  check_json(job.payload, "payload");  // first: the checks below may copy or dump it
   validate_queue_name(job.queue);
   validate_job_name(job.name);
   if (job.max_attempts < 1) throw InvalidArgument("max_attempts must be at least 1");
-  if (job.timeout.count() < 0) throw InvalidArgument("timeout must not be negative");
-  if (job.unique_for.count() < 0) throw InvalidArgument("unique_for must not be negative");
-  if (job.unique_key.size() > max_unique_key_length) {
-    throw InvalidArgument("unique key is longer than " + std::to_string(max_unique_key_length) +
-                          " characters");
+  check_duration(job.timeout, "timeout");
+  check_duration(job.unique_for, "unique_for");
+  check_duration(job.throttle, "throttle");
+  check_duration(job.debounce, "debounce");
+  if (job.run_at && (*job.run_at < min_time || *job.run_at > max_time)) {
+    throw InvalidArgument("run_at must be between 1970-01-01 and 9999-12-31");
   }
-  if (job.group.size() > max_group_length) {
-    throw InvalidArgument("group key is longer than " + std::to_string(max_group_length) +
-                          " characters");
-  }
-  if (job.throttle.count() < 0 || job.debounce.count() < 0) {
-    throw InvalidArgument("throttle and debounce must not be negative");
-  }
+  validate_text_key(job.unique_key, "unique key", max_unique_key_length);
+  validate_text_key(job.group, "group key", max_group_length);
   if ((job.throttle.count() > 0 || job.debounce.count() > 0) && job.unique_key.empty()) {
     throw InvalidArgument("throttle and debounce need a unique_key (the key they apply to)");
   }

@@ -61,6 +61,7 @@ class Queue {
     if (o.run_at) {
       j.run_at = o.run_at;
     } else if (o.delay) {
+      check_duration(*o.delay, "delay");  // before the sum, which could overflow
       j.run_at = backend_->now() + *o.delay;
     }
     j.max_attempts = o.max_attempts;
@@ -101,7 +102,10 @@ class Queue {
              std::same_as<std::ranges::range_value_t<R>, NewJob>
   std::vector<JobId> enqueue_many(const R& jobs, const EnqueueOptions& o = {}) {
     using V = std::ranges::range_value_t<R>;
-    if constexpr (std::same_as<V, NewJob>) {
+    if constexpr (std::same_as<V, NewJob> && std::ranges::contiguous_range<R>) {
+      // No copy: the backend validates each payload (depth first) before anything walks it.
+      return ids(backend_->enqueue_many(std::span<const NewJob>(std::ranges::data(jobs), std::ranges::size(jobs))));
+    } else if constexpr (std::same_as<V, NewJob>) {
       std::vector<NewJob> batch(std::ranges::begin(jobs), std::ranges::end(jobs));
       return ids(backend_->enqueue_many(batch));
     } else {

@@ -107,8 +107,9 @@ inline NewJob make_job(const Schedule& s) {
 /// @brief Throws InvalidArgument unless `s` can be stored and will fire: a valid name, cron
 /// expression, time zone and job.
 inline void validate(const Schedule& s) {
+  check_json(s.payload, "payload");  // first: make_job below copies it
   validate_schedule_name(s.name);
-  if (s.options.misfire_grace.count() < 0) throw InvalidArgument("misfire_grace must not be negative");
+  check_duration(s.options.misfire_grace, "misfire_grace");
   const auto expr = CronExpr::parse(s.cron);
   const auto* tz = find_time_zone(s.options.tz);
   validate(make_job(s));

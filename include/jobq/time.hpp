@@ -4,6 +4,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
+
+#include "jobq/error.hpp"
 
 namespace jobq {
 
@@ -12,6 +16,26 @@ using Millis = std::chrono::milliseconds;
 
 /// @brief A wall-clock instant at millisecond resolution (what backends persist).
 using TimePoint = std::chrono::time_point<std::chrono::system_clock, Millis>;
+
+/// @brief The longest duration jobq accepts (delay, timeout, lease, unique_for, throttle,
+/// debounce, backoff): 100 years. Longer ones are refused, so that adding one to a time never
+/// overflows, whichever backend stores it (milliseconds, nanoseconds or a Redis score).
+inline constexpr Millis max_duration = std::chrono::hours(24 * 365 * 100);
+
+/// @brief The earliest and latest instants a job's run_at may name (1970-01-01 and the end
+/// of 9999-12-31, UTC): every store keeps them as milliseconds with room to add max_duration.
+inline constexpr TimePoint min_time{Millis{0}};
+/// @brief See min_time.
+inline constexpr TimePoint max_time{Millis{253'402'300'799'999}};
+
+/// @brief Throws InvalidArgument naming `what` unless 0 <= d <= max_duration.
+inline void check_duration(Millis d, std::string_view what) {
+  if (d.count() < 0) throw InvalidArgument(std::string(what) + " must not be negative");
+  if (d > max_duration) {
+    throw InvalidArgument(std::string(what) + " of " + std::to_string(d.count()) +
+                          " ms is longer than the maximum of 100 years (jobq::max_duration)");
+  }
+}
 
 /// @brief The clock a backend reads time from; injectable so tests can move time by hand.
 using ClockFn = std::function<TimePoint()>;

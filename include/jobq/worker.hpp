@@ -138,6 +138,12 @@ class Worker {
     window_ = static_cast<std::size_t>(opt_.concurrency) + static_cast<std::size_t>(opt_.prefetch);
     max_uncommitted_ = std::max<std::size_t>(1'024, 4 * window_);
     if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
+    check_duration(opt_.lease, "worker: lease");
+    check_duration(std::max(opt_.heartbeat_interval, Millis{0}), "worker: heartbeat_interval");
+    check_duration(std::max(opt_.poll_interval, Millis{0}), "worker: poll_interval");
+    check_duration(std::max(opt_.maintenance_interval, Millis{0}), "worker: maintenance_interval");
+    check_duration(std::max(opt_.schedule_interval, Millis{0}), "worker: schedule_interval");
+    check_duration(std::max(opt_.shutdown_grace, Millis{0}), "worker: shutdown_grace");
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
     if (!opt_.on_error) {
@@ -449,7 +455,8 @@ class Worker {
             tasks_head_ = 0;
           }
           if (task->job.timeout > Millis{0}) {
-            task->flight->deadline = std::chrono::steady_clock::now() + task->job.timeout;
+            // Capped: a job stored by other code may hold any timeout, and the sum must not wrap.
+            task->flight->deadline = std::chrono::steady_clock::now() + std::min(task->job.timeout, max_duration);
             ++keeper_kicks_;
           }
         }
@@ -554,6 +561,8 @@ class Worker {
       }
       handler = &it->second;
       result = handler->fn(job, ctx);
+      // Here, not in the committer: a result no backend can store fails only its own job.
+      check_json(result, "the handler's result");
       ok = true;
     } catch (const Permanent& e) {
       error = e.what();
@@ -591,14 +600,19 @@ class Worker {
       f.retry_at = backend_->now() + policy.delay(job.attempts);
     }
     emit(flight, JobEvent::Kind::failed, error);
-    record([&] { return "the failure of job " + std::to_string(job.id); }, [&] {
+    record_failure(flight, f);
+    return false;
+  }
+
+  // Records a failed attempt (retrying transient errors) and counts and emits its outcome.
+  void record_failure(const Flight& flight, const Failure& f) {
+    record([&] { return "the failure of job " + std::to_string(f.id); }, [&] {
       switch (backend_->fail(f)) {
-        case FailOutcome::retried: ++retried_; emit(flight, JobEvent::Kind::retried, error); break;
-        case FailOutcome::dead: ++dead_; emit(flight, JobEvent::Kind::dead, error); break;
-        case FailOutcome::rejected: ++lost_leases_; emit(flight, JobEvent::Kind::lost_lease, error); break;
+        case FailOutcome::retried: ++retried_; emit(flight, JobEvent::Kind::retried, f.error); break;
+        case FailOutcome::dead: ++dead_; emit(flight, JobEvent::Kind::dead, f.error); break;
+        case FailOutcome::rejected: ++lost_leases_; emit(flight, JobEvent::Kind::lost_lease, f.error); break;
       }
     });
-    return false;
   }
 
   // Group commit: whatever successes piled up while the previous batch was being written go
@@ -634,8 +648,18 @@ class Worker {
       }
       if (!cs.empty()) {
         record([&] { return "the completion of " + std::to_string(cs.size()) + " job(s)"; }, [&] {
-          const auto ok = backend_->complete_many(cs);
-          for (std::size_t i = 0; i < ok.size(); ++i) {
+          std::vector<bool> ok;
+          refused_.clear();
+          try {
+            ok = backend_->complete_many(cs);
+          } catch (const InvalidArgument&) {
+            ok = complete_each(cs, fs);
+          }
+          for (std::size_t i = 0, r = 0; i < ok.size(); ++i) {
+            if (r < refused_.size() && refused_[r] == i) {
+              ++r;  // failed by complete_each
+              continue;
+            }
             ++(ok[i] ? processed_ : lost_leases_);
             if (i < fs.size()) emit(*fs[i], ok[i] ? JobEvent::Kind::completed : JobEvent::Kind::lost_lease);
           }
@@ -652,6 +676,25 @@ class Worker {
       slots_cv_.notify_all();
       tasks_cv_.notify_all();  // runners held back by the backlog bound
     }
+  }
+
+  // complete_many's fallback: each completion alone, so that one result the backend refuses
+  // (though check_json passed it) does not drop the others, whose leases would expire and use
+  // attempts. A refused one fails its job for good: the same result would be refused again.
+  std::vector<bool> complete_each(const std::vector<Completion>& cs, const std::vector<const Flight*>& fs) {
+    std::vector<bool> ok(cs.size(), false);
+    for (std::size_t i = 0; i < cs.size(); ++i) {
+      try {
+        ok[i] = backend_->complete(cs[i].id, cs[i].lease_token, cs[i].result);
+      } catch (const InvalidArgument& e) {
+        const std::string error = std::string("the handler's result cannot be stored: ") + e.what();
+        ++failed_;
+        emit(*fs[i], JobEvent::Kind::failed, error);
+        refused_.push_back(i);
+        record_failure(*fs[i], Failure{cs[i].id, cs[i].lease_token, error, std::nullopt});
+      }
+    }
+    return ok;
   }
 
   // Records an outcome, retrying transient backend errors for a while; if it never succeeds
@@ -821,6 +864,7 @@ class Worker {
   std::jthread keeper_;
 
   std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
+  std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed
 };
 
 }  // namespace jobq

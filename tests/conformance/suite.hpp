@@ -1222,3 +1222,5 @@ TEMPLATE_LIST_TEST_CASE("queues() names every queue with jobs or a pause", "[con
 
 // Limits, groups, throttle/debounce, schedules, notices, wait_for, payload size, injection.
 #include "conformance/features.hpp"
+// Deeply nested values, invalid UTF-8, the ends of int and duration ranges.
+#include "conformance/bad_input.hpp"

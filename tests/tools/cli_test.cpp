@@ -111,6 +111,18 @@ void exercise(const Store& s) {
   CHECK(r.err.find("not valid JSON") != std::string::npos);
   r = jobq_cli(s.args({"enqueue", q, "bad name", "{}"}));
   CHECK(r.rc == 2);
+  // 100,000 levels deep (200 KB): refused with a clear error, where it used to crash (SIGSEGV).
+  r = jobq_cli(s.args({"enqueue", q, "deep", "-f", "-"}), std::string(100'000, '[') + std::string(100'000, ']'));
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("nested deeper than 512 levels") != std::string::npos);
+  r = jobq_cli(s.args({"enqueue", q, "later", "--delay", "106751991167d"}));
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("longer than the maximum of 100 years") != std::string::npos);
+  r = jobq_cli(s.args({"enqueue", q, "caf\xc3", "{}"}));
+  CHECK(r.rc == 2);
+  r = jobq_cli(s.args({"enqueue", q, "ok", R"({"s":"caf\u00e9"})", "--unique-key", "caf\xc3"}));
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("unique key is not valid UTF-8") != std::string::npos);
   r = jobq_cli(s.args({"--json", "enqueue", q, "resize", "{}", "--max-attempts", "1"}));
   REQUIRE(r.rc == 0);
   const auto id3 = r.json().at("id").get<jobq::JobId>();
@@ -255,6 +267,8 @@ void exercise(const Store& s) {
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("100 per") != std::string::npos);
   CHECK(jobq_cli(s.args({"limits", q, "--rate", "lots"})).rc == 2);
+  CHECK(jobq_cli(s.args({"limits", q, "--group-concurrency", "-5"})).rc == 2);
+  CHECK(jobq_cli(s.args({"jobs", q, "--offset", "-1"})).rc == 2);
   CHECK(jobq_cli(s.args({"limits", q, "--rate", "none", "--group-concurrency", "0"})).rc == 0);
   CHECK(b.queue_limits(q) == jobq::QueueLimits{});
 }

@@ -101,6 +101,9 @@ std::optional<jobq::Millis> parse_duration(const std::string& s) {
   if (pos == 0 || ms_per == 0 || n < 0) {
     throw jobq::InvalidArgument("invalid duration '" + s + "': use a number and ms, s, m, h or d (e.g. 30s, 24h)");
   }
+  if (n > jobq::max_duration.count() / ms_per) {  // before the product, which could overflow
+    throw jobq::InvalidArgument("duration '" + s + "' is longer than the maximum of 100 years");
+  }
   return jobq::Millis{n * ms_per};
 }
 
@@ -304,10 +307,10 @@ struct Cli {
     return ok;
   }
 
-  int enqueue(jobq::AnyBackend& b, const std::string& queue, const std::string& name, const json& payload,
+  int enqueue(jobq::AnyBackend& b, const std::string& queue, const std::string& name, json payload,
               const jobq::EnqueueOptions& o) {
     jobq::Queue<jobq::AnyBackend> q{b, queue};
-    const auto r = q.submit(q.make(name, payload, o));
+    const auto r = q.submit(q.make(name, std::move(payload), o));
     if (json_out) {
       std::cout << json{{"id", r.id}, {"created", r.created}}.dump(2) << '\n';
     } else if (r.created) {
@@ -404,6 +407,7 @@ json read_payload(const std::string& arg, const std::string& file) {
   if (text.empty()) return json::object();
   auto j = json::parse(text, nullptr, false);
   if (j.is_discarded()) throw jobq::InvalidArgument("payload is not valid JSON: " + one_line(text, 80));
+  jobq::check_json(j, "payload");  // parsing is iterative; copies and dumps are not
   return j;
 }
 
@@ -445,7 +449,7 @@ int main(int argc, char** argv) {
   jobs_cmd->add_option("queue", jobs_queue, "queue name")->required();
   jobs_cmd->add_option("-s,--state", jobs_state, "queued, active, completed, dead or cancelled")
       ->check(CLI::IsMember({"queued", "active", "completed", "dead", "cancelled"}));
-  jobs_cmd->add_option("--offset", offset, "jobs to skip");
+  jobs_cmd->add_option("--offset", offset, "jobs to skip")->check(CLI::NonNegativeNumber);
   jobs_cmd->add_option("--limit", limit, "jobs per page (1..10000)");
 
   jobq::JobId show_id = 0;
@@ -502,7 +506,8 @@ int main(int argc, char** argv) {
   auto* limits_cmd = app.add_subcommand("limits", "show or set a queue's rate limit and group concurrency");
   limits_cmd->add_option("queue", limits_queue, "queue name")->required();
   limits_cmd->add_option("--rate", limits_rate, "at most MAX starts per WINDOW across all workers (100/1m), or none");
-  limits_cmd->add_option("--group-concurrency", limits_groups, "active jobs per group key at most (0: unlimited)");
+  limits_cmd->add_option("--group-concurrency", limits_groups, "active jobs per group key at most (0: unlimited)")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);

@@ -66,6 +66,7 @@ class MemoryBackend {
   /// @brief Leases up to req.limit ready jobs, best first across the queues.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
     for (const auto& q : req.queues) validate_queue_name(q);
+    check_duration(req.lease, "lease");
     std::unique_lock lock(mutex_);
     const auto t = now();
     // Per queue: the next claimable entry of its ready set (skipping groups at their limit)
@@ -122,6 +123,7 @@ class MemoryBackend {
 
   /// @brief Records a success if the lease token is current.
   bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    check_json(result, "result");
     std::vector<JobNotice> notices;
     bool ok = false;
     {
@@ -134,6 +136,7 @@ class MemoryBackend {
 
   /// @brief Records many successes; one bool per completion.
   std::vector<bool> complete_many(std::span<const Completion> completions) {
+    for (const auto& c : completions) check_json(c.result, "result");  // all or nothing
     std::vector<JobNotice> notices;
     std::vector<bool> out;
     out.reserve(completions.size());
@@ -173,6 +176,7 @@ class MemoryBackend {
 
   /// @brief Heartbeat: pushes the lease deadline to now + lease.
   bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
     std::unique_lock lock(mutex_);
     auto* job = leased_locked(id, token);
     if (job == nullptr) return false;
@@ -464,8 +468,10 @@ class MemoryBackend {
   }
 
  private:
-  // ready: (-priority, run_at, id) so begin() is the next job to claim.
-  using ReadyKey = std::tuple<int, std::int64_t, JobId>;
+  // ready: (-priority, run_at, id) so begin() is the next job to claim; negated in 64 bits,
+  // since -INT_MIN does not fit an int.
+  using ReadyKey = std::tuple<std::int64_t, std::int64_t, JobId>;
+  static std::int64_t rank(int priority) noexcept { return -static_cast<std::int64_t>(priority); }
 
   struct QueueState {
     std::set<ReadyKey> ready;                          // queued, run_at <= now (when promoted)
@@ -586,7 +592,7 @@ class MemoryBackend {
   void link_queued_locked(QueueState& q, const JobRecord& job, TimePoint t) {
     const auto at = to_epoch_ms(job.run_at);
     if (job.run_at <= t) {
-      q.ready.emplace(-job.priority, at, job.id);
+      q.ready.emplace(rank(job.priority), at, job.id);
     } else {
       q.delayed.emplace(at, job.id);
     }
@@ -595,7 +601,7 @@ class MemoryBackend {
   void unlink_queued_locked(const JobRecord& job) {
     auto& q = queues_.at(job.queue);
     const auto at = to_epoch_ms(job.run_at);
-    q.ready.erase({-job.priority, at, job.id});
+    q.ready.erase({rank(job.priority), at, job.id});
     q.delayed.erase({at, job.id});
   }
 
@@ -604,7 +610,7 @@ class MemoryBackend {
     while (!q.delayed.empty() && q.delayed.begin()->first <= now_ms) {
       const auto [at, id] = *q.delayed.begin();
       q.delayed.erase(q.delayed.begin());
-      q.ready.emplace(-jobs_.at(id).priority, at, id);
+      q.ready.emplace(rank(jobs_.at(id).priority), at, id);
     }
   }
 

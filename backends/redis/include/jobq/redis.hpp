@@ -531,7 +531,7 @@ class RedisBackend {
     for (const auto& j : jobs) {
       validate(j);
       if (qindex.emplace(j.queue, queues.size()).second) queues.push_back(j.queue);
-      payloads.push_back(dump_strict(j.payload, "payload"));
+      payloads.push_back(dump_for_storage(j.payload, "payload"));
       check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
     }
     const auto ids = allocate_ids(jobs.size());
@@ -1009,7 +1009,7 @@ class RedisBackend {
   /// @brief Inserts or replaces a schedule (`<prefix>:schedules`: name -> "next_run nonce spec").
   void put_schedule(const StoredSchedule& s) {
     validate_schedule_name(s.name);
-    const auto value = std::to_string(to_epoch_ms(s.next_run)) + " - " + dump_strict(s.spec, "schedule spec");
+    const auto value = std::to_string(to_epoch_ms(s.next_run)) + " - " + dump_for_storage(s.spec, "schedule spec");
     const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HSET", global_key("schedules"), s.name, value}); });
     expect_ok(reply, "put_schedule");
   }
@@ -1670,21 +1670,9 @@ class RedisBackend {
 
   // --- documents ---------------------------------------------------------------------------
 
-  static std::string dump_strict(const nlohmann::json& j, const char* what) {
-    try {
-      return j.dump();
-    } catch (const nlohmann::json::exception&) {
-      throw InvalidArgument(std::string(what) + " contains a string that is not valid UTF-8");
-    }
-  }
-
-  static std::string dump_lenient(const nlohmann::json& j) {
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-
   // A completion's result as a script argument: '' for null (nothing stored).
   static std::string result_arg(const nlohmann::json& result) {
-    return result.is_null() ? std::string() : dump_lenient(result);
+    return result.is_null() ? std::string() : dump_for_storage(result, "result");
   }
 
   // A JSON string literal exactly as nlohmann::json::dump() writes it: printable ASCII is
