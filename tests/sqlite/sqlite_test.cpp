@@ -1,14 +1,19 @@
 // SQLite-specific behaviour: the file, migrations, transactional enqueue, wake-ups, bad input.
 
+#include <jobq/jobq.hpp>
 #include <jobq/sqlite.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <thread>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -463,4 +468,116 @@ TEST_CASE("ids are never reused after the newest job is pruned", "[sqlite]") {
   }
   jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
   CHECK(store.enqueue(make_job("q")).id > first);
+}
+
+// Found by a fault probe: with damaged pages a worker waited for work forever, telling nobody.
+TEST_CASE("a corrupt database file reaches on_error instead of stalling the worker", "[sqlite][bad-input]") {
+  TempDir dir;
+  {
+    jobq::SqliteBackend store{dir.file()};
+    std::vector<jobq::NewJob> jobs(3000, make_job("q", {{"pad", std::string(200, 'x')}}));
+    store.enqueue_many(jobs);
+  }
+  {
+    RawDb raw(dir.file());
+    raw.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  // Overwrite the middle third of the file (table and index pages) with garbage.
+  const auto size = std::filesystem::file_size(dir.file());
+  {
+    std::fstream f(dir.file(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size / 3));
+    const std::string junk(size / 3, '\x5a');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  jobq::SqliteBackend store{dir.file()};
+  std::mutex m;
+  std::vector<std::string> errors;
+  jobq::Worker w{store, {.queues = {"q"}, .concurrency = 2, .poll_interval = 20ms,
+                         .on_error = [&](const std::exception& e) {
+                           std::lock_guard lock(m);
+                           errors.emplace_back(e.what());
+                         }}};
+  w.handle("noop", [](const nlohmann::json&) {});
+  w.start();
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(m);
+      if (!errors.empty()) break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  w.stop();
+  std::lock_guard lock(m);
+  REQUIRE_FALSE(errors.empty());
+  CHECK_THAT(errors.front(), Catch::Contains("malformed") && Catch::Contains("corrupt"));
+}
+
+namespace {
+
+// A read-only place holding a copy of a database: a read-only tmpfs mount as root (root writes
+// through file modes), a directory and file without write permission otherwise.
+struct ReadOnlyCopy {
+  TempDir dir;
+  std::filesystem::path mount = dir.path / "ro";
+  bool mounted = false;
+  explicit ReadOnlyCopy(const std::string& db) {
+    std::filesystem::create_directory(mount);
+    if (geteuid() == 0) {
+      REQUIRE(std::system(("mount -t tmpfs -o size=16m jobq-ro " + mount.string()).c_str()) == 0);
+      mounted = true;
+    }
+    std::filesystem::copy_file(db, file());
+    if (mounted) {
+      REQUIRE(std::system(("mount -o remount,ro " + mount.string()).c_str()) == 0);
+    } else {
+      chmod(file().c_str(), 0444);
+      chmod(mount.c_str(), 0555);
+    }
+  }
+  ReadOnlyCopy(const ReadOnlyCopy&) = delete;
+  ReadOnlyCopy& operator=(const ReadOnlyCopy&) = delete;
+  ~ReadOnlyCopy() {
+    if (mounted) {
+      (void)std::system(("umount " + mount.string()).c_str());
+    } else {
+      chmod(mount.c_str(), 0755);
+    }
+  }
+  [[nodiscard]] std::string file() const { return (mount / "jobs.db").string(); }
+};
+
+}  // namespace
+
+TEST_CASE("a database that cannot be written opens read-only for inspection", "[sqlite][bad-input]") {
+  TempDir src;
+  {
+    jobq::SqliteBackend store{src.file()};
+    store.enqueue(make_job("mail"));
+    store.enqueue(make_job("mail"));
+    store.pause("reports");
+  }
+  SECTION("a read-only file or mount is detected") {
+    ReadOnlyCopy ro(src.file());
+    jobq::SqliteBackend store{ro.file()};
+    CHECK(store.read_only());
+    CHECK(store.queues() == std::vector<std::string>{"mail", "reports"});
+    CHECK(store.counts("mail").queued == 2);
+    CHECK(store.list("mail", JobState::queued, {}).size() == 2);
+    const auto e = error_of([&] { store.enqueue(make_job("mail")); });
+    CHECK_THAT(e.what(), Catch::Contains("read-only"));
+    CHECK_FALSE(e.is_transient());
+    CHECK_THROWS_WITH(store.claim(claim_from("mail")), Catch::Contains("read-only"));
+    CHECK(std::filesystem::exists(ro.file()));
+  }
+  SECTION("or asked for, and then nothing is created") {
+    jobq::SqliteBackend store{src.file(), {.read_only = true}};
+    CHECK(store.read_only());
+    CHECK(store.counts("mail").queued == 2);
+    CHECK_THROWS_WITH(store.pause("mail"), Catch::Contains("read-only"));
+    const auto missing = src.file("nosuch.db");
+    const auto e = error_of([&] { jobq::SqliteBackend none{missing, {.read_only = true}}; });
+    CHECK_THAT(e.what(), Catch::Contains("cannot open database") && Catch::Contains("read-only"));
+    CHECK_FALSE(std::filesystem::exists(missing));
+  }
 }

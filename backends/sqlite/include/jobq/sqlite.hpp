@@ -53,6 +53,10 @@ struct SqliteOptions {
   /// (and a checkpoint later writes and fsyncs them again), and a single enqueue or claim
   /// touches about six pages: 1 KiB pages write a quarter of the bytes of SQLite's default 4 KiB.
   std::size_t page_size = 1024;
+  /// Open an existing file for inspection only: nothing is created or migrated, and every
+  /// write fails with a clear error. Chosen by itself when the file cannot be written (a
+  /// read-only file, directory or mount), so `jobq queues` works on a read-only copy.
+  bool read_only = false;
 };
 
 /// @brief An error reported by SQLite, keeping its (extended) result code.
@@ -97,6 +101,10 @@ inline SqliteError error_from(sqlite3* db, int code, std::string_view what) {
     msg += " (another connection held the lock for longer than the busy timeout)";
   } else if (primary == SQLITE_NOTADB) {
     msg += " (the file exists but is not an SQLite database)";
+  } else if (primary == SQLITE_CORRUPT) {
+    msg += " (the database file is corrupt: restore it from a backup; PRAGMA integrity_check lists the damage)";
+  } else if (primary == SQLITE_READONLY) {
+    msg += " (the database file, its directory or its mount is read-only)";
   }
   return SqliteError(category_of(code), msg, code);
 }
@@ -339,6 +347,10 @@ class Connection {
  public:
   /// @brief Opens `path` in WAL mode with the options' busy timeout and synchronous level.
   Connection(const std::string& path, const SqliteOptions& opt) {
+    if (opt.read_only) {
+      open_read_only(path, opt);
+      return;
+    }
     const int rc = sqlite3_open_v2(path.c_str(), &db_,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                    nullptr);
@@ -349,6 +361,10 @@ class Connection {
       sqlite3_close_v2(db_);
       db_ = nullptr;
       throw SqliteError(category_of(rc), msg, rc);
+    }
+    if (sqlite3_db_readonly(db_, "main") == 1) {  // SQLite fell back to read-only: not writable
+      close();
+      throw SqliteError(ErrorCategory::backend, "sqlite: database '" + path + "' is read-only", SQLITE_READONLY);
     }
     try {
       sqlite3_extended_result_codes(db_, 1);
@@ -392,6 +408,44 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection() { close(); }
+
+ private:
+  // SQLITE_OPEN_READONLY; if even reading fails because the WAL index (-shm) cannot be made
+  // (a read-only directory or mount), again as immutable: nobody can be writing such a file.
+  void open_read_only(const std::string& path, const SqliteOptions& opt) {
+    std::string uri = "file:";
+    for (const char ch : path) {
+      if (ch == '%' || ch == '?' || ch == '#') {
+        static constexpr char hex[] = "0123456789abcdef";
+        uri += '%';
+        uri += hex[static_cast<unsigned char>(ch) >> 4];
+        uri += hex[static_cast<unsigned char>(ch) & 0xf];
+      } else {
+        uri += ch;
+      }
+    }
+    for (const char* mode : {"?mode=ro", "?mode=ro&immutable=1"}) {
+      const int rc = sqlite3_open_v2((uri + mode).c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                                     nullptr);
+      if (rc != SQLITE_OK) {
+        std::string msg = "sqlite: cannot open database '" + path + "' read-only: " +
+                          (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+        if ((rc & 0xff) == SQLITE_CANTOPEN) msg += " (does it exist?)";
+        close();
+        throw SqliteError(category_of(rc), msg, rc);
+      }
+      sqlite3_extended_result_codes(db_, 1);
+      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
+      const int probe = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+      if (probe == SQLITE_OK) return;
+      auto err = error_from(db_, sqlite3_extended_errcode(db_), "open database read-only");
+      close();
+      if ((probe & 0xff) != SQLITE_CANTOPEN) throw err;
+    }
+    throw SqliteError(ErrorCategory::backend, "sqlite: cannot read database '" + path + "' read-only", SQLITE_CANTOPEN);
+  }
+
+ public:
 
   /// @brief The raw handle.
   [[nodiscard]] sqlite3* handle() const noexcept { return db_; }
@@ -495,14 +549,6 @@ inline JobRecord decode(const Stmt& s) {
   return r;
 }
 
-/// @brief JSON text for storage; invalid UTF-8 in strings is refused, before anything is written.
-inline std::string dump_json(const nlohmann::json& j, const char* what) {
-  try {
-    return j.dump();
-  } catch (const nlohmann::json::exception& e) {
-    throw InvalidArgument(std::string(what) + " cannot be stored as JSON: " + e.what());
-  }
-}
 
 // Statements (one place, with the index each relies on).
 
@@ -798,11 +844,20 @@ class SqliteBackend {
       throw InvalidArgument("sqlite: page_size must be a power of two from 512 to 65536 (got " +
                             std::to_string(opt_.page_size) + ")");
     }
-    writer_ = std::make_unique<detail::sqlite::Connection>(path_, opt_);
+    try {
+      writer_ = std::make_unique<detail::sqlite::Connection>(path_, opt_);
+    } catch (const SqliteError& e) {
+      if (e.code() != SQLITE_READONLY) throw;
+      opt_.read_only = true;  // the file cannot be written: open it for inspection
+      writer_ = std::make_unique<detail::sqlite::Connection>(path_, opt_);
+    }
     if (const char* f = sqlite3_db_filename(writer_->handle(), "main")) db_file_ = f;
     hub_ = detail::sqlite::hub_for(db_file_.empty() ? path_ : db_file_);
     migrate();
   }
+
+  /// @brief True when the file was opened for inspection only (SqliteOptions::read_only).
+  [[nodiscard]] bool read_only() const noexcept { return opt_.read_only; }
 
   SqliteBackend(const SqliteBackend&) = delete;
   SqliteBackend& operator=(const SqliteBackend&) = delete;
@@ -918,6 +973,7 @@ class SqliteBackend {
       validate_queue_name(q);
       if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
     }
+    check_duration(req.lease, "lease");
     if (queues.empty() || req.limit == 0) return {};
     const auto limit = static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX));
     auto out = write("claim", [&](detail::sqlite::Connection& c) {
@@ -997,6 +1053,7 @@ class SqliteBackend {
 
   /// @brief Records a success if the lease token is current.
   bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    check_json(result, "result");  // before the copy below, which recurses
     Completion c{id, token, result};
     return complete_many(std::span<const Completion>(&c, 1)).front();
   }
@@ -1005,7 +1062,7 @@ class SqliteBackend {
   std::vector<bool> complete_many(std::span<const Completion> completions) {
     std::vector<std::string> results;
     results.reserve(completions.size());
-    for (const auto& c : completions) results.push_back(detail::sqlite::dump_json(c.result, "result"));
+    for (const auto& c : completions) results.push_back(dump_for_storage(c.result, "result"));
     if (completions.empty()) return {};
     // Notices cost a RETURNING per job: built only while someone in this process listens.
     const bool announce = !hub_->empty();
@@ -1072,6 +1129,7 @@ class SqliteBackend {
 
   /// @brief Heartbeat: pushes the lease deadline to now + lease.
   bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
     if (token.empty()) return false;
     return write("extend lease", [&](detail::sqlite::Connection& c) {
       return c.query(detail::sqlite::sql_extend, "extend lease")
@@ -1290,7 +1348,7 @@ class SqliteBackend {
   /// @brief Inserts or replaces the schedule named s.name (its spec stored as JSON text).
   void put_schedule(const StoredSchedule& schedule) {
     validate_schedule_name(schedule.name);
-    const auto spec = detail::sqlite::dump_json(schedule.spec, "schedule spec");
+    const auto spec = dump_for_storage(schedule.spec, "schedule spec");
     write("put schedule", [&](detail::sqlite::Connection& c) {
       c.query(detail::sqlite::sql_put_schedule, "put schedule")
           .bind(1, schedule.name)
@@ -1374,7 +1432,7 @@ class SqliteBackend {
     const auto seen = generation_;
     while (!stop.stop_requested()) {
       lock.unlock();
-      const auto due = next_due(queues);  // nullopt: nothing queued (or an error: claim will say)
+      const auto due = next_due(queues);  // nullopt: nothing queued; throws what the worker must report
       lock.lock();
       if (generation_ != seen) return;
       auto slice = opt_.poll_interval;
@@ -1400,7 +1458,7 @@ class SqliteBackend {
 
   Encoded encode(const NewJob& job) const {
     validate(job);
-    Encoded e{detail::sqlite::dump_json(job.payload, "payload"), job.backoff.to_json().dump()};
+    Encoded e{dump_for_storage(job.payload, "payload"), job.backoff.to_json().dump()};
     check_payload_size(e.payload.size(), opt_.max_payload_bytes);
     return e;
   }
@@ -1569,6 +1627,10 @@ class SqliteBackend {
   // Runs f(connection) in a BEGIN IMMEDIATE transaction on the writer; rolls back if it throws.
   template <class F>
   auto write(std::string_view what, F&& f) -> std::invoke_result_t<F&, detail::sqlite::Connection&> {
+    if (opt_.read_only) {
+      throw SqliteError(ErrorCategory::backend,
+                        "sqlite: " + std::string(what) + ": database '" + path_ + "' is open read-only", SQLITE_READONLY);
+    }
     std::lock_guard lock(write_mutex_);
     auto& c = *writer_;
     c.query("BEGIN IMMEDIATE", what).run();
@@ -1642,8 +1704,12 @@ class SqliteBackend {
         }
         return due ? std::optional<TimePoint>(from_epoch_ms(*due)) : std::nullopt;
       });
-    } catch (const Error&) {
-      return std::nullopt;  // a hint only; the next claim reports the problem
+    } catch (const Error& e) {
+      // A busy file is only a missed hint: "due now", the next claim will wait its turn. Any
+      // other failure (a corrupt page) is thrown, so the worker reports it to on_error instead
+      // of waiting for work forever.
+      if (e.category() != ErrorCategory::conflict && !e.is_transient()) throw;
+      return now();
     }
   }
 
@@ -1708,6 +1774,13 @@ class SqliteBackend {
     const int seen = current();  // most opens find the schema current: no write lock needed
     refuse_newer(seen);
     if (seen == d::latest_schema_version()) return;
+    if (opt_.read_only) {
+      throw SqliteError(ErrorCategory::conflict,
+                        "sqlite: database '" + path_ + "' is open read-only and has jobq schema version " +
+                            std::to_string(seen) + ", older than the " + std::to_string(d::latest_schema_version()) +
+                            " this build reads; open it writable once to upgrade it",
+                        SQLITE_READONLY);
+    }
     std::lock_guard lock(write_mutex_);
     // Migration 6 edits sqlite_schema, which SQLITE_DBCONFIG_DEFENSIVE (on in some builds)
     // forbids; this connection is jobq's own.
