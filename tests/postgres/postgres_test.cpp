@@ -353,6 +353,46 @@ TEST_CASE("a statement cut off by the server is retried without a double change"
   CHECK_FALSE(s.b.complete(id, j.lease_token, nullptr));
 }
 
+// In a long outage the backend's own retries can run out after the server applied an
+// outcome; the worker then sends it again. That resend must count as applied, not as a lost
+// lease, so that the worker's stats and events match the store.
+TEST_CASE("an outcome the server applied without an answer is applied when sent again", "[postgres]") {
+  const std::string app = "jobq_gaveup_" + pgtest::random_suffix(6);
+  Store s{{.reconnect_give_up = 300ms, .application_name = app}};
+  const auto id = s.b.enqueue(make_job()).id;
+  const auto j = s.b.claim({{"q"}, 1, 30s}).at(0);
+  // Another process on the same store, standing in for "the server applied it".
+  jobq::PostgresBackend other(pgtest::url(), Store::with_defaults({}, s.clock, s.schema.name));
+  auto locker = pgtest::connect();
+  pgtest::exec(locker.get(), "BEGIN");
+  pgtest::exec(locker.get(), "SELECT 1 FROM \"" + s.schema.name + "\".jobs WHERE id = " + std::to_string(id) + " FOR UPDATE");
+  std::atomic<bool> done{false}, transient{false};
+  std::thread completer([&] {
+    try {
+      s.b.complete(id, j.lease_token, {{"v", 1}});
+    } catch (const jobq::Error& e) {
+      transient = e.is_transient();
+    }
+    done = true;
+  });
+  // Every try of complete() waits on the row lock and is cut off, until with_retry gives up.
+  auto admin = pgtest::connect();
+  for (int i = 0; i < 500 && !done; ++i) {
+    pgtest::exec(admin.get(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" +
+                                  app + "' AND wait_event_type = 'Lock'");
+    std::this_thread::sleep_for(10ms);
+  }
+  completer.join();
+  REQUIRE(transient);
+  pgtest::exec(locker.get(), "COMMIT");
+  CHECK(other.complete(id, j.lease_token, {{"v", 1}}));
+  // The worker sends its completion again: it was applied, so it is not a lost lease.
+  CHECK(s.b.complete(id, j.lease_token, {{"v", 1}}));
+  // A second duplicate is an ordinary stale call again.
+  CHECK_FALSE(s.b.complete(id, j.lease_token, {{"v", 1}}));
+  CHECK(s.b.get(id)->result == nlohmann::json{{"v", 1}});
+}
+
 TEST_CASE("text that PostgreSQL could choke on is stored safely", "[postgres][bad-input]") {
   Store s;
   auto nj = make_job("q", {{"sql", "'; DROP SCHEMA jobq CASCADE; --"}, {"nul", std::string("a\0b", 3)}});

@@ -176,14 +176,6 @@ std::string int_array(const std::vector<Int>& items) {
   return out;
 }
 
-/// JSON text of a value; invalid UTF-8 in strings is an InvalidArgument (nothing written).
-inline std::string dump_json(const nlohmann::json& j, std::string_view what) {
-  try {
-    return j.dump();
-  } catch (const nlohmann::json::exception& e) {
-    throw InvalidArgument(std::string(what) + " cannot be stored: " + e.what());
-  }
-}
 
 /// Text safe to store in a text column: valid UTF-8 (bad bytes replaced) without NUL bytes.
 /// Used for error and progress messages, which come from arbitrary exceptions.
@@ -332,6 +324,7 @@ class PostgresBackend {
       validate_queue_name(q);
       if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
     }
+    check_duration(req.lease, "lease");
     if (queues.empty() || req.limit == 0) return {};
     const auto limit = std::min<std::size_t>(req.limit, 10'000);
     std::vector<detail::pg::Param> qp(queues.begin(), queues.end());
@@ -361,6 +354,7 @@ class PostgresBackend {
 
   /// @brief Records a success if the lease token is current.
   bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    check_json(result, "result");  // before the copy below, which recurses
     const Completion one{id, token, result};
     return complete_many(std::span<const Completion>(&one, 1)).front();
   }
@@ -369,7 +363,8 @@ class PostgresBackend {
   ///
   /// If the connection breaks with the outcome unknown, the retry asks the rows that did not
   /// change whether this token already finished them (done_token), so an applied completion
-  /// reports true and nothing changes twice.
+  /// reports true and nothing changes twice. The same holds when with_retry gave up and the
+  /// caller (the worker) sends the completion again: see outcome_retry.
   std::vector<bool> complete_many(std::span<const Completion> completions) {
     std::vector<bool> out(completions.size(), false);
     std::vector<std::int64_t> ids;
@@ -381,14 +376,14 @@ class PostgresBackend {
       if (c.lease_token.empty() || std::find(ids.begin(), ids.end(), c.id) != ids.end()) continue;
       ids.push_back(c.id);
       tokens.emplace_back(strip_nul(c.lease_token));
-      results.emplace_back(detail::pg::dump_json(c.result, "result"));
+      results.emplace_back(dump_for_storage(c.result, "result"));
       index.push_back(i);
     }
     if (ids.empty()) return out;
     const auto ids_lit = detail::pg::int_array(ids);
     const auto tokens_lit = detail::pg::text_array(tokens);
     const auto results_lit = detail::pg::text_array(results);
-    with_retry("complete", Replay::safe, [&](Conn& c, bool uncertain) {
+    outcome_retry("complete", tokens, [&](Conn& c, bool uncertain) {
       auto r = exec(c, S::complete_many, {ids_lit, tokens_lit, results_lit, ms(now())});
       std::vector<bool> done(ids.size(), false);
       for (int row = 0; row < PQntuples(r.get()); ++row) {
@@ -412,7 +407,7 @@ class PostgresBackend {
     if (f.lease_token.empty()) return FailOutcome::rejected;
     const auto token = strip_nul(f.lease_token);
     const auto message = detail::pg::safe_text(f.error);
-    const auto outcome = with_retry("fail", Replay::safe, [&](Conn& c, bool uncertain) {
+    const auto outcome = outcome_retry("fail", {token}, [&](Conn& c, bool uncertain) {
       const auto t = now();
       auto r = exec(c, S::fail,
                     {std::to_string(f.id), token, message,
@@ -430,6 +425,7 @@ class PostgresBackend {
 
   /// @brief Heartbeat: pushes the lease deadline to now + lease.
   bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
     if (token.empty()) return false;
     return with_retry("extend_lease", Replay::safe, [&](Conn& c, bool) {
       return PQntuples(exec(c, S::extend, {std::to_string(id), strip_nul(token), ms(now() + lease)}).get()) == 1;
@@ -440,7 +436,7 @@ class PostgresBackend {
   bool release(JobId id, const std::string& token) {
     if (token.empty()) return false;
     const auto tok = strip_nul(token);
-    const bool ok = with_retry("release", Replay::safe, [&](Conn& c, bool uncertain) {
+    const bool ok = outcome_retry("release", {tok}, [&](Conn& c, bool uncertain) {
       if (PQntuples(exec(c, S::release, {std::to_string(id), tok, ms(now())}).get()) == 1) return true;
       if (!uncertain) return false;
       auto again = exec(c, S::done_check, {"{" + std::to_string(id) + "}", detail::pg::text_array({tok})});
@@ -631,7 +627,7 @@ class PostgresBackend {
   /// @brief Inserts or replaces the schedule named s.name.
   void put_schedule(const StoredSchedule& sched) {
     validate_schedule_name(sched.name);
-    const auto spec = detail::pg::dump_json(sched.spec, "schedule spec");
+    const auto spec = dump_for_storage(sched.spec, "schedule spec");
     detail::pg::require_no_nul(spec, "schedule spec");
     with_retry("put_schedule", Replay::safe, [&](Conn& c, bool) {
       return exec(c, S::put_schedule, {sched.name, spec, ms(sched.next_run)}) != nullptr;
@@ -1064,6 +1060,30 @@ class PostgresBackend {
         std::this_thread::sleep_for(delay);
         delay = std::min(delay * 2, opt_.reconnect_backoff_max);
       }
+    }
+  }
+
+  /// with_retry for an outcome (complete, fail, release) of the leases `tokens`. When it gives
+  /// up, the outcome may have been applied without an answer; the tokens are remembered, and a
+  /// later call with one of them (the worker sending the outcome again) starts uncertain, so
+  /// it asks done_token and reports an applied outcome as applied rather than as a lost lease.
+  template <class F>
+  std::invoke_result_t<F&, Conn&, bool> outcome_retry(std::string_view what, const detail::pg::Params& tokens,
+                                                       F&& fn) {
+    bool resend = false;
+    {
+      std::lock_guard lock(unanswered_mutex_);
+      for (const auto& t : tokens) resend = unanswered_.erase(*t) > 0 || resend;
+    }
+    try {
+      return with_retry(what, Replay::safe, [&](Conn& c, bool uncertain) { return fn(c, uncertain || resend); });
+    } catch (const Error& e) {
+      if (e.is_transient()) {
+        std::lock_guard lock(unanswered_mutex_);
+        if (unanswered_.size() > 100'000) unanswered_.clear();  // bounded: callers that never resend
+        for (const auto& t : tokens) unanswered_.insert(*t);
+      }
+      throw;
     }
   }
 
@@ -1696,7 +1716,7 @@ class PostgresBackend {
     validate(job);
     detail::pg::require_no_nul(job.unique_key, "unique key");
     detail::pg::require_no_nul(job.group, "group key");
-    auto text = detail::pg::dump_json(job.payload, "payload");
+    auto text = dump_for_storage(job.payload, "payload");
     check_payload_size(text.size(), opt_.max_payload_bytes);
     return text;
   }
@@ -2169,6 +2189,8 @@ class PostgresBackend {
   std::atomic<std::uint64_t> retries_{0};
   std::atomic<std::uint64_t> unknown_outcomes_{0};
   std::atomic<std::uint64_t> claims_undone_{0};
+  std::mutex unanswered_mutex_;
+  std::unordered_set<std::string> unanswered_;  // see outcome_retry
 };
 
 static_assert(Backend<PostgresBackend>);
