@@ -218,8 +218,12 @@ class HttpServer {
     if (!allowed_host(host)) {
       return Refusal{421, "'" + host + "' is not an allowed host of this server (HttpOptions::allowed_hosts)"};
     }
-    if (req.has_header("Transfer-Encoding")) return Refusal{413, "request bodies are not accepted (chunked)"};
-    if (req.has_header("Content-Length")) {
+    // Refusing here leaves the body unread, which only jobq's own connection loop then closes on;
+    // elsewhere httplib's payload limit answers 413 after discarding the body.
+    if (detail::http_own_connections && req.has_header("Transfer-Encoding")) {
+      return Refusal{413, "request bodies are not accepted (chunked)"};
+    }
+    if (detail::http_own_connections && req.has_header("Content-Length")) {
       const auto v = req.get_header_value("Content-Length");
       std::size_t n = 0;
       const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
