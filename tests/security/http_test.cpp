@@ -432,3 +432,18 @@ TEST_CASE("http: stop() returns promptly while slow clients are connected", "[ht
   s.server->stop();
   CHECK(Clock::now() - t0 < 1s);
 }
+
+TEST_CASE("http: pause and resume take the queue name in the query too", "[http][actions]") {
+  Served s;
+  auto out = post(s.port, "/api/queues/pause?queue=emails", s.host);
+  CHECK(status_of(out) == 200);
+  CHECK(s.store.is_paused("emails"));
+  out = post(s.port, "/api/queues/resume?queue=emails", s.host);
+  CHECK(status_of(out) == 200);
+  CHECK_FALSE(s.store.is_paused("emails"));
+  CHECK(status_of(post(s.port, "/api/queues/pause?queue=bad%20name", s.host)) == 400);
+  CHECK(status_of(post(s.port, "/api/queues/pause", s.host)) == 400);
+  CHECK(status_of(round_trip(s.port, "POST /api/queues/pause?queue=emails HTTP/1.1\r\nHost: " + s.host +
+                                         "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")) == 403);
+  CHECK_FALSE(s.store.is_paused("emails"));
+}
