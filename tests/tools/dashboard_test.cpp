@@ -168,7 +168,7 @@ class Browser {
 
 }  // namespace
 
-TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive and cancel move jobs") {
+TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, cancel and pause work") {
   const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-" + random_suffix() + ".db");
   struct Cleanup {
     std::filesystem::path p;

@@ -2,11 +2,17 @@
 
 /// @file
 /// The dashboard page HttpServer serves at `/`: one self-contained HTML file (no external
-/// scripts, fonts or styles, so it works offline and under a strict CSP) that polls the JSON API.
+/// scripts, fonts or styles, so it works offline) that polls the JSON API, and its CSP.
 
 #include <string_view>
 
 namespace jobq::detail {
+
+/// @brief The page's Content-Security-Policy: its inline script and style, fetches to the
+/// server itself, nothing else; never framed.
+inline constexpr std::string_view dashboard_csp =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// @brief The dashboard page.
 inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
@@ -133,7 +139,8 @@ async function refresh() {
       const c = q.counts, hour = q.completed_per_minute.reduce((a, b) => a + b, 0);
       q.completed_per_minute.forEach((v, i) => total[i] += v);
       const toggle = el("button", { class: q.paused ? "resume" : "pause" }, q.paused ? "resume" : "pause");
-      toggle.onclick = () => act("/api/queues/" + encodeURIComponent(q.queue) + (q.paused ? "/resume" : "/pause"));
+      // the name goes in the query: a browser resolves "." and ".." path segments, even as %2E
+      toggle.onclick = () => act("/api/queues/" + (q.paused ? "resume" : "pause") + "?queue=" + encodeURIComponent(q.queue));
       toggle.disabled = !actions;
       const cell = (field, v) => el("td", { class: "num", "data-field": field }, v);
       rows.push(el("tr", { "data-queue": q.queue },
@@ -150,7 +157,7 @@ async function refresh() {
     for (const page of await Promise.all(dead)) {
       for (const j of page.jobs) {
         const b = el("button", { class: "redrive" }, "re-drive");
-        b.onclick = () => act("/api/jobs/" + j.id + "/redrive");
+        b.onclick = () => act("/api/jobs/" + encodeURIComponent(j.id) + "/redrive");
         b.disabled = !actions;
         deadRows.push(jobRow(j, b));
       }
@@ -160,7 +167,7 @@ async function refresh() {
     for (const page of await Promise.all(retrying)) {
       for (const j of page.jobs) {
         const b = el("button", { class: "cancel" }, "cancel");
-        b.onclick = () => act("/api/jobs/" + j.id + "/cancel");
+        b.onclick = () => act("/api/jobs/" + encodeURIComponent(j.id) + "/cancel");
         b.disabled = !actions;
         retryRows.push(jobRow(j, b));
       }

@@ -5,7 +5,9 @@
 /// (or any) process over cpp-httplib. Target jobq::http.
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,9 +23,69 @@
 #include "jobq/any_backend.hpp"
 #include "jobq/backend.hpp"
 #include "jobq/dashboard_html.hpp"
+#include "jobq/http_connection.hpp"
 #include "jobq/metrics.hpp"
 
 namespace jobq {
+
+namespace detail {
+
+inline std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// @brief The host name of a Host header value or an Origin's authority ("name", "name:port",
+/// "[v6]", "[v6]:port"), lower-cased; nullopt if it is anything else.
+inline std::optional<std::string> host_name_of(std::string_view authority) {
+  std::string_view name = authority, port;
+  if (authority.starts_with("[")) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    name = authority.substr(0, close + 1);
+    port = authority.substr(close + 1);
+    const auto inside = name.substr(1, name.size() - 2);
+    if (inside.empty() || !std::all_of(inside.begin(), inside.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
+        })) {
+      return std::nullopt;
+    }
+  } else {
+    const auto colon = authority.find(':');
+    if (colon != std::string_view::npos) {
+      name = authority.substr(0, colon);
+      port = authority.substr(colon);
+    }
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+        })) {
+      return std::nullopt;
+    }
+  }
+  if (!port.empty()) {
+    port.remove_prefix(1);  // ':'
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+  }
+  return lowercase(name);
+}
+
+inline std::string http_error_text(int status) {
+  switch (status) {
+    case 400: return "bad request";
+    case 404: return "not found";
+    case 405: return "method not allowed";
+    case 413: return "request body too large";
+    case 414: return "request target too long";
+    case 416: return "bad range";
+    default: return "HTTP error " + std::to_string(status);
+  }
+}
+
+}  // namespace detail
 
 /// @brief Options of HttpServer.
 struct HttpOptions {
@@ -32,6 +94,14 @@ struct HttpOptions {
   std::vector<std::string> queues{};  ///< queues to show; the backend's own list is added when it has one
   bool actions = true;             ///< allow the POST actions (re-drive, cancel, pause, resume)
   std::size_t jobs_per_list = 50;  ///< failed/dead jobs the dashboard lists per queue
+  /// Host names served (the Host header, any port) and accepted in the Origin of an action; the
+  /// bound address is accepted too. Others get 421, so a DNS-rebinding page cannot read or act.
+  std::vector<std::string> allowed_hosts{"localhost", "127.0.0.1", "[::1]"};
+  std::size_t max_connections = 32;  ///< connections served at once; more are answered 503 and closed
+  Millis request_timeout{5'000};     ///< time from a request's first byte to its last; then 408 and closed
+  Millis read_timeout{1'000};        ///< longest silence inside a request; then 408 and closed
+  std::size_t max_header_bytes = 32 * 1024;  ///< request line + headers; larger: 431 and closed
+  std::size_t max_body_bytes = 1024;  ///< larger or chunked bodies: 413 and closed, before being read
 };
 
 /// @brief Serves, on its own threads:
@@ -40,16 +110,29 @@ struct HttpOptions {
 ///   dead jobs with their errors, re-drive / cancel buttons);
 /// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=`, `GET /api/jobs/{id}`;
 /// - `POST /api/jobs/{id}/redrive|cancel`, `POST /api/queues/{name}/pause|resume` (need the
-///   header `X-Jobq-Action: 1`, which a cross-site form cannot send; off with actions=false).
+///   header `X-Jobq-Action: 1`, which a cross-site form cannot send; off with actions=false);
+///   `POST /api/queues/pause|resume?queue={name}` too (a path cannot carry the names `.` / `..`).
 ///
-/// It has no authentication: bind it to loopback or put it behind a proxy that has.
+/// It has no authentication: bind it to loopback or put it behind a proxy that has. Requests
+/// for other host names, actions from other origins, large heads or bodies and slow clients are
+/// refused (see HttpOptions); every response forbids framing and MIME sniffing.
 template <Backend B>
 class HttpServer {
  public:
   /// @brief A stopped server over `backend` and `metrics` (both must outlive it).
   HttpServer(B& backend, Metrics& metrics, HttpOptions options = {})
-      : backend_(&backend), metrics_(&metrics), opt_(std::move(options)) {
+      : backend_(&backend), metrics_(&metrics), opt_(checked(std::move(options))), server_(limits(opt_)) {
     for (const auto& q : opt_.queues) validate_queue_name(q);
+    for (const auto& h : opt_.allowed_hosts) {
+      const auto name = detail::host_name_of(h);
+      if (!name) throw InvalidArgument("http: allowed host '" + h + "' is not a host name");
+      allowed_hosts_.insert(*name);
+    }
+    if (opt_.host != "0.0.0.0" && opt_.host != "::" && !opt_.host.empty()) {
+      allowed_hosts_.insert(detail::lowercase(opt_.host.find(':') != std::string::npos ? "[" + opt_.host + "]"
+                                                                                       : opt_.host));
+    }
+    guards();
     routes();
   }
 
@@ -62,6 +145,7 @@ class HttpServer {
   /// @brief Binds and starts serving on a background thread; throws Error if it cannot bind.
   void start() {
     if (thread_.joinable()) return;
+    server_.open_connections();
     if (opt_.port == 0) {
       port_ = server_.bind_to_any_port(opt_.host);
     } else {
@@ -71,6 +155,7 @@ class HttpServer {
       throw Error(ErrorCategory::connection,
                   "http: cannot listen on " + opt_.host + ":" + std::to_string(opt_.port));
     }
+    server_.widen_backlog();
     thread_ = std::thread([this] { server_.listen_after_bind(); });
   }
 
@@ -78,6 +163,7 @@ class HttpServer {
   void stop() {
     if (!thread_.joinable()) return;
     server_.stop();
+    server_.close_connections();  // a slow client must not hold stop() up
     thread_.join();
   }
 
@@ -101,6 +187,103 @@ class HttpServer {
 
  private:
   using json = nlohmann::json;
+
+  static HttpOptions checked(HttpOptions o) {
+    if (o.max_connections == 0 || o.request_timeout <= Millis(0) || o.read_timeout <= Millis(0) ||
+        o.max_header_bytes < 1024) {
+      throw InvalidArgument(
+          "http: max_connections and the timeouts must be positive, max_header_bytes at least 1024");
+    }
+    return o;
+  }
+
+  static detail::HttpLimits limits(const HttpOptions& o) {
+    return {o.max_connections, o.request_timeout, o.read_timeout, o.max_header_bytes, o.max_body_bytes};
+  }
+
+  struct Refusal {
+    int status;
+    std::string error;
+  };
+
+  bool allowed_host(std::string_view authority) const {
+    const auto name = detail::host_name_of(authority);
+    return name && allowed_hosts_.count(*name) > 0;
+  }
+
+  // Checks made on a request's head, before its body is read or any handler runs.
+  std::optional<Refusal> refusal(const httplib::Request& req) const {
+    const auto host = req.get_header_value("Host");
+    if (host.empty()) return Refusal{400, "missing Host header"};
+    if (!allowed_host(host)) {
+      return Refusal{421, "'" + host + "' is not an allowed host of this server (HttpOptions::allowed_hosts)"};
+    }
+    // Refusing here leaves the body unread, which only jobq's own connection loop then closes on;
+    // elsewhere httplib's payload limit answers 413 after discarding the body.
+    if (detail::http_own_connections && req.has_header("Transfer-Encoding")) {
+      return Refusal{413, "request bodies are not accepted (chunked)"};
+    }
+    if (detail::http_own_connections && req.has_header("Content-Length")) {
+      const auto v = req.get_header_value("Content-Length");
+      std::size_t n = 0;
+      const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec == std::errc::result_out_of_range) n = SIZE_MAX;
+      else if (ec != std::errc() || p != v.data() + v.size()) return Refusal{400, "bad Content-Length"};
+      if (n > opt_.max_body_bytes) {
+        return Refusal{413, "request body over " + std::to_string(opt_.max_body_bytes) + " bytes"};
+      }
+    }
+    if (req.method != "GET" && req.method != "HEAD" && req.has_header("Origin")) {
+      const auto origin = req.get_header_value("Origin");
+      std::string_view rest = origin;
+      const bool web = rest.starts_with("http://") || rest.starts_with("https://");
+      if (web) rest.remove_prefix(rest.find("://") + 3);
+      if (!web || !allowed_host(rest)) {
+        return Refusal{403, "Origin '" + origin + "' is not an allowed host of this server"};
+      }
+    }
+    return std::nullopt;
+  }
+
+  static void refuse(const Refusal& r, httplib::Response& res) {
+    send_json(res, {{"error", r.error}}, r.status);
+    res.set_header("Connection", "close");
+    if (auto* control = detail::http_current_request) control->close = true;  // its body stays unread
+  }
+
+  void guards() {
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      const auto r = refusal(req);
+      if (!r) return httplib::Server::HandlerResponse::Unhandled;
+      refuse(*r, res);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    // httplib answers "Expect: 100-continue" before routing: refuse there, so the body is not sent.
+    server_.set_expect_100_continue_handler([this](const httplib::Request& req, httplib::Response& res) {
+      const auto r = refusal(req);
+      if (!r) return 100;
+      refuse(*r, res);
+      return r->status;
+    });
+    // httplib's own errors (unknown path, bad request line) in JSON too, and why reading stopped.
+    server_.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&,
+                                                                      httplib::Response& res) {
+      using Trip = detail::HttpRequestControl::Trip;
+      const auto* control = detail::http_current_request;
+      if (control && control->trip == Trip::head_too_large) {
+        send_json(res, {{"error", "request line and headers too large"}}, 431);
+      } else if (control && control->trip == Trip::too_slow) {
+        send_json(res, {{"error", "request not received in time"}}, 408);
+      } else if (res.body.empty()) {
+        send_json(res, {{"error", detail::http_error_text(res.status)}}, res.status);
+      } else {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    server_.set_post_routing_handler(
+        [](const httplib::Request&, httplib::Response& res) { detail::add_security_headers(res); });
+  }
 
   static void send_json(httplib::Response& res, const json& j, int status = 200) {
     res.status = status;
@@ -186,6 +369,7 @@ class HttpServer {
   void routes() {
     server_.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_header("Cache-Control", "no-store");
+      res.set_header("Content-Security-Policy", std::string(detail::dashboard_csp));
       res.set_content(std::string(detail::dashboard_html), "text/html; charset=utf-8");
     });
     server_.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
@@ -233,20 +417,28 @@ class HttpServer {
                                             ", not " + (redrive ? "dead" : "queued")}},
                              409);
                  }));
+    const auto pause_or_resume = [this](const std::string& q, bool pause, httplib::Response& res) {
+      validate_queue_name(q);
+      pause ? backend_->pause(q) : backend_->resume(q);
+      send_json(res, {{"ok", true}, {"queue", q}, {"paused", backend_->is_paused(q)}});
+    };
     server_.Post(R"(/api/queues/([A-Za-z0-9_.\-]+)/(pause|resume))",
-                 guarded([this](const httplib::Request& req, httplib::Response& res) {
+                 guarded([this, pause_or_resume](const httplib::Request& req, httplib::Response& res) {
                    if (!action_allowed(req, res)) return;
-                   const std::string q = req.matches[1];
-                   validate_queue_name(q);
-                   req.matches[2] == "pause" ? backend_->pause(q) : backend_->resume(q);
-                   send_json(res, {{"ok", true}, {"queue", q}, {"paused", backend_->is_paused(q)}});
+                   pause_or_resume(req.matches[1], req.matches[2] == "pause", res);
+                 }));
+    server_.Post(R"(/api/queues/(pause|resume))",
+                 guarded([this, pause_or_resume](const httplib::Request& req, httplib::Response& res) {
+                   if (!action_allowed(req, res)) return;
+                   pause_or_resume(req.get_param_value("queue"), req.matches[1] == "pause", res);
                  }));
   }
 
   B* backend_;
   Metrics* metrics_;
   HttpOptions opt_;
-  httplib::Server server_;
+  detail::HttpListener server_;
+  std::set<std::string> allowed_hosts_;
   std::thread thread_;
   int port_ = -1;
 };
