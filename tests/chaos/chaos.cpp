@@ -17,11 +17,12 @@
 //   L <id> <attempt> <pid>           a result was refused: the lease was no longer ours
 //   F <id> <attempt> <pid>           an attempt failed (never expected here)
 //   E <pid> <message>                an error the worker survived (on_error)
-//   P <pid> <seq> <limit>            a claim for up to <limit> jobs is about to be sent
+//   P <pid> <seq> <limit> <ms>       a claim for up to <limit> jobs is sent at wall-clock <ms>
 //   K <id> <attempt> <token> <pid>   a job that claim returned (before the Worker has it)
 //   Q <pid> <seq> <n>                the claim returned n jobs; -1: it threw, the worker has none
 // A killed worker's last claim may have P without Q: it may have leased up to <limit> jobs that
-// no K line names. Any other attempt whose lease expired must have a K line.
+// no K line names, with a lease deadline between <ms> + lease and the kill + lease. Any other
+// attempt whose lease expired must have a K line.
 // The memory backend lives in one process, so there the "processes" are Worker objects over
 // FaultBackend views of one MemoryBackend, and a kill cuts the view's link for good.
 
@@ -77,6 +78,12 @@ constexpr const char* job_name = "chaos";
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Wall-clock milliseconds, the time base of the backends' clocks (and so of error times).
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // Appends whole lines to one file with one write(2) each (O_APPEND: atomic between threads).
@@ -149,7 +156,8 @@ void observe_claims(jobq_chaos::FaultBackend<B>& view, Ledger& ledger, long pid)
   auto seq = std::make_shared<std::uint64_t>(0);  // one claim at a time per Worker (fetching_)
   const auto p = std::to_string(pid);
   view.observe_claims({[&ledger, seq, p](const jobq::ClaimRequest& r) {
-                         ledger.line("P " + p + " " + std::to_string(++*seq) + " " + std::to_string(r.limit));
+                         ledger.line("P " + p + " " + std::to_string(++*seq) + " " + std::to_string(r.limit) + " " +
+                                     std::to_string(wall_ms()));
                        },
                        [&ledger, seq, p](const std::vector<jobq::JobRecord>* jobs) {
                          if (jobs) {
@@ -255,6 +263,7 @@ struct Run {
   long next_incarnation = 1;
   std::vector<Slot> slots;
   std::set<long> killed;
+  std::map<long, std::int64_t> kill_ms;  // when each was killed (wall clock)
   std::vector<std::thread> reapers;  // memory: crashed Workers being torn down
   int worker_failures = 0;           // processes that exited on their own or badly
   std::vector<std::string> notes;
@@ -318,6 +327,7 @@ struct Run {
 
   void kill(Slot& s) {
     killed.insert(s.id);
+    kill_ms[s.id] = wall_ms();
     if (memory) {
       s.view->crash();
       // Tearing the Worker down takes a while (its outcome retries fail until they give up);
@@ -394,6 +404,7 @@ struct RunRecord {
 // A claim a worker sent: how many jobs it asked for, and whether it returned (Q line).
 struct ClaimRecord {
   std::size_t limit = 0;
+  std::int64_t sent_ms = 0;
   bool returned = false;
   bool threw = false;
 };
@@ -447,8 +458,11 @@ Ledgers read_ledgers(const std::string& dir) {
         long pid = 0;
         std::uint64_t seq = 0;
         std::size_t limit = 0;
-        line >> pid >> seq >> limit;
-        l.claims[{pid, seq}].limit = limit;
+        std::int64_t sent_ms = 0;
+        line >> pid >> seq >> limit >> sent_ms;
+        auto& c = l.claims[{pid, seq}];
+        c.limit = limit;
+        c.sent_ms = sent_ms;
       } else if (tag == "Q") {
         long pid = 0;
         std::uint64_t seq = 0;
@@ -605,7 +619,7 @@ int driver_main(Options opt, const std::string& self) {
     if (done) break;
     // Server restarts at evenly spaced points of progress.
     if (restarts < opt.restarts &&
-        last.completed >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
+        last.completed + last.dead >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
       const auto t = Clock::now();
       const int rc = std::system(run.restart.c_str());
       restart_seconds.push_back(seconds_since(t));
@@ -654,20 +668,33 @@ int driver_main(Options opt, const std::string& self) {
   std::size_t same_attempt_twice = 0, lease_expirations = 0, unlogged_completions = 0;
   std::size_t expired_after_run = 0, expired_held_by_killed = 0, expired_unreceived = 0, expired_unexplained = 0;
   std::size_t dead_without_run = 0, dead_unexplained = 0;
-  std::vector<std::string> examples, unreceived_examples;
+  std::vector<std::string> examples;
   const auto example = [&](const std::string& s) {
     if (examples.size() < 10) examples.push_back(s);
   };
-  // Jobs that claims cut short by a kill (sent, never returned) may have leased without a K line.
-  std::size_t unreceived_allowance = 0, claims_cut_by_kills = 0, claims_failed = 0;
+  // Jobs that claims cut short by a kill (sent, never returned) may have leased without a K line:
+  // up to `limit` each, with a deadline in [sent + lease, kill + lease], recovered (the error's
+  // time) at most recovery_lag_ms later.
+  constexpr std::int64_t recovery_lag_ms = 2'000;  // maintenance every 250 ms, a restart, a respawn
+  struct CutClaim {
+    std::int64_t from_ms, to_ms;
+    std::size_t room;
+  };
+  std::vector<CutClaim> cut;
+  std::size_t unreceived_allowance = 0, claims_failed = 0;
   for (const auto& [key, c] : ledgers.claims) {
-    const bool killed = run.killed.contains(key.first);
-    if (!c.returned && killed) {
-      ++claims_cut_by_kills;
+    if (!c.returned && run.killed.contains(key.first)) {
+      cut.push_back({c.sent_ms + opt.worker.lease_ms, run.kill_ms[key.first] + opt.worker.lease_ms + recovery_lag_ms,
+                     c.limit});
       unreceived_allowance += c.limit;
     }
     if (c.threw) ++claims_failed;  // the worker got no jobs; the store may have leased some
   }
+  struct Unreceived {
+    std::int64_t at_ms;
+    std::string what;
+  };
+  std::vector<Unreceived> unreceived;
   for (const auto id : ids) {
     const auto it = final_jobs.find(id);
     if (it == final_jobs.end()) {
@@ -703,12 +730,10 @@ int driver_main(Options opt, const std::string& self) {
                 std::to_string(got->second.front()) + ", never ran, and its lease expired");
       } else {
         ++expired_unreceived;
-        if (unreceived_examples.size() < 5) {
-          unreceived_examples.push_back("job " + std::to_string(id) + ": attempt " + std::to_string(e.attempt) +
-                                        " expired, and no worker received it (" +
-                                        std::string(jobq::to_string(job.state)) + ", " +
-                                        std::to_string(runs.size()) + " handler runs)");
-        }
+        unreceived.push_back({jobq::to_epoch_ms(e.at), "job " + std::to_string(id) + ": attempt " +
+                                                           std::to_string(e.attempt) + " expired, and no worker received it (" +
+                                                           std::string(jobq::to_string(job.state)) + ", " +
+                                                           std::to_string(runs.size()) + " handler runs)"});
       }
     }
     if (job.state == jobq::JobState::queued || job.state == jobq::JobState::active) {
@@ -800,14 +825,24 @@ int driver_main(Options opt, const std::string& self) {
   }
 #endif
 
-  if (expired_unreceived > unreceived_allowance) {
-    example(std::to_string(expired_unreceived) + " attempts were used by leases no worker received, more than the " +
-            std::to_string(unreceived_allowance) + " jobs that the " + std::to_string(claims_cut_by_kills) +
-            " claims cut short by kills could have leased");
-    for (const auto& e : unreceived_examples) example(e);
+  // Each expiry no worker received must be one of a cut claim's jobs: matched in time order to
+  // the open cut claim whose window ends first (optimal for points into intervals).
+  std::sort(unreceived.begin(), unreceived.end(), [](const auto& a, const auto& b) { return a.at_ms < b.at_ms; });
+  std::size_t expired_unmatched = 0;
+  for (const auto& u : unreceived) {
+    CutClaim* best = nullptr;
+    for (auto& c : cut) {
+      if (c.room > 0 && c.from_ms <= u.at_ms && u.at_ms <= c.to_ms && (!best || c.to_ms < best->to_ms)) best = &c;
+    }
+    if (best) {
+      --best->room;
+      continue;
+    }
+    ++expired_unmatched;
+    example(u.what + ": no claim cut short by a kill could have leased it");
   }
   const bool ok = lost == 0 && stuck == 0 && stale == 0 && unexplained == 0 && same_attempt_twice == 0 &&
-                  dead_unexplained == 0 && expired_unexplained == 0 && expired_unreceived <= unreceived_allowance &&
+                  dead_unexplained == 0 && expired_unexplained == 0 && expired_unmatched == 0 &&
                   completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
                   ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
                   static_cast<int>(ids.size()) == opt.jobs && kills + restarts >= opt.min_faults;
@@ -851,8 +886,9 @@ int driver_main(Options opt, const std::string& self) {
       {"expired_held_by_killed", expired_held_by_killed},
       {"expired_never_received", expired_unreceived},
       {"never_received_allowance", unreceived_allowance},
+      {"never_received_unexplained", expired_unmatched},
       {"expired_unexplained", expired_unexplained},
-      {"claims_cut_by_kills", claims_cut_by_kills},
+      {"claims_cut_by_kills", cut.size()},
       {"claims_failed", claims_failed},
       {"results_refused_lost_lease", ledgers.lost_lease_lines},
       {"worker_errors_survived", ledgers.error_lines},
