@@ -1,8 +1,11 @@
 // jobq-chaos: enqueue N jobs, drain them with worker processes that are SIGKILLed and replaced
 // at random, restart the server mid-run (PostgreSQL, Redis), then check from a ledger kept
 // outside the queue that nothing was lost, nothing is stuck, no stale completion was accepted,
-// and every repeated run is explained by an expired lease. Prints one JSON line; exit 1 when an
-// invariant fails, 2 on a usage or set-up error.
+// every repeated run is explained by an expired lease, and every expired lease by a worker that
+// held it: one that was killed, or one whose handler ran. A job may end dead only that way
+// (--max-attempts 1 or 2: each kill kills the jobs its worker held); a job whose attempt was used
+// by a claim that no worker received ("runs at least once" broken) fails the run. Prints one JSON
+// line; exit 1 when an invariant fails, 2 on a usage or set-up error.
 //
 //   jobq-chaos driver --backend sqlite|postgres|redis|memory [--jobs N] [--workers P] ...
 //   jobq-chaos worker ...   (started by the driver; not meant to be run by hand)
@@ -14,6 +17,12 @@
 //   L <id> <attempt> <pid>           a result was refused: the lease was no longer ours
 //   F <id> <attempt> <pid>           an attempt failed (never expected here)
 //   E <pid> <message>                an error the worker survived (on_error)
+//   P <pid> <seq> <limit> <ms>       a claim for up to <limit> jobs is sent at wall-clock <ms>
+//   K <id> <attempt> <token> <pid>   a job that claim returned (before the Worker has it)
+//   Q <pid> <seq> <n>                the claim returned n jobs; -1: it threw, the worker has none
+// A killed worker's last claim may have P without Q: it may have leased up to <limit> jobs that
+// no K line names, with a lease deadline between <ms> + lease and the kill + lease. Any other
+// attempt whose lease expired must have a K line.
 // The memory backend lives in one process, so there the "processes" are Worker objects over
 // FaultBackend views of one MemoryBackend, and a kill cuts the view's link for good.
 
@@ -69,6 +78,12 @@ constexpr const char* job_name = "chaos";
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Wall-clock milliseconds, the time base of the backends' clocks (and so of error times).
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // Appends whole lines to one file with one write(2) each (O_APPEND: atomic between threads).
@@ -135,6 +150,27 @@ jobq::WorkerOptions worker_options(const WorkerConfig& c, Ledger& ledger, long p
   return o;
 }
 
+// Records each claim in the ledger: P before it is sent, K per job it returned, Q after it.
+template <class B>
+void observe_claims(jobq_chaos::FaultBackend<B>& view, Ledger& ledger, long pid) {
+  auto seq = std::make_shared<std::uint64_t>(0);  // one claim at a time per Worker (fetching_)
+  const auto p = std::to_string(pid);
+  view.observe_claims({[&ledger, seq, p](const jobq::ClaimRequest& r) {
+                         ledger.line("P " + p + " " + std::to_string(++*seq) + " " + std::to_string(r.limit) + " " +
+                                     std::to_string(wall_ms()));
+                       },
+                       [&ledger, seq, p](const std::vector<jobq::JobRecord>* jobs) {
+                         if (jobs) {
+                           for (const auto& j : *jobs) {
+                             ledger.line("K " + std::to_string(j.id) + " " + std::to_string(j.attempts) + " " +
+                                         j.lease_token + " " + p);
+                           }
+                         }
+                         ledger.line("Q " + p + " " + std::to_string(*seq) + " " +
+                                     (jobs ? std::to_string(jobs->size()) : std::string("-1")));
+                       }});
+}
+
 template <class B>
 void register_handler(jobq::Worker<B>& w, const WorkerConfig& c, Ledger& ledger, long pid) {
   w.handle(job_name, [&ledger, pid, max_us = c.work_max_us](const nlohmann::json&, jobq::JobContext& ctx) {
@@ -179,7 +215,9 @@ int worker_main(const std::string& url, const std::string& schema, const std::st
   const long pid = static_cast<long>(::getpid());
   Ledger ledger(ledger_path);
   auto store = open_retrying(url, open_options(schema, prefix));
-  jobq::Worker<jobq::AnyBackend> w(store, worker_options(c, ledger, pid));
+  jobq_chaos::FaultBackend<jobq::AnyBackend> view(store, "store");  // never cut: records claims
+  observe_claims(view, ledger, pid);
+  jobq::Worker<jobq_chaos::FaultBackend<jobq::AnyBackend>> w(view, worker_options(c, ledger, pid));
   register_handler(w, c, ledger, pid);
   w.run_until_signal();
   return 0;
@@ -198,6 +236,7 @@ struct Options {
   int restarts = -1;  // -1: 2 for postgres/redis, else 0
   int timeout_s = 0;  // 0: 120 s + 20 ms per job
   int min_faults = 1;  // a run that injected fewer faults proves nothing
+  int max_attempts = 1000;  // per job; 1 or 2 make every attempt used without a run visible
   unsigned seed = 0;
   std::string dir;
   bool keep = false;
@@ -224,6 +263,7 @@ struct Run {
   long next_incarnation = 1;
   std::vector<Slot> slots;
   std::set<long> killed;
+  std::map<long, std::int64_t> kill_ms;  // when each was killed (wall clock)
   std::vector<std::thread> reapers;  // memory: crashed Workers being torn down
   int worker_failures = 0;           // processes that exited on their own or badly
   std::vector<std::string> notes;
@@ -236,6 +276,7 @@ struct Run {
       s.id = next_incarnation++;
       s.ledger = std::make_unique<Ledger>(ledger_path(s.id));
       s.view = std::make_unique<jobq_chaos::FaultBackend<jobq::MemoryBackend>>(*memory, "memory");
+      observe_claims(*s.view, *s.ledger, s.id);
       s.worker = std::make_unique<jobq::Worker<jobq_chaos::FaultBackend<jobq::MemoryBackend>>>(
           *s.view, worker_options(opt.worker, *s.ledger, s.id));
       register_handler(*s.worker, opt.worker, *s.ledger, s.id);
@@ -286,6 +327,7 @@ struct Run {
 
   void kill(Slot& s) {
     killed.insert(s.id);
+    kill_ms[s.id] = wall_ms();
     if (memory) {
       s.view->crash();
       // Tearing the Worker down takes a while (its outcome retries fail until they give up);
@@ -359,8 +401,18 @@ struct RunRecord {
   std::string token;
 };
 
+// A claim a worker sent: how many jobs it asked for, and whether it returned (Q line).
+struct ClaimRecord {
+  std::size_t limit = 0;
+  std::int64_t sent_ms = 0;
+  bool returned = false;
+  bool threw = false;
+};
+
 struct Ledgers {
   std::unordered_map<jobq::JobId, std::vector<RunRecord>> runs;
+  std::map<std::pair<jobq::JobId, int>, std::vector<long>> received;  // (id, attempt) -> pids (K lines)
+  std::map<std::pair<long, std::uint64_t>, ClaimRecord> claims;      // (pid, seq) -> the claim
   std::unordered_map<jobq::JobId, std::vector<std::pair<int, long>>> completions;
   std::size_t run_lines = 0, lost_lease_lines = 0, failed_lines = 0, error_lines = 0, partial_lines = 0;
   std::map<std::string, std::size_t> error_samples;  // a few distinct messages
@@ -395,6 +447,30 @@ Ledgers read_ledgers(const std::string& dir) {
         long pid = 0;
         line >> id >> attempt >> pid;
         l.completions[id].emplace_back(attempt, pid);
+      } else if (tag == "K") {
+        jobq::JobId id = 0;
+        int attempt = 0;
+        std::string token;
+        long pid = 0;
+        line >> id >> attempt >> token >> pid;
+        l.received[{id, attempt}].push_back(pid);
+      } else if (tag == "P") {
+        long pid = 0;
+        std::uint64_t seq = 0;
+        std::size_t limit = 0;
+        std::int64_t sent_ms = 0;
+        line >> pid >> seq >> limit >> sent_ms;
+        auto& c = l.claims[{pid, seq}];
+        c.limit = limit;
+        c.sent_ms = sent_ms;
+      } else if (tag == "Q") {
+        long pid = 0;
+        std::uint64_t seq = 0;
+        long n = 0;
+        line >> pid >> seq >> n;
+        auto& c = l.claims[{pid, seq}];
+        c.returned = true;
+        c.threw = n < 0;
       } else if (tag == "L") {
         ++l.lost_lease_lines;
       } else if (tag == "F") {
@@ -513,7 +589,7 @@ int driver_main(Options opt, const std::string& self) {
       j.queue = opt.worker.queue;
       j.name = job_name;
       j.payload = {{"i", i}};
-      j.max_attempts = 1000;  // kills expire leases, and each expiry counts an attempt
+      j.max_attempts = opt.max_attempts;  // kills expire leases, and each expiry counts an attempt
       j.backoff = jobq::Backoff::fixed(10ms);
       batch.push_back(std::move(j));
     }
@@ -536,14 +612,14 @@ int driver_main(Options opt, const std::string& self) {
     run.reap_unexpected();
     try {
       last = with_store([&](auto& s) { return s.counts(opt.worker.queue); });
-      done = last.completed == opt.jobs && last.queued == 0 && last.active == 0;
+      done = last.completed + last.dead == opt.jobs && last.queued == 0 && last.active == 0;
     } catch (const std::exception&) {
       ++count_errors;  // the server is restarting: ask again
     }
     if (done) break;
     // Server restarts at evenly spaced points of progress.
     if (restarts < opt.restarts &&
-        last.completed >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
+        last.completed + last.dead >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
       const auto t = Clock::now();
       const int rc = std::system(run.restart.c_str());
       restart_seconds.push_back(seconds_since(t));
@@ -590,10 +666,35 @@ int driver_main(Options opt, const std::string& self) {
   std::size_t lost = 0, stuck = 0, dead = 0, completed_without_run = 0, stale = 0, double_accept = 0;
   std::size_t duplicates = 0, explained = 0, explained_killed = 0, explained_live = 0, unexplained = 0;
   std::size_t same_attempt_twice = 0, lease_expirations = 0, unlogged_completions = 0;
+  std::size_t expired_after_run = 0, expired_held_by_killed = 0, expired_unreceived = 0, expired_unexplained = 0;
+  std::size_t dead_without_run = 0, dead_unexplained = 0;
   std::vector<std::string> examples;
   const auto example = [&](const std::string& s) {
     if (examples.size() < 10) examples.push_back(s);
   };
+  // Jobs that claims cut short by a kill (sent, never returned) may have leased without a K line:
+  // up to `limit` each, with a deadline in [sent + lease, kill + lease], recovered (the error's
+  // time) at most recovery_lag_ms later.
+  constexpr std::int64_t recovery_lag_ms = 2'000;  // maintenance every 250 ms, a restart, a respawn
+  struct CutClaim {
+    std::int64_t from_ms, to_ms;
+    std::size_t room;
+  };
+  std::vector<CutClaim> cut;
+  std::size_t unreceived_allowance = 0, claims_failed = 0;
+  for (const auto& [key, c] : ledgers.claims) {
+    if (!c.returned && run.killed.contains(key.first)) {
+      cut.push_back({c.sent_ms + opt.worker.lease_ms, run.kill_ms[key.first] + opt.worker.lease_ms + recovery_lag_ms,
+                     c.limit});
+      unreceived_allowance += c.limit;
+    }
+    if (c.threw) ++claims_failed;  // the worker got no jobs; the store may have leased some
+  }
+  struct Unreceived {
+    std::int64_t at_ms;
+    std::string what;
+  };
+  std::vector<Unreceived> unreceived;
   for (const auto id : ids) {
     const auto it = final_jobs.find(id);
     if (it == final_jobs.end()) {
@@ -602,21 +703,61 @@ int driver_main(Options opt, const std::string& self) {
       continue;
     }
     const auto& job = it->second;
-    for (const auto& e : job.errors) lease_expirations += e.message.find("lease expired") != std::string::npos;
+    const auto runs_it = ledgers.runs.find(id);
+    const std::vector<RunRecord> none;
+    const auto& runs = runs_it == ledgers.runs.end() ? none : runs_it->second;
+    // Each expired lease was held by a worker that ran the attempt (too slow, or its outcome was
+    // lost), by a killed worker, or by nobody: a claim whose reply never arrived. Only a killed
+    // worker's unanswered claim may leave that last kind.
+    bool job_explained = true;
+    for (const auto& e : job.errors) {
+      if (e.message.find("lease expired") == std::string::npos) {
+        job_explained = false;  // a handler failure (never expected here; F lines fail the run)
+        continue;
+      }
+      ++lease_expirations;
+      const bool ran = std::any_of(runs.begin(), runs.end(), [&](const RunRecord& r) { return r.attempt == e.attempt; });
+      const auto got = ledgers.received.find({id, e.attempt});
+      if (ran) {
+        ++expired_after_run;
+      } else if (got != ledgers.received.end() &&
+                 std::any_of(got->second.begin(), got->second.end(), [&](long pid) { return run.killed.contains(pid); })) {
+        ++expired_held_by_killed;
+      } else if (got != ledgers.received.end()) {
+        ++expired_unexplained;
+        job_explained = false;
+        example("job " + std::to_string(id) + ": attempt " + std::to_string(e.attempt) + " was received by live pid " +
+                std::to_string(got->second.front()) + ", never ran, and its lease expired");
+      } else {
+        ++expired_unreceived;
+        unreceived.push_back({jobq::to_epoch_ms(e.at), "job " + std::to_string(id) + ": attempt " +
+                                                           std::to_string(e.attempt) + " expired, and no worker received it (" +
+                                                           std::string(jobq::to_string(job.state)) + ", " +
+                                                           std::to_string(runs.size()) + " handler runs)"});
+      }
+    }
     if (job.state == jobq::JobState::queued || job.state == jobq::JobState::active) {
       ++stuck;
       example("job " + std::to_string(id) + " is left " + std::string(jobq::to_string(job.state)));
       continue;
     }
-    if (job.state != jobq::JobState::completed) {
+    if (job.state == jobq::JobState::dead) {
+      // Out of attempts, every one used by an expired lease: allowed when each is explained.
       ++dead;
+      if (runs.empty()) ++dead_without_run;
+      if (!job_explained || job.attempts < opt.max_attempts ||
+          static_cast<int>(job.errors.size()) < job.attempts) {
+        ++dead_unexplained;
+        example("job " + std::to_string(id) + " is dead after " + std::to_string(job.attempts) + " attempts and " +
+                std::to_string(job.errors.size()) + " errors, not all explained by expired leases of its holders");
+      }
+      continue;
+    }
+    if (job.state != jobq::JobState::completed) {
       ++lost;
       example("job " + std::to_string(id) + " ended " + std::string(jobq::to_string(job.state)));
       continue;
     }
-    const auto runs_it = ledgers.runs.find(id);
-    const std::vector<RunRecord> none;
-    const auto& runs = runs_it == ledgers.runs.end() ? none : runs_it->second;
     // The accepted completion must be the final attempt's, and only one may be accepted.
     const auto comp_it = ledgers.completions.find(id);
     if (comp_it != ledgers.completions.end()) {
@@ -684,7 +825,24 @@ int driver_main(Options opt, const std::string& self) {
   }
 #endif
 
+  // Each expiry no worker received must be one of a cut claim's jobs: matched in time order to
+  // the open cut claim whose window ends first (optimal for points into intervals).
+  std::sort(unreceived.begin(), unreceived.end(), [](const auto& a, const auto& b) { return a.at_ms < b.at_ms; });
+  std::size_t expired_unmatched = 0;
+  for (const auto& u : unreceived) {
+    CutClaim* best = nullptr;
+    for (auto& c : cut) {
+      if (c.room > 0 && c.from_ms <= u.at_ms && u.at_ms <= c.to_ms && (!best || c.to_ms < best->to_ms)) best = &c;
+    }
+    if (best) {
+      --best->room;
+      continue;
+    }
+    ++expired_unmatched;
+    example(u.what + ": no claim cut short by a kill could have leased it");
+  }
   const bool ok = lost == 0 && stuck == 0 && stale == 0 && unexplained == 0 && same_attempt_twice == 0 &&
+                  dead_unexplained == 0 && expired_unexplained == 0 && expired_unmatched == 0 &&
                   completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
                   ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
                   static_cast<int>(ids.size()) == opt.jobs && kills + restarts >= opt.min_faults;
@@ -699,6 +857,7 @@ int driver_main(Options opt, const std::string& self) {
       {"workers", opt.workers},
       {"concurrency", opt.worker.concurrency},
       {"lease_ms", opt.worker.lease_ms},
+      {"max_attempts", opt.max_attempts},
       {"seed", opt.seed},
       {"kills", kills},
       {"server_restarts", restarts},
@@ -710,6 +869,8 @@ int driver_main(Options opt, const std::string& self) {
       {"jobs_lost", lost},
       {"jobs_stuck", stuck},
       {"jobs_dead", dead},
+      {"dead_without_run", dead_without_run},
+      {"dead_unexplained", dead_unexplained},
       {"stale_completions_accepted", stale},
       {"double_completions_accepted", double_accept},
       {"duplicate_runs", duplicates},
@@ -721,6 +882,14 @@ int driver_main(Options opt, const std::string& self) {
       {"completed_without_run", completed_without_run},
       {"completions_unlogged_by_killed_workers", unlogged_completions},
       {"lease_expirations_recorded", lease_expirations},
+      {"expired_after_a_run", expired_after_run},
+      {"expired_held_by_killed", expired_held_by_killed},
+      {"expired_never_received", expired_unreceived},
+      {"never_received_allowance", unreceived_allowance},
+      {"never_received_unexplained", expired_unmatched},
+      {"expired_unexplained", expired_unexplained},
+      {"claims_cut_by_kills", cut.size()},
+      {"claims_failed", claims_failed},
       {"results_refused_lost_lease", ledgers.lost_lease_lines},
       {"worker_errors_survived", ledgers.error_lines},
       {"worker_failures", run.worker_failures},
@@ -765,6 +934,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 86'400));
   driver->add_option("--min-faults", opt.min_faults, "fail unless at least this many kills + restarts happened")
       ->check(CLI::Range(0, 1'000'000));
+  driver->add_option("--max-attempts", opt.max_attempts,
+                     "attempts per job (1 or 2: every attempt a lost claim uses shows as a dead job)")
+      ->check(CLI::Range(1, 1'000'000));
   driver->add_option("--seed", opt.seed, "random seed (0: random)");
   driver->add_option("--dir", opt.dir, "ledger directory (default: a fresh temp dir, removed after a good run)");
   driver->add_flag("--keep", opt.keep, "keep the ledger directory");

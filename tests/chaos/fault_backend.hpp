@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <stop_token>
@@ -36,6 +37,15 @@ class FaultBackend {
   }
   /// @brief Whether calls fail now.
   [[nodiscard]] bool down() const noexcept { return down_; }
+  /// @brief Told about every claim: before it is sent (the request) and after it returns (the
+  /// jobs, or nullptr when it threw). The chaos ledger records them; set before any claim.
+  struct ClaimObserver {
+    std::function<void(const jobq::ClaimRequest&)> sending;    ///< before the claim goes out
+    std::function<void(const std::vector<jobq::JobRecord>*)> received;  ///< its jobs; nullptr: it threw
+  };
+  /// @brief Sets the claim observer (before the view is used).
+  void observe_claims(ClaimObserver o) { claims_ = std::move(o); }
+
   /// @brief Calls refused so far.
   [[nodiscard]] std::uint64_t refused() const noexcept { return refused_; }
 
@@ -47,7 +57,20 @@ class FaultBackend {
   std::vector<jobq::EnqueueResult> enqueue_many(std::span<const jobq::NewJob> j) {
     return guard("enqueue_many"), backend_->enqueue_many(j);
   }
-  std::vector<jobq::JobRecord> claim(const jobq::ClaimRequest& r) { return guard("claim"), backend_->claim(r); }
+  std::vector<jobq::JobRecord> claim(const jobq::ClaimRequest& r) {
+    if (!claims_.sending) return guard("claim"), backend_->claim(r);
+    claims_.sending(r);
+    std::vector<jobq::JobRecord> jobs;
+    try {
+      guard("claim");
+      jobs = backend_->claim(r);
+    } catch (...) {
+      claims_.received(nullptr);
+      throw;
+    }
+    claims_.received(&jobs);
+    return jobs;
+  }
   bool complete(jobq::JobId id, const std::string& token, const nlohmann::json& result) {
     return guard("complete"), backend_->complete(id, token, result);
   }
@@ -109,6 +132,7 @@ class FaultBackend {
   std::atomic<bool> down_{false};
   std::atomic<bool> crashed_{false};
   std::atomic<std::uint64_t> refused_{0};
+  ClaimObserver claims_;
 };
 
 }  // namespace jobq_chaos

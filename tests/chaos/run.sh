@@ -2,6 +2,7 @@
 # Runs the chaos harness by hand against throwaway servers (started like scripts/test.sh does).
 #   tests/chaos/run.sh --backend postgres --jobs 100000 [other jobq-chaos driver options]
 #   tests/chaos/run.sh --backend sqlite --jobs 100000 --workers 4
+#   tests/chaos/run.sh --backend redis --jobs 20000 --max-attempts 1 --restarts 12
 # Builds jobq-chaos in $JOBQ_CHAOS_BUILD (default build/chaos). PostgreSQL runs with fsync on
 # unless JOBQ_PG_FSYNC=off. Servers given through JOBQ_TEST_* variables are used as they are.
 # Prints the driver's JSON summary line; exits with its status (0: every invariant held).

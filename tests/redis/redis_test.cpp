@@ -25,6 +25,7 @@
 #include <jobq/jobq.hpp>
 
 #include "redis/helpers.hpp"
+#include "redis/reply_dropper.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -556,6 +557,99 @@ TEST_CASE("a connection closed by the server is replaced transparently", "[redis
   REQUIRE(j.size() == 1);
   killer.command({"CLIENT", "KILL", "ID", std::to_string(b.command({"CLIENT", "ID"}).integer)});
   CHECK(b.complete(id, j[0].lease_token, nullptr));
+}
+
+// Issue 23.3: the reply to a claim is lost after the server ran it. The job must not stay
+// leased to nobody until the lease ends (which uses its attempt: with max_attempts 1 it would be
+// dead, never run); the claim is undone and sent again, and the job runs on attempt 1.
+TEST_CASE("a claim whose reply was lost is undone without using an attempt", "[redis][reconnect][lost-claim]") {
+  jobq::ManualClock clock;
+  const auto prefix = redis_test::unique_prefix();
+  auto opt = redis_test::options(clock.fn(), prefix);
+  opt.pool_size = 1;
+  Store cleanup(prefix, opt);  // direct, for the checks
+  redis_test::ReplyDropper proxy(server_url());
+  jobq::RedisBackend b(proxy.url(), opt);
+  auto& direct = cleanup.backend;
+
+  auto j = job();
+  j.max_attempts = 1;
+  const auto id = b.enqueue(j).id;
+  // The lost claim is the one with this (otherwise unused) lease: "$6\r\n123457\r\n" is
+  // that argument as Redis receives it.
+  proxy.drop_reply_to("$6\r\n123457\r\n");
+  std::vector<jobq::JobRecord> got;
+  try {
+    got = b.claim(from({"q"}, 1, 123457ms));
+  } catch (const jobq::Error& e) {
+    WARN("the claim threw: " << e.what());
+  }
+  REQUIRE(proxy.dropped() == 1);
+  if (got.empty()) got = b.claim(from({"q"}, 1, 1h));
+  if (got.empty()) {
+    // Not given back: leased to nobody until the lost lease ends, and that uses its attempt.
+    clock.advance(124s);
+    b.recover_expired();
+    const auto after = direct.get(id);
+    REQUIRE(after);
+    FAIL("the lost claim's job was not given back; when the lease ended it was "
+         << jobq::to_string(after->state) << " after " << after->attempts << " attempt(s), never run");
+  }
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].id == id);
+  CHECK(got[0].attempts == 1);
+  CHECK(b.complete(id, got[0].lease_token, nullptr));
+  clock.advance(1h);  // nothing of the lost claim is left to expire
+  const auto recovered = b.recover_expired();
+  CHECK(recovered.retried + recovered.dead == 0);
+  const auto done = direct.get(id);
+  REQUIRE(done);
+  CHECK(done->state == JobState::completed);
+  CHECK(done->attempts == 1);
+  CHECK(done->errors.empty());
+}
+
+TEST_CASE("undoing a lost claim gives back its group slot and rate-limit start, and wakes waiters",
+          "[redis][reconnect][lost-claim]") {
+  jobq::ManualClock clock;
+  const auto prefix = redis_test::unique_prefix();
+  auto opt = redis_test::options(clock.fn(), prefix);
+  opt.pool_size = 1;
+  Store cleanup(prefix, opt);
+  redis_test::ReplyDropper proxy(server_url());
+  jobq::RedisBackend b(proxy.url(), opt);
+  auto& direct = cleanup.backend;
+  direct.set_queue_limits("q", {jobq::RateLimit{2, 1h}, 1});
+  std::vector<jobq::JobId> ids;
+  for (int i = 0; i < 2; ++i) {
+    auto j = job("q", {{"n", i}});
+    j.group = "g";
+    j.max_attempts = 1;
+    ids.push_back(direct.enqueue(j).id);
+  }
+  // Waiting workers BLPOP the queue's wake list; nothing in a claim pushes to it, the undo does.
+  const auto wake_key = prefix + ":{q}:wake";
+  direct.command({"DEL", wake_key});
+  proxy.drop_reply_to("$6\r\n123457\r\n");
+  std::vector<jobq::JobRecord> got;
+  try {
+    got = b.claim(from({"q"}, 2, 123457ms));
+  } catch (const jobq::Error& e) {
+    WARN("the claim threw: " << e.what());
+  }
+  REQUIRE(proxy.dropped() == 1);
+  if (got.empty()) got = b.claim(from({"q"}, 2, 1h));
+  CHECK(direct.command({"LLEN", wake_key}).integer > 0);
+  // Group limit 1: one job at a time, the first; the lost claim's slot and start are given back,
+  // so the rate limit (2 per hour) still lets the second job start after the first.
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].id == ids[0]);
+  CHECK(got[0].attempts == 1);
+  CHECK(b.complete(ids[0], got[0].lease_token, nullptr));
+  auto second = b.claim(from({"q"}, 2, 1h));
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].id == ids[1]);
+  CHECK(second[0].attempts == 1);
 }
 
 TEST_CASE("wait_for_work blocks, wakes on another client's enqueue and on due delayed jobs",

@@ -649,13 +649,28 @@ class RedisBackend {
     }
     if (req.limit == 0 || queues.empty()) return {};
     const auto limit = std::min<std::size_t>(req.limit, 1000);
+    const auto lease = std::max<Millis::rep>(req.lease.count(), 0);
     Args keys;
     for (const auto& q : queues) append_queue_keys(keys, q, Script::claim);
-    const Args argv{std::to_string(to_epoch_ms(now())), std::to_string(limit),
-                    std::to_string(std::max<Millis::rep>(req.lease.count(), 0)), detail::new_lease_token()};
-    // Not resent after a lost reply: the jobs it may have leased are recovered when the lease ends.
-    const auto reply = run(false, [&](Connection& c, bool) { return eval(c, Script::claim, keys, argv); });
-    expect_ok(reply, "claim");
+    // A claim whose reply was lost may have leased jobs nobody will run: it is remembered (its
+    // token seed and lease deadline identify its jobs) and undone, attempts not counted, before
+    // the next claim on a new connection or recover_expired; then it is sent again afresh.
+    const auto reply = run(true, [&](Connection& c, bool) {
+      undo_lost_claims(c);
+      const auto t = to_epoch_ms(now());
+      LostClaim sent{queues, detail::new_lease_token(), std::to_string(t + lease)};
+      Reply r;
+      try {
+        r = eval(c, Script::claim, keys, {std::to_string(t), std::to_string(limit), std::to_string(lease), sent.seed});
+      } catch (const detail::redis::Rejected&) {
+        throw;  // refused (LOADING, ...): not run
+      } catch (const RedisError& e) {
+        if (e.is_transient()) remember_lost_claim(std::move(sent));
+        throw;
+      }
+      expect_ok(r, "claim");
+      return r;
+    });
     if (reply->type != REDIS_REPLY_ARRAY) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to claim");
     if (reply->elements % 4 != 0) throw RedisError(ErrorCategory::backend, "redis: unexpected reply to claim");
     std::vector<JobRecord> out;
@@ -802,7 +817,10 @@ class RedisBackend {
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired, in
   /// every queue this store has seen.
   Recovered recover_expired() {
-    const auto members = run(true, [&](Connection& c, bool) { return c.command({"SMEMBERS", global_key("queues")}); });
+    const auto members = run(true, [&](Connection& c, bool) {
+      undo_lost_claims(c);  // before their leases can expire here
+      return c.command({"SMEMBERS", global_key("queues")});
+    });
     expect_ok(members, "recover_expired (SMEMBERS)");
     std::vector<std::string> pending;
     for (std::size_t i = 0; i < members->elements; ++i) {
@@ -1461,6 +1479,57 @@ class RedisBackend {
     return replies;
   }
 
+  // --- claims whose reply was lost ---------------------------------------------------------
+
+  struct LostClaim {
+    std::vector<std::string> queues;
+    std::string seed;      // the claim's token seed: its jobs' tokens are seed + 6 hex digits
+    std::string deadline;  // the claim's now + lease: its jobs' score in Q:leases
+  };
+
+  void remember_lost_claim(LostClaim lost) {
+    std::lock_guard lock(lost_mutex_);
+    lost_claims_.push_back(std::move(lost));
+  }
+
+  // Gives back the jobs of remembered lost claims (Script::undo_claim), one call per set of
+  // queues; kept for the next try if the connection fails (undoing twice changes nothing).
+  void undo_lost_claims(Connection& c) {
+    std::vector<LostClaim> lost;
+    {
+      std::lock_guard lock(lost_mutex_);
+      if (lost_claims_.empty()) return;
+      lost.swap(lost_claims_);
+    }
+    try {
+      std::vector<Cmd> cmds;
+      std::vector<const std::vector<std::string>*> sets;
+      const auto t = now_str();
+      for (const auto& l : lost) {
+        auto at = std::find_if(sets.begin(), sets.end(), [&](const auto* qs) { return *qs == l.queues; });
+        if (at == sets.end()) {
+          Args keys;
+          for (const auto& q : l.queues) append_queue_keys(keys, q, Script::undo_claim);
+          cmds.push_back({script_args(Script::undo_claim, keys, {t}), Script::undo_claim});
+          sets.push_back(&l.queues);
+          at = sets.end() - 1;
+        }
+        auto& args = cmds[static_cast<std::size_t>(at - sets.begin())].args;
+        args.push_back(l.seed);
+        args.push_back(l.deadline);
+      }
+      for (const auto& r : exec(c, cmds)) expect_ok(r, "undoing a claim whose reply was lost");
+    } catch (const RedisError& e) {
+      // A permanent error (a key of the wrong type) would fail every later claim: dropped, and
+      // those jobs are recovered when their leases end.
+      if (e.is_transient()) {
+        std::lock_guard lock(lost_mutex_);
+        lost_claims_.insert(lost_claims_.end(), std::make_move_iterator(lost.begin()), std::make_move_iterator(lost.end()));
+      }
+      throw;
+    }
+  }
+
   static bool is_noscript(const Reply& r) {
     return detail::redis::is_error(r) && text(r.get()).starts_with("NOSCRIPT");
   }
@@ -1821,6 +1890,9 @@ class RedisBackend {
 
   std::mutex keys_mutex_;
   std::unordered_map<std::string, std::shared_ptr<const std::vector<std::string>>> key_names_;  // queue -> its keys
+
+  std::mutex lost_mutex_;
+  std::vector<LostClaim> lost_claims_;  // claims whose reply was lost, to undo
 
   std::mutex cache_mutex_;
   std::unordered_map<JobId, std::uint32_t> queue_of_;  // ids never move between queues

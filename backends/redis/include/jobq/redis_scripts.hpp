@@ -85,7 +85,7 @@ inline constexpr std::size_t hot_fields = 11;
 /// @brief The scripts, in the order of `script_bodies`.
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
-  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, count_
+  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim, count_
 };
 
 /// @brief How many scripts there are.
@@ -1256,6 +1256,47 @@ repeat
 until moved == 0
 wake(1, math.max(n, 1))
 return 1
+)lua",
+
+// undo_claim: gives back the jobs of claims whose reply never reached the client, without
+// counting their attempt. KEYS: NK per queue of the claims (the claim's queues). ARGV: now, then
+// per claim: its token seed and its lease deadline (the claim's now + lease). Returns the number
+// of jobs given back.
+// The claim records nothing for this: its jobs are found through Q:leases, where they all have
+// the claim's deadline as score, and their tokens start with its seed (seed .. hex6). The hot
+// claim path stays as it is; only this rare call pays one ZRANGEBYSCORE per claim and queue.
+// Nobody else knows these tokens, so a job that still has one is exactly as the claim left
+// it: active, attempts + 1, last token and outcome untouched. It goes back to its place in the
+// ready set (same run_at), and its group and rate-limit counts are taken back.
+R"lua(
+-- lazy grouping: left_active
+local now = tonumber(ARGV[1])
+local undone = 0
+for q = 1, nqueues() do
+  errors().check_types(q)
+  for i = 2, #ARGV, 2 do
+    local seed, deadline = ARGV[i], ARGV[i + 1]
+    local given = {}
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', key(q, LEASES), deadline, deadline)) do
+      local h = hot(q, id)
+      if h and h.state == 'active' and #h.token == #seed + 6 and string.sub(h.token, 1, #seed) == seed then
+        h.attempts = math.max(h.attempts - 1, 0)
+        requeue(q, id, h, h.run_at, now)
+        given[#given + 1] = id
+      end
+    end
+    if #given > 0 then
+      grouping()(q, given)
+      local member = seed .. ':' .. #given  -- the claim's rate-limit entry, if all its jobs came back
+      if redis.call('ZSCORE', key(q, STARTS), member) then
+        redis.call('ZREM', key(q, STARTS), member)
+        redis.call('HINCRBY', key(q, LIMITS), 'rate_used', 0 - #given)
+      end
+      undone = undone + #given
+    end
+  end
+end
+return undone
 )lua",
 };
 
