@@ -71,9 +71,6 @@ TEST_CASE("open_backend: refused URLs never show the password", "[security]") {
     CHECK(msg.find(secret) == std::string::npos);
     CHECK(msg.find("***") != std::string::npos);
   }
-  CHECK(jobq::mask_url(std::string("postgresql://u:") + secret + "@h/db?sslmode=require") ==
-        "postgresql://u:***@h/db?sslmode=require");
-  CHECK(jobq::mask_url(std::string("host=h password=") + secret + " dbname=x") == "host=h password=*** dbname=x");
   CHECK(jobq::parse_backend_url("sqlite:///var/lib/jobs.db").target == "/var/lib/jobs.db");
   CHECK(jobq::parse_backend_url("redis://h:1/0").kind == "redis");
 }
