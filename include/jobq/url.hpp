@@ -27,8 +27,9 @@ constexpr bool is_space(char c) noexcept {
 
 constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-/// @brief Where the text after "scheme://" starts, or npos when `s` does not start with a
-/// URI scheme ([A-Za-z][A-Za-z0-9+.-]*://); such a string is read as libpq keyword/value pairs.
+/// @brief Where the text after "scheme://" (or "scheme:") starts, or npos when `s` does not
+/// start with a URI scheme ([A-Za-z][A-Za-z0-9+.-]*:); such a string is read as libpq
+/// keyword/value pairs.
 constexpr std::size_t after_scheme(std::string_view s) noexcept {
   const auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   if (s.empty() || !alpha(s[0])) return std::string_view::npos;
@@ -36,7 +37,8 @@ constexpr std::size_t after_scheme(std::string_view s) noexcept {
   while (i < s.size() && (alpha(s[i]) || (s[i] >= '0' && s[i] <= '9') || s[i] == '+' || s[i] == '.' || s[i] == '-')) {
     ++i;
   }
-  return s.substr(i, 3) == "://" ? i + 3 : std::string_view::npos;
+  if (i >= s.size() || s[i] != ':') return std::string_view::npos;
+  return s.substr(i, 3) == "://" ? i + 3 : i + 1;
 }
 
 constexpr int hex_value(char c) noexcept {

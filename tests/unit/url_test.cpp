@@ -16,6 +16,7 @@ TEST_CASE("mask_url hides the password of user:password@", "[url]") {
   CHECK(mask_url("rediss://bob:secret@[::1]:6380/2") == "rediss://bob:***@[::1]:6380/2");
   CHECK(mask_url("mongodb://admin:hunter2@db:27017/jobs") == "mongodb://admin:***@db:27017/jobs");
   CHECK(mask_url("postgresql://app:@db/app") == "postgresql://app:***@db/app");
+  CHECK(mask_url("sqlite:relative:secret@x") == "sqlite:relative:***@x");  // no "//"
   // What a password may hold unencoded or wrongly encoded: the password runs to the last '@'.
   for (const std::string pw : {"S3CRET/pw", "S3@CRET", "S3:CRET", "S3[CRET", "S3]C[RET", "S3?CRET", "S3#CRET",
                                "S3CRET%zz", "S3CRET%00", "S3%41CRET", "S3CRET%", "S3 CRET", "a/b@c:d?e#f"}) {
