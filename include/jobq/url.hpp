@@ -101,7 +101,7 @@ inline void add_url_spans(std::string_view s, std::size_t start, std::size_t bas
   if (query == std::string_view::npos) return;
   bool after_secret = false;
   for (auto p = query + 1; p <= s.size();) {
-    auto e = s.find('&', p);
+    auto e = s.find_first_of("&?", p);  // libpq splits at '&' only: a '?' here hides a little more
     if (e == std::string_view::npos) e = s.size();
     const auto param = s.substr(p, e - p);
     const auto eq = param.find('=');
@@ -140,10 +140,13 @@ inline void add_keyword_spans(std::string_view s, std::size_t base, std::vector<
     i = j + 1;
     while (i < s.size() && is_space(s[i])) ++i;
     const auto value_begin = i;
-    if (i < s.size() && s[i] == '\'') {
+    const bool quoted = i < s.size() && s[i] == '\'';
+    bool closed = false;
+    if (quoted) {
       for (++i; i < s.size() && s[i] != '\''; ++i) {
         if (s[i] == '\\') ++i;
       }
+      closed = i < s.size();
       i = std::min(i + 1, s.size());
     } else {
       for (; i < s.size() && !is_space(s[i]); ++i) {
@@ -157,9 +160,10 @@ inline void add_keyword_spans(std::string_view s, std::size_t base, std::vector<
     } else {
       auto value = s.substr(value_begin, i - value_begin);
       auto value_base = base + value_begin;
-      if (value.size() >= 2 && value.front() == '\'') {
-        value = value.substr(1, value.size() - 2);
+      if (quoted) {
+        value.remove_prefix(1);
         ++value_base;
+        if (closed) value.remove_suffix(1);
       }
       add_password_spans(value, value_base, out);
     }
