@@ -27,9 +27,9 @@ constexpr bool is_space(char c) noexcept {
 
 constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-/// @brief Where the text after "scheme://" (or "scheme:") starts, or npos when `s` does not
-/// start with a URI scheme ([A-Za-z][A-Za-z0-9+.-]*:); such a string is read as libpq
-/// keyword/value pairs.
+/// @brief Where the userinfo of a URL may start: after "scheme://", or at the ':' of
+/// "scheme:" (no "//": `sqlite:path:pw@x` hides everything after the scheme up to the '@').
+/// npos when `s` does not start with a URI scheme ([A-Za-z][A-Za-z0-9+.-]*:).
 constexpr std::size_t after_scheme(std::string_view s) noexcept {
   const auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   if (s.empty() || !alpha(s[0])) return std::string_view::npos;
@@ -38,7 +38,7 @@ constexpr std::size_t after_scheme(std::string_view s) noexcept {
     ++i;
   }
   if (i >= s.size() || s[i] != ':') return std::string_view::npos;
-  return s.substr(i, 3) == "://" ? i + 3 : i + 1;
+  return s.substr(i, 3) == "://" ? i + 3 : i;
 }
 
 constexpr int hex_value(char c) noexcept {
@@ -134,9 +134,14 @@ inline void add_keyword_spans(std::string_view s, std::size_t base, std::vector<
     auto j = i;
     while (j < s.size() && is_space(s[j])) ++j;
     if (j >= s.size() || s[j] != '=') {  // a word without '='
-      if (after_secret) out.back().end = base + i;
+      if (after_secret) {
+        out.back().end = base + i;
+      } else {
+        add_password_spans(key, base + key_begin, out);  // "redis://u:pw@h" pasted in
+      }
       continue;
     }
+    add_password_spans(key, base + key_begin, out);
     i = j + 1;
     while (i < s.size() && is_space(s[i])) ++i;
     const auto value_begin = i;
@@ -170,12 +175,14 @@ inline void add_keyword_spans(std::string_view s, std::size_t base, std::vector<
   }
 }
 
-/// @brief Adds the spans of `s` (offset by `base`) that hold a password, in order.
+/// @brief Adds the spans of `s` (offset by `base`) that hold a password.
 inline void add_password_spans(std::string_view s, std::size_t base, std::vector<Span>& out) {
   if (const auto start = after_scheme(s); start != std::string_view::npos) {
     add_url_spans(s, start, base, out);
   } else if (s.find('=') != std::string_view::npos) {
     add_keyword_spans(s, base, out);
+  } else {  // maybe a URL behind something (" redis://u:pw@h"): all from the first ':' to the last '@'
+    add_url_spans(s, 0, base, out);
   }
 }
 

@@ -6,7 +6,7 @@
 //
 // - Planted: an input with exactly one byte 0x01 is a template; the 0x01 becomes the
 //   password token (`planted`). Where the template puts it in a password, no text may contain
-//   the token: in a URL ("scheme:" or "scheme://") between the first ':' after the scheme and
+//   the token: in a URL between the first ':' after "scheme://" (or the ':' of "scheme:") and
 //   the last '@' (a password may hold '/', '@', '[', '?', bad %-escapes...), or right after
 //   "?password=" / "&password=" behind that '@'; in libpq keyword/value pairs right after
 //   "password=" at the start or after whitespace.
@@ -44,7 +44,8 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Where the text after "scheme:" or "scheme://" starts, or npos (a keyword/value string).
+// Where the userinfo may start: after "scheme://", at the ':' of "scheme:", or npos (a
+// keyword/value string).
 std::size_t after_scheme(std::string_view s) {
   if (s.empty() || !std::isalpha(static_cast<unsigned char>(s[0]))) return std::string_view::npos;
   std::size_t i = 1;
@@ -52,7 +53,7 @@ std::size_t after_scheme(std::string_view s) {
     ++i;
   }
   if (i >= s.size() || s[i] != ':') return std::string_view::npos;
-  return s.substr(i, 3) == "://" ? i + 3 : i + 1;
+  return s.substr(i, 3) == "://" ? i + 3 : i;
 }
 
 // True if the token at `p` (in the URL after planting) lies in a password, by the rules above.
@@ -98,9 +99,23 @@ std::string with_other_password(std::string_view url, const std::string& pw) {
   return out.replace(at + 1, pw.size(), other);
 }
 
+// `s` printable: other bytes as \xNN.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
 [[noreturn]] void leak(std::string_view text, std::string_view url, const char* where) {
-  std::fprintf(stderr, "%s shows the password of '%.*s': %.*s\n", where, static_cast<int>(url.size()), url.data(),
-               static_cast<int>(text.size()), text.data());
+  std::fprintf(stderr, "%s shows the password of '%s': %s\n", where, printable(url).c_str(), printable(text).c_str());
   std::abort();
 }
 

@@ -16,7 +16,14 @@ TEST_CASE("mask_url hides the password of user:password@", "[url]") {
   CHECK(mask_url("rediss://bob:secret@[::1]:6380/2") == "rediss://bob:***@[::1]:6380/2");
   CHECK(mask_url("mongodb://admin:hunter2@db:27017/jobs") == "mongodb://admin:***@db:27017/jobs");
   CHECK(mask_url("postgresql://app:@db/app") == "postgresql://app:***@db/app");
-  CHECK(mask_url("sqlite:relative:secret@x") == "sqlite:relative:***@x");  // no "//"
+  CHECK(mask_url("sqlite:relative:secret@x") == "sqlite:***@x");  // no "//": all up to the '@'
+  CHECK(mask_url("host=h dbname=post:secret@h/x") == "host=h dbname=post:***@h/x");
+  // Something before the scheme (a pasted space, a variable name) does not hide the URL.
+  CHECK(mask_url(" redis://u:secret@h/0") == " redis:***@h/0");
+  CHECK(mask_url(std::string("r\0edis://u:secret@h/0", 21)) == std::string("r\0edis:***@h/0", 14));
+  CHECK(mask_url("JOBQ_URL=redis://u:secret@h/0") == "JOBQ_URL=redis://u:***@h/0");
+  CHECK(mask_url("url: redis://u:secret@h/0?password=x") == "url:***@h/0?password=***");  // "url:" as scheme
+  CHECK(mask_url("x= :secret@://") == "x= :***@://");
   // What a password may hold unencoded or wrongly encoded: the password runs to the last '@'.
   for (const std::string pw : {"S3CRET/pw", "S3@CRET", "S3:CRET", "S3[CRET", "S3]C[RET", "S3?CRET", "S3#CRET",
                                "S3CRET%zz", "S3CRET%00", "S3%41CRET", "S3CRET%", "S3 CRET", "a/b@c:d?e#f"}) {

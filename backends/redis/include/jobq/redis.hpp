@@ -117,13 +117,14 @@ inline std::string percent_decode(std::string_view s, const std::string& masked)
   return out;
 }
 
-/// @brief A decimal in [lo, hi]; throws InvalidArgument naming `what`.
+/// @brief A decimal in [lo, hi]; throws InvalidArgument naming `what` (not quoting `s`, which
+/// may hold a password: `redis://h/0&password=x`; the masked URL shows it).
 inline int parse_int(std::string_view s, int lo, int hi, const char* what, const std::string& masked) {
   int v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) {
-    throw InvalidArgument("redis URL '" + masked + "' has an invalid " + what + " '" +
-                          std::string(s) + "'");
+    throw InvalidArgument("redis URL '" + masked + "' has an invalid " + what + " (expected " + std::to_string(lo) +
+                          ".." + std::to_string(hi) + ")");
   }
   return v;
 }
