@@ -218,7 +218,7 @@ inline std::vector<std::string> secrets_of(std::string_view conninfo) {
     if (!inner.empty() && inner.back() == '\'') inner.remove_suffix(1);
     std::string unescaped;
     for (std::size_t i = 0; i < inner.size(); ++i) {
-      if (inner[i] == '\\' && i + 1 < inner.size()) ++i;
+      if (inner[i] == '\\' && ++i == inner.size()) break;  // as libpq: a last backslash is dropped
       unescaped += inner[i];
     }
     add(std::move(unescaped));

@@ -85,4 +85,5 @@ TEST_CASE("scrub removes every form of the password from a foreign message", "[u
   CHECK(jobq::detail::url::scrub("saw p%41ss and pAss and other", url) == "saw *** and *** and ***");
   CHECK(jobq::detail::url::scrub("no secret here", "host=h password='a b\\'c'") == "no secret here");
   CHECK(jobq::detail::url::scrub("db \"a b'c\" missing", "host=h password='a b\\'c'") == "db \"***\" missing");
+  CHECK(jobq::detail::url::scrub("auth \"pw\" failed", "password=pw\\") == "auth \"***\" failed");  // libpq drops a last '\\'
 }
