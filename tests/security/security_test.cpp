@@ -149,6 +149,8 @@ TEST_CASE("PostgreSQL: malformed connection strings never show any piece of the 
       "postgresql://u:5432/" + pw + "@" + server + "/db",
       "postgresql://u:" + h + "@" + t + "@" + server + "/db",
       "postgresql://u:" + pw + "@" + server + "/db?application_name=x@y",
+      "postgresql://" + server + ",h&password=" + pw + ":1,/db",  // a password= before the query
+      "postgresql://" + server + "/db password=" + pw,
       // the password in other forms, each next to a refused part
       "postgresql://u:" + h + "[" + t + "@" + server + "/db?sslmode=bogus",
       "postgresql://u:" + h + "?" + t + "@" + server + "/db?no_such_option=1",

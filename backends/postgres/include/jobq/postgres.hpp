@@ -181,6 +181,14 @@ inline std::string describe_conninfo(const std::string& conninfo) {
                             "': an unencoded '/' or '@' in the user name or password, or an '@' after "
                             "the host; write them as %2F and %40");
     }
+    // libpq would take a password= before the query for part of the host or database name.
+    const auto query = s.find('?', at == std::string_view::npos ? scheme.size() : at + 1);
+    for (const auto sp : url::password_spans(s)) {
+      if (sp.end != at && (query == std::string_view::npos || sp.begin < query)) {
+        throw InvalidArgument("postgres: invalid connection string '" + masked +
+                              "': a password parameter outside the query string (after '?')");
+      }
+    }
   }
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
