@@ -44,8 +44,8 @@ run_config() {
 }
 
 # libFuzzer targets built with clang (tests/fuzz); each runs for a bounded time from a copy of its
-# seed corpus. A crash fails the run and leaves its input in build/ci-fuzz/artifacts: fix it and
-# add the input to tests/fuzz/regressions/<target>/ (every configuration replays those).
+# seed corpus and its regression inputs (the url target's planted-password templates are there).
+# A crash fails the run and leaves its input in build/ci-fuzz/artifacts: fix it and add the input to tests/fuzz/regressions/<target>/ (every configuration replays those).
 run_fuzz() {
   local dir="$ROOT/build/ci-fuzz" t
   echo "== [fuzz] configure + build (clang)"
@@ -60,7 +60,9 @@ run_fuzz() {
     work="$(mktemp -d)"
     echo "== [fuzz] $name: ${FUZZ_SECONDS:-30} s"
     if ! "$t" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$dir/artifacts/$name-" "$work" "$ROOT/tests/fuzz/corpus/$name" >"$dir/$name.log" 2>&1; then
+      -artifact_prefix="$dir/artifacts/$name-" "$work" "$ROOT/tests/fuzz/corpus/$name" \
+      $( [ -d "$ROOT/tests/fuzz/regressions/$name" ] && echo "$ROOT/tests/fuzz/regressions/$name" ) \
+      >"$dir/$name.log" 2>&1; then
       tail -n 60 "$dir/$name.log" >&2
       echo "fuzz target $name failed: the input is in $dir/artifacts" >&2
       exit 1

@@ -14,4 +14,5 @@
 #include "jobq/queue.hpp"
 #include "jobq/schedule.hpp"
 #include "jobq/time.hpp"
+#include "jobq/url.hpp"
 #include "jobq/worker.hpp"

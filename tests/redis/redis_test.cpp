@@ -181,6 +181,21 @@ TEST_CASE("redis URLs are parsed, and malformed ones refused without echoing the
   u = parse_url("redis://[::1]:7000/");
   CHECK(u.host == "::1");
   CHECK(u.port == 7000);
+  // The userinfo runs to the last '@': base64 passwords hold '/', others '@', '?', '#', ':'.
+  u = parse_url("redis://u:S3CRET/pw@127.0.0.1:6379/0");
+  CHECK(u.user == "u");
+  CHECK(u.password == "S3CRET/pw");
+  CHECK(u.host == "127.0.0.1");
+  CHECK(u.port == 6379);
+  CHECK(u.db == 0);
+  CHECK(u.masked == "redis://u:***@127.0.0.1:6379/0");
+  u = parse_url("redis://:a/b@c?d#e:f@[::1]:7000/4");
+  CHECK(u.user.empty());
+  CHECK(u.password == "a/b@c?d#e:f");
+  CHECK(u.host == "::1");
+  CHECK(u.port == 7000);
+  CHECK(u.db == 4);
+  CHECK(u.masked == "redis://:***@[::1]:7000/4");
 
   for (const std::string bad : {"", "localhost:6379", "http://x:1/0", "redis://", "redis://:1/0",
                                 "redis://h:notaport/0", "redis://h:0/0", "redis://h:70000/0", "redis://h:/0",

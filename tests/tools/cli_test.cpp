@@ -328,4 +328,17 @@ TEST_CASE("jobq CLI: usage and connection errors") {
   r = jobq_cli({"--url", "redis://:s3cret-pw@127.0.0.1:1/0", "queues", "-q", "a"});
   CHECK(r.rc == 1);
   CHECK(r.err.find("s3cret-pw") == std::string::npos);
+  // malformed URLs (issue 23): no piece of the password shows, wherever a parser cuts it
+  for (const std::string url :
+       {"postgresql://u:S3CRETpw@[::1/db", "postgresql://u:S3CRETpw@[]:5432", "postgresql://u:S3CRETpw@[::1]x",
+        "postgresql://u:S3CRET%zzpw@127.0.0.1:1/db", "postgresql://u:S3CRET%00pw@127.0.0.1:1/db",
+        "postgresql://u:S3CRET/pw@127.0.0.1:1/db", "postgresql://u:S3CRET@pw@127.0.0.1:1/db",
+        "redis://u:S3CRET/pw@127.0.0.1:1/0", "redis://u:S3CRET/pw@127.0.0.1:x/0", "rediss://u:S3CRET/pw@h/0"}) {
+    INFO(url);
+    r = jobq_cli({"--url", url, "queues", "-q", "a"});
+    INFO(r.err);
+    CHECK(r.rc != 0);
+    CHECK(r.err.find("S3CRET") == std::string::npos);
+    CHECK(r.out.find("S3CRET") == std::string::npos);
+  }
 }

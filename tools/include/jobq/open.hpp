@@ -13,6 +13,7 @@
 #include "jobq/error.hpp"
 #include "jobq/memory.hpp"
 #include "jobq/time.hpp"
+#include "jobq/url.hpp"  // jobq::mask_url
 #if JOBQ_OPEN_WITH_SQLITE
 #include "jobq/sqlite.hpp"
 #endif
@@ -31,26 +32,6 @@ struct OpenOptions {
   std::string postgres_schema{};   ///< PostgreSQL schema; empty = the backend's default ("jobq")
   std::string redis_prefix{};      ///< Redis key prefix; empty = the backend's default ("jobq")
 };
-
-/// @brief `url` with any password replaced by *** (user:secret@ and password=secret forms);
-/// safe to print or put in an error message.
-inline std::string mask_url(std::string_view url) {
-  std::string out(url);
-  const auto scheme = out.find("://");
-  const auto start = scheme == std::string::npos ? 0 : scheme + 3;
-  const auto end_authority = out.find_first_of("/?#", start);
-  const auto at = out.rfind('@', end_authority == std::string::npos ? out.size() : end_authority);
-  if (at != std::string::npos && at >= start) {
-    const auto colon = out.find(':', start);
-    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
-  }
-  for (std::size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
-    const auto v = p + 9;
-    const auto e = out.find_first_of("& ", v);
-    out.replace(v, (e == std::string::npos ? out.size() : e) - v, "***");
-  }
-  return out;
-}
 
 /// @brief What a backend URL names, found without opening or connecting to anything.
 struct BackendUrl {

@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/url.hpp"
 
 namespace jobq {
 
@@ -144,6 +145,71 @@ inline std::string clean_message(std::string_view raw, std::string* state) {
   return trim(out);
 }
 
+/// Why libpq refused to parse a connection string, in words of our own: libpq's messages
+/// quote the string or a piece of it, and that piece may be the password.
+inline std::string_view parse_failure_reason(std::string_view libpq_message) {
+  constexpr std::pair<std::string_view, std::string_view> reasons[] = {
+      {"IPv6 host address", "a malformed [IPv6] host"},
+      {"unexpected character", "an unexpected character after the host"},
+      {"invalid percent-encoded token", "a malformed %-escape"},
+      {"forbidden value %00", "a %00 escape"},
+      {"query parameter", "a malformed query parameter"},
+      {"invalid connection option", "an unknown parameter"},
+      {"missing \"=\"", "a word without '=' (quote values that hold spaces: key='a b')"},
+      {"unterminated quoted string", "an unterminated quoted value"},
+  };
+  for (const auto& [found, reason] : reasons) {
+    if (libpq_message.find(found) != std::string_view::npos) return reason;
+  }
+  return "libpq cannot parse it";
+}
+
+/// user@host:port/dbname of a connection string (libpq URI or keyword/value pairs), never its
+/// password; also the check that it parses (InvalidArgument, the string masked, otherwise).
+/// A URI that libpq and jobq::mask_url would split differently is refused: libpq ends the
+/// userinfo at the first '@' or '/', so an unencoded '/' or '@' in a password puts the rest
+/// of it into the host, port or database name, which messages show.
+inline std::string describe_conninfo(const std::string& conninfo) {
+  const auto masked = jobq::mask_url(conninfo);
+  const std::string_view s(conninfo);
+  for (std::string_view scheme : {"postgresql://", "postgres://"}) {
+    if (!s.starts_with(scheme)) continue;
+    const auto at = s.rfind('@');
+    const auto colon = s.find(':', scheme.size());
+    if (at != std::string_view::npos && colon < at && s.find_first_of("@/", scheme.size()) != at) {
+      throw InvalidArgument("postgres: invalid connection string '" + masked +
+                            "': an unencoded '/' or '@' in the user name or password, or an '@' after "
+                            "the host; write them as %2F and %40");
+    }
+    // libpq would take a password= before the query for part of the host or database name.
+    const auto query = s.find('?', at == std::string_view::npos ? scheme.size() : at + 1);
+    for (const auto sp : url::password_spans(s)) {
+      if (sp.end != at && (query == std::string_view::npos || sp.begin < query)) {
+        throw InvalidArgument("postgres: invalid connection string '" + masked +
+                              "': a password parameter outside the query string (after '?')");
+      }
+    }
+  }
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts == nullptr) {
+    const std::string reason(err != nullptr ? parse_failure_reason(err) : "out of memory");
+    if (err != nullptr) PQfreemem(err);
+    throw InvalidArgument("postgres: invalid connection string '" + masked + "': " + reason);
+  }
+  std::unordered_map<std::string, std::string> v;
+  for (auto* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr) v[o->keyword] = o->val;
+  }
+  PQconninfoFree(opts);
+  std::string out = "postgresql://";
+  if (v.contains("user")) out += v["user"] + "@";
+  out += v.contains("host") ? v["host"] : (v.contains("hostaddr") ? v["hostaddr"] : "localhost");
+  if (v.contains("port")) out += ":" + v["port"];
+  if (v.contains("dbname")) out += "/" + jobq::mask_url(v["dbname"]);  // dbname=postgresql://u:pw@h/x
+  return url::scrub(std::move(out), conninfo);
+}
+
 /// A PostgreSQL array literal of text elements ({"a","b\"c",NULL}).
 inline std::string text_array(const std::vector<Param>& items) {
   std::string out = "{";
@@ -225,7 +291,7 @@ class PostgresBackend {
   explicit PostgresBackend(std::string conninfo, PostgresOptions options = {})
       : conninfo_(std::move(conninfo)), opt_(std::move(options)) {
     validate_options();
-    target_ = describe_target(conninfo_);
+    target_ = detail::pg::describe_conninfo(conninfo_);
     schema_q_ = detail::pg::quote_ident(opt_.schema);
     channel_ = "jobq:" + opt_.schema;
     events_channel_ = channel_ + ":events";
@@ -798,29 +864,6 @@ class PostgresBackend {
     }
   }
 
-  /// user@host:port/dbname from the connection string, never its password. Also the check that
-  /// the string parses at all (InvalidArgument otherwise).
-  static std::string describe_target(const std::string& conninfo) {
-    char* err = nullptr;
-    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-    if (opts == nullptr) {
-      std::string msg = err != nullptr ? detail::pg::trim(err) : "out of memory";
-      if (err != nullptr) PQfreemem(err);
-      throw InvalidArgument("postgres: invalid connection string: " + msg);
-    }
-    std::unordered_map<std::string, std::string> v;
-    for (auto* o = opts; o->keyword != nullptr; ++o) {
-      if (o->val != nullptr) v[o->keyword] = o->val;
-    }
-    PQconninfoFree(opts);
-    std::string out = "postgresql://";
-    if (v.contains("user")) out += v["user"] + "@";
-    out += v.contains("host") ? v["host"] : (v.contains("hostaddr") ? v["hostaddr"] : "localhost");
-    if (v.contains("port")) out += ":" + v["port"];
-    if (v.contains("dbname")) out += "/" + v["dbname"];
-    return out;
-  }
-
   /// A fresh connection. Connection-time errors carry their SQLSTATE through verbose messages
   /// (there is no PGresult to ask); transient ones become Lost, the rest PostgresError.
   detail::pg::ConnPtr connect() {
@@ -849,7 +892,9 @@ class PostgresBackend {
     }
     if (PQstatus(c.get()) != CONNECTION_OK) {
       std::string state;
-      auto msg = detail::pg::clean_message(PQerrorMessage(c.get()), &state);
+      // libpq quotes what it was given (a host name, a port, a database name): never the
+      // password once describe_conninfo accepted the string, scrubbed all the same.
+      auto msg = detail::url::scrub(detail::pg::clean_message(PQerrorMessage(c.get()), &state), conninfo_);
       if (state.empty() || detail::pg::is_transient_sqlstate(state)) {
         throw detail::pg::Lost{false, "cannot connect to " + target_ + ": " + msg};
       }

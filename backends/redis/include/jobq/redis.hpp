@@ -38,6 +38,7 @@
 
 #include "jobq/backend.hpp"
 #include "jobq/redis_scripts.hpp"
+#include "jobq/url.hpp"
 
 namespace jobq {
 
@@ -97,19 +98,6 @@ struct Url {
   std::string masked;              ///< the URL with the password replaced by ***, for messages
 };
 
-/// @brief The URL with any password replaced by *** (also for URLs that fail to parse).
-inline std::string mask_url(std::string_view url) {
-  const auto scheme = url.find("://");
-  const auto start = scheme == std::string_view::npos ? 0 : scheme + 3;
-  const auto at = url.rfind('@');
-  if (at == std::string_view::npos || at < start) return std::string(url);
-  const auto userinfo = url.substr(start, at - start);
-  const auto colon = userinfo.find(':');
-  if (colon == std::string_view::npos) return std::string(url);
-  return std::string(url.substr(0, start)) + std::string(userinfo.substr(0, colon)) + ":***" +
-         std::string(url.substr(at));
-}
-
 /// @brief Decodes %XX escapes of a URL part; throws InvalidArgument on a bad escape.
 inline std::string percent_decode(std::string_view s, const std::string& masked) {
   std::string out;
@@ -129,13 +117,14 @@ inline std::string percent_decode(std::string_view s, const std::string& masked)
   return out;
 }
 
-/// @brief A decimal in [lo, hi]; throws InvalidArgument naming `what`.
+/// @brief A decimal in [lo, hi]; throws InvalidArgument naming `what` (not quoting `s`, which
+/// may hold a password: `redis://h/0&password=x`; the masked URL shows it).
 inline int parse_int(std::string_view s, int lo, int hi, const char* what, const std::string& masked) {
   int v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) {
-    throw InvalidArgument("redis URL '" + masked + "' has an invalid " + what + " '" +
-                          std::string(s) + "'");
+    throw InvalidArgument("redis URL '" + masked + "' has an invalid " + what + " (expected " + std::to_string(lo) +
+                          ".." + std::to_string(hi) + ")");
   }
   return v;
 }
@@ -153,15 +142,11 @@ inline Url parse_url(std::string_view url) {
                           "' is malformed: expected redis://[user:password@]host:port/db");
   }
   auto rest = url.substr(scheme.size());
-  if (rest.find_first_of("?#") != std::string_view::npos) {
-    throw InvalidArgument("redis URL '" + u.masked + "' has query or fragment parts, which are not supported");
-  }
-  const auto slash = rest.find('/');
-  auto authority = rest.substr(0, slash);
-  const auto path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    const auto userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
+  // The userinfo runs to the last '@', as jobq::mask_url reads it: a password may hold '/',
+  // '?', '#' or '@' unencoded (base64 ones hold '/'); a host, port or database number none.
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    const auto userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
     const auto colon = userinfo.find(':');
     if (colon == std::string_view::npos) {
       u.user = percent_decode(userinfo, u.masked);
@@ -170,6 +155,12 @@ inline Url parse_url(std::string_view url) {
       u.password = percent_decode(userinfo.substr(colon + 1), u.masked);
     }
   }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    throw InvalidArgument("redis URL '" + u.masked + "' has query or fragment parts, which are not supported");
+  }
+  const auto slash = rest.find('/');
+  const auto authority = rest.substr(0, slash);
+  const auto path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
   std::string_view host = authority;
   std::string_view port;
   if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
