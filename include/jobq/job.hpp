@@ -108,13 +108,12 @@ inline void validate_job_name(std::string_view name) {
 }
 
 /// @brief Throws InvalidArgument unless a key (unique key, group) is at most `max` bytes of
-/// UTF-8 without NUL: it is stored as text and read back as JSON by the tools.
+/// valid UTF-8: it is stored as text and read back as JSON by the tools.
 inline void validate_text_key(std::string_view key, const char* what, std::size_t max) {
   if (key.size() > max) {
     throw InvalidArgument(std::string(what) + " is longer than " + std::to_string(max) + " characters");
   }
   if (!detail::is_valid_utf8(key)) throw InvalidArgument(std::string(what) + " is not valid UTF-8");
-  if (key.find('\0') != std::string_view::npos) throw InvalidArgument(std::string(what) + " contains a NUL byte");
 }
 
 /// @brief A job to be written by Backend::enqueue; Queue fills it from EnqueueOptions.

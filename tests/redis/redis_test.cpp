@@ -528,8 +528,8 @@ TEST_CASE("binary-safe unique keys and very large numbers survive", "[redis]") {
   CHECK(b.get(ra.id)->unique_key == a.unique_key);
 
   auto big = job("q", {{"i64", 9'007'199'254'740'993LL}, {"u64", 18'446'744'073'709'551'615ULL}});
-  big.timeout = jobq::Millis{123'456'789'012'345LL};
-  big.unique_for = jobq::Millis{987'654'321'098'765LL};
+  big.timeout = jobq::max_duration;  // longer ones are refused (issue #23)
+  big.unique_for = jobq::max_duration - jobq::Millis{1};
   big.priority = -2'000'000'000;
   const auto id = b.enqueue(big).id;
   auto r = b.get(id);

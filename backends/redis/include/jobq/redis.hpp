@@ -638,6 +638,7 @@ class RedisBackend {
       validate_queue_name(q);
       if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
     }
+    check_duration(req.lease, "lease");
     if (req.limit == 0 || queues.empty()) return {};
     const auto limit = std::min<std::size_t>(req.limit, 1000);
     const auto lease = std::max<Millis::rep>(req.lease.count(), 0);
@@ -761,6 +762,7 @@ class RedisBackend {
 
   /// @brief Heartbeat: pushes the lease deadline to now + lease.
   bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
     const auto q = queue_of(id);
     if (!q) return false;
     const auto reply = run(true, [&](Connection& c, bool) {
