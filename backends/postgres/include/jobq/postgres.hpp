@@ -1761,7 +1761,7 @@ class PostgresBackend {
     validate(job);
     detail::pg::require_no_nul(job.unique_key, "unique key");
     detail::pg::require_no_nul(job.group, "group key");
-    auto text = dump_for_storage(job.payload, "payload");
+    auto text = job.payload.dump();  // validate(job) ran check_json: no throw, no second walk
     check_payload_size(text.size(), opt_.max_payload_bytes);
     return text;
   }

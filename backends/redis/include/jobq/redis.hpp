@@ -522,7 +522,7 @@ class RedisBackend {
     for (const auto& j : jobs) {
       validate(j);
       if (qindex.emplace(j.queue, queues.size()).second) queues.push_back(j.queue);
-      payloads.push_back(dump_for_storage(j.payload, "payload"));
+      payloads.push_back(j.payload.dump());  // validate(j) ran check_json: no throw, no second walk
       check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
     }
     const auto ids = allocate_ids(jobs.size());

@@ -1458,7 +1458,7 @@ class SqliteBackend {
 
   Encoded encode(const NewJob& job) const {
     validate(job);
-    Encoded e{dump_for_storage(job.payload, "payload"), job.backoff.to_json().dump()};
+    Encoded e{job.payload.dump(), job.backoff.to_json().dump()};  // validate(job) ran check_json
     check_payload_size(e.payload.size(), opt_.max_payload_bytes);
     return e;
   }
