@@ -1,6 +1,6 @@
 // Queue and job name validation against a plain restatement of the rules: a queue name is
-// 1..128 of [A-Za-z0-9_.-]; a job name 1..255 bytes none of which is a space, a control
-// character (<= 0x20) or DEL. Accepting what the rules refuse (a name that would be spliced into
+// 1..128 of [A-Za-z0-9_.-] other than "." and ".."; a job name 1..255 bytes of valid UTF-8
+// none of which is a space, a control character (<= 0x20) or DEL. Accepting what the rules refuse (a name that would be spliced into
 // a Redis key or a URL) or refusing what they allow aborts; the only exception allowed is
 // jobq::InvalidArgument.
 
@@ -20,11 +20,46 @@ bool queue_ok(std::string_view s) {
                     c == '-' || c == '.';
     if (!ok) return false;
   }
+  return s != "." && s != "..";
+}
+
+// UTF-8 per RFC 3629: shortest forms only, no surrogates, nothing above U+10FFFF.
+bool utf8_ok(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (b < 0x80) {
+      len = 1;
+      cp = b;
+    } else if ((b & 0xE0) == 0xC0) {
+      len = 2;
+      cp = b & 0x1F;
+    } else if ((b & 0xF0) == 0xE0) {
+      len = 3;
+      cp = b & 0x0F;
+    } else if ((b & 0xF8) == 0xF0) {
+      len = 4;
+      cp = b & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    const std::uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
   return true;
 }
 
 bool job_ok(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
+  if (s.empty() || s.size() > 255 || !utf8_ok(s)) return false;
   for (unsigned char c : s) {
     if (c <= 0x20 || c == 0x7f) return false;
   }
