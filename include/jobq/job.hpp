@@ -284,6 +284,19 @@ struct ClaimRequest {
   Millis lease{30'000};             ///< lease length; the worker heartbeats before it ends
 };
 
+/// @brief Checks a claim request (queue names, lease) and returns its queues, each once, in the
+/// order given; every backend's claim starts here.
+inline std::vector<std::string> claim_queues(const ClaimRequest& req) {
+  std::vector<std::string> queues;
+  queues.reserve(req.queues.size());
+  for (const auto& q : req.queues) {
+    validate_queue_name(q);
+    if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
+  }
+  check_duration(req.lease, "lease");
+  return queues;
+}
+
 /// @brief One successful attempt to record (Backend::complete_many).
 struct Completion {
   JobId id = 0;            ///< the job

@@ -65,8 +65,7 @@ class MemoryBackend {
 
   /// @brief Leases up to req.limit ready jobs, best first across the queues.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
-    for (const auto& q : req.queues) validate_queue_name(q);
-    check_duration(req.lease, "lease");
+    const auto queues = claim_queues(req);
     std::unique_lock lock(mutex_);
     const auto t = now();
     // Per queue: the next claimable entry of its ready set (skipping groups at their limit)
@@ -77,7 +76,7 @@ class MemoryBackend {
       std::int64_t allowed;
     };
     std::vector<Cursor> cs;
-    for (const auto& name : req.queues) {
+    for (const auto& name : queues) {
       auto& q = queues_[name];
       if (q.paused || std::any_of(cs.begin(), cs.end(), [&](const Cursor& c) { return c.q == &q; })) continue;
       promote_due_locked(q, t);

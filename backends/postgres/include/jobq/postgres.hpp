@@ -385,12 +385,7 @@ class PostgresBackend {
 
   /// @brief Leases up to req.limit ready jobs, best first across the queues, in one statement.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
-    std::vector<std::string> queues;
-    for (const auto& q : req.queues) {
-      validate_queue_name(q);
-      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
-    }
-    check_duration(req.lease, "lease");
+    const auto queues = claim_queues(req);
     if (queues.empty() || req.limit == 0) return {};
     const auto limit = std::min<std::size_t>(req.limit, 10'000);
     std::vector<detail::pg::Param> qp(queues.begin(), queues.end());

@@ -633,12 +633,7 @@ class RedisBackend {
 
   /// @brief Leases up to req.limit (at most 1000) ready jobs, best first across the queues.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
-    std::vector<std::string> queues;
-    for (const auto& q : req.queues) {
-      validate_queue_name(q);
-      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
-    }
-    check_duration(req.lease, "lease");
+    const auto queues = claim_queues(req);
     if (req.limit == 0 || queues.empty()) return {};
     const auto limit = std::min<std::size_t>(req.limit, 1000);
     const auto lease = std::max<Millis::rep>(req.lease.count(), 0);

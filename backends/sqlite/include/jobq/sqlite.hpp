@@ -968,12 +968,7 @@ class SqliteBackend {
   /// it is made dead in the same transaction with an error naming the problem, so it can never
   /// block its queue; its stored columns are kept for inspection and redrive after repair.
   std::vector<JobRecord> claim(const ClaimRequest& req) {
-    std::vector<std::string> queues;
-    for (const auto& q : req.queues) {
-      validate_queue_name(q);
-      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
-    }
-    check_duration(req.lease, "lease");
+    const auto queues = claim_queues(req);
     if (queues.empty() || req.limit == 0) return {};
     const auto limit = static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX));
     auto out = write("claim", [&](detail::sqlite::Connection& c) {
