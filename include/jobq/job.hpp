@@ -337,11 +337,13 @@ struct Recovered {
 };
 
 /// @brief How long finished jobs are kept before Backend::prune deletes them
-/// (measured from finished_at); nullopt keeps them forever.
+/// (measured from finished_at; nullopt keeps them forever by age), and how many of each
+/// finished state a queue keeps at most (the newest by finished_at; 0 = no cap).
 struct Retention {
   std::optional<Millis> completed = std::chrono::hours(24);   ///< keep completed jobs
   std::optional<Millis> dead = std::chrono::hours(24 * 7);    ///< keep dead jobs
   std::optional<Millis> cancelled = std::chrono::hours(24);   ///< keep cancelled jobs
+  std::size_t max_jobs = 0;  ///< keep at most this many per finished state and queue; 0 = no cap
 };
 
 /// @brief At most `max` job starts (claims) per queue in any `window`, across all workers.

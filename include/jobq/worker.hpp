@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -59,7 +60,11 @@ struct WorkerOptions {
   Millis maintenance_interval{5'000};  ///< how often to recover expired leases; 0 = never
   Millis schedule_interval{1'000};     ///< how often to fire due schedules; 0 = never
   Millis shutdown_grace{10'000};       ///< how long stop() waits for running handlers
-  std::optional<Retention> retention{};///< prune finished jobs during maintenance when set
+  /// Finished jobs the worker deletes from its queues (the one place jobq prunes on its own):
+  /// by default completed and cancelled after 24 h, dead after 7 days, and at most 100,000 per
+  /// finished state and queue; nullopt keeps everything.
+  std::optional<Retention> retention = Retention{.max_jobs = 100'000};
+  Millis prune_interval{60'000};       ///< how often to prune (the first right at start); 0 = never
   /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
   std::function<void(const std::exception&)> on_error{};
   /// Called on worker threads for every JobEvent (metrics, logs); must be thread-safe and quick.
@@ -143,6 +148,7 @@ class Worker {
     check_duration(std::max(opt_.poll_interval, Millis{0}), "worker: poll_interval");
     check_duration(std::max(opt_.maintenance_interval, Millis{0}), "worker: maintenance_interval");
     check_duration(std::max(opt_.schedule_interval, Millis{0}), "worker: schedule_interval");
+    check_duration(std::max(opt_.prune_interval, Millis{0}), "worker: prune_interval");
     check_duration(std::max(opt_.shutdown_grace, Millis{0}), "worker: shutdown_grace");
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
@@ -757,8 +763,15 @@ class Worker {
   void keeper_loop(std::stop_token st) {
     using steady = std::chrono::steady_clock;
     auto next_beat = steady::now() + opt_.heartbeat_interval;
-    auto next_maintenance = steady::now();
-    auto next_schedule = steady::now();
+    // Periodic chores, each first right at start; an interval of 0 turns one off.
+    struct Chore {
+      Millis interval;
+      void (Worker::*run)();
+      steady::time_point next = steady::now();
+    };
+    std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
+                      Chore{opt_.retention ? opt_.prune_interval : Millis{0}, &Worker::prune}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -790,23 +803,13 @@ class Worker {
         next_beat = steady::now() + opt_.heartbeat_interval;
         wake = std::min(wake, next_beat);
       }
-      if (opt_.maintenance_interval > Millis{0}) {
-        if (now >= next_maintenance) {
-          maintain();
-          next_maintenance = steady::now() + opt_.maintenance_interval;
+      for (auto& chore : chores) {
+        if (chore.interval <= Millis{0}) continue;
+        if (now >= chore.next) {
+          (this->*chore.run)();
+          chore.next = steady::now() + chore.interval;
         }
-        wake = std::min(wake, next_maintenance);
-      }
-      if (opt_.schedule_interval > Millis{0}) {
-        if (now >= next_schedule) {
-          try {
-            run_due_schedules(*backend_);
-          } catch (const std::exception& e) {
-            report(e);
-          }
-          next_schedule = steady::now() + opt_.schedule_interval;
-        }
-        wake = std::min(wake, next_schedule);
+        wake = std::min(wake, chore.next);
       }
       std::unique_lock lock(mutex_);
       keeper_cv_.wait_until(lock, st, wake, [&] { return keeper_kicks_ != kicks; });
@@ -816,9 +819,22 @@ class Worker {
   void maintain() {
     try {
       backend_->recover_expired();
-      if (opt_.retention) {
-        for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
-      }
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  void fire_schedules() {
+    try {
+      run_due_schedules(*backend_);
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  void prune() {
+    try {
+      for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
     } catch (const std::exception& e) {
       report(e);
     }

@@ -481,6 +481,9 @@ int main(int argc, char** argv) {
   prune_cmd->add_option("--completed", keep_completed, "keep completed jobs this long, or 'never' (24h)");
   prune_cmd->add_option("--dead", keep_dead, "keep dead jobs this long, or 'never' (7d)");
   prune_cmd->add_option("--cancelled", keep_cancelled, "keep cancelled jobs this long, or 'never' (24h)");
+  std::size_t keep_max = 0;
+  prune_cmd->add_option("--max-jobs", keep_max, "keep at most this many per finished state, newest first (0: no cap)")
+      ->check(CLI::NonNegativeNumber);
 
   std::string enq_queue, enq_name, enq_payload, enq_file, enq_delay, enq_timeout, enq_unique_for;
   jobq::EnqueueOptions enq;
@@ -549,6 +552,7 @@ int main(int argc, char** argv) {
       r.completed = parse_duration(keep_completed);
       r.dead = parse_duration(keep_dead);
       r.cancelled = parse_duration(keep_cancelled);
+      r.max_jobs = keep_max;
       return cli.prune(backend, prune_queues, r);
     }
     if (enqueue_cmd->parsed()) {

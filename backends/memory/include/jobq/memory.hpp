@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -344,16 +345,38 @@ class MemoryBackend {
     if (qit == queues_.end()) return 0;
     const auto t = now();
     std::size_t n = 0;
+    const auto erase = [&](std::map<JobId, JobRecord>::iterator it) {
+      move_counts(qit->second, it->second.state, std::nullopt);
+      release_unique_locked(it->second);
+      ++n;
+      return jobs_.erase(it);
+    };
+    // Survivors by age, per finished state, for the count cap.
+    std::array<std::vector<std::map<JobId, JobRecord>::iterator>, 3> kept;
     for (auto it = jobs_.begin(); it != jobs_.end();) {
       const auto& job = it->second;
-      const auto keep = keep_for(retention, job.state);
-      if (job.queue == queue && job.finished_at && keep && *job.finished_at + *keep < t) {
-        move_counts(qit->second, job.state, std::nullopt);
-        release_unique_locked(job);
-        it = jobs_.erase(it);
-        ++n;
-      } else {
+      if (job.queue != queue || !job.finished_at) {
         ++it;
+        continue;
+      }
+      const auto keep = keep_for(retention, job.state);
+      if (keep && *job.finished_at + *keep < t) {
+        it = erase(it);
+      } else {
+        kept.at(finished_index(job.state)).push_back(it++);
+      }
+    }
+    if (retention.max_jobs > 0) {
+      for (auto& same_state : kept) {
+        if (same_state.size() <= retention.max_jobs) continue;
+        // The oldest go first: by finished_at, then by id.
+        const auto excess = same_state.size() - retention.max_jobs;
+        std::nth_element(same_state.begin(), same_state.begin() + static_cast<std::ptrdiff_t>(excess - 1),
+                         same_state.end(), [](auto a, auto b) {
+                           return std::pair(*a->second.finished_at, a->first) <
+                                  std::pair(*b->second.finished_at, b->first);
+                         });
+        for (std::size_t i = 0; i < excess; ++i) erase(same_state[i]);
       }
     }
     return n;
@@ -512,6 +535,10 @@ class MemoryBackend {
     auto it = q.active_by_group.find(job.group);
     if (it != q.active_by_group.end() && --it->second <= 0) q.active_by_group.erase(it);
     if (q.limits.group_concurrency > 0) notify_locked();  // a held-back job of the group may start
+  }
+
+  static std::size_t finished_index(JobState s) {
+    return s == JobState::completed ? 0 : s == JobState::dead ? 1 : 2;
   }
 
   static std::optional<Millis> keep_for(const Retention& r, JobState s) {
