@@ -131,9 +131,7 @@ TEMPLATE_LIST_TEST_CASE("counts per state are exact", "[conformance]", Backends)
   CHECK(b.counts("q") == jobq::Counts{});
   std::vector<jobq::JobId> ids;
   for (int i = 0; i < 7; ++i) {
-    auto nj = make_job();
-    nj.max_attempts = 1;
-    ids.push_back(b.enqueue(nj).id);
+    ids.push_back(b.enqueue(with_attempts(1)).id);
   }
   auto later = make_job();
   later.run_at = fx.clock.now() + 1h;
@@ -154,8 +152,7 @@ TEMPLATE_LIST_TEST_CASE("retention prunes only finished jobs older than the poli
                         Backends) {
   TestType fx;
   auto& b = fx.backend();
-  auto one = make_job();
-  one.max_attempts = 1;
+  const auto one = with_attempts(1);
   const auto done = b.enqueue(one).id;
   const auto dead = b.enqueue(one).id;
   const auto cancelled = b.enqueue(one).id;

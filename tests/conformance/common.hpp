@@ -44,6 +44,12 @@ inline jobq::NewJob make_job(std::string queue = "q", nlohmann::json payload = {
   return j;
 }
 
+/// `j` (by default make_job()) with at most `n` attempts.
+inline jobq::NewJob with_attempts(int n, jobq::NewJob j = make_job()) {
+  j.max_attempts = n;
+  return j;
+}
+
 inline jobq::ClaimRequest claim_from(std::vector<std::string> queues, std::size_t limit = 1,
                                      jobq::Millis lease = 30s) {
   return jobq::ClaimRequest{std::move(queues), limit, lease};

@@ -10,9 +10,7 @@ TEMPLATE_LIST_TEST_CASE("an expired lease is recovered and counted as an attempt
                         Backends) {
   TestType fx;
   auto& b = fx.backend();
-  auto nj = make_job();
-  nj.max_attempts = 2;
-  const auto id = b.enqueue(nj).id;
+  const auto id = b.enqueue(with_attempts(2)).id;
   claim_one(b, "q", 10s);
   fx.clock.advance(9s);
   CHECK(b.recover_expired() == jobq::Recovered{0, 0});
@@ -32,8 +30,7 @@ TEMPLATE_LIST_TEST_CASE("an expired lease is recovered and counted as an attempt
   CHECK(b.get(id)->errors.size() == 2);
 }
 
-TEMPLATE_LIST_TEST_CASE("a stale lease token cannot complete or fail a job", "[conformance]",
-                        Backends) {
+TEMPLATE_LIST_TEST_CASE("a stale lease token cannot complete or fail a job", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();
   const auto id = b.enqueue(make_job()).id;

@@ -114,9 +114,7 @@ TEMPLATE_LIST_TEST_CASE("a job is dead after max attempts with every error kept"
                         Backends) {
   TestType fx;
   auto& b = fx.backend();
-  auto nj = make_job();
-  nj.max_attempts = 3;
-  const auto id = b.enqueue(nj).id;
+  const auto id = b.enqueue(with_attempts(3)).id;
   for (int i = 1; i <= 3; ++i) {
     const auto j = claim_one(b);
     const auto outcome = b.fail({id, j.lease_token, std::string("boom ").append(std::to_string(i)), b.now()});
@@ -142,9 +140,7 @@ TEMPLATE_LIST_TEST_CASE("a job is dead after max attempts with every error kept"
 TEMPLATE_LIST_TEST_CASE("a failure without a retry time is dead at once", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();
-  auto nj = make_job();
-  nj.max_attempts = 10;
-  const auto id = b.enqueue(nj).id;
+  const auto id = b.enqueue(with_attempts(10)).id;
   const auto j = claim_one(b);
   CHECK(b.fail({id, j.lease_token, "permanent: bad address", std::nullopt}) == jobq::FailOutcome::dead);
   CHECK(state_of(b, id) == JobState::dead);
@@ -154,9 +150,7 @@ TEMPLATE_LIST_TEST_CASE("a failure without a retry time is dead at once", "[conf
 TEMPLATE_LIST_TEST_CASE("a dead job can be re-driven", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();
-  auto nj = make_job();
-  nj.max_attempts = 1;
-  const auto id = b.enqueue(nj).id;
+  const auto id = b.enqueue(with_attempts(1)).id;
   auto j = claim_one(b);
   b.fail({id, j.lease_token, "first", b.now()});
   REQUIRE(state_of(b, id) == JobState::dead);

@@ -230,8 +230,7 @@ TEMPLATE_LIST_TEST_CASE("a subscriber on one object hears every change made thro
   auto sub = a.subscribe({}, log.fn());
   auto other_sub = elsewhere.backend().subscribe({}, other_log.fn());
 
-  auto twice = make_job();
-  twice.max_attempts = 2;
+  const auto twice = with_attempts(2);
   const auto id = b.enqueue(twice).id;
   auto j = claim_one(b);
   REQUIRE(b.set_progress(id, j.lease_token, 40, "forty"));
@@ -242,9 +241,7 @@ TEMPLATE_LIST_TEST_CASE("a subscriber on one object hears every change made thro
   REQUIRE(b.complete(id, j.lease_token, {{"answer", 42}}));
   const auto gone = b.enqueue(make_job()).id;
   REQUIRE(b.cancel(gone));
-  auto once = make_job();
-  once.max_attempts = 1;
-  const auto fatal = b.enqueue(once).id;
+  const auto fatal = b.enqueue(with_attempts(1)).id;
   j = claim_one(b);
   REQUIRE(b.fail({fatal, j.lease_token, "fatal", std::nullopt}) == jobq::FailOutcome::dead);
   const auto dying = b.enqueue(twice).id;

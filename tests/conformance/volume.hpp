@@ -46,8 +46,7 @@ TEMPLATE_LIST_TEST_CASE("a bulk enqueue with one invalid job writes nothing", "[
   CHECK(b.counts("q") == jobq::Counts{});
 }
 
-TEMPLATE_LIST_TEST_CASE("8 threads claiming at once never share a job and drain the queue",
-                        "[conformance]", Backends) {
+TEMPLATE_LIST_TEST_CASE("8 threads claiming at once never share a job and drain the queue", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();
   constexpr int total = 2'000;
@@ -82,6 +81,24 @@ TEMPLATE_LIST_TEST_CASE("8 threads claiming at once never share a job and drain 
   CHECK(b.counts("q") == jobq::Counts{.completed = total});
 }
 
+namespace conformance {
+
+/// Blocks a thread in wait_for_work on "q", then runs `wake`: the wait must end soon after.
+template <class B, class Wake>
+void check_wait_ended_by(B& b, std::stop_token stop, Wake wake) {
+  std::atomic<bool> woke{false};
+  std::thread waiter([&] {
+    b.wait_for_work(std::vector<std::string>{"q"}, 20s, stop);
+    woke = true;
+  });
+  std::this_thread::sleep_for(100ms);  // let it block
+  wake();
+  CHECK(eventually([&] { return woke.load(); }, 10s));
+  waiter.join();
+}
+
+}  // namespace conformance
+
 TEMPLATE_LIST_TEST_CASE("wait_for_work wakes on enqueue and on stop", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();
@@ -93,27 +110,11 @@ TEMPLATE_LIST_TEST_CASE("wait_for_work wakes on enqueue and on stop", "[conforma
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
   }
   SECTION("an enqueue wakes a waiter") {
-    std::atomic<bool> woke{false};
-    std::thread waiter([&] {
-      b.wait_for_work(queues, 20s, {});
-      woke = true;
-    });
-    std::this_thread::sleep_for(100ms);  // let it block
-    b.enqueue(make_job());
-    CHECK(eventually([&] { return woke.load(); }, 10s));
-    waiter.join();
+    check_wait_ended_by(b, {}, [&] { b.enqueue(make_job()); });
   }
   SECTION("a stop request ends the wait") {
     std::stop_source stop;
-    std::atomic<bool> woke{false};
-    std::thread waiter([&] {
-      b.wait_for_work(queues, 20s, stop.get_token());
-      woke = true;
-    });
-    std::this_thread::sleep_for(100ms);
-    stop.request_stop();
-    CHECK(eventually([&] { return woke.load(); }, 10s));
-    waiter.join();
+    check_wait_ended_by(b, stop.get_token(), [&] { stop.request_stop(); });
   }
 }
 

@@ -6,6 +6,28 @@
 // ---------------------------------------------------------------------------------------------
 // Queue facade and Worker, end to end
 
+namespace conformance {
+
+/// What a worker case starts from: a fixture, its backend, and the Queue "q" on it.
+template <class F>
+struct WorkerCase {
+  using B = std::remove_reference_t<decltype(std::declval<F&>().backend())>;
+  F fx;
+  B& b = fx.backend();
+  jobq::Queue<B> q{b, "q"};
+};
+
+/// Runs the worker until the queue is idle, then reads job `id` back.
+template <class W, class Q>
+std::optional<jobq::JobRecord> drain_then_get(W& w, Q& q, jobq::JobId id) {
+  CHECK(w.run_until_idle(60s));
+  auto j = q.get(id);
+  REQUIRE(j);
+  return j;
+}
+
+}  // namespace conformance
+
 TEMPLATE_LIST_TEST_CASE("Queue enqueues typed jobs with options", "[conformance][queue]", Backends) {
   TestType fx;
   auto& b = fx.backend();
@@ -30,9 +52,7 @@ TEMPLATE_LIST_TEST_CASE("Queue enqueues typed jobs with options", "[conformance]
 
 TEMPLATE_LIST_TEST_CASE("a worker runs handlers and stores their results", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   std::vector<jobq::JobId> ids;
   for (int i = 0; i < 20; ++i) ids.push_back(q.enqueue(Greet{std::string("user").append(std::to_string(i))}));
   const auto raw = q.enqueue("add", {{"a", 2}, {"b", 3}});
@@ -53,30 +73,26 @@ TEMPLATE_LIST_TEST_CASE("a worker runs handlers and stores their results", "[con
 
 TEMPLATE_LIST_TEST_CASE("a worker retries a throwing handler until it succeeds", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"flaky", 2}, {.max_attempts = 5, .backoff = jobq::Backoff::fixed(0ms)});
   jobq::Worker w{b, fast_worker()};
   w.template handle<Greet>([](const Greet& g, jobq::JobContext& ctx) {
     if (ctx.attempt() <= g.fail_times) throw std::runtime_error(std::string("try ").append(std::to_string(ctx.attempt())));
   });
-  CHECK(w.run_until_idle(60s));
-  auto j = q.get(id);
+  const auto j = drain_then_get(w, q, id);
   CHECK(j->state == JobState::completed);
   CHECK(j->attempts == 3);
   REQUIRE(j->errors.size() == 2);
   CHECK(j->errors[0].message == "try 1");
   CHECK(j->errors[1].message == "try 2");
-  CHECK(w.stats().retried == 2);
-  CHECK(w.stats().processed == 1);
+  const auto stats = w.stats();
+  CHECK(stats.retried == 2);
+  CHECK(stats.processed == 1);
 }
 
 TEMPLATE_LIST_TEST_CASE("a worker schedules retries by the backoff policy", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto exp_id = q.enqueue(Greet{"exp", 9}, {.max_attempts = 3, .backoff = jobq::Backoff::exponential(10s)});
   const auto custom_id = q.enqueue("custom", {}, {.max_attempts = 3});
   jobq::Worker w{b, fast_worker()};
@@ -101,14 +117,11 @@ TEMPLATE_LIST_TEST_CASE("a worker schedules retries by the backoff policy", "[co
 
 TEMPLATE_LIST_TEST_CASE("jobq::Permanent sends a job to dead without retries", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"bad"}, {.max_attempts = 10});
   jobq::Worker w{b, fast_worker()};
   w.template handle<Greet>([](const Greet&) { throw jobq::Permanent("address rejected"); });
-  CHECK(w.run_until_idle(60s));
-  auto j = q.get(id);
+  const auto j = drain_then_get(w, q, id);
   CHECK(j->state == JobState::dead);
   CHECK(j->attempts == 1);
   CHECK(j->errors.at(0).message == "address rejected");
@@ -116,9 +129,7 @@ TEMPLATE_LIST_TEST_CASE("jobq::Permanent sends a job to dead without retries", "
 
 TEMPLATE_LIST_TEST_CASE("a timed-out attempt is asked to stop and fails", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"slow"}, {.max_attempts = 1, .timeout = 100ms});
   std::atomic<bool> saw_stop{false};
   jobq::Worker w{b, fast_worker()};
@@ -136,9 +147,7 @@ TEMPLATE_LIST_TEST_CASE("a timed-out attempt is asked to stop and fails", "[conf
 
 TEMPLATE_LIST_TEST_CASE("graceful shutdown releases jobs that did not finish", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   std::vector<jobq::JobId> ids;
   for (int i = 0; i < 6; ++i) ids.push_back(q.enqueue(Greet{"x"}));
   auto opt = fast_worker(2);
@@ -162,9 +171,7 @@ TEMPLATE_LIST_TEST_CASE("graceful shutdown releases jobs that did not finish", "
 
 TEMPLATE_LIST_TEST_CASE("run_until_signal stops on SIGTERM and hands jobs back", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"long"});
   auto opt = fast_worker(1);
   opt.shutdown_grace = 20ms;
@@ -186,15 +193,12 @@ TEMPLATE_LIST_TEST_CASE("run_until_signal stops on SIGTERM and hands jobs back",
 
 TEMPLATE_LIST_TEST_CASE("a payload of the wrong shape fails its job permanently, the worker goes on",
                         "[conformance][worker][bad-input]", Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto bad = q.enqueue("greet", {{"who", 42}}, {.max_attempts = 5});
   const auto good = q.enqueue(Greet{"fine"});
   jobq::Worker w{b, fast_worker(1)};
   w.template handle<Greet>([](const Greet& g) { return g.who; });
-  CHECK(w.run_until_idle(60s));
-  auto j = q.get(bad);
+  const auto j = drain_then_get(w, q, bad);
   CHECK(j->state == JobState::dead);
   CHECK(j->attempts == 1);
   CHECK(j->errors.at(0).message.find("payload does not match job type 'greet'") != std::string::npos);
@@ -203,14 +207,11 @@ TEMPLATE_LIST_TEST_CASE("a payload of the wrong shape fails its job permanently,
 
 TEMPLATE_LIST_TEST_CASE("a job with no handler fails with a clear error and is kept",
                         "[conformance][worker][bad-input]", Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue("nobody-handles-this", {}, {.max_attempts = 2, .backoff = jobq::Backoff::fixed(0ms)});
   jobq::Worker w{b, fast_worker(1)};
   w.template handle<Greet>([](const Greet&) {});
-  CHECK(w.run_until_idle(60s));
-  auto j = q.get(id);
+  const auto j = drain_then_get(w, q, id);
   CHECK(j->state == JobState::dead);  // kept: it can be re-driven once a handler exists
   CHECK(j->errors.at(0).message.find("no handler registered for job 'nobody-handles-this'") != std::string::npos);
   CHECK(q.redrive(id));
@@ -218,9 +219,7 @@ TEMPLATE_LIST_TEST_CASE("a job with no handler fails with a clear error and is k
 
 TEMPLATE_LIST_TEST_CASE("a worker recovers leases abandoned by a dead worker", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"orphan"});
   const auto lost = b.claim(claim_from({"q"}, 1, 10s));  // a worker that then "crashed"
   REQUIRE(lost.size() == 1);
@@ -229,8 +228,7 @@ TEMPLATE_LIST_TEST_CASE("a worker recovers leases abandoned by a dead worker", "
   opt.maintenance_interval = 10ms;
   jobq::Worker w{b, opt};
   w.template handle<Greet>([](const Greet&) {});
-  CHECK(w.run_until_idle(60s));
-  auto j = q.get(id);
+  const auto j = drain_then_get(w, q, id);
   CHECK(j->state == JobState::completed);
   CHECK(j->attempts == 2);
   CHECK(j->errors.size() == 1);
@@ -248,9 +246,7 @@ TEMPLATE_LIST_TEST_CASE("worker options are validated", "[conformance][worker][b
 
 TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conformance][worker]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto id = q.enqueue(Greet{"long"});
   auto opt = fast_worker(1);
   opt.lease = 300ms;  // heartbeats every 100 ms of real time, each to manual now + 300 ms
@@ -277,9 +273,7 @@ TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conf
 
 TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
                         Backends) {
-  TestType fx;
-  auto& b = fx.backend();
-  jobq::Queue q{b, "q"};
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
   const auto at = fx.clock.now() + 2h;
   const auto id = q.enqueue("report", {{"month", 11}}, {.delay = 5s, .run_at = at});
   CHECK(q.get(id)->run_at == at);  // run_at wins over delay
