@@ -12,6 +12,7 @@ namespace conformance {
 template <class F>
 struct WorkerCase {
   using B = std::remove_reference_t<decltype(std::declval<F&>().backend())>;
+  WorkerCase() = default;  // not an aggregate: each member is built in place, in order
   F fx;
   B& b = fx.backend();
   jobq::Queue<B> q{b, "q"};
