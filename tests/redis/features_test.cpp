@@ -1,13 +1,9 @@
-// Redis-specific tests of the #7 features: limits enforced across backend objects and threads,
-// racing schedulers on two objects, notices across objects (and after the listener's
-// connection is killed), format-1 stores, payload size, parked groups.
+// Redis-specific tests of the #7 features: wake-ups at a rate limit, parked groups, the notice
+// listener after its connection is killed, format-1 stores. Two objects on one prefix (limits,
+// schedulers, notices, the payload limit) are in the conformance suite (two_objects.hpp).
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <map>
-#include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,105 +30,11 @@ jobq::ClaimRequest from(const std::string& queue, std::size_t limit, jobq::Milli
   return {{queue}, limit, lease};
 }
 
-/// A second backend object on the same store (what another process would have).
-jobq::RedisBackend twin(const redis_test::Store& s, const jobq::ClockFn& clock) {
-  return jobq::RedisBackend(redis_test::server_url(), redis_test::options(clock, s.prefix));
-}
-
 using jobq_test::eventually;
 
 using Log = jobq_test::NoticeLog;
 
 }  // namespace
-
-TEST_CASE("group concurrency holds across backend objects and threads", "[redis][limits]") {
-  jobq::ManualClock clock;
-  redis_test::Store store(clock.fn(), "grp");
-  auto other = twin(store, clock.fn());
-  constexpr int K = 2;
-  store.backend.set_queue_limits("q", {std::nullopt, K});
-  std::vector<jobq::NewJob> jobs;
-  for (int i = 0; i < 240; ++i) jobs.push_back(job("q", i, "g" + std::to_string(i % 4)));
-  for (int i = 0; i < 40; ++i) jobs.push_back(job("q", 1000 + i));  // ungrouped
-  store.backend.enqueue_many(jobs);
-
-  std::mutex m;
-  std::map<std::string, int> active;  // raised after claim returns, lowered before complete
-  std::atomic<int> worst{0};
-  std::atomic<int> done{0};
-  std::atomic<int> rejected{0};
-  std::set<jobq::JobId> seen;
-  bool duplicate = false;
-  auto worker = [&](jobq::RedisBackend& b) {
-    for (int idle = 0; idle < 200 && done.load() < 280;) {
-      auto got = b.claim(from("q", 3));
-      if (got.empty()) {
-        ++idle;
-        std::this_thread::sleep_for(1ms);
-        continue;
-      }
-      {
-        std::lock_guard lock(m);
-        for (const auto& j : got) {
-          duplicate = duplicate || !seen.insert(j.id).second;
-          if (j.group.empty()) continue;
-          const int n = ++active[j.group];
-          worst = std::max(worst.load(), n);
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-      for (const auto& j : got) {
-        {
-          std::lock_guard lock(m);
-          if (!j.group.empty()) --active[j.group];
-        }
-        if (!b.complete(j.id, j.lease_token, nullptr)) ++rejected;  // checked after join: Catch is not thread-safe
-        ++done;
-      }
-    }
-  };
-  std::vector<std::thread> ts;
-  for (int i = 0; i < 3; ++i) ts.emplace_back(worker, std::ref(store.backend));
-  for (int i = 0; i < 3; ++i) ts.emplace_back(worker, std::ref(other));
-  for (auto& t : ts) t.join();
-  CHECK(done == 280);
-  CHECK(rejected == 0);
-  CHECK(worst.load() <= K);
-  CHECK(worst.load() == K);  // and the limit was actually used
-  CHECK_FALSE(duplicate);
-  CHECK(store.backend.counts("q").completed == 280);
-  // Nothing left parked or counted as active.
-  CHECK(store.backend.command({"ZCARD", store.prefix + ":{q}:parked"}).integer == 0);
-  CHECK(store.backend.command({"HLEN", store.prefix + ":{q}:gactive"}).integer == 0);
-}
-
-TEST_CASE("a rate limit holds across backend objects and threads", "[redis][limits]") {
-  jobq::ManualClock clock;
-  redis_test::Store store(clock.fn(), "rate");
-  auto other = twin(store, clock.fn());
-  store.backend.set_queue_limits("q", {jobq::RateLimit{25, 1min}, 0});
-  std::vector<jobq::NewJob> jobs;
-  for (int i = 0; i < 100; ++i) jobs.push_back(job("q", i));
-  store.backend.enqueue_many(jobs);
-  auto race = [&] {
-    std::atomic<std::size_t> got{0};
-    std::vector<std::thread> ts;
-    for (int i = 0; i < 6; ++i) {
-      ts.emplace_back([&, i] {
-        auto& b = i % 2 == 0 ? store.backend : other;
-        for (int k = 0; k < 15; ++k) got += b.claim(from("q", 2)).size();
-      });
-    }
-    for (auto& t : ts) t.join();
-    return got.load();
-  };
-  CHECK(race() == 25);
-  clock.advance(59s);
-  CHECK(race() == 0);
-  clock.advance(1s);
-  CHECK(race() == 25);
-  CHECK(store.backend.counts("q").queued == 50);
-}
 
 TEST_CASE("wait_for_work does not spin on a queue at its rate limit", "[redis][limits]") {
   jobq::ManualClock clock;
@@ -189,76 +91,6 @@ TEST_CASE("parked jobs of a group come back in order, also after a cancel or a l
   REQUIRE(more.size() == 2);
   CHECK(more[0].id == m1);
   CHECK(more[1].id == m2);
-}
-
-TEST_CASE("racing schedulers on two backend objects fire each tick exactly once", "[redis][schedule]") {
-  jobq::ManualClock clock;
-  redis_test::Store store(clock.fn(), "sched");
-  auto other = twin(store, clock.fn());
-  const auto t0 = jobq::from_epoch_ms(1'900'000'000'000);
-  store.backend.put_schedule({"tick", {{"every", "1m"}}, t0});
-  constexpr int ticks = 20;
-  const auto last = t0 + std::chrono::minutes(ticks);
-  std::atomic<int> fired{0};
-  std::vector<std::thread> ts;
-  for (int i = 0; i < 6; ++i) {
-    ts.emplace_back([&, i] {
-      auto& b = i % 2 == 0 ? store.backend : other;
-      for (;;) {
-        const auto next = b.schedules().at(0).next_run;
-        if (next >= last) break;
-        if (b.fire_schedule("tick", next, next + 1min, job("q", static_cast<int>(jobq::to_epoch_ms(next) / 60'000)))) ++fired;
-      }
-    });
-  }
-  for (auto& t : ts) t.join();
-  CHECK(fired == ticks);
-  CHECK(store.backend.counts("q").queued == ticks);
-  std::set<int> ns;
-  for (const auto& j : store.backend.list("q", jobq::JobState::queued, {0, 100})) ns.insert(j.payload["n"].get<int>());
-  CHECK(ns.size() == static_cast<std::size_t>(ticks));  // one job per tick, no tick twice
-  CHECK(store.backend.schedules().at(0).spec == nlohmann::json{{"every", "1m"}});
-}
-
-TEST_CASE("notices reach a subscriber on another backend object", "[redis][events]") {
-  jobq::ManualClock clock;
-  redis_test::Store store(clock.fn(), "events");
-  auto producer = twin(store, clock.fn());
-  Log log;
-  auto sub = store.backend.subscribe({}, log.fn());
-  using K = jobq::JobNotice::Kind;
-
-  auto nj = job("q");
-  nj.max_attempts = 2;
-  const auto id = producer.enqueue(nj).id;
-  auto j = producer.claim(from("q", 1)).at(0);
-  REQUIRE(producer.set_progress(id, j.lease_token, 40, "forty"));
-  REQUIRE(producer.fail({id, j.lease_token, "boom", clock.now()}) == jobq::FailOutcome::retried);
-  j = producer.claim(from("q", 1)).at(0);
-  REQUIRE(producer.complete(id, j.lease_token, {{"answer", 42}}));
-  const auto cancelled = producer.enqueue(job("q")).id;
-  REQUIRE(producer.cancel(cancelled));
-  const auto dying = producer.enqueue(nj).id;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto d = producer.claim(from("q", 1, 1s)).at(0);
-    CHECK(d.id == dying);
-    clock.advance(2s);
-    producer.recover_expired();
-  }
-  REQUIRE(eventually([&] { return log.find(K::dead, dying).has_value(); }, 10s));
-  CHECK(log.find(K::progress, id)->progress == 40);
-  CHECK(log.find(K::progress, id)->message == "forty");
-  CHECK(log.find(K::failed, id)->message == "boom");
-  CHECK(log.find(K::completed, id)->attempt == 2);
-  CHECK(log.find(K::completed, id)->progress == 40);
-  CHECK(log.find(K::cancelled, cancelled).has_value());
-  CHECK(log.find(K::failed, dying)->message.find("lease expired") != std::string::npos);
-  CHECK(log.count(K::completed, id) == 1);  // once, not once per subscription path
-  // Results and progress are visible from the other object.
-  const auto seen = store.backend.get(id);
-  CHECK(seen->result == nlohmann::json{{"answer", 42}});
-  CHECK(seen->progress == 40);
-  CHECK(seen->progress_message == "forty");
 }
 
 TEST_CASE("the notice listener reconnects after its connection is killed", "[redis][events]") {
@@ -341,19 +173,3 @@ TEST_CASE("a format-1 store (before #7) is read and upgraded in place", "[redis]
   }
 }
 
-TEST_CASE("max_payload_bytes refuses a large payload before anything is written", "[redis][limits]") {
-  jobq::ManualClock clock;
-  auto o = redis_test::options(clock.fn(), redis_test::unique_prefix("payload"));
-  o.max_payload_bytes = 100;
-  redis_test::Store store(o.prefix, o);
-  auto& b = store.backend;
-  auto small = job("q");
-  auto big = job("q");
-  big.payload = {{"blob", std::string(100, 'x')}};
-  const std::vector<jobq::NewJob> batch{small, big};
-  CHECK_THROWS_AS(b.enqueue_many(batch), jobq::InvalidArgument);
-  CHECK_THROWS_AS(b.fire_schedule("s", clock.now(), clock.now(), big), jobq::InvalidArgument);
-  CHECK(b.counts("q") == jobq::Counts{});
-  CHECK(b.command({"EXISTS", store.prefix + ":jobqueue"}).integer == 0);
-  CHECK(b.enqueue(small).created);
-}

@@ -1,0 +1,289 @@
+#pragma once
+// Conformance cases: the Queue facade and the Worker, end to end.
+
+#include "conformance/common.hpp"
+
+// ---------------------------------------------------------------------------------------------
+// Queue facade and Worker, end to end
+
+namespace conformance {
+
+/// What a worker case starts from: a fixture, its backend, and the Queue "q" on it.
+template <class F>
+struct WorkerCase {
+  using B = std::remove_reference_t<decltype(std::declval<F&>().backend())>;
+  WorkerCase() = default;  // not an aggregate: each member is built in place, in order
+  F fx;
+  B& b = fx.backend();
+  jobq::Queue<B> q{b, "q"};
+};
+
+/// Runs the worker until the queue is idle, then reads job `id` back.
+template <class W, class Q>
+std::optional<jobq::JobRecord> drain_then_get(W& w, Q& q, jobq::JobId id) {
+  CHECK(w.run_until_idle(60s));
+  auto j = q.get(id);
+  REQUIRE(j);
+  return j;
+}
+
+}  // namespace conformance
+
+TEMPLATE_LIST_TEST_CASE("Queue enqueues typed jobs with options", "[conformance][queue]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "emails"};
+  const auto id = q.enqueue(Greet{"ada"}, {.priority = 3, .delay = 30s, .max_attempts = 4,
+                                           .backoff = jobq::Backoff::exponential(2s),
+                                           .unique_key = "greet:ada"});
+  auto j = q.get(id);
+  REQUIRE(j);
+  CHECK(j->name == "greet");
+  CHECK(j->queue == "emails");
+  CHECK(j->payload.template get<Greet>().who == "ada");
+  CHECK(j->run_at == fx.clock.now() + 30s);
+  CHECK(j->max_attempts == 4);
+  CHECK(q.enqueue(Greet{"ada"}, {.unique_key = "greet:ada"}) == id);
+  const std::vector<Greet> many{{"a"}, {"b"}, {"c"}};
+  CHECK(q.enqueue_many(many).size() == 3);
+  CHECK(q.counts().queued == 4);
+  const auto raw = q.enqueue("resize", {{"w", 100}}, {.queue = "images"});
+  CHECK(b.get(raw)->queue == "images");
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker runs handlers and stores their results", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  std::vector<jobq::JobId> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(q.enqueue(Greet{std::string("user").append(std::to_string(i))}));
+  const auto raw = q.enqueue("add", {{"a", 2}, {"b", 3}});
+  jobq::Worker w{b, fast_worker(4)};
+  w.template handle<Greet>([](const Greet& g, jobq::JobContext& ctx) {
+    ctx.progress(50, "half");
+    return "hello " + g.who;
+  });
+  w.handle("add", [](const nlohmann::json& p, jobq::JobContext&) { return p["a"].get<int>() + p["b"].get<int>(); });
+  CHECK(w.run_until_idle(60s));
+  CHECK(q.counts() == jobq::Counts{.completed = 21});
+  CHECK(q.get(ids[3])->result == "hello user3");
+  CHECK(q.get(ids[3])->progress == 50);
+  CHECK(q.get(raw)->result == 5);
+  CHECK(w.stats().processed == 21);
+  CHECK(w.stats().failed == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker retries a throwing handler until it succeeds", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"flaky", 2}, {.max_attempts = 5, .backoff = jobq::Backoff::fixed(0ms)});
+  jobq::Worker w{b, fast_worker()};
+  w.template handle<Greet>([](const Greet& g, jobq::JobContext& ctx) {
+    if (ctx.attempt() <= g.fail_times) throw std::runtime_error(std::string("try ").append(std::to_string(ctx.attempt())));
+  });
+  const auto j = drain_then_get(w, q, id);
+  CHECK(j->state == JobState::completed);
+  CHECK(j->attempts == 3);
+  REQUIRE(j->errors.size() == 2);
+  CHECK(j->errors[0].message == "try 1");
+  CHECK(j->errors[1].message == "try 2");
+  const auto stats = w.stats();
+  CHECK(stats.retried == 2);
+  CHECK(stats.processed == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker schedules retries by the backoff policy", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto exp_id = q.enqueue(Greet{"exp", 9}, {.max_attempts = 3, .backoff = jobq::Backoff::exponential(10s)});
+  const auto custom_id = q.enqueue("custom", {}, {.max_attempts = 3});
+  jobq::Worker w{b, fast_worker()};
+  w.template handle<Greet>([](const Greet&) { throw std::runtime_error("no"); });
+  w.handle("custom", [](const nlohmann::json&) { throw std::runtime_error("no"); },
+           {.backoff = jobq::Backoff::custom([](int attempt) { return jobq::Millis{attempt * 7000}; })});
+  w.start();
+  const auto t0 = fx.clock.now();
+  REQUIRE(eventually([&] { return q.get(exp_id)->errors.size() == 1 && q.get(custom_id)->errors.size() == 1; }));
+  CHECK(q.get(exp_id)->run_at == t0 + 10s);
+  CHECK(q.get(custom_id)->run_at == t0 + 7s);
+  fx.clock.advance(10s);
+  REQUIRE(eventually([&] { return q.get(exp_id)->errors.size() == 2 && q.get(custom_id)->errors.size() == 2; }));
+  CHECK(q.get(exp_id)->run_at == t0 + 10s + 20s);
+  CHECK(q.get(custom_id)->run_at == t0 + 10s + 14s);
+  fx.clock.advance(20s);
+  REQUIRE(eventually([&] { return q.get(exp_id)->state == JobState::dead && q.get(custom_id)->state == JobState::dead; }));
+  w.stop();
+  CHECK(q.get(exp_id)->errors.size() == 3);
+  CHECK(w.stats().dead == 2);
+}
+
+TEMPLATE_LIST_TEST_CASE("jobq::Permanent sends a job to dead without retries", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"bad"}, {.max_attempts = 10});
+  jobq::Worker w{b, fast_worker()};
+  w.template handle<Greet>([](const Greet&) { throw jobq::Permanent("address rejected"); });
+  const auto j = drain_then_get(w, q, id);
+  CHECK(j->state == JobState::dead);
+  CHECK(j->attempts == 1);
+  CHECK(j->errors.at(0).message == "address rejected");
+}
+
+TEMPLATE_LIST_TEST_CASE("a timed-out attempt is asked to stop and fails", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"slow"}, {.max_attempts = 1, .timeout = 100ms});
+  std::atomic<bool> saw_stop{false};
+  jobq::Worker w{b, fast_worker()};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (!ctx.stop_requested() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+    saw_stop = ctx.stop_requested();
+  });
+  CHECK(w.run_until_idle(60s));
+  CHECK(saw_stop);
+  auto j = q.get(id);
+  CHECK(j->state == JobState::dead);
+  CHECK(j->errors.at(0).message.find("timed out") != std::string::npos);
+}
+
+TEMPLATE_LIST_TEST_CASE("graceful shutdown releases jobs that did not finish", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  std::vector<jobq::JobId> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(q.enqueue(Greet{"x"}));
+  auto opt = fast_worker(2);
+  opt.shutdown_grace = 50ms;
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    ++started;
+    while (!ctx.stop_requested() && !release) std::this_thread::sleep_for(1ms);
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load() == 2; }));
+  w.stop();
+  const auto c = q.counts();
+  CHECK(c.queued == 6);
+  CHECK(c.active == 0);
+  for (auto id : ids) CHECK(q.get(id)->attempts == 0);  // released attempts do not count
+  CHECK(w.stats().in_flight == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("run_until_signal stops on SIGTERM and hands jobs back", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"long"});
+  auto opt = fast_worker(1);
+  opt.shutdown_grace = 20ms;
+  std::atomic<bool> started{false};
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  const pthread_t self = pthread_self();
+  std::thread killer([&] {
+    if (eventually([&] { return started.load(); })) pthread_kill(self, SIGTERM);
+  });
+  w.run_until_signal();
+  killer.join();
+  CHECK(started);
+  CHECK(q.get(id)->state == JobState::queued);
+}
+
+TEMPLATE_LIST_TEST_CASE("a payload of the wrong shape fails its job permanently, the worker goes on",
+                        "[conformance][worker][bad-input]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto bad = q.enqueue("greet", {{"who", 42}}, {.max_attempts = 5});
+  const auto good = q.enqueue(Greet{"fine"});
+  jobq::Worker w{b, fast_worker(1)};
+  w.template handle<Greet>([](const Greet& g) { return g.who; });
+  const auto j = drain_then_get(w, q, bad);
+  CHECK(j->state == JobState::dead);
+  CHECK(j->attempts == 1);
+  CHECK(j->errors.at(0).message.find("payload does not match job type 'greet'") != std::string::npos);
+  CHECK(q.get(good)->state == JobState::completed);
+}
+
+TEMPLATE_LIST_TEST_CASE("a job with no handler fails with a clear error and is kept",
+                        "[conformance][worker][bad-input]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue("nobody-handles-this", {}, {.max_attempts = 2, .backoff = jobq::Backoff::fixed(0ms)});
+  jobq::Worker w{b, fast_worker(1)};
+  w.template handle<Greet>([](const Greet&) {});
+  const auto j = drain_then_get(w, q, id);
+  CHECK(j->state == JobState::dead);  // kept: it can be re-driven once a handler exists
+  CHECK(j->errors.at(0).message.find("no handler registered for job 'nobody-handles-this'") != std::string::npos);
+  CHECK(q.redrive(id));
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker recovers leases abandoned by a dead worker", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"orphan"});
+  const auto lost = b.claim(claim_from({"q"}, 1, 10s));  // a worker that then "crashed"
+  REQUIRE(lost.size() == 1);
+  fx.clock.advance(11s);
+  auto opt = fast_worker(1);
+  opt.maintenance_interval = 10ms;
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([](const Greet&) {});
+  const auto j = drain_then_get(w, q, id);
+  CHECK(j->state == JobState::completed);
+  CHECK(j->attempts == 2);
+  CHECK(j->errors.size() == 1);
+  CHECK_FALSE(b.complete(id, lost[0].lease_token, nullptr));
+}
+
+TEMPLATE_LIST_TEST_CASE("worker options are validated", "[conformance][worker][bad-input]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  using W = jobq::Worker<std::remove_reference_t<decltype(b)>>;
+  CHECK_THROWS_AS(W(b, {}), jobq::InvalidArgument);
+  CHECK_THROWS_AS(W(b, {.queues = {"bad name"}}), jobq::InvalidArgument);
+  CHECK_THROWS_AS(W(b, {.queues = {"q"}, .concurrency = 0}), jobq::InvalidArgument);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conformance][worker]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"long"});
+  auto opt = fast_worker(1);
+  opt.lease = 300ms;  // heartbeats every 100 ms of real time, each to manual now + 300 ms
+  std::atomic<bool> started{false};
+  std::atomic<bool> finish{false};
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load(); }));
+  for (int i = 0; i < 3; ++i) {
+    fx.clock.advance(250ms);  // past the claim's deadline, but the heartbeat moves it along
+    const auto target = fx.clock.now() + 300ms;
+    CHECK(eventually([&] { return q.get(id)->lease_until == target; }, 10s));
+    CHECK(b.recover_expired() == jobq::Recovered{0, 0});
+  }
+  finish = true;
+  w.stop();
+  CHECK(q.get(id)->state == JobState::completed);
+  CHECK(q.get(id)->attempts == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
+                        Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto at = fx.clock.now() + 2h;
+  const auto id = q.enqueue("report", {{"month", 11}}, {.delay = 5s, .run_at = at});
+  CHECK(q.get(id)->run_at == at);  // run_at wins over delay
+  std::vector<jobq::NewJob> mixed{q.make("a", {{"x", 1}}), q.make(Greet{"z"}, {.priority = 4})};
+  const auto ids = q.enqueue_many(mixed);
+  REQUIRE(ids.size() == 2);
+  CHECK(q.get(ids[1])->priority == 4);
+  CHECK(q.get(ids[1])->name == "greet");
+  const auto dup = q.submit(q.make("a", {}, {.unique_key = "u"}));
+  CHECK(dup.created);
+  CHECK_FALSE(q.submit(q.make("a", {}, {.unique_key = "u"})).created);
+}
