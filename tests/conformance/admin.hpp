@@ -192,6 +192,57 @@ TEMPLATE_LIST_TEST_CASE("retention prunes only finished jobs older than the poli
   CHECK(b.counts("q") == jobq::Counts{.active = 2, .cancelled = 1});
 }
 
+TEMPLATE_LIST_TEST_CASE("retention by count keeps the newest finished jobs of each state", "[conformance]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto one = with_attempts(1);
+  std::vector<jobq::JobId> completed, dead;
+  for (int i = 0; i < 5; ++i) {
+    const auto id = b.enqueue(one).id;
+    auto j = claim_one(b);
+    REQUIRE(j.id == id);
+    b.complete(id, j.lease_token, nullptr);
+    completed.push_back(id);
+    fx.clock.advance(1s);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const auto id = b.enqueue(one).id;
+    auto j = claim_one(b);
+    REQUIRE(j.id == id);
+    b.fail({id, j.lease_token, "x", std::nullopt});
+    dead.push_back(id);
+    fx.clock.advance(1s);
+  }
+  const auto other = b.enqueue(make_job("other")).id;
+  {
+    auto o = claim_one(b, "other");
+    b.complete(other, o.lease_token, nullptr);
+  }
+  const auto queued = b.enqueue(one).id;
+
+  const jobq::Retention count_only{.completed = std::nullopt, .dead = std::nullopt,
+                                   .cancelled = std::nullopt, .max_jobs = 2};
+  CHECK(b.prune("q", count_only) == 3 + 1);  // the three oldest completed, the oldest dead
+  for (std::size_t i = 0; i < completed.size(); ++i) CHECK(b.get(completed[i]).has_value() == (i >= 3));
+  CHECK_FALSE(b.get(dead[0]));
+  CHECK(b.get(dead[1]));
+  CHECK(b.get(dead[2]));
+  CHECK(b.get(other));   // other queue untouched
+  CHECK(b.get(queued));  // never finished: never pruned
+  CHECK(b.prune("q", count_only) == 0);
+  CHECK(b.counts("q") == jobq::Counts{.queued = 1, .completed = 2, .dead = 2});
+
+  // Age and count together: age first, then the cap on what is left.
+  const jobq::Retention both{.completed = 4500ms, .dead = std::nullopt, .cancelled = std::nullopt, .max_jobs = 1};
+  CHECK(b.prune("q", both) == 2);  // completed[3] by age (completed[4] is younger), dead[1] by count
+  CHECK_FALSE(b.get(completed[3]));
+  CHECK(b.get(completed[4]));
+  CHECK_FALSE(b.get(dead[1]));
+  CHECK(b.get(dead[2]));
+  CHECK(b.counts("q") == jobq::Counts{.queued = 1, .completed = 1, .dead = 1});
+}
+
 TEMPLATE_LIST_TEST_CASE("list pages through the jobs of one state, each once", "[conformance]",
                         Backends) {
   TestType fx;

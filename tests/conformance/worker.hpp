@@ -287,3 +287,46 @@ TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJo
   CHECK(dup.created);
   CHECK_FALSE(q.submit(q.make("a", {}, {.unique_key = "u"})).created);
 }
+
+TEMPLATE_LIST_TEST_CASE("a worker prunes its queues' finished jobs by default", "[conformance]", Backends) {
+  const jobq::WorkerOptions defaults;
+  REQUIRE(defaults.retention);
+  CHECK(defaults.retention->completed == 24h);
+  CHECK(defaults.retention->dead == 24h * 7);
+  CHECK(defaults.retention->cancelled == 24h);
+  CHECK(defaults.retention->max_jobs == 100'000);
+  CHECK(defaults.prune_interval == 60s);
+
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  for (int i = 0; i < 3; ++i) q.enqueue("noop", nullptr);
+  const auto recent_dead = q.enqueue("noop", nullptr, {.max_attempts = 1});
+  for (int i = 0; i < 3; ++i) {
+    auto j = claim_one(b);
+    b.complete(j.id, j.lease_token, nullptr);
+  }
+  fx.clock.advance(25h);
+  {
+    auto j = claim_one(b);
+    REQUIRE(j.id == recent_dead);
+    b.fail({j.id, j.lease_token, "x", std::nullopt});
+  }
+  SECTION("the first prune runs as the worker starts") {
+    jobq::Worker w{b, fast_worker()};  // the default retention
+    w.handle("noop", [](const nlohmann::json&, jobq::JobContext&) { return nlohmann::json(); });
+    w.start();
+    // Completed jobs a day old go; a fresh dead one stays.
+    CHECK(eventually([&] { return q.counts().completed == 0; }, 10s));
+    w.stop();
+    CHECK(q.counts() == jobq::Counts{.dead = 1});
+  }
+  SECTION("no retention keeps everything") {
+    auto o = fast_worker();
+    o.retention.reset();
+    jobq::Worker w{b, o};
+    w.handle("noop", [](const nlohmann::json&, jobq::JobContext&) { return nlohmann::json(); });
+    CHECK(w.run_until_idle(60s));
+    CHECK(q.counts() == jobq::Counts{.completed = 3, .dead = 1});
+  }
+}
