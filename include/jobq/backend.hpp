@@ -81,6 +81,15 @@ namespace jobq {
 /// - `wait_for_work(queues, timeout, stop)`: block until work may be ready in one of the
 ///   queues (an enqueue, a retry, a release, a resume, or a delayed job coming due), the
 ///   timeout passes, or stop is requested. Spurious wake-ups are allowed; it is a hint only.
+///
+/// An operation added here is also added to the forwarding layer (jobq/forwarding_backend.hpp),
+/// which AnyBackend and the test wrappers share.
+//
+// One concept rather than one per role (job store, work signal, queue admin, schedules): its
+// users need nearly all of it. Queue uses every operation but the worker's lease calls; Worker
+// the lease calls, counts, prune and the schedules; both go through the schedule helpers
+// (schedule.hpp), which take a whole Backend. Only Metrics (now, counts, is_paused, list) and the
+// HTTP server would ask for less, and no partial backend or test double needs that yet.
 template <class B>
 concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const NewJob> jobs,
                            const ClaimRequest& req, JobId id, const std::string& token,

@@ -9,21 +9,19 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <optional>
-#include <span>
-#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <jobq/backend.hpp>
 #include <jobq/error.hpp>
+#include <jobq/forwarding_backend.hpp>
 
 namespace jobq_chaos {
 
 /// @brief Forwards every Backend call to a shared backend unless the link is down.
 template <jobq::Backend B>
-class FaultBackend {
+class FaultBackend : public jobq::ForwardingBackend<FaultBackend<B>> {
  public:
   /// @brief A view of `backend` (which must outlive it), up.
   explicit FaultBackend(B& backend, std::string name = "backend") : backend_(&backend), name_(std::move(name)) {}
@@ -49,21 +47,13 @@ class FaultBackend {
   /// @brief Calls refused so far.
   [[nodiscard]] std::uint64_t refused() const noexcept { return refused_; }
 
-  /// @brief The shared backend's clock (a clock never fails).
-  [[nodiscard]] jobq::TimePoint now() const { return backend_->now(); }
-
-  /// @brief See jobq::Backend: each call below throws ConnectionError while the link is down.
-  jobq::EnqueueResult enqueue(const jobq::NewJob& j) { return guard("enqueue"), backend_->enqueue(j); }
-  std::vector<jobq::EnqueueResult> enqueue_many(std::span<const jobq::NewJob> j) {
-    return guard("enqueue_many"), backend_->enqueue_many(j);
-  }
+  /// @brief See jobq::Backend::claim; the observer sees it even when the link is down.
   std::vector<jobq::JobRecord> claim(const jobq::ClaimRequest& r) {
-    if (!claims_.sending) return guard("claim"), backend_->claim(r);
+    if (!claims_.sending) return Forwarding::claim(r);
     claims_.sending(r);
     std::vector<jobq::JobRecord> jobs;
     try {
-      guard("claim");
-      jobs = backend_->claim(r);
+      jobs = Forwarding::claim(r);
     } catch (...) {
       claims_.received(nullptr);
       throw;
@@ -71,56 +61,21 @@ class FaultBackend {
     claims_.received(&jobs);
     return jobs;
   }
-  bool complete(jobq::JobId id, const std::string& token, const nlohmann::json& result) {
-    return guard("complete"), backend_->complete(id, token, result);
-  }
-  std::vector<bool> complete_many(std::span<const jobq::Completion> c) {
-    return guard("complete_many"), backend_->complete_many(c);
-  }
-  jobq::FailOutcome fail(const jobq::Failure& f) { return guard("fail"), backend_->fail(f); }
-  bool extend_lease(jobq::JobId id, const std::string& token, jobq::Millis lease) {
-    return guard("extend_lease"), backend_->extend_lease(id, token, lease);
-  }
-  bool release(jobq::JobId id, const std::string& token) { return guard("release"), backend_->release(id, token); }
-  bool set_progress(jobq::JobId id, const std::string& token, int percent, const std::string& message) {
-    return guard("set_progress"), backend_->set_progress(id, token, percent, message);
-  }
-  jobq::Recovered recover_expired() { return guard("recover_expired"), backend_->recover_expired(); }
-  std::optional<jobq::JobRecord> get(jobq::JobId id) { return guard("get"), backend_->get(id); }
-  bool cancel(jobq::JobId id) { return guard("cancel"), backend_->cancel(id); }
-  bool redrive(jobq::JobId id) { return guard("redrive"), backend_->redrive(id); }
-  void pause(const std::string& q) { guard("pause"), backend_->pause(q); }
-  void resume(const std::string& q) { guard("resume"), backend_->resume(q); }
-  bool is_paused(const std::string& q) { return guard("is_paused"), backend_->is_paused(q); }
-  jobq::Counts counts(const std::string& q) { return guard("counts"), backend_->counts(q); }
-  std::size_t prune(const std::string& q, const jobq::Retention& r) { return guard("prune"), backend_->prune(q, r); }
-  std::vector<jobq::JobRecord> list(const std::string& q, jobq::JobState s, jobq::Page p) {
-    return guard("list"), backend_->list(q, s, p);
-  }
-  void wait_for_work(std::span<const std::string> queues, jobq::Millis timeout, std::stop_token stop) {
-    guard("wait_for_work"), backend_->wait_for_work(queues, timeout, std::move(stop));
-  }
 
-  // Newer operations, forwarded only where B has them, so the view follows the Backend concept
-  // as it grows without naming types an older core lacks.
-#define JOBQ_CHAOS_FORWARD(op)                                                     \
-  template <class... A, class BB = B>                                              \
-  auto op(A&&... a)->decltype(std::declval<BB&>().op(std::forward<A>(a)...)) {     \
-    guard(#op);                                                                    \
-    return backend_->op(std::forward<A>(a)...);                                    \
+  /// @brief The shared backend's queue names, where B can list them.
+  auto queues()
+    requires requires(B& b) { b.queues(); }
+  {
+    return this->forward("queues").queues();
   }
-  JOBQ_CHAOS_FORWARD(queues)
-  JOBQ_CHAOS_FORWARD(set_queue_limits)
-  JOBQ_CHAOS_FORWARD(queue_limits)
-  JOBQ_CHAOS_FORWARD(put_schedule)
-  JOBQ_CHAOS_FORWARD(remove_schedule)
-  JOBQ_CHAOS_FORWARD(schedules)
-  JOBQ_CHAOS_FORWARD(fire_schedule)
-  JOBQ_CHAOS_FORWARD(subscribe)
-#undef JOBQ_CHAOS_FORWARD
 
  private:
-  void guard(const char* op) {
+  using Forwarding = jobq::ForwardingBackend<FaultBackend>;
+  friend Forwarding;
+  B& wrapped() const { return *backend_; }
+
+  // Every call but now() (a clock never fails) throws while the link is down.
+  void before_call(const char* op) {
     if (!down_) return;
     ++refused_;
     throw jobq::ConnectionError(name_ + ": " + op + ": connection refused (" +

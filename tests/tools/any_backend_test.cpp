@@ -7,49 +7,15 @@
 
 namespace {
 
-// A backend with everything but queues(): AnyBackend must refuse to list its queues clearly.
-class NoListing {
+// A backend with everything but queues() (ForwardingBackend forwards the Backend operations
+// only): AnyBackend must refuse to list its queues clearly.
+class NoListing : public jobq::ForwardingBackend<NoListing> {
  public:
   explicit NoListing(jobq::ClockFn clock) : inner_({std::move(clock)}) {}
-  jobq::TimePoint now() const { return inner_.now(); }
-  jobq::EnqueueResult enqueue(const jobq::NewJob& j) { return inner_.enqueue(j); }
-  std::vector<jobq::EnqueueResult> enqueue_many(std::span<const jobq::NewJob> js) { return inner_.enqueue_many(js); }
-  std::vector<jobq::JobRecord> claim(const jobq::ClaimRequest& r) { return inner_.claim(r); }
-  bool complete(jobq::JobId id, const std::string& t, const nlohmann::json& r) { return inner_.complete(id, t, r); }
-  std::vector<bool> complete_many(std::span<const jobq::Completion> cs) { return inner_.complete_many(cs); }
-  jobq::FailOutcome fail(const jobq::Failure& f) { return inner_.fail(f); }
-  bool extend_lease(jobq::JobId id, const std::string& t, jobq::Millis l) { return inner_.extend_lease(id, t, l); }
-  bool release(jobq::JobId id, const std::string& t) { return inner_.release(id, t); }
-  bool set_progress(jobq::JobId id, const std::string& t, int p, const std::string& m) {
-    return inner_.set_progress(id, t, p, m);
-  }
-  jobq::Recovered recover_expired() { return inner_.recover_expired(); }
-  std::optional<jobq::JobRecord> get(jobq::JobId id) { return inner_.get(id); }
-  bool cancel(jobq::JobId id) { return inner_.cancel(id); }
-  bool redrive(jobq::JobId id) { return inner_.redrive(id); }
-  void pause(const std::string& q) { inner_.pause(q); }
-  void resume(const std::string& q) { inner_.resume(q); }
-  bool is_paused(const std::string& q) { return inner_.is_paused(q); }
-  jobq::Counts counts(const std::string& q) { return inner_.counts(q); }
-  std::size_t prune(const std::string& q, const jobq::Retention& r) { return inner_.prune(q, r); }
-  std::vector<jobq::JobRecord> list(const std::string& q, jobq::JobState s, jobq::Page p) { return inner_.list(q, s, p); }
-  void wait_for_work(std::span<const std::string> qs, jobq::Millis t, std::stop_token st) {
-    inner_.wait_for_work(qs, t, std::move(st));
-  }
-  void set_queue_limits(const std::string& q, const jobq::QueueLimits& l) { inner_.set_queue_limits(q, l); }
-  jobq::QueueLimits queue_limits(const std::string& q) { return inner_.queue_limits(q); }
-  void put_schedule(const jobq::StoredSchedule& s) { inner_.put_schedule(s); }
-  bool remove_schedule(const std::string& n) { return inner_.remove_schedule(n); }
-  std::vector<jobq::StoredSchedule> schedules() { return inner_.schedules(); }
-  bool fire_schedule(const std::string& n, jobq::TimePoint e, jobq::TimePoint x, const std::optional<jobq::NewJob>& j) {
-    return inner_.fire_schedule(n, e, x, j);
-  }
-  jobq::Subscription subscribe(std::span<const std::string> qs, jobq::NoticeFn fn) {
-    return inner_.subscribe(qs, std::move(fn));
-  }
+  jobq::MemoryBackend& wrapped() const { return inner_; }
 
  private:
-  jobq::MemoryBackend inner_;
+  mutable jobq::MemoryBackend inner_;  // mutable: wrapped() is const, for now()
 };
 
 }  // namespace
