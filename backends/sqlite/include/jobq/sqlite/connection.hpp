@@ -181,44 +181,6 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   ~Connection() { close(); }
 
- private:
-  // SQLITE_OPEN_READONLY; if even reading fails because the WAL index (-shm) cannot be made
-  // (a read-only directory or mount), again as immutable: nobody can be writing such a file.
-  void open_read_only(const std::string& path, const SqliteOptions& opt) {
-    std::string uri = "file:";
-    for (const char ch : path) {
-      if (ch == '%' || ch == '?' || ch == '#') {
-        static constexpr char hex[] = "0123456789abcdef";
-        uri += '%';
-        uri += hex[static_cast<unsigned char>(ch) >> 4];
-        uri += hex[static_cast<unsigned char>(ch) & 0xf];
-      } else {
-        uri += ch;
-      }
-    }
-    for (const char* mode : {"?mode=ro", "?mode=ro&immutable=1"}) {
-      const int rc = sqlite3_open_v2((uri + mode).c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-                                     nullptr);
-      if (rc != SQLITE_OK) {
-        std::string msg = "sqlite: cannot open database '" + path + "' read-only: " +
-                          (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-        if ((rc & 0xff) == SQLITE_CANTOPEN) msg += " (does it exist?)";
-        close();
-        throw SqliteError(category_of(rc), msg, rc);
-      }
-      sqlite3_extended_result_codes(db_, 1);
-      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
-      const int probe = sqlite3_exec(db_, sql::probe_schema.data(), nullptr, nullptr, nullptr);
-      if (probe == SQLITE_OK) return;
-      auto err = error_from(db_, sqlite3_extended_errcode(db_), "open database read-only");
-      close();
-      if ((probe & 0xff) != SQLITE_CANTOPEN) throw err;
-    }
-    throw SqliteError(ErrorCategory::backend, "sqlite: cannot read database '" + path + "' read-only", SQLITE_CANTOPEN);
-  }
-
- public:
-
   /// @brief The raw handle.
   [[nodiscard]] sqlite3* handle() const noexcept { return db_; }
 
@@ -256,6 +218,41 @@ class Connection {
   }
 
  private:
+  // SQLITE_OPEN_READONLY; if even reading fails because the WAL index (-shm) cannot be made
+  // (a read-only directory or mount), again as immutable: nobody can be writing such a file.
+  void open_read_only(const std::string& path, const SqliteOptions& opt) {
+    std::string uri = "file:";
+    for (const char ch : path) {
+      if (ch == '%' || ch == '?' || ch == '#') {
+        static constexpr char hex[] = "0123456789abcdef";
+        uri += '%';
+        uri += hex[static_cast<unsigned char>(ch) >> 4];
+        uri += hex[static_cast<unsigned char>(ch) & 0xf];
+      } else {
+        uri += ch;
+      }
+    }
+    for (const char* mode : {"?mode=ro", "?mode=ro&immutable=1"}) {
+      const int rc = sqlite3_open_v2((uri + mode).c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                                     nullptr);
+      if (rc != SQLITE_OK) {
+        std::string msg = "sqlite: cannot open database '" + path + "' read-only: " +
+                          (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+        if ((rc & 0xff) == SQLITE_CANTOPEN) msg += " (does it exist?)";
+        close();
+        throw SqliteError(category_of(rc), msg, rc);
+      }
+      sqlite3_extended_result_codes(db_, 1);
+      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
+      const int probe = sqlite3_exec(db_, sql::probe_schema.data(), nullptr, nullptr, nullptr);
+      if (probe == SQLITE_OK) return;
+      auto err = error_from(db_, sqlite3_extended_errcode(db_), "open database read-only");
+      close();
+      if ((probe & 0xff) != SQLITE_CANTOPEN) throw err;
+    }
+    throw SqliteError(ErrorCategory::backend, "sqlite: cannot read database '" + path + "' read-only", SQLITE_CANTOPEN);
+  }
+
   Stmt prepare(std::string_view sql, std::string_view what) {
     return prepare_once(db_, sql, what);
   }
