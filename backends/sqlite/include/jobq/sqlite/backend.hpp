@@ -1,0 +1,529 @@
+#pragma once
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/backend.hpp"
+#include "jobq/error.hpp"
+#include "jobq/events.hpp"
+#include "jobq/job.hpp"
+#include "jobq/sqlite/claim.hpp"
+#include "jobq/sqlite/connection.hpp"
+#include "jobq/sqlite/enqueue.hpp"
+#include "jobq/sqlite/error.hpp"
+#include "jobq/sqlite/migrations.hpp"
+#include "jobq/sqlite/options.hpp"
+#include "jobq/sqlite/rows.hpp"
+#include "jobq/sqlite/statements.hpp"
+#include "jobq/sqlite/waiting.hpp"
+#include "jobq/time.hpp"
+
+namespace jobq {
+
+/// @brief Backend on one SQLite file in WAL mode, shared by the threads of a process and by any
+/// number of processes on the same host.
+///
+/// Connections (detail::sqlite::ConnectionPool): one writer connection, used under a mutex, and
+/// a small pool of reader connections; reads (get, list, counts, the wait_for_work poll) use
+/// the readers, which WAL never blocks on the writer. Every statement is prepared once per
+/// connection.
+class SqliteBackend {
+  using Connection = detail::sqlite::Connection;
+
+ public:
+  /// @brief Opens (or creates) the database at `path` and brings its schema up to date.
+  explicit SqliteBackend(std::string path, SqliteOptions options = {})
+      : path_(std::move(path)),
+        opt_(detail::sqlite::checked(path_, std::move(options))),
+        pool_(path_, opt_),
+        db_file_(file_of(pool_.writer_handle())),
+        hub_(detail::sqlite::hub_for(db_file_.empty() ? path_ : db_file_)) {
+    detail::sqlite::migrate(pool_, path_, opt_.read_only, opt_.clock);
+  }
+
+  SqliteBackend(const SqliteBackend&) = delete;
+  SqliteBackend& operator=(const SqliteBackend&) = delete;
+
+  /// @brief True when the file was opened for inspection only (SqliteOptions::read_only).
+  [[nodiscard]] bool read_only() const noexcept { return opt_.read_only; }
+
+  /// @brief The database file's path as given.
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  /// @brief The schema version of the open file (detail::sqlite::latest_schema_version() once open).
+  int schema_version() {
+    return pool_.read("read schema version", [](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::read_version, "read schema version");
+      return s.step() ? static_cast<int>(s.integer(0)) : 0;
+    });
+  }
+
+  /// @brief The backend's clock.
+  [[nodiscard]] TimePoint now() const { return opt_.clock(); }
+
+  /// @brief Stores a job (or returns the holder of its unique key), in its own transaction.
+  EnqueueResult enqueue(const NewJob& job) {
+    auto r = enqueue_many(std::span<const NewJob>(&job, 1));
+    return r.front();
+  }
+
+  /// @brief Stores many jobs in one transaction, all or nothing.
+  std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
+    std::vector<detail::sqlite::Encoded> encoded;
+    encoded.reserve(jobs.size());
+    for (const auto& j : jobs) encoded.push_back(encode(j));  // before any write
+    if (jobs.empty()) return {};
+    bool wake = false;
+    auto out = pool_.write("enqueue", [&](Connection& c) {
+      const auto t = now();
+      std::vector<EnqueueResult> res;
+      res.reserve(jobs.size());
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        res.push_back(detail::sqlite::insert_job(detail::sqlite::cached(c, "enqueue"), jobs[i], encoded[i], t));
+        wake = wake || detail::sqlite::ready_now(res.back(), jobs[i], t);
+      }
+      return res;
+    });
+    if (wake) notify();
+    return out;
+  }
+
+  /// @brief Leases up to req.limit ready jobs, best first across the queues, in one BEGIN
+  /// IMMEDIATE transaction: the queues' settings rows (paused, limits), then one
+  /// UPDATE … RETURNING (a single job: pick, lease and read it by primary key).
+  ///
+  /// Queues without limits take the same single statement as before limits existed. A queue
+  /// with limits (set_queue_limits) is walked in claim order skipping saturated groups, as far
+  /// as its rate allowance goes, and the chosen jobs are leased by id. The transaction holds
+  /// SQLite's one write lock, so the limits hold across every thread and process on the file.
+  ///
+  /// A claimed row that cannot be decoded (say its payload is not valid JSON) is not returned:
+  /// it is made dead in the same transaction with an error naming the problem, so it can never
+  /// block its queue; its stored columns are kept for inspection and redrive after repair.
+  std::vector<JobRecord> claim(const ClaimRequest& req) {
+    const auto queues = claim_queues(req);
+    if (queues.empty() || req.limit == 0) return {};
+    const auto limit = static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX));
+    auto out = pool_.write(
+        "claim", [&](Connection& c) { return detail::sqlite::claim_jobs(c, queues, req, limit, now()); });
+    // RETURNING hands rows back in no particular order.
+    std::sort(out.begin(), out.end(), claims_before);
+    return out;
+  }
+
+  /// @brief Records a success if the lease token is current.
+  bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    check_json(result, "result");  // before the copy below, which recurses
+    Completion c{id, token, result};
+    return complete_many(std::span<const Completion>(&c, 1)).front();
+  }
+
+  /// @brief Records many successes in one transaction; one bool per completion.
+  std::vector<bool> complete_many(std::span<const Completion> completions) {
+    std::vector<std::string> results;
+    results.reserve(completions.size());
+    for (const auto& c : completions) results.push_back(dump_for_storage(c.result, "result"));
+    if (completions.empty()) return {};
+    // Notices cost a RETURNING per job: built only while someone in this process listens.
+    const bool announce = !hub_->empty();
+    std::vector<JobNotice> notices;
+    auto ok = pool_.write("complete", [&](Connection& c) {
+      notices.clear();
+      const auto t = to_epoch_ms(now());
+      std::vector<bool> out;
+      out.reserve(completions.size());
+      for (std::size_t i = 0; i < completions.size(); ++i) {
+        const auto& done = completions[i];
+        if (done.lease_token.empty()) {
+          out.push_back(false);
+          continue;
+        }
+        auto s = c.query(announce ? detail::sqlite::sql::complete_notice : detail::sqlite::sql::complete, "complete");
+        s.bind(1, done.id).bind(2, done.lease_token).bind(3, t).bind(4, results[i]);
+        if (!announce) {
+          out.push_back(s.run() == 1);
+        } else if (s.step()) {
+          notices.push_back({JobNotice::Kind::completed, done.id, s.text(0), static_cast<int>(s.integer(1)), 0, {}});
+          s.run();
+          out.push_back(true);
+        } else {
+          out.push_back(false);
+        }
+      }
+      return out;
+    });
+    hub_->publish(notices);  // after the commit: only committed changes are announced
+    return ok;
+  }
+
+  /// @brief Records a failed attempt: retry at f.retry_at, or dead.
+  FailOutcome fail(const Failure& f) {
+    if (f.lease_token.empty()) return FailOutcome::rejected;
+    const auto message = as_json_text(f.error);
+    JobNotice notice;
+    const auto [outcome, wake] = pool_.write("fail", [&](Connection& c) {
+      const auto t = now();
+      auto s = c.query(detail::sqlite::sql::fail, "fail");
+      s.bind(1, f.id).bind(2, f.lease_token).bind(3, to_epoch_ms(t)).bind(4, message);
+      if (f.retry_at) {
+        s.bind(5, to_epoch_ms(*f.retry_at));
+      } else {
+        s.bind_null(5);
+      }
+      if (!s.step()) return std::pair{FailOutcome::rejected, false};
+      const bool retried = s.text(0) == "queued";
+      notice = {retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, f.id, s.text(1),
+                static_cast<int>(s.integer(2)), 0, f.error};
+      s.run();
+      return std::pair{retried ? FailOutcome::retried : FailOutcome::dead, retried && *f.retry_at <= t};
+    });
+    if (wake) notify();
+    if (outcome != FailOutcome::rejected) hub_->publish(notice);
+    return outcome;
+  }
+
+  /// @brief Heartbeat: pushes the lease deadline to now + lease.
+  bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
+    if (token.empty()) return false;
+    return pool_.write("extend lease", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::extend_lease, "extend lease")
+                 .bind(1, id)
+                 .bind(2, token)
+                 .bind(3, to_epoch_ms(now() + lease))
+                 .run() == 1;
+    });
+  }
+
+  /// @brief Gives a leased job back without counting the attempt.
+  bool release(JobId id, const std::string& token) {
+    if (token.empty()) return false;
+    const bool ok = pool_.write("release", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::release, "release").bind(1, id).bind(2, token).bind(3, to_epoch_ms(now())).run() ==
+             1;
+    });
+    if (ok) notify();
+    return ok;
+  }
+
+  /// @brief Records progress (clamped to 0..100) of an active job.
+  bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
+    if (token.empty()) return false;
+    const int pct = std::clamp(percent, 0, 100);
+    JobNotice notice;
+    const bool ok = pool_.write("set progress", [&](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::set_progress, "set progress");
+      s.bind(1, id).bind(2, token).bind(3, pct).bind(4, message);
+      if (!s.step()) return false;
+      notice = {JobNotice::Kind::progress, id, s.text(0), static_cast<int>(s.integer(1)), pct, message};
+      s.run();
+      return true;
+    });
+    if (ok) hub_->publish(notice);
+    return ok;
+  }
+
+  /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired.
+  Recovered recover_expired() {
+    std::vector<JobNotice> notices;
+    const auto r = pool_.write("recover expired leases", [&](Connection& c) {
+      notices.clear();
+      Recovered rec;
+      auto s = c.query(detail::sqlite::sql::recover_expired, "recover expired leases");
+      s.bind(1, to_epoch_ms(now())).bind(2, lease_expired_message);
+      while (s.step()) {
+        const bool retried = s.text(0) == "queued";
+        (retried ? rec.retried : rec.dead) += 1;
+        notices.push_back({retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, s.integer(1), s.text(2),
+                           static_cast<int>(s.integer(3)), 0, lease_expired_message});
+      }
+      return rec;
+    });
+    if (r.retried > 0) notify();
+    hub_->publish(notices);
+    return r;
+  }
+
+  /// @brief The job, if it exists. A row that cannot be decoded throws SqliteError naming it.
+  std::optional<JobRecord> get(JobId id) {
+    return pool_.read("get job", [&](Connection& c) -> std::optional<JobRecord> {
+      auto s = c.query(detail::sqlite::sql::read_job, "get job");
+      s.bind(1, id);
+      if (!s.step()) return std::nullopt;
+      return detail::sqlite::decode(s);
+    });
+  }
+
+  /// @brief Cancels a queued job.
+  bool cancel(JobId id) {
+    std::string queue;
+    const bool ok = pool_.write("cancel", [&](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::cancel, "cancel");
+      s.bind(1, id).bind(2, to_epoch_ms(now()));
+      if (!s.step()) return false;
+      queue = s.text(0);
+      s.run();
+      return true;
+    });
+    if (ok) hub_->publish(JobNotice{JobNotice::Kind::cancelled, id, queue, 0, 0, {}});
+    return ok;
+  }
+
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget (errors kept).
+  bool redrive(JobId id) {
+    const bool ok = pool_.write("redrive", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::redrive, "redrive").bind(1, id).bind(2, to_epoch_ms(now())).run() == 1;
+    });
+    if (ok) notify();
+    return ok;
+  }
+
+  /// @brief Stops claims from a queue (kept in jobq_queues, so every process sees it).
+  void pause(const std::string& queue) { set_paused(queue, true); }
+
+  /// @brief Restores claims from a queue.
+  void resume(const std::string& queue) {
+    set_paused(queue, false);
+    notify();
+  }
+
+  /// @brief Whether a queue is paused.
+  bool is_paused(const std::string& queue) {
+    validate_queue_name(queue);
+    return pool_.read("is paused", [&](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::is_paused, "is paused");
+      s.bind(1, queue);
+      return s.step() && s.integer(0) != 0;
+    });
+  }
+
+  /// @brief Jobs per state in a queue.
+  Counts counts(const std::string& queue) {
+    validate_queue_name(queue);
+    return pool_.read("counts", [&](Connection& c) { return detail::sqlite::read_counts(c, queue); });
+  }
+
+  /// @brief Deletes finished jobs older than the retention of their state.
+  std::size_t prune(const std::string& queue, const Retention& retention) {
+    validate_queue_name(queue);
+    return pool_.write("prune", [&](Connection& c) {
+      const auto t = now();
+      std::size_t n = 0;
+      const std::pair<JobState, std::optional<Millis>> rules[] = {
+          {JobState::completed, retention.completed},
+          {JobState::dead, retention.dead},
+          {JobState::cancelled, retention.cancelled}};
+      for (const auto& [state, keep] : rules) {
+        if (!keep) continue;
+        n += static_cast<std::size_t>(c.query(detail::sqlite::sql::prune, "prune")
+                                          .bind(1, queue)
+                                          .bind(2, to_string(state))
+                                          .bind(3, to_epoch_ms(t - *keep))
+                                          .run());
+      }
+      return n;
+    });
+  }
+
+  /// @brief A page of a queue's jobs in one state, by id. A row that cannot be decoded throws
+  /// SqliteError naming it.
+  std::vector<JobRecord> list(const std::string& queue, JobState state, Page page) {
+    validate_queue_name(queue);
+    return pool_.read("list jobs", [&](Connection& c) {
+      std::vector<JobRecord> out;
+      auto s = c.query(detail::sqlite::sql::list_jobs, "list jobs");
+      s.bind(1, queue)
+          .bind(2, to_string(state))
+          .bind(3, static_cast<std::int64_t>(std::min<std::size_t>(page.limit, INT64_MAX)))
+          .bind(4, static_cast<std::int64_t>(std::min<std::size_t>(page.offset, INT64_MAX)));
+      while (s.step()) out.push_back(detail::sqlite::decode(s));
+      return out;
+    });
+  }
+
+  /// @brief Sleeps until work may be ready in one of the queues, the timeout, or stop.
+  ///
+  /// An enqueue, retry, release, redrive, recovery or resume in this process wakes it at once.
+  /// Work from other processes (and delayed jobs coming due) is found by looking at the file
+  /// every poll_interval — an indexed read per queue (jobq_jobs_ready), no write lock.
+  void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) {
+    waiters_.wait(
+        timeout, std::move(stop), opt_.poll_interval,
+        [&] { return detail::sqlite::next_due(pool_, queues, opt_.clock); }, opt_.clock);
+  }
+
+  /// @brief Sets a queue's limits (kept in jobq_queues beside its paused flag; every claim of
+  /// every process reads them in its transaction).
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    pool_.write("set queue limits", [&](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::set_limits, "set queue limits");
+      s.bind(1, queue).bind(2, limits.group_concurrency);
+      if (limits.rate) {
+        s.bind(3, limits.rate->max).bind(4, static_cast<std::int64_t>(limits.rate->window.count()));
+      } else {
+        s.bind_null(3).bind_null(4);
+      }
+      s.run();
+      if (!limits.rate) {  // claims of an unlimited queue no longer prune its ledger
+        c.query(detail::sqlite::sql::rate_forget, "set queue limits: clear rate ledger").bind(1, queue).run();
+      }
+    });
+    notify();  // a raised limit may make waiting jobs claimable
+  }
+
+  /// @brief A queue's limits (none unless set).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    return pool_.read("queue limits", [&](Connection& c) { return detail::sqlite::read_settings(c, queue).limits; });
+  }
+
+  /// @brief Inserts or replaces the schedule named s.name (its spec stored as JSON text).
+  void put_schedule(const StoredSchedule& schedule) {
+    validate_schedule_name(schedule.name);
+    const auto spec = dump_for_storage(schedule.spec, "schedule spec");
+    pool_.write("put schedule", [&](Connection& c) {
+      c.query(detail::sqlite::sql::put_schedule, "put schedule")
+          .bind(1, schedule.name)
+          .bind(2, spec)
+          .bind(3, to_epoch_ms(schedule.next_run))
+          .run();
+    });
+  }
+
+  /// @brief Deletes a schedule; false if there was none of that name.
+  bool remove_schedule(const std::string& name) {
+    validate_schedule_name(name);
+    return pool_.write("remove schedule", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::remove_schedule, "remove schedule").bind(1, name).run() == 1;
+    });
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    return pool_.read("list schedules", [](Connection& c) { return detail::sqlite::read_schedules(c); });
+  }
+
+  /// @brief If the schedule's next_run is still `expected`: sets it to `next` and enqueues
+  /// `job` (if any) exactly as enqueue does, in one transaction; true. Otherwise (another
+  /// scheduler fired this tick, or the schedule is gone) changes nothing; false.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
+                     const std::optional<NewJob>& job) {
+    validate_schedule_name(name);
+    std::optional<detail::sqlite::Encoded> e;
+    if (job) e = encode(*job);  // before any write
+    bool wake = false;
+    const bool fired = pool_.write("fire schedule", [&](Connection& c) {
+      if (c.query(detail::sqlite::sql::fire_schedule, "fire schedule")
+              .bind(1, name)
+              .bind(2, to_epoch_ms(expected))
+              .bind(3, to_epoch_ms(next))
+              .run() != 1) {
+        return false;
+      }
+      if (job) {
+        const auto t = now();
+        const auto r = detail::sqlite::insert_job(detail::sqlite::cached(c, "fire schedule: enqueue"), *job, *e, t);
+        wake = detail::sqlite::ready_now(r, *job, t);
+      }
+      return true;
+    });
+    if (wake) notify();
+    return fired;
+  }
+
+  /// @brief Calls fn for every notice of `queues` (all when empty) from this process: changes
+  /// made through any SqliteBackend object on the same file in this process, announced after
+  /// their commit. Changes made by other processes are not delivered (see README).
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    auto inner = std::make_shared<Subscription>(hub_->subscribe(queues, std::move(fn)));
+    // The hub may be shared with other objects on the file: keep it alive with the subscription.
+    return Subscription([hub = hub_, inner] { inner->cancel(); });
+  }
+
+  // Beyond the Backend concept.
+
+  /// @brief Transactional enqueue on the caller's own connection `db` (same database file),
+  /// inside the caller's transaction if one is open: the job exists iff that transaction commits.
+  /// Starts no transaction of its own inside the caller's (a savepoint makes the job's own
+  /// statements all-or-nothing). The schema must already exist (open a SqliteBackend on the file
+  /// first). In-process waiters are woken at once only when `db` was in autocommit mode; a job
+  /// enqueued inside an open transaction is found by the next poll, or call notify() after commit.
+  EnqueueResult enqueue(sqlite3* db, const NewJob& job) {
+    if (db == nullptr) throw InvalidArgument("sqlite: enqueue on a null connection");
+    const auto e = encode(job);
+    const char* file = sqlite3_db_filename(db, "main");
+    if (file == nullptr || std::string_view(file) != db_file_) {
+      throw InvalidArgument(std::string("sqlite: transactional enqueue: the connection is on '") +
+                            (file != nullptr ? file : "?") + "', not on this backend's database '" +
+                            db_file_ + "'");
+    }
+    const bool autocommit = sqlite3_get_autocommit(db) != 0;
+    const auto t = now();
+    const auto r = detail::sqlite::enqueue_on(db, job, e, t);
+    if (autocommit && r.created && job.run_at.value_or(t) <= t) notify();
+    return r;
+  }
+
+  /// @brief Wakes this process's wait_for_work callers (e.g. after committing a transaction
+  /// that enqueued jobs through enqueue(sqlite3*, job)).
+  void notify() { waiters_.notify(); }
+
+  /// @brief Every queue that holds jobs or was paused, sorted by name.
+  std::vector<std::string> queues() {
+    return pool_.read("queues", [&](Connection& c) {
+      auto s = c.query(detail::sqlite::sql::queues, "queues");
+      std::vector<std::string> out;
+      while (s.step()) out.push_back(s.text(0));
+      return out;
+    });
+  }
+
+ private:
+  /// @brief The error recorded (and announced) for a job whose lease ran out.
+  static constexpr const char* lease_expired_message = "lease expired (worker lost or too slow)";
+
+  static std::string file_of(sqlite3* db) {
+    const char* f = sqlite3_db_filename(db, "main");
+    return f != nullptr ? f : "";
+  }
+
+  // A message as JSON text, invalid UTF-8 replaced (bound to json(?) in SQL).
+  static std::string as_json_text(const std::string& message) {
+    return nlohmann::json(message).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
+  detail::sqlite::Encoded encode(const NewJob& job) const { return detail::sqlite::encode(job, opt_.max_payload_bytes); }
+
+  void set_paused(const std::string& queue, bool paused) {
+    validate_queue_name(queue);
+    pool_.write("pause/resume", [&](Connection& c) {
+      c.query(detail::sqlite::sql::set_paused, "pause/resume").bind(1, queue).bind(2, paused ? 1 : 0).run();
+    });
+  }
+
+  std::string path_;
+  SqliteOptions opt_;
+  detail::sqlite::ConnectionPool pool_;  // refers to path_ and opt_
+  std::string db_file_;                  // SQLite's absolute name of the file, to check callers' connections
+  std::shared_ptr<NoticeHub> hub_;       // shared by every object on this file in this process
+  detail::sqlite::Waiters waiters_;
+};
+
+static_assert(Backend<SqliteBackend>);
+
+}  // namespace jobq
