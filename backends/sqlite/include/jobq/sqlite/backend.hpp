@@ -316,7 +316,8 @@ class SqliteBackend {
     return pool_.read("counts", [&](Connection& c) { return detail::sqlite::read_counts(c, queue); });
   }
 
-  /// @brief Deletes finished jobs older than the retention of their state.
+  /// @brief Deletes finished jobs older than the retention of their state, then all but the
+  /// newest retention.max_jobs of each finished state.
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     return pool_.write("prune", [&](Connection& c) {
@@ -327,12 +328,21 @@ class SqliteBackend {
           {JobState::dead, retention.dead},
           {JobState::cancelled, retention.cancelled}};
       for (const auto& [state, keep] : rules) {
-        if (!keep) continue;
-        n += static_cast<std::size_t>(c.query(detail::sqlite::sql::prune, "prune")
-                                          .bind(1, queue)
-                                          .bind(2, to_string(state))
-                                          .bind(3, to_epoch_ms(t - *keep))
-                                          .run());
+        if (keep) {
+          n += static_cast<std::size_t>(c.query(detail::sqlite::sql::prune, "prune")
+                                            .bind(1, queue)
+                                            .bind(2, to_string(state))
+                                            .bind(3, to_epoch_ms(t - *keep))
+                                            .run());
+        }
+        if (retention.max_jobs > 0) {
+          n += static_cast<std::size_t>(
+              c.query(detail::sqlite::sql::prune_beyond, "prune")
+                  .bind(1, queue)
+                  .bind(2, to_string(state))
+                  .bind(3, static_cast<std::int64_t>(std::min<std::size_t>(retention.max_jobs, INT64_MAX)))
+                  .run());
+        }
       }
       return n;
     });

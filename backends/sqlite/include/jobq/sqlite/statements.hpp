@@ -315,6 +315,12 @@ inline constexpr std::string_view prune = R"sql(
 DELETE FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
 AND finished_at < ?3
 )sql";
+// jobq_jobs_finished, read backwards (its implicit last column is the id): all but the newest ?3.
+inline constexpr std::string_view prune_beyond = R"sql(
+DELETE FROM jobq_jobs WHERE id IN (
+  SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
+  ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?3)
+)sql";
 
 // jobq_jobs_by_state.
 inline constexpr std::string_view list_jobs = R"sql(
