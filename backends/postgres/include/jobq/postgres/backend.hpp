@@ -22,6 +22,7 @@
 
 #include "jobq/backend.hpp"
 #include "jobq/postgres/connection.hpp"
+#include "jobq/postgres/inserts.hpp"
 #include "jobq/postgres/migrations.hpp"
 #include "jobq/postgres/notice_listener.hpp"
 #include "jobq/postgres/options.hpp"
@@ -79,7 +80,7 @@ class PostgresBackend {
   EnqueueResult enqueue(const NewJob& job) {
     const auto payload = checked_payload(job);
     auto r = pool_.with_retry("enqueue", Replay::never, [&](Conn& c, bool) {
-      return insert_one(c, job, payload, now());
+      return detail::pg::insert_one(c, job, payload, now());
     });
     wake_.wake();
     return r;
@@ -90,7 +91,7 @@ class PostgresBackend {
     const auto payloads = checked_payloads(jobs);
     if (jobs.empty()) return {};
     auto out = pool_.with_retry("enqueue_many", Replay::never, [&](Conn& c, bool) {
-      return in_transaction(c, [&] { return insert_many(c, jobs, payloads, now()); });
+      return detail::pg::in_transaction(c, [&] { return detail::pg::insert_many(c, jobs, payloads, now()); });
     });
     wake_.wake();
     return out;
@@ -113,9 +114,8 @@ class PostgresBackend {
       const auto t = now();
       detail::pg::Result r;
       try {
-        r = c.exec(S::claim,
-                 {queues_lit, ms(t), std::to_string(limit), ms(t + req.lease),
-                  detail::pg::text_array(tokens)});
+        r = c.exec(S::claim, {queues_lit, ms(t), std::to_string(limit), ms(t + req.lease),
+                              detail::pg::text_array(tokens)});
       } catch (const detail::pg::Lost& lost) {
         if (lost.unknown) remember_pending_release(tokens);
         throw;
@@ -183,13 +183,11 @@ class PostgresBackend {
     const auto message = detail::pg::safe_text(f.error);
     const auto outcome = pool_.outcome_retry("fail", {token}, [&](Conn& c, bool uncertain) {
       const auto t = now();
-      auto r = c.exec(S::fail,
-                    {std::to_string(f.id), token, message,
-                     f.retry_at ? detail::pg::Param(ms(*f.retry_at)) : std::nullopt, ms(t)});
+      auto r = c.exec(S::fail, {std::to_string(f.id), token, message,
+                                f.retry_at ? detail::pg::Param(ms(*f.retry_at)) : std::nullopt, ms(t)});
       if (PQntuples(r.get()) == 1) return detail::pg::outcome_of(PQgetvalue(r.get(), 0, 0));
       if (!uncertain) return FailOutcome::rejected;
-      auto again = c.exec(S::done_check, {"{" + std::to_string(f.id) + "}",
-                                           detail::pg::text_array({token})});
+      auto again = c.exec(S::done_check, {"{" + std::to_string(f.id) + "}", detail::pg::text_array({token})});
       if (PQntuples(again.get()) == 0) return FailOutcome::rejected;
       return detail::pg::outcome_of(PQgetvalue(again.get(), 0, 1));
     });
@@ -226,7 +224,7 @@ class PostgresBackend {
     const auto msg = detail::pg::safe_text(message);
     return pool_.with_retry("set_progress", Replay::safe, [&](Conn& c, bool) {
       return PQntuples(c.exec(S::progress, {std::to_string(id), strip_nul(token),
-                                             std::to_string(std::clamp(percent, 0, 100)), msg})
+                                            std::to_string(std::clamp(percent, 0, 100)), msg})
                            .get()) == 1;
     });
   }
@@ -286,7 +284,7 @@ class PostgresBackend {
   void resume(const std::string& queue) {
     validate_queue_name(queue);
     pool_.with_retry("resume", Replay::safe,
-               [&](Conn& c, bool) { return c.exec(S::resume, {queue, channel_}) != nullptr; });
+                     [&](Conn& c, bool) { return c.exec(S::resume, {queue, channel_}) != nullptr; });
     wake_.wake();
   }
 
@@ -330,7 +328,7 @@ class PostgresBackend {
     for (;;) {
       const auto n = pool_.with_retry("prune", Replay::safe, [&](Conn& c, bool) {
         auto r = c.exec(S::prune, {queue, ms(t), keep(retention.completed), keep(retention.dead),
-                                    keep(retention.cancelled), "jobq:prune:" + opt_.schema});
+                                   keep(retention.cancelled), "jobq:prune:" + opt_.schema});
         return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
       });
       total += n;
@@ -343,7 +341,7 @@ class PostgresBackend {
     validate_queue_name(queue);
     return pool_.with_retry("list", Replay::safe, [&](Conn& c, bool) {
       auto r = c.exec(S::list, {queue, std::string(to_string(state)), std::to_string(page.limit),
-                                 std::to_string(page.offset)});
+                                std::to_string(page.offset)});
       return detail::pg::rows_to_jobs(r.get());
     });
   }
@@ -366,9 +364,9 @@ class PostgresBackend {
       if (limits == QueueLimits{}) return c.exec(S::clear_limits, {queue, channel_}) != nullptr;
       const auto rate = limits.rate;
       return c.exec(S::set_limits,
-                  {queue, rate ? detail::pg::Param(std::to_string(rate->max)) : std::nullopt,
-                   rate ? detail::pg::Param(std::to_string(rate->window.count())) : std::nullopt,
-                   std::to_string(limits.group_concurrency), channel_}) != nullptr;
+                    {queue, rate ? detail::pg::Param(std::to_string(rate->max)) : std::nullopt,
+                     rate ? detail::pg::Param(std::to_string(rate->window.count())) : std::nullopt,
+                     std::to_string(limits.group_concurrency), channel_}) != nullptr;
     });
     wake_.wake();
   }
@@ -437,10 +435,10 @@ class PostgresBackend {
     std::optional<std::string> payload;
     if (job) payload = checked_payload(*job);
     const bool fired = pool_.with_retry("fire_schedule", Replay::never, [&](Conn& c, bool) {
-      return in_transaction(c, [&] {
+      return detail::pg::in_transaction(c, [&] {
         auto r = c.exec(S::fire_schedule, {strip_nul(name), ms(expected), ms(next)});
         if (PQntuples(r.get()) == 0) return false;
-        if (job) insert_one(c, *job, *payload, now());
+        if (job) detail::pg::insert_one(c, *job, *payload, now());
         return true;
       });
     });
@@ -465,19 +463,19 @@ class PostgresBackend {
   /// in a transaction of its own. Never retried (the connection is the caller's).
   EnqueueResult enqueue(PGconn* tx, const NewJob& job) {
     const auto payload = checked_payload(job);
-    detail::pg::CallerConn c{check_caller_conn(tx), &statements_};
-    return insert_one(c, job, payload, now());
+    detail::pg::CallerConn c{detail::pg::check_caller_conn(tx), &statements_};
+    return detail::pg::insert_one(c, job, payload, now());
   }
 
   /// @brief enqueue_many on the caller's own connection (see enqueue(PGconn*, job)).
   std::vector<EnqueueResult> enqueue_many(PGconn* tx, std::span<const NewJob> jobs) {
     const auto payloads = checked_payloads(jobs);
-    detail::pg::CallerConn c{check_caller_conn(tx), &statements_};
+    detail::pg::CallerConn c{detail::pg::check_caller_conn(tx), &statements_};
     if (jobs.empty()) return {};
     if (PQtransactionStatus(tx) == PQTRANS_IDLE) {
-      return in_transaction(c, [&] { return insert_many(c, jobs, payloads, now()); });
+      return detail::pg::in_transaction(c, [&] { return detail::pg::insert_many(c, jobs, payloads, now()); });
     }
-    return insert_many(c, jobs, payloads, now());
+    return detail::pg::insert_many(c, jobs, payloads, now());
   }
 
   /// @brief Every queue that holds jobs or is paused, sorted by name.
@@ -515,12 +513,9 @@ class PostgresBackend {
     return o;
   }
 
-  static std::string ms(TimePoint t) { return std::to_string(to_epoch_ms(t)); }
-
-  static std::string strip_nul(std::string s) {
-    std::erase(s, '\0');
-    return s;
-  }
+  // Shorthands for the conversions (values.hpp) nearly every operation makes.
+  static std::string ms(TimePoint t) { return detail::pg::ms(t); }
+  static std::string strip_nul(std::string s) { return detail::pg::strip_nul(std::move(s)); }
 
   // ------------------------------------------------------------------------------------------
   // Enqueue internals
@@ -541,109 +536,6 @@ class PostgresBackend {
     std::vector<std::string> out;
     out.reserve(jobs.size());
     for (const auto& j : jobs) out.push_back(checked_payload(j));
-    return out;
-  }
-
-  static detail::pg::Param group_param(const NewJob& j) {
-    return j.group.empty() ? std::nullopt : detail::pg::Param(j.group);
-  }
-
-  PGconn* check_caller_conn(PGconn* tx) const {
-    if (tx == nullptr) throw InvalidArgument("postgres: transactional enqueue needs a connection");
-    if (PQstatus(tx) != CONNECTION_OK) {
-      throw PostgresError(ErrorCategory::connection, "postgres: the caller's connection is broken", "08003");
-    }
-    switch (PQtransactionStatus(tx)) {
-      case PQTRANS_INERROR:
-        throw PostgresError(ErrorCategory::conflict,
-                            "postgres: the caller's transaction is aborted; roll it back first", "25P02");
-      case PQTRANS_ACTIVE:
-        throw InvalidArgument("postgres: the caller's connection is busy with another command");
-      default: break;
-    }
-    // The schema must exist already (this object's constructor made sure of it).
-    return tx;
-  }
-
-  static detail::pg::Params job_params(const NewJob& j, const std::string& payload, TimePoint t) {
-    return {j.queue,
-            j.name,
-            payload,
-            std::to_string(j.priority),
-            std::to_string(j.max_attempts),
-            ms(j.run_at.value_or(t)),
-            ms(t),
-            j.backoff.to_json().dump(),
-            std::to_string(j.timeout.count()),
-            std::to_string(j.unique_for.count()),
-            group_param(j)};
-  }
-
-  template <class C>
-  EnqueueResult insert_one(C& c, const NewJob& job, const std::string& payload, TimePoint t) {
-    auto params = job_params(job, payload, t);
-    if (job.unique_key.empty()) {
-      auto r = c.exec(S::enqueue_one, params);
-      return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), true};
-    }
-    // Unique keys, throttle and debounce: the function enqueue_keyed (migration 3) decides
-    // against the key's holder and retries itself when a concurrent enqueue wins the key.
-    params.emplace_back(job.unique_key);
-    params.emplace_back(std::to_string(job.throttle.count()));
-    params.emplace_back(std::to_string(job.debounce.count()));
-    auto r = c.exec(S::enqueue_keyed, params);
-    return {detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
-  }
-
-  template <class C>
-  std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
-                                         const std::vector<std::string>& payloads, TimePoint t) {
-    std::vector<EnqueueResult> out;
-    out.reserve(jobs.size());
-    std::size_t i = 0;
-    while (i < jobs.size()) {
-      if (!jobs[i].unique_key.empty()) {
-        out.push_back(insert_one(c, jobs[i], payloads[i], t));
-        ++i;
-        continue;
-      }
-      // A run of jobs without unique keys: one INSERT for all of them, in order.
-      std::size_t end = i;
-      while (end < jobs.size() && jobs[end].unique_key.empty() && end - i < 5'000) ++end;
-      std::vector<detail::pg::Param> q, n, p, pr, ma, ra, b, bi, to, uf, g;
-      std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> 1-based index
-      for (std::size_t k = i; k < end; ++k) {
-        const auto& j = jobs[k];
-        q.emplace_back(j.queue);
-        n.emplace_back(j.name);
-        p.emplace_back(payloads[k]);
-        g.emplace_back(group_param(j));
-        pr.emplace_back(std::to_string(j.priority));
-        ma.emplace_back(std::to_string(j.max_attempts));
-        ra.emplace_back(ms(j.run_at.value_or(t)));
-        auto policy = j.backoff.to_json().dump();
-        auto [at, added] = policy_index.try_emplace(policy, b.size() + 1);
-        if (added) b.emplace_back(std::move(policy));
-        bi.emplace_back(std::to_string(at->second));
-        to.emplace_back(std::to_string(j.timeout.count()));
-        uf.emplace_back(std::to_string(j.unique_for.count()));
-      }
-      std::vector<detail::pg::Param> queues;
-      std::unordered_set<std::string> seen;
-      for (const auto& name : q) {
-        if (seen.insert(*name).second) queues.push_back(name);
-      }
-      using detail::pg::text_array;
-      auto r = c.exec(S::enqueue_batch,
-                    {text_array(q), text_array(n), text_array(p), text_array(pr), text_array(ma),
-                     text_array(ra), ms(t), text_array(b), text_array(bi), text_array(to),
-                     text_array(uf), text_array(queues), text_array(g)});
-      std::vector<JobId> ids;
-      for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)));
-      std::sort(ids.begin(), ids.end());
-      for (auto id : ids) out.push_back({id, true});
-      i = end;
-    }
     return out;
   }
 
@@ -673,6 +565,10 @@ class PostgresBackend {
     }
   }
 
+  // ------------------------------------------------------------------------------------------
+  // Waiting
+
+  /// Whether one of the queues has a job ready now (true when that cannot be told).
   bool ready_now(std::span<const std::string> queues) {
     std::vector<detail::pg::Param> qs;
     for (const auto& q : queues) {
@@ -688,7 +584,6 @@ class PostgresBackend {
       return true;  // cannot tell: let the caller's claim report the problem
     }
   }
-
 
   PostgresOptions opt_;
   detail::pg::Connector connector_;

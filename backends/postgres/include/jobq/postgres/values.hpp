@@ -22,6 +22,15 @@ namespace jobq::detail::pg {
 using Param = std::optional<std::string>;
 using Params = std::vector<Param>;
 
+/// A time as a parameter: epoch ms from the backend's clock.
+inline std::string ms(TimePoint t) { return std::to_string(to_epoch_ms(t)); }
+
+/// Text without its NUL bytes, which libpq would take for the end of the parameter.
+inline std::string strip_nul(std::string s) {
+  std::erase(s, '\0');
+  return s;
+}
+
 /// A PostgreSQL array literal of text elements ({"a","b\"c",NULL}).
 inline std::string text_array(const std::vector<Param>& items) {
   std::string out = "{";
