@@ -12,8 +12,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 

@@ -135,7 +135,7 @@ inline Result check(PGconn* pg, PGresult* res, std::string_view what) {
   return r;
 }
 
-/// Runs one statement of text with parameters (not prepared).
+/// Runs one statement given as text, with parameters (not prepared).
 inline Result exec_text(PGconn* pg, std::string_view text, const Params& params = {}) {
   const std::string sql(text);
   auto values = c_params(params);
@@ -221,6 +221,7 @@ struct Conn {
 
   [[nodiscard]] PGconn* raw() const noexcept { return pg.get(); }
 
+  /// Runs a statement of the table (Lost if the connection broke, PostgresError otherwise).
   Result exec(Statement s, const Params& params) {
     const auto& st = (*statements)[s];
     const auto i = static_cast<std::size_t>(s);
@@ -253,6 +254,7 @@ struct CallerConn {
 
   [[nodiscard]] PGconn* raw() const noexcept { return pg; }
 
+  /// Runs a statement of the table by its text.
   Result exec(Statement s, const Params& params) {
     const auto& st = (*statements)[s];
     auto values = c_params(params);
