@@ -361,8 +361,7 @@ inline constexpr std::string_view schema_version = R"sql(
 SELECT coalesce(max(version), 0) FROM "{schema}".schema_migrations
 )sql";
 
-// Every pooled statement is a keyed lookup whose plan does not depend on its values (see
-// ConnectionPool::open).
+// Run on each new pool connection (ConnectionPool::open says why).
 inline constexpr std::string_view generic_plans = "SET plan_cache_mode = force_generic_plan";
 
 // Migrations (migrations.hpp) run under this lock, $1 = "jobq:migrate:<schema>".
