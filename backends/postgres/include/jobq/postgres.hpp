@@ -9,6 +9,7 @@
 /// - statements.hpp: every statement's SQL, with the schema filled in once
 /// - connection.hpp: libpq handles, errors, connecting, running statements
 /// - pool.hpp: the connection pool and the retry policy
+/// - inserts.hpp: enqueue's inserts, on a pool connection or the caller's
 /// - migrations.hpp: the numbered schema migrations and migrate()
 /// - wake_listener.hpp: LISTEN/NOTIFY wake-ups for wait_for_work
 /// - notice_listener.hpp: the job notices of subscribe
