@@ -1,0 +1,128 @@
+#pragma once
+// Inserting jobs, on a pool connection or on the caller's own (transactional enqueue): one
+// statement per job with a unique key, one per run of up to 5,000 jobs without.
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include "jobq/backend.hpp"
+#include "jobq/postgres/connection.hpp"
+#include "jobq/postgres/statements.hpp"
+#include "jobq/postgres/values.hpp"
+
+namespace jobq::detail::pg {
+
+/// The job's group as a parameter: NULL for none.
+inline Param group_param(const NewJob& j) {
+  return j.group.empty() ? std::nullopt : Param(j.group);
+}
+
+/// The caller's connection for enqueue(PGconn*, ...), refused when it cannot take a statement.
+inline PGconn* check_caller_conn(PGconn* tx) {
+  if (tx == nullptr) throw InvalidArgument("postgres: transactional enqueue needs a connection");
+  if (PQstatus(tx) != CONNECTION_OK) {
+    throw PostgresError(ErrorCategory::connection, "postgres: the caller's connection is broken", "08003");
+  }
+  switch (PQtransactionStatus(tx)) {
+    case PQTRANS_INERROR:
+      throw PostgresError(ErrorCategory::conflict,
+                          "postgres: the caller's transaction is aborted; roll it back first", "25P02");
+    case PQTRANS_ACTIVE:
+      throw InvalidArgument("postgres: the caller's connection is busy with another command");
+    default: break;
+  }
+  // The schema must exist already (this object's constructor made sure of it).
+  return tx;
+}
+
+/// $1..$11 of sql::enqueue_one (and of sql::enqueue_keyed, which adds three).
+inline Params job_params(const NewJob& j, const std::string& payload, TimePoint t) {
+  return {j.queue,
+          j.name,
+          payload,
+          std::to_string(j.priority),
+          std::to_string(j.max_attempts),
+          ms(j.run_at.value_or(t)),
+          ms(t),
+          j.backoff.to_json().dump(),
+          std::to_string(j.timeout.count()),
+          std::to_string(j.unique_for.count()),
+          group_param(j)};
+}
+
+/// Inserts one job (C: Conn or CallerConn), or finds the holder of its unique key.
+template <class C>
+EnqueueResult insert_one(C& c, const NewJob& job, const std::string& payload, TimePoint t) {
+  auto params = job_params(job, payload, t);
+  if (job.unique_key.empty()) {
+    auto r = c.exec(Statement::enqueue_one, params);
+    return {to_i64(PQgetvalue(r.get(), 0, 0)), true};
+  }
+  // Unique keys, throttle and debounce: the function enqueue_keyed (migration 3) decides
+  // against the key's holder and retries itself when a concurrent enqueue wins the key.
+  params.emplace_back(job.unique_key);
+  params.emplace_back(std::to_string(job.throttle.count()));
+  params.emplace_back(std::to_string(job.debounce.count()));
+  auto r = c.exec(Statement::enqueue_keyed, params);
+  return {to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
+}
+
+/// Inserts jobs in order (inside the caller's transaction: all or nothing).
+template <class C>
+std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
+                                       const std::vector<std::string>& payloads, TimePoint t) {
+  std::vector<EnqueueResult> out;
+  out.reserve(jobs.size());
+  std::size_t i = 0;
+  while (i < jobs.size()) {
+    if (!jobs[i].unique_key.empty()) {
+      out.push_back(insert_one(c, jobs[i], payloads[i], t));
+      ++i;
+      continue;
+    }
+    // A run of jobs without unique keys: one INSERT for all of them, in order.
+    std::size_t end = i;
+    while (end < jobs.size() && jobs[end].unique_key.empty() && end - i < 5'000) ++end;
+    std::vector<Param> q, n, p, pr, ma, ra, b, bi, to, uf, g;
+    std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> 1-based index
+    for (std::size_t k = i; k < end; ++k) {
+      const auto& j = jobs[k];
+      q.emplace_back(j.queue);
+      n.emplace_back(j.name);
+      p.emplace_back(payloads[k]);
+      g.emplace_back(group_param(j));
+      pr.emplace_back(std::to_string(j.priority));
+      ma.emplace_back(std::to_string(j.max_attempts));
+      ra.emplace_back(ms(j.run_at.value_or(t)));
+      auto policy = j.backoff.to_json().dump();
+      auto [at, added] = policy_index.try_emplace(policy, b.size() + 1);
+      if (added) b.emplace_back(std::move(policy));
+      bi.emplace_back(std::to_string(at->second));
+      to.emplace_back(std::to_string(j.timeout.count()));
+      uf.emplace_back(std::to_string(j.unique_for.count()));
+    }
+    std::vector<Param> queues;
+    std::unordered_set<std::string> seen;
+    for (const auto& name : q) {
+      if (seen.insert(*name).second) queues.push_back(name);
+    }
+    auto r = c.exec(Statement::enqueue_batch,
+                    {text_array(q), text_array(n), text_array(p), text_array(pr), text_array(ma),
+                     text_array(ra), ms(t), text_array(b), text_array(bi), text_array(to),
+                     text_array(uf), text_array(queues), text_array(g)});
+    std::vector<JobId> ids;
+    for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(to_i64(PQgetvalue(r.get(), row, 0)));
+    std::sort(ids.begin(), ids.end());
+    for (auto id : ids) out.push_back({id, true});
+    i = end;
+  }
+  return out;
+}
+
+}  // namespace jobq::detail::pg

@@ -1,0 +1,351 @@
+#pragma once
+// The schema's history as numbered migrations, and migrate(), which brings a schema at any
+// earlier version up to the latest. Each migration's SQL (PL/pgSQL included) is written with
+// the placeholder {schema}, like the statements (statements.hpp).
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <libpq-fe.h>
+
+#include "jobq/postgres/pool.hpp"
+
+namespace jobq::detail::pg {
+
+/// One step in the schema's history; applied once, in order, inside the migration transaction,
+/// and recorded in schema_migrations. Append only: never edit one that has shipped.
+struct Migration {
+  int version;
+  std::string_view description;
+  std::string_view sql;
+};
+
+inline constexpr std::array<Migration, 3> migrations = {{
+    {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
+     R"sql(
+CREATE TABLE "{schema}".jobs (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  queue text NOT NULL,
+  name text NOT NULL,
+  payload json NOT NULL,  -- json, not jsonb: kept verbatim (key order, \u0000)
+  state text NOT NULL CHECK (state IN ('queued','active','completed','dead','cancelled')),
+  priority int NOT NULL DEFAULT 0,
+  attempts int NOT NULL DEFAULT 0,
+  max_attempts int NOT NULL CHECK (max_attempts >= 1),
+  run_at bigint NOT NULL,
+  created_at bigint NOT NULL,
+  finished_at bigint,
+  lease_until bigint,
+  lease_token text,
+  done_token text,
+  backoff jsonb NOT NULL,
+  timeout_ms bigint NOT NULL DEFAULT 0,
+  unique_key text,
+  unique_for_ms bigint NOT NULL DEFAULT 0,
+  holds_key boolean NOT NULL DEFAULT true,
+  result json,
+  errors jsonb NOT NULL DEFAULT '[]',
+  progress int NOT NULL DEFAULT 0,
+  progress_message text NOT NULL DEFAULT '');
+CREATE INDEX jobs_ready ON "{schema}".jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_active_lease ON "{schema}".jobs (lease_until) WHERE state = 'active';
+CREATE INDEX jobs_queue_state ON "{schema}".jobs (queue, state, id);
+CREATE INDEX jobs_finished ON "{schema}".jobs (queue, state, finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX jobs_unique_live ON "{schema}".jobs (queue, unique_key)
+  WHERE unique_key IS NOT NULL AND holds_key AND state IN ('queued', 'active');
+CREATE INDEX jobs_unique_key ON "{schema}".jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
+CREATE TABLE "{schema}".paused_queues (queue text PRIMARY KEY);
+-- NOTIFY is transactional: a waiter wakes only once the new jobs are visible.
+CREATE FUNCTION "{schema}".notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify('jobq:' || TG_TABLE_SCHEMA, d.queue)
+     FROM (SELECT DISTINCT queue FROM new_rows) AS d;
+  RETURN NULL;
+END $fn$;
+CREATE FUNCTION "{schema}".notify_requeued() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify('jobq:' || TG_TABLE_SCHEMA, NEW.queue);
+  RETURN NULL;
+END $fn$;
+CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON "{schema}".jobs
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION "{schema}".notify_inserted();
+CREATE TRIGGER jobs_notify_requeued AFTER UPDATE OF state ON "{schema}".jobs FOR EACH ROW
+  WHEN (NEW.state = 'queued' AND OLD.state <> 'queued')
+  EXECUTE FUNCTION "{schema}".notify_requeued();
+)sql"},
+
+    {2, "the insert statements notify themselves (see sql::enqueue_one): no transition table",
+     R"sql(
+DROP TRIGGER jobs_notify_inserted ON "{schema}".jobs;
+DROP FUNCTION "{schema}".notify_inserted();
+)sql"},
+
+    {3,
+     "(issue #7) groups, queue limits with a rate ledger, stored schedules, job notices, and one "
+     "holder per unique key (throttle/debounce)",
+     R"sql(
+ALTER TABLE "{schema}".jobs ADD COLUMN group_key text;
+-- Counting active jobs per group, for limited queues only; jobs without a group or not
+-- active are not in it, so the hot path writes no entry.
+CREATE INDEX jobs_active_group ON "{schema}".jobs (queue, group_key)
+  WHERE state = 'active' AND group_key IS NOT NULL;
+-- holds_key now marks THE holder of a key (the latest job enqueued with it, or a re-driven
+-- one that took it back) in every state, not only while queued/active: the holder decides
+-- throttle (its created_at) and debounce (replace it while queued), and a new holder coexists
+-- with an active old one. Existing stores keep per key the live holder, else the newest.
+UPDATE "{schema}".jobs SET holds_key = false WHERE unique_key IS NOT NULL AND holds_key
+  AND id NOT IN (SELECT DISTINCT ON (queue, unique_key) id FROM "{schema}".jobs
+    WHERE unique_key IS NOT NULL AND holds_key
+    ORDER BY queue, unique_key, (state IN ('queued', 'active')) DESC, id DESC);
+DROP INDEX "{schema}".jobs_unique_live;
+DROP INDEX "{schema}".jobs_unique_key;
+CREATE UNIQUE INDEX jobs_unique_holder ON "{schema}".jobs (queue, unique_key)
+  WHERE unique_key IS NOT NULL AND holds_key;
+-- A queue with a row here is limited (no row = no limits).
+CREATE TABLE "{schema}".queue_limits (
+  queue text PRIMARY KEY,
+  rate_max bigint CHECK (rate_max >= 1),
+  rate_window_ms bigint CHECK (rate_window_ms >= 1),
+  group_concurrency int NOT NULL DEFAULT 0 CHECK (group_concurrency >= 0),
+  CHECK ((rate_max IS NULL) = (rate_window_ms IS NULL)));
+-- One row per claim of a rate-limited queue: n starts at at_ms. Pruned by the claims.
+CREATE TABLE "{schema}".rate_ledger (queue text NOT NULL, at_ms bigint NOT NULL, n int NOT NULL);
+CREATE INDEX rate_ledger_queue_at ON "{schema}".rate_ledger (queue, at_ms);
+CREATE TABLE "{schema}".schedules (name text PRIMARY KEY, spec text NOT NULL, next_run bigint NOT NULL);
+-- Backends whose listener connection LISTENs for notices; statements build notices only
+-- when a row exists. A stale row (a crashed process) costs notices nobody reads; the next
+-- listener to start removes rows of sessions that are gone.
+CREATE TABLE "{schema}".event_listeners (pid int PRIMARY KEY, since timestamptz NOT NULL DEFAULT now());
+
+-- Sends notices (JSON texts) as JSON arrays, each NOTIFY below the 8000-byte limit
+-- (a notice's message is cut at 1000 characters, so one notice always fits).
+CREATE FUNCTION "{schema}".notify_events(p_notices text[]) RETURNS int LANGUAGE plpgsql AS $fn$
+DECLARE v_buf text := ''; v_one text; v_sent int := 0;
+BEGIN
+  IF p_notices IS NULL THEN RETURN 0; END IF;
+  FOREACH v_one IN ARRAY p_notices LOOP
+    IF v_buf <> '' AND octet_length(v_buf) + octet_length(v_one) + 3 > 7900 THEN
+      PERFORM pg_notify('jobq:{schema}:events', '[' || v_buf || ']');
+      v_sent := v_sent + 1; v_buf := '';
+    END IF;
+    v_buf := CASE WHEN v_buf = '' THEN v_one ELSE v_buf || ',' || v_one END;
+  END LOOP;
+  IF v_buf <> '' THEN PERFORM pg_notify('jobq:{schema}:events', '[' || v_buf || ']'); v_sent := v_sent + 1; END IF;
+  RETURN v_sent;
+END $fn$;
+
+-- Enqueue of a job with a unique key (Backend::enqueue): decided against the key's holder.
+-- Each statement of a VOLATILE function takes a fresh snapshot (READ COMMITTED), so after
+-- losing a race (a changed holder, or a conflict on jobs_unique_holder, on which INSERT waits
+-- for the winner to commit) the loop sees the winner. Under REPEATABLE READ it never would:
+-- bounded, then 40001.
+CREATE FUNCTION "{schema}".enqueue_keyed(p_queue text, p_name text, p_payload json,
+    p_priority int, p_max_attempts int, p_run_at bigint, p_now bigint, p_backoff jsonb,
+    p_timeout bigint, p_unique_for bigint, p_group text, p_key text, p_throttle bigint,
+    p_debounce bigint)
+ RETURNS TABLE (job_id bigint, created boolean) LANGUAGE plpgsql AS $fn$
+DECLARE h record; v_id bigint;
+BEGIN
+  FOR v_try IN 1..50 LOOP
+    SELECT j.id, j.state, j.created_at, j.finished_at, j.unique_for_ms INTO h
+      FROM "{schema}".jobs j WHERE j.queue = p_queue AND j.unique_key = p_key AND j.holds_key;
+    IF FOUND THEN
+      IF p_debounce > 0 THEN
+        IF h.state = 'queued' THEN
+          UPDATE "{schema}".jobs SET payload = p_payload, run_at = p_now + p_debounce
+           WHERE id = h.id AND state = 'queued' AND holds_key;
+          IF FOUND THEN job_id := h.id; created := false; RETURN NEXT; RETURN; END IF;
+          CONTINUE;  -- claimed meanwhile: look again
+        END IF;
+      ELSIF h.state IN ('queued', 'active')
+         OR (h.state = 'completed' AND h.finished_at + h.unique_for_ms > p_now)
+         OR (p_throttle > 0 AND h.created_at + p_throttle > p_now) THEN
+        job_id := h.id; created := false; RETURN NEXT; RETURN;
+      END IF;
+      -- The key passes to the new job; the old holder keeps its state (an active one runs on).
+      UPDATE "{schema}".jobs SET holds_key = false WHERE id = h.id AND holds_key AND state = h.state;
+      IF NOT FOUND THEN CONTINUE; END IF;
+    END IF;
+    INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
+                                 created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)
+    VALUES (p_queue, p_name, p_payload, 'queued', p_priority, p_max_attempts,
+            CASE WHEN p_debounce > 0 THEN p_now + p_debounce ELSE p_run_at END, p_now, p_backoff,
+            p_timeout, p_key, p_unique_for, p_group)
+    ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND holds_key DO NOTHING
+    RETURNING id INTO v_id;
+    IF FOUND THEN
+      PERFORM pg_notify('jobq:{schema}', p_queue);
+      job_id := v_id; created := true; RETURN NEXT; RETURN;
+    END IF;
+  END LOOP;
+  RAISE EXCEPTION 'unique key % of queue % is held by a job this transaction cannot see (REPEATABLE READ?)',
+    p_key, p_queue USING ERRCODE = '40001';
+END $fn$;
+
+-- Claim from queues of which at least one has limits (see sql::claim). The FOR UPDATE on
+-- their queue_limits rows serializes such claims across all processes until commit; the
+-- statements after it see every earlier claim (fresh snapshots), so the active counts per
+-- group and the ledger are exact. Completions lower the counts without the lock, which can
+-- only hold a job back for one claim longer, never let one through.
+-- Candidates come in claim order from jobs_ready; groups already at their limit are excluded
+-- in the query, and only groups that fill up during this claim are skipped row by row. With
+-- several queues each one is scanned for at most 4 x limit + 100 candidates (a later claim
+-- goes on).
+CREATE FUNCTION "{schema}".claim_limited(p_queues text[], p_now bigint, p_limit int,
+    p_lease_until bigint, p_tokens text[]) RETURNS SETOF "{schema}".jobs LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_lim record; r record; cur refcursor;
+  v_ids bigint[] := '{}';
+  v_allowed jsonb := '{}';  -- queue -> starts left in the window (rate-limited only)
+  v_gmax jsonb := '{}';     -- queue -> group concurrency (grouped queues only)
+  v_active jsonb := '{}';   -- queue \n group -> active jobs, picked ones included
+  v_full jsonb := '{}';     -- queue \n group of groups already at their limit
+  v_key text; v_n bigint;
+BEGIN
+  PERFORM 1 FROM "{schema}".queue_limits WHERE queue = ANY(p_queues) ORDER BY queue FOR UPDATE;
+  FOR v_lim IN SELECT * FROM "{schema}".queue_limits WHERE queue = ANY(p_queues) LOOP
+    IF v_lim.rate_max IS NOT NULL THEN
+      DELETE FROM "{schema}".rate_ledger WHERE queue = v_lim.queue AND at_ms <= p_now - v_lim.rate_window_ms;
+      SELECT v_lim.rate_max - coalesce(sum(x.n), 0) INTO v_n FROM "{schema}".rate_ledger x
+       WHERE x.queue = v_lim.queue;
+      v_allowed := v_allowed || jsonb_build_object(v_lim.queue, v_n);
+    END IF;
+    IF v_lim.group_concurrency > 0 THEN
+      v_gmax := v_gmax || jsonb_build_object(v_lim.queue, v_lim.group_concurrency);
+    END IF;
+  END LOOP;
+  IF v_gmax <> '{}' THEN
+    SELECT coalesce(jsonb_object_agg(a.k, a.n), '{}'),
+           coalesce(jsonb_object_agg(a.k, true) FILTER (WHERE a.n >= (v_gmax ->> a.queue)::bigint), '{}')
+      INTO v_active, v_full
+      FROM (SELECT j.queue, j.queue || E'\n' || j.group_key AS k, count(*) AS n FROM "{schema}".jobs j
+             WHERE j.queue = ANY(p_queues) AND j.state = 'active' AND j.group_key IS NOT NULL
+               AND v_gmax ? j.queue GROUP BY j.queue, j.group_key) a;
+  END IF;
+  IF cardinality(p_queues) = 1 THEN
+    OPEN cur FOR SELECT j.id, j.queue, j.group_key FROM "{schema}".jobs j
+      WHERE j.state = 'queued' AND j.queue = p_queues[1] AND j.run_at <= p_now
+        AND NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = j.queue)
+        AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0
+        AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\n' || j.group_key)))
+      ORDER BY j.priority DESC, j.run_at, j.id;
+  ELSE
+    OPEN cur FOR SELECT c.id, c.queue, c.group_key FROM unnest(p_queues) AS q(name)
+      CROSS JOIN LATERAL (SELECT j.id, j.queue, j.group_key, j.priority, j.run_at FROM "{schema}".jobs j
+        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= p_now
+          AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0
+          AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\n' || j.group_key)))
+        ORDER BY j.priority DESC, j.run_at, j.id LIMIT 4 * p_limit + 100) c
+      WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
+      ORDER BY c.priority DESC, c.run_at, c.id;
+  END IF;
+  LOOP
+    FETCH cur INTO r;
+    EXIT WHEN NOT FOUND;
+    IF v_allowed ? r.queue AND (v_allowed ->> r.queue)::bigint <= 0 THEN CONTINUE; END IF;
+    IF r.group_key IS NOT NULL AND v_gmax ? r.queue THEN
+      v_key := r.queue || E'\n' || r.group_key;
+      v_n := coalesce((v_active ->> v_key)::bigint, 0);
+      IF v_n >= (v_gmax ->> r.queue)::bigint THEN CONTINUE; END IF;
+      v_active := v_active || jsonb_build_object(v_key, v_n + 1);
+    END IF;
+    IF v_allowed ? r.queue THEN
+      v_allowed := v_allowed || jsonb_build_object(r.queue, (v_allowed ->> r.queue)::bigint - 1);
+    END IF;
+    v_ids := v_ids || r.id;
+    EXIT WHEN cardinality(v_ids) >= p_limit;
+  END LOOP;
+  CLOSE cur;
+  IF cardinality(v_ids) = 0 THEN RETURN; END IF;
+  -- state = 'queued' again: a cancel or a debounce may have changed a row meanwhile
+  -- (claims of these queues cannot: they wait for our lock).
+  RETURN QUERY
+    WITH u AS (UPDATE "{schema}".jobs j SET state = 'active', attempts = j.attempts + 1,
+                      lease_token = p_tokens[p.ord], lease_until = p_lease_until
+                 FROM unnest(v_ids) WITH ORDINALITY AS p(id, ord)
+                WHERE j.id = p.id AND j.state = 'queued' AND j.run_at <= p_now RETURNING j.*),
+         led AS (INSERT INTO "{schema}".rate_ledger (queue, at_ms, n)
+                 SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)
+    SELECT * FROM u;
+END $fn$;
+)sql"},
+}};
+
+/// The schema version this library writes.
+inline constexpr int latest_schema_version = migrations.back().version;
+
+static_assert([] {
+  for (std::size_t i = 0; i < migrations.size(); ++i) {
+    if (migrations[i].version != static_cast<int>(i) + 1) return false;
+  }
+  return true;
+}(), "migrations are numbered 1..N in order");
+
+/// "connected as ..., schema owned by ..." for a refused migration, or "owner unknown".
+inline std::string schema_owner(Conn& c, const std::string& schema) {
+  try {
+    auto r = exec_text(c.raw(), sql::schema_owner, {schema});
+    std::string who = std::string("connected as \"") + PQgetvalue(r.get(), 0, 0) + "\"";
+    if (!PQgetisnull(r.get(), 0, 1)) who += std::string(", schema owned by \"") + PQgetvalue(r.get(), 0, 1) + "\"";
+    return who;
+  } catch (...) {
+    return "owner unknown";
+  }
+}
+
+/// Creates or upgrades the schema under a transaction-scoped advisory lock, so any number of
+/// processes may start at once: one migrates, the others wait and then find it done.
+inline void migrate(ConnectionPool& pool, const StatementTable& statements, const std::string& schema,
+                    const std::string& target) {
+  auto lease = [&] {
+    try {
+      return pool.acquire();
+    } catch (const Lost& lost) {
+      throw PostgresError(ErrorCategory::connection, "postgres: " + lost.message, "08001");
+    }
+  }();
+  Conn& c = *lease;
+  PGconn* pg = c.raw();
+  try {
+    in_transaction(c, [&] {
+      exec_text(pg, sql::migration_lock, {"jobq:migrate:" + schema});
+      if (PQntuples(exec_text(pg, sql::find_schema, {schema}).get()) == 0) {
+        exec_text(pg, statements.create_schema);
+      }
+      if (PQntuples(exec_text(pg, sql::find_migrations_table, {schema}).get()) == 0) {
+        exec_text(pg, statements.create_migrations_table);
+      }
+      auto v = exec_text(pg, statements.schema_version);
+      const auto version = static_cast<int>(to_i64(PQgetvalue(v.get(), 0, 0)));
+      if (version > latest_schema_version) {
+        throw PostgresError(ErrorCategory::conflict,
+                            "postgres: schema \"" + schema + "\" is at version " + std::to_string(version) +
+                                ", newer than this jobq (" + std::to_string(latest_schema_version) +
+                                "); upgrade jobq");
+      }
+      for (const auto& m : migrations) {
+        if (m.version <= version) continue;
+        // The simple protocol: a migration is many statements.
+        check(pg, PQexec(pg, with_schema(m.sql, schema).c_str()), "migration " + std::to_string(m.version));
+        exec_text(pg, statements.record_migration, {std::to_string(m.version)});
+      }
+      return 0;
+    });
+  } catch (const Lost& lost) {
+    throw PostgresError(ErrorCategory::connection,
+                        "postgres: connection to " + target + " lost while setting up schema \"" + schema +
+                            "\": " + lost.message,
+                        "08006");
+  } catch (const PostgresError& e) {
+    if (e.sqlstate() != "42501") throw;
+    throw PostgresError(e.category(),
+                        "postgres: cannot set up schema \"" + schema + "\" (" + schema_owner(c, schema) +
+                            "): " + e.what() + "; grant this role rights on it, or choose another schema",
+                        e.sqlstate());
+  }
+}
+
+}  // namespace jobq::detail::pg

@@ -1,0 +1,528 @@
+#pragma once
+// Every statement the backend sends, in one place, with the index each one relies on.
+//
+// Each is a raw string written with the placeholder {schema} where the schema name goes:
+// "{schema}".jobs for the tables and functions, 'jobq:{schema}' for the wake-up channel.
+// StatementTable fills it in once, when the backend is made (the name was checked to be
+// [a-z0-9_] only, so it needs no escaping). The prepared ones are named jobq_<name>.
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace jobq::detail::pg {
+
+namespace sql {
+
+// ---------------------------------------------------------------------------------------------
+// Enqueue. Each insert statement sends its own NOTIFY (once per queue of a batch, only for rows
+// really inserted); migration 2 dropped the AFTER INSERT trigger that did it for them, whose
+// transition table cost a tenth of a bulk insert. NOTIFY is transactional: a waiter wakes only
+// when the jobs are visible.
+
+// $1 queue $2 name $3 payload $4 priority $5 max_attempts $6 run_at $7 now $8 backoff
+// $9 timeout_ms $10 unique_for_ms $11 group (NULL = none)
+inline constexpr std::string_view enqueue_one = R"sql(
+WITH ins AS (INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
+                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)
+             VALUES ($1, $2, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint,
+                     $8::jsonb, $9::bigint, NULL, $10::bigint, $11::text) RETURNING id, queue)
+SELECT i.id FROM ins i CROSS JOIN LATERAL pg_notify('jobq:{schema}', i.queue) n
+)sql";
+
+// The same plus $12 unique_key $13 throttle_ms $14 debounce_ms: see enqueue_keyed in
+// migration 3 (the key's holder, throttle and debounce, retried on a lost race).
+inline constexpr std::string_view enqueue_keyed = R"sql(
+SELECT job_id, created FROM "{schema}".enqueue_keyed($1::text, $2::text, $3::json, $4::int,
+  $5::int, $6::bigint, $7::bigint, $8::jsonb, $9::bigint, $10::bigint, $11::text, $12::text,
+  $13::bigint, $14::bigint)
+)sql";
+
+// Arrays of a batch; ids come from one sequence in ORDER BY ord, so sorted ids map back to
+// input order. Backoff policies come once each ($8) with a 1-based index per job ($9):
+// parsing the same jsonb for every row was a tenth of the statement's server time.
+// $1 queues $2 names $3 payloads $4 priorities $5 max_attempts $6 run_ats $7 now
+// $8 distinct backoffs $9 backoff index $10 timeouts $11 unique_fors $12 distinct queues
+// $13 groups
+inline constexpr std::string_view enqueue_batch = R"sql(
+WITH ins AS (INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
+                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)
+             SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, ($8::jsonb[])[bi], t, NULL, uf, g
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],
+                           $9::int[], $10::bigint[], $11::bigint[], $13::text[])
+                    WITH ORDINALITY AS x(q, n, p, pr, ma, ra, bi, t, uf, g, ord)
+              ORDER BY ord RETURNING id),
+     woke AS (SELECT count(*) FROM unnest($12::text[]) AS q(name)
+              CROSS JOIN LATERAL pg_notify('jobq:{schema}', q.name) n)
+SELECT ins.id FROM woke, ins
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Claim and outcomes. Job notices (Backend::subscribe) are sent by the statement that makes
+// the change, so only committed changes are announced: one NOTIFY per statement carrying a
+// JSON array (notify_events, migration 3, splits it below the 8000-byte payload limit), from
+// the CTE `note` over the changed rows. Only when some process listens (event_listeners):
+// without subscribers a statement pays one index probe. The scalar subquery over `note` makes
+// it run (an unreferenced SELECT CTE would not).
+
+// Per queue, an ordered scan of the partial index jobs_ready (queue, priority DESC, run_at,
+// id) WHERE state = 'queued', locking with SKIP LOCKED so concurrent claimers never wait
+// for or share a row; then the best `limit` across the queues.
+// When one of the queues has limits (a queue_limits row), the fast path takes nothing and
+// claim_limited (migration 3) claims instead, under a lock on those queues' limits rows.
+// Both branches test the same InitPlan in the same snapshot, so exactly one of them runs;
+// unlimited queues pay one index probe of queue_limits and no lock.
+// $1 queues $2 now $3 limit $4 lease_until $5 tokens
+inline constexpr std::string_view claim = R"sql(
+WITH picked AS (
+  SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS rn
+    FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+      SELECT j.id, j.priority, j.run_at FROM "{schema}".jobs j
+       WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint
+       ORDER BY j.priority DESC, j.run_at, j.id
+       LIMIT $3::int FOR UPDATE SKIP LOCKED) c
+   WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
+     AND NOT (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
+   ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3::int),
+  fast AS (UPDATE "{schema}".jobs j SET state = 'active', attempts = j.attempts + 1,
+                  lease_token = ($5::text[])[picked.rn], lease_until = $4::bigint
+             FROM picked WHERE j.id = picked.id
+           RETURNING j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
+                     j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
+                     j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
+                     j.progress_message, j.group_key)
+SELECT * FROM fast
+UNION ALL
+SELECT j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
+       j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
+       j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
+       j.progress_message, j.group_key
+  FROM "{schema}".claim_limited($1::text[], $2::bigint, $3::int, $4::bigint, $5::text[]) j
+ WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
+)sql";
+
+// $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done.
+// done_token remembers which lease finished the job, for retries after a lost answer.
+inline constexpr std::string_view complete_many = R"sql(
+WITH done AS (
+  UPDATE "{schema}".jobs j SET state = 'completed', finished_at = $4::bigint,
+         result = (($3::text[])[c.ord])::json, lease_token = NULL, lease_until = NULL,
+         done_token = j.lease_token
+    FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)
+   WHERE j.id = c.id AND j.state = 'active' AND j.lease_token = c.token
+  RETURNING c.ord, j.id, j.queue, j.attempts, j.progress),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'completed', 'id', id,
+                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
+             FROM done WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
+SELECT ord FROM done WHERE (SELECT count(*) FROM note) >= 0
+)sql";
+
+// $1 ids $2 tokens: which of them were finished by that very token, and their state now.
+inline constexpr std::string_view done_check = R"sql(
+SELECT c.ord, j.state FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)
+  JOIN "{schema}".jobs j ON j.id = c.id AND j.done_token = c.token
+)sql";
+
+// $1 id $2 token $3 message $4 retry_at (NULL = dead) $5 now
+inline constexpr std::string_view fail = R"sql(
+WITH f AS (UPDATE "{schema}".jobs SET
+    errors = errors || jsonb_build_array(jsonb_build_object(
+             'attempt', attempts, 'message', $3::text, 'at', $5::bigint)),
+    state = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+    run_at = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN $4::bigint ELSE run_at END,
+    finished_at = CASE WHEN $4::bigint IS NOT NULL AND attempts < max_attempts THEN NULL
+                  ELSE $5::bigint END,
+    lease_token = NULL, lease_until = NULL, done_token = lease_token
+  WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text
+  RETURNING id, queue, state, attempts),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind',
+                    CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END, 'id', id, 'queue', queue,
+                    'attempt', attempts, 'progress', 0, 'message', left($3::text, 1000))::text))
+             FROM f WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
+SELECT state FROM f WHERE (SELECT count(*) FROM note) >= 0
+)sql";
+
+inline constexpr std::string_view extend = R"sql(
+UPDATE "{schema}".jobs SET lease_until = $3::bigint
+ WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id
+)sql";
+
+inline constexpr std::string_view release = R"sql(
+UPDATE "{schema}".jobs SET state = 'queued', run_at = $3::bigint, attempts = attempts - 1,
+       lease_token = NULL, lease_until = NULL, done_token = lease_token
+ WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id
+)sql";
+
+// Undoes claims whose answer was lost: $1 tokens $2 now.
+inline constexpr std::string_view release_tokens = R"sql(
+UPDATE "{schema}".jobs SET state = 'queued', run_at = $2::bigint, attempts = attempts - 1,
+       lease_token = NULL, lease_until = NULL
+ WHERE state = 'active' AND lease_token = ANY($1::text[]) RETURNING id
+)sql";
+
+inline constexpr std::string_view progress = R"sql(
+WITH p AS (UPDATE "{schema}".jobs SET progress = $3::int, progress_message = $4::text
+            WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text
+           RETURNING id, queue, attempts, progress),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'progress', 'id', id,
+                    'queue', queue, 'attempt', attempts, 'progress', progress,
+                    'message', left($4::text, 1000))::text))
+             FROM p WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
+SELECT id FROM p WHERE (SELECT count(*) FROM note) >= 0
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance
+
+// One node at a time: the try-lock is an InitPlan evaluated once, before any row; a node
+// that does not get it updates nothing. Uses jobs_active_lease (lease_until) WHERE active.
+// $1 now $2 lock name
+inline constexpr std::string_view recover = R"sql(
+WITH r AS (UPDATE "{schema}".jobs SET
+    errors = errors || jsonb_build_array(jsonb_build_object(
+             'attempt', attempts, 'message', 'lease expired (worker lost or too slow)',
+             'at', $1::bigint)),
+    state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+    run_at = CASE WHEN attempts < max_attempts THEN $1::bigint ELSE run_at END,
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1::bigint END,
+    lease_token = NULL, lease_until = NULL
+  WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, 0)))
+    AND state = 'active' AND lease_until <= $1::bigint RETURNING id, queue, state, attempts),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind',
+                    CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END, 'id', id, 'queue', queue,
+                    'attempt', attempts, 'progress', 0,
+                    'message', 'lease expired (worker lost or too slow)')::text))
+             FROM r WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
+SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0
+)sql";
+
+// Uses jobs_finished (queue, state, finished_at); at most 10,000 rows per statement so a
+// large backlog is deleted in short transactions. $1 queue $2 now $3..$5 keep ms (NULL =
+// forever) $6 lock name
+// The ids as an array (ARRAY(...) is an InitPlan): the rows go by the primary key. With
+// "id IN (subquery)" both the custom and the generic plan were a hash semi join over a
+// sequential scan of the whole table.
+inline constexpr std::string_view prune = R"sql(
+DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
+  SELECT id FROM "{schema}".jobs WHERE queue = $1::text
+     AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))
+     AND ((state = 'completed' AND finished_at + $3::bigint < $2::bigint)
+       OR (state = 'dead' AND finished_at + $4::bigint < $2::bigint)
+       OR (state = 'cancelled' AND finished_at + $5::bigint < $2::bigint))
+   LIMIT 10000))
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Inspection and admin
+
+// The columns of a job, in the order row_to_job (values.hpp) reads them.
+inline constexpr std::string_view get = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
+       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
+       result, errors, progress, progress_message, group_key
+  FROM "{schema}".jobs WHERE id = $1::bigint
+)sql";
+
+inline constexpr std::string_view cancel = R"sql(
+WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint
+            WHERE id = $1::bigint AND state = 'queued' RETURNING id, queue, attempts, progress),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
+                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
+             FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
+SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0
+)sql";
+
+// A re-driven job takes its unique key back unless the key's holder (holds_key: at most
+// one job per key, index jobs_unique_holder) still holds it. The old holder lets go first:
+// the InitPlan over `unhold` runs before the row is updated, so the unique index never
+// sees two holders.
+inline constexpr std::string_view redrive = R"sql(
+WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs
+            WHERE id = $1::bigint AND state = 'dead' FOR UPDATE),
+     h AS (SELECT o.id, (o.state IN ('queued', 'active') OR (o.state = 'completed'
+                   AND o.finished_at + o.unique_for_ms > $2::bigint)) AS held
+             FROM "{schema}".jobs o, t WHERE o.queue = t.queue AND o.unique_key = t.unique_key
+              AND o.holds_key AND o.id <> t.id),
+     unhold AS (UPDATE "{schema}".jobs o SET holds_key = false FROM h
+                 WHERE o.id = h.id AND NOT h.held RETURNING o.id)
+UPDATE "{schema}".jobs j SET state = 'queued', run_at = $2::bigint, attempts = 0,
+       finished_at = NULL,
+       holds_key = j.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM h WHERE h.held)
+  FROM t WHERE j.id = t.id AND (SELECT count(*) FROM unhold) >= 0 RETURNING j.id
+)sql";
+
+inline constexpr std::string_view pause = R"sql(
+INSERT INTO "{schema}".paused_queues (queue) VALUES ($1::text) ON CONFLICT DO NOTHING
+)sql";
+
+// $1 queue $2 wake-up channel
+inline constexpr std::string_view resume = R"sql(
+WITH d AS (DELETE FROM "{schema}".paused_queues WHERE queue = $1::text RETURNING 1)
+SELECT pg_notify($2::text, $1::text), (SELECT count(*) FROM d)
+)sql";
+
+inline constexpr std::string_view is_paused = R"sql(
+SELECT 1 FROM "{schema}".paused_queues WHERE queue = $1::text
+)sql";
+
+inline constexpr std::string_view counts = R"sql(
+SELECT state, count(*) FROM "{schema}".jobs WHERE queue = $1::text GROUP BY state
+)sql";
+
+// A skip scan over jobs_queue_state (queue, state, id): one index probe per queue, not one
+// row per job; plus queues that are paused but hold no job.
+inline constexpr std::string_view queues = R"sql(
+WITH RECURSIVE q(queue) AS (
+  (SELECT queue FROM "{schema}".jobs ORDER BY queue LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.queue FROM "{schema}".jobs j WHERE j.queue > q.queue ORDER BY j.queue LIMIT 1)
+    FROM q WHERE q.queue IS NOT NULL)
+SELECT queue FROM q WHERE queue IS NOT NULL
+UNION SELECT queue FROM "{schema}".paused_queues ORDER BY 1
+)sql";
+
+// Ordered by the whole key of jobs_queue_state (the same order as by id, queue and state
+// being fixed), so the generic plan reads that index instead of filtering the primary key.
+inline constexpr std::string_view list = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
+       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
+       result, errors, progress, progress_message, group_key
+  FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
+ ORDER BY queue, state, id LIMIT $3::bigint OFFSET $4::bigint
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+// Limited queues never count as ready: their jobs may be held back by a limit, and a
+// waiter that returned at once would spin on claims. They are polled (poll_interval) and
+// woken by NOTIFY like the others. $1 queues $2 now
+inline constexpr std::string_view ready = R"sql(
+SELECT 1 FROM unnest($1::text[]) AS q(name)
+ WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
+   AND NOT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = q.name)
+   AND EXISTS (SELECT 1 FROM "{schema}".jobs j
+                WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint)
+ LIMIT 1
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Limits and schedules
+
+// $1 queue $2 rate max $3 rate window ms (both NULL = no rate) $4 group concurrency $5 channel.
+// A raised limit may free work: waiters are woken.
+inline constexpr std::string_view set_limits = R"sql(
+WITH u AS (INSERT INTO "{schema}".queue_limits (queue, rate_max, rate_window_ms, group_concurrency)
+           VALUES ($1::text, $2::bigint, $3::bigint, $4::int) ON CONFLICT (queue) DO UPDATE
+           SET rate_max = EXCLUDED.rate_max, rate_window_ms = EXCLUDED.rate_window_ms,
+               group_concurrency = EXCLUDED.group_concurrency RETURNING queue)
+SELECT pg_notify($5::text, queue) FROM u
+)sql";
+
+// No limits = no row: claims of the queue take the fast path again. $1 queue $2 channel
+inline constexpr std::string_view clear_limits = R"sql(
+WITH d AS (DELETE FROM "{schema}".queue_limits WHERE queue = $1::text RETURNING queue)
+SELECT pg_notify($2::text, queue) FROM d
+)sql";
+
+inline constexpr std::string_view get_limits = R"sql(
+SELECT rate_max, rate_window_ms, group_concurrency FROM "{schema}".queue_limits
+ WHERE queue = $1::text
+)sql";
+
+// The spec is stored as the JSON text given and parsed back as is.
+inline constexpr std::string_view put_schedule = R"sql(
+INSERT INTO "{schema}".schedules (name, spec, next_run) VALUES ($1::text, $2::text, $3::bigint)
+ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, next_run = EXCLUDED.next_run
+)sql";
+
+inline constexpr std::string_view remove_schedule = R"sql(
+DELETE FROM "{schema}".schedules WHERE name = $1::text RETURNING 1
+)sql";
+
+// Byte order (COLLATE "C"), as std::string compares.
+inline constexpr std::string_view list_schedules = R"sql(
+SELECT name, spec, next_run FROM "{schema}".schedules ORDER BY name COLLATE "C"
+)sql";
+
+// The compare-and-set: a concurrent firing waits on the row lock, then re-checks next_run
+// on the committed row (READ COMMITTED) and updates nothing. $1 name $2 expected $3 next
+inline constexpr std::string_view fire_schedule = R"sql(
+UPDATE "{schema}".schedules SET next_run = $3::bigint
+ WHERE name = $1::text AND next_run = $2::bigint RETURNING 1
+)sql";
+
+// ---------------------------------------------------------------------------------------------
+// Not prepared: run once per connection or per backend object.
+
+inline constexpr std::string_view schema_version = R"sql(
+SELECT coalesce(max(version), 0) FROM "{schema}".schema_migrations
+)sql";
+
+// Run on each new pool connection (ConnectionPool::open says why).
+inline constexpr std::string_view generic_plans = "SET plan_cache_mode = force_generic_plan";
+
+// Migrations (migrations.hpp) run under this lock, $1 = "jobq:migrate:<schema>".
+inline constexpr std::string_view migration_lock =
+    "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))";
+
+// Catalog lookups, $1 = the schema name: CREATE ... IF NOT EXISTS would demand CREATE
+// privileges even when everything exists, and a role that only uses a migrated schema has none.
+inline constexpr std::string_view find_schema = R"sql(
+SELECT pg_get_userbyid(nspowner), current_user FROM pg_namespace WHERE nspname = $1::text
+)sql";
+inline constexpr std::string_view find_migrations_table = R"sql(
+SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1::text AND c.relname = 'schema_migrations'
+)sql";
+inline constexpr std::string_view schema_owner = R"sql(
+SELECT current_user, (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1::text)
+)sql";
+
+inline constexpr std::string_view create_schema = R"sql(CREATE SCHEMA "{schema}")sql";
+inline constexpr std::string_view create_migrations_table = R"sql(
+CREATE TABLE "{schema}".schema_migrations (version int PRIMARY KEY,
+                                           applied_at timestamptz NOT NULL DEFAULT now())
+)sql";
+inline constexpr std::string_view record_migration = R"sql(
+INSERT INTO "{schema}".schema_migrations (version) VALUES ($1::int)
+)sql";
+
+// The wait_for_work connection (wake_listener.hpp).
+inline constexpr std::string_view listen_wake = R"sql(LISTEN "jobq:{schema}")sql";
+
+// The notice listener's connection (notice_listener.hpp): LISTEN, forget the rows of sessions
+// that are gone, register (statements send notices while a row exists), unregister at the end.
+inline constexpr std::string_view listen_events = R"sql(LISTEN "jobq:{schema}:events")sql";
+inline constexpr std::string_view forget_gone_listeners = R"sql(
+DELETE FROM "{schema}".event_listeners e
+ WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = e.pid)
+)sql";
+inline constexpr std::string_view register_listener = R"sql(
+INSERT INTO "{schema}".event_listeners (pid) VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING
+)sql";
+inline constexpr std::string_view unregister_listener = R"sql(
+DELETE FROM "{schema}".event_listeners WHERE pid = pg_backend_pid()
+)sql";
+
+}  // namespace sql
+
+/// The prepared statements, by the position of their text in StatementTable.
+enum class Statement : std::size_t {
+  enqueue_one,
+  enqueue_keyed,
+  enqueue_batch,
+  claim,
+  complete_many,
+  done_check,
+  fail,
+  extend,
+  release,
+  release_tokens,
+  progress,
+  recover,
+  get,
+  cancel,
+  redrive,
+  pause,
+  resume,
+  is_paused,
+  counts,
+  queues,
+  prune,
+  list,
+  ready,
+  set_limits,
+  clear_limits,
+  get_limits,
+  put_schedule,
+  remove_schedule,
+  list_schedules,
+  fire_schedule,
+  count_,
+};
+
+/// Statement text with every {schema} replaced by the schema name.
+inline std::string with_schema(std::string_view text, std::string_view schema) {
+  constexpr std::string_view placeholder = "{schema}";
+  std::string out;
+  out.reserve(text.size() + 8 * schema.size());
+  for (std::size_t pos = 0;;) {
+    const auto at = text.find(placeholder, pos);
+    out.append(text.substr(pos, at - pos));
+    if (at == std::string_view::npos) return out;
+    out.append(schema);
+    pos = at + placeholder.size();
+  }
+}
+
+/// The statements of one schema, filled in once when the backend is made.
+struct StatementTable {
+  struct Prepared {
+    std::string name;  // jobq_<name>: the prepared statement, and what error messages name
+    std::string text;
+  };
+
+  explicit StatementTable(std::string_view schema) {
+    using S = Statement;
+    auto def = [&](S id, std::string_view name, std::string_view text) {
+      prepared[static_cast<std::size_t>(id)] = {"jobq_" + std::string(name), with_schema(text, schema)};
+    };
+    def(S::enqueue_one, "enqueue_one", sql::enqueue_one);
+    def(S::enqueue_keyed, "enqueue_keyed", sql::enqueue_keyed);
+    def(S::enqueue_batch, "enqueue_batch", sql::enqueue_batch);
+    def(S::claim, "claim", sql::claim);
+    def(S::complete_many, "complete_many", sql::complete_many);
+    def(S::done_check, "done_check", sql::done_check);
+    def(S::fail, "fail", sql::fail);
+    def(S::extend, "extend", sql::extend);
+    def(S::release, "release", sql::release);
+    def(S::release_tokens, "release_tokens", sql::release_tokens);
+    def(S::progress, "progress", sql::progress);
+    def(S::recover, "recover", sql::recover);
+    def(S::get, "get", sql::get);
+    def(S::cancel, "cancel", sql::cancel);
+    def(S::redrive, "redrive", sql::redrive);
+    def(S::pause, "pause", sql::pause);
+    def(S::resume, "resume", sql::resume);
+    def(S::is_paused, "is_paused", sql::is_paused);
+    def(S::counts, "counts", sql::counts);
+    def(S::queues, "queues", sql::queues);
+    def(S::prune, "prune", sql::prune);
+    def(S::list, "list", sql::list);
+    def(S::ready, "ready", sql::ready);
+    def(S::set_limits, "set_limits", sql::set_limits);
+    def(S::clear_limits, "clear_limits", sql::clear_limits);
+    def(S::get_limits, "get_limits", sql::get_limits);
+    def(S::put_schedule, "put_schedule", sql::put_schedule);
+    def(S::remove_schedule, "remove_schedule", sql::remove_schedule);
+    def(S::list_schedules, "list_schedules", sql::list_schedules);
+    def(S::fire_schedule, "fire_schedule", sql::fire_schedule);
+    schema_version = with_schema(sql::schema_version, schema);
+    create_schema = with_schema(sql::create_schema, schema);
+    create_migrations_table = with_schema(sql::create_migrations_table, schema);
+    record_migration = with_schema(sql::record_migration, schema);
+    listen_wake = with_schema(sql::listen_wake, schema);
+    listen_events = with_schema(sql::listen_events, schema);
+    forget_gone_listeners = with_schema(sql::forget_gone_listeners, schema);
+    register_listener = with_schema(sql::register_listener, schema);
+    unregister_listener = with_schema(sql::unregister_listener, schema);
+  }
+
+  [[nodiscard]] const Prepared& operator[](Statement s) const { return prepared[static_cast<std::size_t>(s)]; }
+
+  std::array<Prepared, static_cast<std::size_t>(Statement::count_)> prepared;
+  std::string schema_version;
+  std::string create_schema;
+  std::string create_migrations_table;
+  std::string record_migration;
+  std::string listen_wake;
+  std::string listen_events;
+  std::string forget_gone_listeners;
+  std::string register_listener;
+  std::string unregister_listener;
+};
+
+}  // namespace jobq::detail::pg
