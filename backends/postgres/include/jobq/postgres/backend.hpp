@@ -314,24 +314,37 @@ class PostgresBackend {
     });
   }
 
-  /// @brief Deletes finished jobs older than the retention of their state (one node at a
-  /// time, like recover_expired: 0 when another node is pruning).
+  /// @brief Deletes finished jobs older than the retention of their state, then all but the
+  /// newest retention.max_jobs of each finished state (one node at a time, like
+  /// recover_expired: 0 when another node is pruning).
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     auto keep = [](const std::optional<Millis>& m) {
       return m ? detail::pg::Param(std::to_string(m->count())) : std::nullopt;
     };
     const auto t = now();
-    std::size_t total = 0;
-    for (;;) {
-      const auto n = pool_.with_retry("prune", Replay::safe, [&](Conn& c, bool) {
-        auto r = c.exec(S::prune, {queue, ms(t), keep(retention.completed), keep(retention.dead),
-                                   keep(retention.cancelled), "jobq:prune:" + opt_.schema});
-        return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
-      });
-      total += n;
-      if (n < 10'000) return total;
+    const auto lock = "jobq:prune:" + opt_.schema;
+    // Each statement deletes at most 10,000 rows: repeated until a short batch.
+    const auto batches = [&](S s, const detail::pg::Params& params) {
+      std::size_t total = 0;
+      for (;;) {
+        const auto n = pool_.with_retry("prune", Replay::safe, [&](Conn& c, bool) {
+          auto r = c.exec(s, params);
+          return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
+        });
+        total += n;
+        if (n < 10'000) return total;
+      }
+    };
+    auto total = batches(S::prune, {queue, ms(t), keep(retention.completed), keep(retention.dead),
+                                    keep(retention.cancelled), lock});
+    if (retention.max_jobs > 0) {
+      for (const auto state : {JobState::completed, JobState::dead, JobState::cancelled}) {
+        total += batches(S::prune_beyond, {queue, std::string(to_string(state)),
+                                           std::to_string(retention.max_jobs), lock});
+      }
     }
+    return total;
   }
 
   /// @brief A page of a queue's jobs in one state, by id.

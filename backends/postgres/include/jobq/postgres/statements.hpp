@@ -214,6 +214,16 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
    LIMIT 10000))
 )sql";
 
+// All but the newest $3 jobs of a finished state, by jobs_finished read backwards; batches and
+// lock as prune. $1 queue $2 state $3 jobs kept $4 lock name
+inline constexpr std::string_view prune_beyond = R"sql(
+DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
+  SELECT id FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
+     AND finished_at IS NOT NULL
+     AND (SELECT pg_try_advisory_xact_lock(hashtextextended($4::text, 0)))
+   ORDER BY finished_at DESC, id DESC OFFSET $3::bigint LIMIT 10000))
+)sql";
+
 // ---------------------------------------------------------------------------------------------
 // Inspection and admin
 
@@ -432,6 +442,7 @@ enum class Statement : std::size_t {
   counts,
   queues,
   prune,
+  prune_beyond,
   list,
   ready,
   set_limits,
@@ -491,6 +502,7 @@ struct StatementTable {
     def(S::counts, "counts", sql::counts);
     def(S::queues, "queues", sql::queues);
     def(S::prune, "prune", sql::prune);
+    def(S::prune_beyond, "prune_beyond", sql::prune_beyond);
     def(S::list, "list", sql::list);
     def(S::ready, "ready", sql::ready);
     def(S::set_limits, "set_limits", sql::set_limits);
