@@ -29,7 +29,7 @@ class PostgresError : public Error {
 /// @brief Options of the PostgreSQL backend.
 struct PostgresOptions {
   /// Where job times come from. Every time is computed here and sent as a statement parameter
-  /// (epoch ms), never read from the server's now(): see README "Time".
+  /// (epoch ms), never read from the server's now(): see backends/postgres/README.md, "Time".
   ClockFn clock = system_clock();
   std::string schema = "jobq";                    ///< own schema: [a-z_][a-z0-9_]*, at most 48 chars
   std::size_t pool_size = 4;                      ///< connections shared by the calling threads

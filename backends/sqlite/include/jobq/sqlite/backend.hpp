@@ -458,7 +458,7 @@ class SqliteBackend {
 
   /// @brief Calls fn for every notice of `queues` (all when empty) from this process: changes
   /// made through any SqliteBackend object on the same file in this process, announced after
-  /// their commit. Changes made by other processes are not delivered (see README).
+  /// their commit. Other processes' changes are not delivered: backends/sqlite/README.md, "Limits, schedules, events".
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     auto inner = std::make_shared<Subscription>(hub_->subscribe(queues, std::move(fn)));
     // The hub may be shared with other objects on the file: keep it alive with the subscription.
