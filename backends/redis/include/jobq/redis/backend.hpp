@@ -61,7 +61,8 @@ class RedisBackend {
     detail::redis::ignore_sigpipe();
     auto first = pool_.open();
     scripts_ = detail::redis::ScriptRunner(detail::redis::load_scripts(*first, url_.masked));
-    check_format(*first);
+    detail::redis::check_store_format(*first, keys_.global("version"), format_version,
+                                      "prefix '" + opt_.prefix + "' on " + url_.masked);
     pool_.adopt(std::move(first));
   }
 
@@ -132,11 +133,9 @@ class RedisBackend {
     const auto q = queue_of(id);
     if (!q) return false;
     const auto result_text = detail::redis::result_arg(result);
-    const auto reply = run(true, [&](Connection& c, bool retry) {
-      return scripts_.eval(c, Script::complete, keys_for(*q, Script::complete),
-                           {now_str(), retry ? "1" : "0", std::to_string(id), token, result_text});
+    const auto reply = call(true, "complete", Script::complete, *q, [&](bool retry) {
+      return Args{now_str(), retry ? "1" : "0", std::to_string(id), token, result_text};
     });
-    expect_ok(reply, "complete");
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1) unexpected("complete");
     return detail::redis::reply_int(reply->element[0], "complete") == 1;
   }
@@ -192,11 +191,9 @@ class RedisBackend {
     if (!q) return FailOutcome::rejected;
     const auto message = detail::redis::valid_utf8(f.error);
     const auto retry_at = f.retry_at ? std::to_string(to_epoch_ms(*f.retry_at)) : std::string();
-    const auto reply = run(true, [&](Connection& c, bool retry) {
-      return scripts_.eval(c, Script::fail, keys_for(*q, Script::fail),
-                           {std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"});
+    const auto reply = call(true, "fail", Script::fail, *q, [&](bool retry) {
+      return Args{std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"};
     });
-    expect_ok(reply, "fail");
     switch (detail::redis::reply_int(reply.get(), "fail")) {
       case 1: return FailOutcome::retried;
       case 2: return FailOutcome::dead;
@@ -282,10 +279,7 @@ class RedisBackend {
   std::optional<JobRecord> get(JobId id) {
     const auto q = queue_of(id);
     if (!q) return std::nullopt;
-    const auto reply = run(true, [&](Connection& c, bool) {
-      return scripts_.eval(c, Script::fetch, keys_for(*q, Script::fetch), {std::to_string(id)});
-    });
-    expect_ok(reply, "get");
+    const auto reply = call(true, "get", Script::fetch, *q, [&](bool) { return Args{std::to_string(id)}; });
     if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 0 && reply->elements != 5)) unexpected("get");
     if (reply->elements == 0) return std::nullopt;
     const auto* e = reply->element;
@@ -323,10 +317,7 @@ class RedisBackend {
   /// @brief Jobs per state in a queue (exact).
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
-    const auto reply = run(true, [&](Connection& c, bool) {
-      return scripts_.eval(c, Script::counts, keys_for(queue, Script::counts), {});
-    });
-    expect_ok(reply, "counts");
+    const auto reply = call(true, "counts", Script::counts, queue, [](bool) { return Args{}; });
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) unexpected("counts");
     auto n = [&](std::size_t i) { return detail::redis::reply_int(reply->element[i], "counts"); };
     return Counts{n(0), n(1), n(2), n(3), n(4)};
@@ -345,11 +336,9 @@ class RedisBackend {
     constexpr std::size_t max_index = std::size_t{1} << 52;  // exact in a Lua number
     const auto offset = std::min(page.offset, max_index);
     const auto limit = std::min(page.limit, max_index);
-    const auto reply = run(true, [&](Connection& c, bool) {
-      return scripts_.eval(c, Script::list, keys_for(queue, Script::list),
-                           {std::string(to_string(state)), std::to_string(offset), std::to_string(limit)});
+    const auto reply = call(true, "list", Script::list, queue, [&](bool) {
+      return Args{std::string(to_string(state)), std::to_string(offset), std::to_string(limit)};
     });
-    expect_ok(reply, "list");
     if (reply->elements % 5 != 0) unexpected("list");
     std::vector<JobRecord> out;
     for (std::size_t i = 0; i < reply->elements; i += 5) {
@@ -400,10 +389,7 @@ class RedisBackend {
     Args argv{limits.rate ? std::to_string(limits.rate->max) : std::string(),
               limits.rate ? std::to_string(limits.rate->window.count()) : std::string(),
               std::to_string(limits.group_concurrency)};
-    const auto reply = run(true, [&](Connection& c, bool) {
-      return scripts_.eval(c, Script::limits, keys_for(queue, Script::limits), argv);
-    });
-    expect_ok(reply, "set_queue_limits");
+    call(true, "set_queue_limits", Script::limits, queue, [&](bool) { return argv; });
   }
 
   /// @brief The limits of a queue (none by default).
@@ -495,12 +481,7 @@ class RedisBackend {
   /// @brief Deletes every key under the prefix (all queues, jobs and counters of this store):
   /// for tests and resets, while no other backend object uses the prefix. Returns the count.
   std::size_t purge() {
-    std::string pattern;
-    for (char c : opt_.prefix) {
-      if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') pattern += '\\';
-      pattern += c;
-    }
-    pattern += ":*";
+    const auto pattern = keys_.scan_pattern();
     std::size_t deleted = 0;
     std::string cursor = "0";
     do {
@@ -530,43 +511,9 @@ class RedisBackend {
   // first compares-and-sets the schedule (<prefix>:schedules) and enqueues only if that
   // succeeded. Returns (fired, results); plain enqueues always "fire".
   std::pair<bool, std::vector<EnqueueResult>> enqueue_impl(std::span<const NewJob> jobs, const std::string& cas) {
-    std::vector<std::string> queues;
-    std::unordered_map<std::string, std::size_t> qindex;
-    std::vector<std::string> payloads;
-    payloads.reserve(jobs.size());
-    for (const auto& j : jobs) {
-      validate(j);
-      if (qindex.emplace(j.queue, queues.size()).second) queues.push_back(j.queue);
-      payloads.push_back(j.payload.dump());  // validate(j) ran check_json: no throw, no second walk
-      check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
-    }
+    const auto batch = detail::redis::prepare_batch(jobs, opt_.max_payload_bytes);
     const auto ids = allocate_ids(jobs.size());
-    const auto t = to_epoch_ms(now());
-
-    Args keys;
-    for (const auto& q : queues) append_keys(keys, q, Script::enqueue);
-    if (!cas.empty()) keys.push_back(keys_.global("schedules"));
-    const auto nonce = detail::new_lease_token();
-    const bool wide = detail::redis::wide_layout(jobs, queues.size());
-    Args argv{std::to_string(t), nonce, cas, wide ? "1" : ""};
-    argv.reserve(4 + jobs.size() * 10);
-    Args mapping{"HSET", keys_.global("jobqueue")};
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-      detail::redis::append_enqueue_args(argv, jobs[i], ids[i], t, wide ? qindex[jobs[i].queue] + 1 : 0, payloads[i], nonce);
-      mapping.push_back(std::to_string(ids[i]));
-      mapping.push_back(jobs[i].queue);
-    }
-    std::vector<Cmd> cmds;
-    // The id -> queue mapping goes first: once the script has run, the job is claimable and
-    // complete(id) on another process must find its queue.
-    if (!jobs.empty()) cmds.push_back({std::move(mapping), std::nullopt});
-    if (auto fresh = cache_.unregistered(queues); !fresh.empty()) {
-      Args sadd{"SADD", keys_.global("queues")};
-      sadd.insert(sadd.end(), fresh.begin(), fresh.end());
-      cmds.push_back({std::move(sadd), std::nullopt});
-    }
-    cmds.push_back(scripts_.cmd(Script::enqueue, keys, std::move(argv)));
-
+    const auto cmds = enqueue_commands(jobs, batch, ids, cas);
     const auto reply = run(true, [&](Connection& c, bool) {
       auto rs = scripts_.exec(c, cmds);
       for (std::size_t i = 0; i + 1 < rs.size(); ++i) {
@@ -593,7 +540,7 @@ class RedisBackend {
       out.push_back({id, created});
       if (id != ids[i]) unused.push_back(std::to_string(ids[i]));
     }
-    cache_.mark_registered(queues);
+    cache_.mark_registered(batch.queues);
     cache_.remember_each([&](auto remember) {
       for (std::size_t i = 0; i < jobs.size(); ++i) {
         if (out[i].created) remember(out[i].id, jobs[i].queue);
@@ -601,6 +548,38 @@ class RedisBackend {
     });
     if (unused.size() > 2) unmap_unused(unused);  // ids a deduplicated enqueue did not use
     return {true, std::move(out)};
+  }
+
+  // The pipeline of an enqueue: the id -> queue map entries, the registration of new queues,
+  // and the script call.
+  std::vector<Cmd> enqueue_commands(std::span<const NewJob> jobs, const detail::redis::Batch& batch,
+                                    const std::vector<JobId>& ids, const std::string& cas) {
+    const auto t = to_epoch_ms(now());
+    Args keys;
+    for (const auto& q : batch.queues) append_keys(keys, q, Script::enqueue);
+    if (!cas.empty()) keys.push_back(keys_.global("schedules"));
+    const auto nonce = detail::new_lease_token();
+    const bool wide = detail::redis::wide_layout(jobs, batch.queues.size());
+    Args argv{std::to_string(t), nonce, cas, wide ? "1" : ""};
+    argv.reserve(4 + jobs.size() * 10);
+    Args mapping{"HSET", keys_.global("jobqueue")};
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      detail::redis::append_enqueue_args(argv, jobs[i], ids[i], t, wide ? batch.index.at(jobs[i].queue) + 1 : 0,
+                                         batch.payloads[i], nonce);
+      mapping.push_back(std::to_string(ids[i]));
+      mapping.push_back(jobs[i].queue);
+    }
+    std::vector<Cmd> cmds;
+    // The id -> queue mapping goes first: once the script has run, the job is claimable and
+    // complete(id) on another process must find its queue.
+    if (!jobs.empty()) cmds.push_back({std::move(mapping), std::nullopt});
+    if (auto fresh = cache_.unregistered(batch.queues); !fresh.empty()) {
+      Args sadd{"SADD", keys_.global("queues")};
+      sadd.insert(sadd.end(), fresh.begin(), fresh.end());
+      cmds.push_back({std::move(sadd), std::nullopt});
+    }
+    cmds.push_back(scripts_.cmd(Script::enqueue, keys, std::move(argv)));
+    return cmds;
   }
 
   // Best effort: a leftover id -> queue entry is harmless.
@@ -613,15 +592,20 @@ class RedisBackend {
 
   // --- the small operations on one job or queue ------------------------------------------------
 
-  // Runs script `s` on `queue` with argv(retry) and returns whether it replied 1; a call whose
-  // reply was lost is sent again only when `idempotent` (see Pool::run).
+  // Runs script `s` with the keys of `queue` and argv(retry) (retry: this is a resend) through
+  // the pool; an error reply is thrown naming `what`. A call whose reply was lost is sent again
+  // only when `idempotent` (see Pool::run).
   template <class Argv>
-  bool job_call(bool idempotent, const char* what, Script s, const std::string& queue, Argv&& argv) {
-    const auto reply = run(idempotent, [&](Connection& c, bool retry) {
-      return scripts_.eval(c, s, keys_for(queue, s), argv(retry));
-    });
+  Reply call(bool idempotent, const char* what, Script s, std::string_view queue, Argv&& argv) {
+    auto reply = run(idempotent, [&](Connection& c, bool retry) { return scripts_.eval(c, s, keys_for(queue, s), argv(retry)); });
     expect_ok(reply, what);
-    return detail::redis::reply_int(reply.get(), what) == 1;
+    return reply;
+  }
+
+  // call(), for the scripts that reply 1 (done) or 0.
+  template <class Argv>
+  bool job_call(bool idempotent, const char* what, Script s, std::string_view queue, Argv&& argv) {
+    return detail::redis::reply_int(call(idempotent, what, s, queue, std::forward<Argv>(argv)).get(), what) == 1;
   }
 
   void pause_or_resume(const std::string& queue, Script s) {
@@ -648,12 +632,10 @@ class RedisBackend {
     std::size_t total = 0;
     for (;;) {
       const auto t = now();
-      const auto reply = run(true, [&](Connection& c, bool) {
-        return scripts_.eval(c, Script::prune, keys_for(queue, Script::prune),
-                             {cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
-                              max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)});
+      const auto reply = call(true, "prune", Script::prune, queue, [&](bool) {
+        return Args{cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
+                    max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)};
       });
-      expect_ok(reply, "prune");
       if (reply->elements == 0) break;
       Args unmap{"HDEL", keys_.global("jobqueue")};
       for (std::size_t i = 0; i < reply->elements; ++i) {
@@ -694,27 +676,7 @@ class RedisBackend {
     }
   }
 
-  // --- store format, keys, ids ----------------------------------------------------------------
-
-  // Format 1 (before jobq #7) had no version key and is a subset of format 2, so an absent key
-  // is set to 2; a newer format is refused (its records may not parse here).
-  void check_format(Connection& c) {
-    const auto key = keys_.global("version");
-    const std::vector<Args> cmds{{"SET", key, std::to_string(format_version), "NX"}, {"GET", key}};
-    const auto replies = c.pipeline(cmds);
-    for (const auto& r : replies) expect_ok(r, "reading the store format (" + key + ")");
-    std::int64_t v = 0;
-    try {
-      v = detail::redis::to_i64(text(replies[1].get()));
-    } catch (const std::exception&) {
-      throw RedisError(ErrorCategory::backend, "redis: " + key + " is not a jobq store format version");
-    }
-    if (v > format_version) {
-      throw RedisError(ErrorCategory::backend, "redis: the store under prefix '" + opt_.prefix + "' on " + url_.masked +
-                                                   " has format " + std::to_string(v) + "; this jobq reads formats up to " +
-                                                   std::to_string(format_version) + " (upgrade jobq)");
-    }
-  }
+  // --- keys, ids, queues of jobs ----------------------------------------------------------------
 
   // The keys of `queue` that script `s` receives (see detail::redis::script_keys).
   void append_keys(Args& keys, std::string_view queue, Script s) { keys_.append(keys, queue, detail::redis::script_keys(s)); }
@@ -738,29 +700,13 @@ class RedisBackend {
 
   std::optional<std::string> queue_of(JobId id) { return queues_of(std::vector<JobId>{id}).front(); }
 
-  // The queue of each job: cached, else from <prefix>:jobqueue (nullopt: no such job).
+  // The queue of each job (nullopt: no such job).
   std::vector<std::optional<std::string>> queues_of(const std::vector<JobId>& ids) {
-    std::vector<std::size_t> missing;
-    auto out = cache_.find(ids, missing);
-    if (missing.empty()) return out;
-    Args lookup{"HMGET", keys_.global("jobqueue")};
-    for (auto i : missing) lookup.push_back(std::to_string(ids[i]));
-    const auto reply = run(true, [&](Connection& c, bool) { return c.command(lookup); });
-    expect_ok(reply, "looking up the queue of a job");
-    for (std::size_t k = 0; k < missing.size() && k < reply->elements; ++k) {
-      const auto* e = reply->element[k];
-      if (e->type != REDIS_REPLY_STRING) continue;
-      std::string q(text(e));
-      try {
-        validate_queue_name(q);
-      } catch (const InvalidArgument&) {
-        throw RedisError(ErrorCategory::backend, "redis: " + keys_.global("jobqueue") + " maps job " +
-                                                     std::to_string(ids[missing[k]]) + " to an invalid queue name");
-      }
-      cache_.remember(ids[missing[k]], q);
-      out[missing[k]] = std::move(q);
-    }
-    return out;
+    return cache_.lookup(ids, keys_.global("jobqueue"), [&](const Args& hmget) {
+      auto reply = run(true, [&](Connection& c, bool) { return c.command(hmget); });
+      expect_ok(reply, "looking up the queue of a job");
+      return reply;
+    });
   }
 
   // --- small helpers ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "jobq/job.hpp"
+#include "jobq/redis/connection.hpp"
 
 namespace jobq::detail::redis {
 
@@ -67,16 +68,28 @@ class QueueCache {
     each([this](JobId id, const std::string& queue) { remember_locked(id, queue); });
   }
 
-  /// @brief The cached queue of each id; the positions of positive ids not cached go to `missing`.
-  std::vector<std::optional<std::string>> find(const std::vector<JobId>& ids, std::vector<std::size_t>& missing) {
-    std::vector<std::optional<std::string>> out(ids.size());
-    std::lock_guard lock(mutex_);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (auto it = queue_of_.find(ids[i]); it != queue_of_.end()) {
-        out[i] = names_[it->second];
-      } else if (ids[i] > 0) {
-        missing.push_back(i);
+  /// @brief The queue of each job: cached, else looked up with fetch(HMGET of `map`, the
+  /// <prefix>:jobqueue hash), which returns the reply. nullopt: no such job.
+  template <class Fetch>
+  std::vector<std::optional<std::string>> lookup(const std::vector<JobId>& ids, const std::string& map, Fetch&& fetch) {
+    std::vector<std::size_t> missing;
+    auto out = find(ids, missing);
+    if (missing.empty()) return out;
+    std::vector<std::string> hmget{"HMGET", map};
+    for (auto i : missing) hmget.push_back(std::to_string(ids[i]));
+    const auto reply = fetch(hmget);
+    for (std::size_t k = 0; k < missing.size() && k < reply->elements; ++k) {
+      const auto* e = reply->element[k];
+      if (e->type != REDIS_REPLY_STRING) continue;
+      std::string q(text(e));
+      try {
+        validate_queue_name(q);
+      } catch (const InvalidArgument&) {
+        throw RedisError(ErrorCategory::backend,
+                         "redis: " + map + " maps job " + std::to_string(ids[missing[k]]) + " to an invalid queue name");
       }
+      remember(ids[missing[k]], q);
+      out[missing[k]] = std::move(q);
     }
     return out;
   }
@@ -112,6 +125,20 @@ class QueueCache {
   }
 
  private:
+  // The cached queue of each id; the positions of positive ids not cached go to `missing`.
+  std::vector<std::optional<std::string>> find(const std::vector<JobId>& ids, std::vector<std::size_t>& missing) {
+    std::vector<std::optional<std::string>> out(ids.size());
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (auto it = queue_of_.find(ids[i]); it != queue_of_.end()) {
+        out[i] = names_[it->second];
+      } else if (ids[i] > 0) {
+        missing.push_back(i);
+      }
+    }
+    return out;
+  }
+
   void remember_locked(JobId id, const std::string& queue) {
     if (queue_of_.size() >= 200'000) queue_of_.clear();  // a bounded cache; misses cost one HGET
     auto it = std::find(names_.begin(), names_.end(), queue);

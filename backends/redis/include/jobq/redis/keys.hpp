@@ -139,6 +139,17 @@ class KeyNames {
   /// @brief A global key: "<prefix>:<name>".
   [[nodiscard]] std::string global(std::string_view name) const { return prefix_ + ":" + std::string(name); }
 
+  /// @brief The SCAN pattern of every key under the prefix ("<prefix>:*", glob characters of
+  /// the prefix escaped).
+  [[nodiscard]] std::string scan_pattern() const {
+    std::string pattern;
+    for (char c : prefix_) {
+      if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') pattern += '\\';
+      pattern += c;
+    }
+    return pattern + ":*";
+  }
+
   /// @brief Appends the keys of `queue` at the positions `which` (indices into queue_keys).
   void append(std::vector<std::string>& out, std::string_view queue, const std::vector<std::size_t>& which) {
     const auto names = names_of(queue);

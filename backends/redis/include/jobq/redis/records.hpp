@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -162,6 +164,28 @@ inline JobRecord parse_job(std::string_view raw, std::string_view hot, std::stri
   }
 }
 
+/// @brief An enqueue batch, validated: its queues (in order of first use), each queue's index
+/// in that list, and each job's serialized payload.
+struct Batch {
+  std::vector<std::string> queues;
+  std::unordered_map<std::string, std::size_t> index;
+  std::vector<std::string> payloads;
+};
+
+/// @brief Validates every job of a batch (InvalidArgument, nothing written) and serializes
+/// the payloads.
+inline Batch prepare_batch(std::span<const NewJob> jobs, std::size_t max_payload_bytes) {
+  Batch b;
+  b.payloads.reserve(jobs.size());
+  for (const auto& j : jobs) {
+    validate(j);
+    if (b.index.emplace(j.queue, b.queues.size()).second) b.queues.push_back(j.queue);
+    b.payloads.push_back(j.payload.dump());  // validate(j) ran check_json: no throw, no second walk
+    check_payload_size(b.payloads.back().size(), max_payload_bytes);
+  }
+  return b;
+}
+
 /// @brief Whether a batch needs the enqueue script's wide layout (10 arguments per job instead
 /// of 6): more than one queue, or a unique key, group, throttle or debounce.
 inline bool wide_layout(std::span<const NewJob> jobs, std::size_t queue_count) {
@@ -223,6 +247,27 @@ inline QueueLimits parse_limits(const redisReply* const* e, const std::string& k
     throw RedisError(ErrorCategory::backend, "redis: " + key + " is corrupted: " + ex.what());
   }
   return l;
+}
+
+/// @brief Checks the store format (`key`, <prefix>:version) on the first connection: format 1
+/// (before jobq #7) had no version key and is a subset of format 2, so an absent key is set to
+/// `version`; a newer format is refused (its records may not parse here). `store` names the
+/// store in the message ("prefix 'p' on <url>").
+inline void check_store_format(Connection& c, const std::string& key, int version, const std::string& store) {
+  const std::vector<Args> cmds{{"SET", key, std::to_string(version), "NX"}, {"GET", key}};
+  const auto replies = c.pipeline(cmds);
+  for (const auto& r : replies) expect_ok(r, "reading the store format (" + key + ")");
+  std::int64_t v = 0;
+  try {
+    v = to_i64(text(replies[1].get()));
+  } catch (const std::exception&) {
+    throw RedisError(ErrorCategory::backend, "redis: " + key + " is not a jobq store format version");
+  }
+  if (v > version) {
+    throw RedisError(ErrorCategory::backend, "redis: the store under " + store + " has format " + std::to_string(v) +
+                                                 "; this jobq reads formats up to " + std::to_string(version) +
+                                                 " (upgrade jobq)");
+  }
 }
 
 }  // namespace jobq::detail::redis
