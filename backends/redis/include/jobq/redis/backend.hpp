@@ -99,18 +99,11 @@ class RedisBackend {
     // A claim whose reply was lost is remembered and undone (see lost_claims.hpp); then it is
     // sent again afresh.
     const auto reply = run(true, [&](Connection& c, bool) {
-      lost_claims_.undo(c, scripts_, keys_, [&] { return now_str(); });
+      undo_lost_claims(c);
       const auto t = to_epoch_ms(now());
-      detail::redis::LostClaim sent{queues, detail::new_lease_token(), std::to_string(t + lease)};
-      Reply r;
-      try {
-        r = scripts_.eval(c, Script::claim, keys, {std::to_string(t), std::to_string(limit), std::to_string(lease), sent.seed});
-      } catch (const detail::redis::Rejected&) {
-        throw;  // refused (LOADING, ...): not run
-      } catch (const RedisError& e) {
-        if (e.is_transient()) lost_claims_.remember(std::move(sent));
-        throw;
-      }
+      auto r = lost_claims_.send(queues, std::to_string(t + lease), [&](const std::string& seed) {
+        return scripts_.eval(c, Script::claim, keys, {std::to_string(t), std::to_string(limit), std::to_string(lease), seed});
+      });
       expect_ok(r, "claim");
       return r;
     });
@@ -148,21 +141,7 @@ class RedisBackend {
     for (const auto& c : completions) ids.push_back(c.id);
     const auto queues = queues_of(ids);
     std::vector<bool> out(completions.size(), false);
-    struct Group {
-      std::string queue;
-      std::vector<std::size_t> which;
-      Args argv;  // after now and the retry flag
-    };
-    std::vector<Group> groups;
-    for (std::size_t i = 0; i < completions.size(); ++i) {
-      if (!queues[i]) continue;
-      auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.queue == *queues[i]; });
-      if (g == groups.end()) g = groups.insert(groups.end(), Group{*queues[i], {}, {}});
-      g->which.push_back(i);
-      g->argv.push_back(std::to_string(completions[i].id));
-      g->argv.push_back(completions[i].lease_token);
-      g->argv.push_back(detail::redis::result_arg(completions[i].result));
-    }
+    const auto groups = detail::redis::group_completions(completions, queues);
     if (groups.empty()) return out;
     const auto replies = run(true, [&](Connection& c, bool retry) {
       std::vector<Cmd> cmds;
@@ -235,7 +214,7 @@ class RedisBackend {
   /// every queue this store has seen.
   Recovered recover_expired() {
     const auto members = run(true, [&](Connection& c, bool) {
-      lost_claims_.undo(c, scripts_, keys_, [&] { return now_str(); });  // before their leases can expire here
+      undo_lost_claims(c);  // before their leases can expire here
       return c.command({"SMEMBERS", keys_.global("queues")});
     });
     expect_ok(members, "recover_expired (SMEMBERS)");
@@ -714,6 +693,10 @@ class RedisBackend {
   template <class F>
   auto run(bool idempotent, F&& f) -> std::invoke_result_t<F&, Connection&, bool> {
     return pool_.run(idempotent, std::forward<F>(f));
+  }
+
+  void undo_lost_claims(Connection& c) {
+    lost_claims_.undo(c, scripts_, keys_, [&] { return now_str(); });
   }
 
   std::string now_str() const { return std::to_string(to_epoch_ms(now())); }

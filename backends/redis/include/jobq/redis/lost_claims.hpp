@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "jobq/job.hpp"
 #include "jobq/redis/connection.hpp"
 #include "jobq/redis/keys.hpp"
 #include "jobq/redis/scripts.hpp"
@@ -25,10 +26,23 @@ struct LostClaim {
 /// @brief The lost claims still to undo. Thread-safe.
 class LostClaims {
  public:
-  /// @brief Remembers a claim to undo.
-  void remember(LostClaim lost) {
-    std::lock_guard lock(mutex_);
-    claims_.push_back(std::move(lost));
+  /// @brief Sends a claim of `queues` whose leases end at `deadline`: returns send(seed) for a
+  /// fresh token seed, and remembers the claim to undo if its reply was lost (a connection
+  /// error; a refusal such as LOADING means it did not run).
+  template <class Send>
+  Reply send(const std::vector<std::string>& queues, std::string deadline, Send&& send_claim) {
+    LostClaim sent{queues, new_lease_token(), std::move(deadline)};
+    try {
+      return send_claim(sent.seed);
+    } catch (const Rejected&) {
+      throw;
+    } catch (const RedisError& e) {
+      if (e.is_transient()) {
+        std::lock_guard lock(mutex_);
+        claims_.push_back(std::move(sent));
+      }
+      throw;
+    }
   }
 
   /// @brief Gives back the jobs of the remembered claims (one undo_claim call per set of

@@ -3,6 +3,7 @@
 // (kept apart: a BLPOP holds its connection for the whole wait), and run(), which retries
 // through reconnects.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>

@@ -221,6 +221,31 @@ inline void append_enqueue_args(Args& argv, const NewJob& j, JobId id, std::int6
   }
 }
 
+/// @brief The completions of one queue (complete_many): their positions, and the complete
+/// script's arguments after now and the retry flag (id, token, result per completion).
+struct CompletionGroup {
+  std::string queue;
+  std::vector<std::size_t> which;
+  Args argv;
+};
+
+/// @brief Completions grouped by queue, in order of first appearance; `queues[i]` is the queue
+/// of completion i (nullopt: no such job, left out).
+inline std::vector<CompletionGroup> group_completions(std::span<const Completion> completions,
+                                                      const std::vector<std::optional<std::string>>& queues) {
+  std::vector<CompletionGroup> groups;
+  for (std::size_t i = 0; i < completions.size(); ++i) {
+    if (!queues[i]) continue;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const CompletionGroup& x) { return x.queue == *queues[i]; });
+    if (g == groups.end()) g = groups.insert(groups.end(), CompletionGroup{*queues[i], {}, {}});
+    g->which.push_back(i);
+    g->argv.push_back(std::to_string(completions[i].id));
+    g->argv.push_back(completions[i].lease_token);
+    g->argv.push_back(result_arg(completions[i].result));
+  }
+  return groups;
+}
+
 /// @brief A schedule entry of <prefix>:schedules ("next_run nonce spec"); `key` names the hash
 /// in error messages.
 inline StoredSchedule parse_schedule(const std::string& name, std::string_view v, const std::string& key) {
