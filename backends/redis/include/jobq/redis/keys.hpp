@@ -111,7 +111,18 @@ inline constexpr std::array queue_keys = {
     QueueKey{"parked", "PARKED", KeyType::zset},
     QueueKey{"none", "NONE", KeyType::zset},
 };
-static_assert(queue_keys.back().lua_name == "NONE", "Q:none is last: scripts without a keys line get all but it");
+
+/// @brief True if no two keys share a suffix or a Lua name.
+constexpr bool queue_keys_distinct() {
+  for (std::size_t i = 0; i < queue_keys.size(); ++i) {
+    for (std::size_t j = i + 1; j < queue_keys.size(); ++j) {
+      if (queue_keys[i].suffix == queue_keys[j].suffix || queue_keys[i].lua_name == queue_keys[j].lua_name) return false;
+    }
+  }
+  return true;
+}
+static_assert(queue_keys_distinct(), "jobq: two queue keys share a suffix or a Lua name");
+static_assert(queue_keys.back().lua_name == "NONE", "jobq: Q:none is last (scripts without a keys line get all but it)");
 
 /// @brief Words of a Q:state entry.
 inline constexpr std::size_t hot_fields = 11;

@@ -1,6 +1,6 @@
 #pragma once
 // The Lua helpers every script may use (see lua_linker.hpp: a script gets the sections it
-// calls). Sections are separated by "-- Â§" lines; the first goes into every script.
+// calls). Sections are separated by "-- §" lines; the first goes into every script.
 
 #include <string_view>
 
