@@ -1,0 +1,730 @@
+#pragma once
+// RedisBackend: the Backend operations, in the order of the concept (jobq/backend.hpp), then the
+// extras (url, prefix, queues, command, purge). Each operation formats its script's arguments,
+// runs the script through the pool and reads the reply; the parts do the rest.
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "jobq/backend.hpp"
+#include "jobq/redis/connection.hpp"
+#include "jobq/redis/job_queues.hpp"
+#include "jobq/redis/keys.hpp"
+#include "jobq/redis/listener.hpp"
+#include "jobq/redis/lost_claims.hpp"
+#include "jobq/redis/options.hpp"
+#include "jobq/redis/pool.hpp"
+#include "jobq/redis/records.hpp"
+#include "jobq/redis/scripts.hpp"
+#include "jobq/redis/url.hpp"
+
+namespace jobq {
+
+/// @brief Backend on Redis (>= 6.2; tested with 7.0) through hiredis: jobs live in hashes and
+/// sorted sets under `<prefix>:{<queue>}:…`, every state change is one Lua script, workers
+/// wait on a wake-up list with BLPOP. Share one object between all threads of a process.
+class RedisBackend {
+  using Connection = detail::redis::Connection;
+  using Reply = detail::redis::Reply;
+  using Args = detail::redis::Args;
+  using Cmd = detail::redis::Cmd;
+  using Script = detail::redis::Script;
+
+ public:
+  /// @brief Connects to `url` (redis://[user:password@]host:port/db). Throws InvalidArgument
+  /// for a malformed URL or bad options, RedisError for an unreachable server or a wrong password.
+  explicit RedisBackend(std::string url, RedisOptions options = {})
+      : url_(detail::redis::parse_url(url)),
+        opt_(std::move(options)),
+        keys_(opt_.prefix),
+        pool_(url_, opt_),
+        listener_(url_, opt_, hub_) {
+    if (!opt_.clock) throw InvalidArgument("redis: options.clock is empty");
+    if (opt_.prefix.empty() || opt_.prefix.find_first_of("{} ") != std::string::npos) {
+      throw InvalidArgument("redis: key prefix '" + opt_.prefix +
+                            "' is invalid: it must be non-empty, without spaces or braces");
+    }
+    if (opt_.pool_size == 0) throw InvalidArgument("redis: pool_size must be at least 1");
+    if (opt_.id_block == 0) opt_.id_block = 1;
+    detail::redis::ignore_sigpipe();
+    auto first = pool_.open();
+    scripts_ = detail::redis::ScriptRunner(detail::redis::load_scripts(*first, url_.masked));
+    detail::redis::check_store_format(*first, keys_.global("version"), format_version,
+                                      "prefix '" + opt_.prefix + "' on " + url_.masked);
+    pool_.adopt(std::move(first));
+  }
+
+  /// @brief Stops the notice listener (if subscribe started it). Subscriptions must end first.
+  ~RedisBackend() { listener_.stop(); }
+
+  RedisBackend(const RedisBackend&) = delete;
+  RedisBackend& operator=(const RedisBackend&) = delete;
+
+  /// @brief The store format this backend writes (the `<prefix>:version` key). Format 2 (jobq
+  /// #7: groups, limits, schedules) reads format-1 stores as they are: no data is rewritten.
+  static constexpr int format_version = 2;
+
+  /// @brief The backend's clock.
+  [[nodiscard]] TimePoint now() const { return opt_.clock(); }
+
+  /// @brief Stores a job (or returns the holder of its unique key).
+  EnqueueResult enqueue(const NewJob& job) { return enqueue_many(std::span<const NewJob>(&job, 1)).front(); }
+
+  /// @brief Stores many jobs in one script call: all or nothing.
+  std::vector<EnqueueResult> enqueue_many(std::span<const NewJob> jobs) {
+    if (jobs.empty()) return {};
+    return enqueue_impl(jobs, {}).second;
+  }
+
+  /// @brief Leases up to req.limit (at most 1000) ready jobs, best first across the queues.
+  std::vector<JobRecord> claim(const ClaimRequest& req) {
+    const auto queues = claim_queues(req);
+    if (req.limit == 0 || queues.empty()) return {};
+    const auto limit = std::min<std::size_t>(req.limit, 1000);
+    const auto lease = std::max<Millis::rep>(req.lease.count(), 0);
+    Args keys;
+    for (const auto& q : queues) append_keys(keys, q, Script::claim);
+    // A claim whose reply was lost is remembered and undone (see lost_claims.hpp); then it is
+    // sent again afresh.
+    const auto reply = run(true, [&](Connection& c, bool) {
+      undo_lost_claims(c);
+      const auto t = to_epoch_ms(now());
+      auto r = lost_claims_.send(queues, std::to_string(t + lease), [&](const std::string& seed) {
+        return scripts_.eval(c, Script::claim, keys, {std::to_string(t), std::to_string(limit), std::to_string(lease), seed});
+      });
+      expect_ok(r, "claim");
+      return r;
+    });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 4 != 0) unexpected("claim");
+    std::vector<JobRecord> out;
+    out.reserve(reply->elements / 4);
+    for (std::size_t i = 0; i < reply->elements; i += 4) {
+      const auto* e = reply->element + i;
+      out.push_back(detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), {}, text(e[3]), {}));
+    }
+    cache_.remember_each([&](auto remember) {
+      for (const auto& j : out) remember(j.id, j.queue);
+    });
+    auto_prune(queues);
+    return out;
+  }
+
+  /// @brief Records a success if the lease token is current.
+  bool complete(JobId id, const std::string& token, const nlohmann::json& result) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto result_text = detail::redis::result_arg(result);
+    const auto reply = call(true, "complete", Script::complete, *q, [&](bool retry) {
+      return Args{now_str(), retry ? "1" : "0", std::to_string(id), token, result_text};
+    });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1) unexpected("complete");
+    return detail::redis::reply_int(reply->element[0], "complete") == 1;
+  }
+
+  /// @brief Records many successes in one round trip: one script call per queue for all of
+  /// that queue's completions; one bool per completion.
+  std::vector<bool> complete_many(std::span<const Completion> completions) {
+    std::vector<JobId> ids;
+    ids.reserve(completions.size());
+    for (const auto& c : completions) ids.push_back(c.id);
+    const auto queues = queues_of(ids);
+    std::vector<bool> out(completions.size(), false);
+    const auto groups = detail::redis::group_completions(completions, queues);
+    if (groups.empty()) return out;
+    const auto replies = run(true, [&](Connection& c, bool retry) {
+      std::vector<Cmd> cmds;
+      const auto t = now_str();
+      for (const auto& g : groups) {
+        Args argv{t, retry ? "1" : "0"};
+        argv.insert(argv.end(), g.argv.begin(), g.argv.end());
+        cmds.push_back(scripts_.cmd(Script::complete, keys_for(g.queue, Script::complete), std::move(argv)));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    for (std::size_t k = 0; k < groups.size(); ++k) {
+      expect_ok(replies[k], "complete_many");
+      const auto* r = replies[k].get();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != groups[k].which.size()) unexpected("complete_many");
+      for (std::size_t j = 0; j < r->elements; ++j) {
+        out[groups[k].which[j]] = detail::redis::reply_int(r->element[j], "complete_many") == 1;
+      }
+    }
+    return out;
+  }
+
+  /// @brief Records a failed attempt: retry at f.retry_at, or dead.
+  FailOutcome fail(const Failure& f) {
+    const auto q = queue_of(f.id);
+    if (!q) return FailOutcome::rejected;
+    const auto message = detail::redis::valid_utf8(f.error);
+    const auto retry_at = f.retry_at ? std::to_string(to_epoch_ms(*f.retry_at)) : std::string();
+    const auto reply = call(true, "fail", Script::fail, *q, [&](bool retry) {
+      return Args{std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"};
+    });
+    switch (detail::redis::reply_int(reply.get(), "fail")) {
+      case 1: return FailOutcome::retried;
+      case 2: return FailOutcome::dead;
+      default: break;
+    }
+    return FailOutcome::rejected;
+  }
+
+  /// @brief Heartbeat: pushes the lease deadline to now + lease.
+  bool extend_lease(JobId id, const std::string& token, Millis lease) {
+    check_duration(lease, "lease");
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto ms = std::to_string(std::max<Millis::rep>(lease.count(), 0));
+    return job_call(true, "extend_lease", Script::extend, *q, [&](bool) {
+      return Args{std::to_string(id), token, now_str(), ms};
+    });
+  }
+
+  /// @brief Gives a leased job back without counting the attempt.
+  bool release(JobId id, const std::string& token) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    return job_call(true, "release", Script::release, *q, [&](bool retry) {
+      return Args{std::to_string(id), token, now_str(), retry ? "1" : "0"};
+    });
+  }
+
+  /// @brief Records progress (clamped to 0..100) of an active job.
+  bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto msg = detail::redis::valid_utf8(message);
+    const auto pct = std::to_string(std::clamp(percent, 0, 100));
+    return job_call(true, "set_progress", Script::progress, *q, [&](bool) { return Args{std::to_string(id), token, pct, msg}; });
+  }
+
+  /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired, in
+  /// every queue this store has seen.
+  Recovered recover_expired() {
+    const auto members = run(true, [&](Connection& c, bool) {
+      undo_lost_claims(c);  // before their leases can expire here
+      return c.command({"SMEMBERS", keys_.global("queues")});
+    });
+    expect_ok(members, "recover_expired (SMEMBERS)");
+    std::vector<std::string> pending;
+    for (std::size_t i = 0; i < members->elements; ++i) {
+      std::string q(text(members->element[i]));
+      try {
+        validate_queue_name(q);
+        pending.push_back(std::move(q));
+      } catch (const InvalidArgument&) {  // not written by jobq: not a queue to recover
+      }
+    }
+    constexpr std::size_t batch = 500;
+    Recovered total;
+    while (!pending.empty()) {
+      const auto replies = run(true, [&](Connection& c, bool) {
+        std::vector<Cmd> cmds;
+        const auto t = now_str();
+        for (const auto& q : pending) {
+          cmds.push_back(scripts_.cmd(Script::recover, keys_for(q, Script::recover),
+                                      {t, std::to_string(batch), "lease expired (worker lost or too slow)"}));
+        }
+        return scripts_.exec(c, cmds);
+      });
+      std::vector<std::string> again;
+      for (std::size_t i = 0; i < pending.size(); ++i) {
+        expect_ok(replies[i], "recover_expired");
+        const auto* r = replies[i].get();
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) unexpected("recover_expired");
+        const auto n = [&](std::size_t k) { return static_cast<std::size_t>(detail::redis::reply_int(r->element[k], "recover_expired")); };
+        total.retried += n(0);
+        total.dead += n(1);
+        if (n(2) == batch) again.push_back(pending[i]);
+      }
+      pending = std::move(again);
+    }
+    return total;
+  }
+
+  /// @brief The job, if it exists.
+  std::optional<JobRecord> get(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return std::nullopt;
+    const auto reply = call(true, "get", Script::fetch, *q, [&](bool) { return Args{std::to_string(id)}; });
+    if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 0 && reply->elements != 5)) unexpected("get");
+    if (reply->elements == 0) return std::nullopt;
+    const auto* e = reply->element;
+    return detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), keys_.queue_base(*q));
+  }
+
+  /// @brief Cancels a queued job.
+  bool cancel(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    return job_call(false, "cancel", Script::cancel, *q, [&](bool) { return Args{std::to_string(id), now_str()}; });
+  }
+
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget.
+  bool redrive(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    return job_call(false, "redrive", Script::redrive, *q, [&](bool) { return Args{std::to_string(id), now_str()}; });
+  }
+
+  /// @brief Stops claims from a queue.
+  void pause(const std::string& queue) { pause_or_resume(queue, Script::pause); }
+
+  /// @brief Restores claims from a queue (and wakes its waiting workers).
+  void resume(const std::string& queue) { pause_or_resume(queue, Script::resume); }
+
+  /// @brief Whether a queue is paused.
+  bool is_paused(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"EXISTS", keys_.queue_base(queue) + "paused"}); });
+    expect_ok(reply, "is_paused");
+    return detail::redis::reply_int(reply.get(), "is_paused") == 1;
+  }
+
+  /// @brief Jobs per state in a queue (exact).
+  Counts counts(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto reply = call(true, "counts", Script::counts, queue, [](bool) { return Args{}; });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) unexpected("counts");
+    auto n = [&](std::size_t i) { return detail::redis::reply_int(reply->element[i], "counts"); };
+    return Counts{n(0), n(1), n(2), n(3), n(4)};
+  }
+
+  /// @brief Deletes finished jobs older than the retention of their state.
+  std::size_t prune(const std::string& queue, const Retention& retention) {
+    validate_queue_name(queue);
+    return prune_impl(queue, retention, 0);
+  }
+
+  /// @brief A page of a queue's jobs in one state, by id.
+  std::vector<JobRecord> list(const std::string& queue, JobState state, Page page) {
+    validate_queue_name(queue);
+    if (page.limit == 0) return {};
+    constexpr std::size_t max_index = std::size_t{1} << 52;  // exact in a Lua number
+    const auto offset = std::min(page.offset, max_index);
+    const auto limit = std::min(page.limit, max_index);
+    const auto reply = call(true, "list", Script::list, queue, [&](bool) {
+      return Args{std::string(to_string(state)), std::to_string(offset), std::to_string(limit)};
+    });
+    if (reply->elements % 5 != 0) unexpected("list");
+    std::vector<JobRecord> out;
+    for (std::size_t i = 0; i < reply->elements; i += 5) {
+      const auto* e = reply->element + i;
+      out.push_back(detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), keys_.queue_base(queue)));
+    }
+    return out;
+  }
+
+  /// @brief Blocks (BLPOP on the queues' wake lists, on a connection of its own) until work
+  /// may be ready, the timeout or the next delayed job's run_at passes, or stop is requested.
+  void wait_for_work(std::span<const std::string> queues, Millis timeout, std::stop_token stop) {
+    if (stop.stop_requested() || queues.empty() || timeout <= Millis{0}) return;
+    Args keys;
+    Args wake_keys{"BLPOP"};
+    for (const auto& q : queues) {
+      validate_queue_name(q);
+      append_keys(keys, q, Script::peek);
+      wake_keys.push_back(keys_.queue_base(q) + "wake");
+    }
+    auto conn = pool_.acquire_blocking();
+    bool reusable = false;
+    try {
+      // peek: -1 if work is due, else the earliest run_at of a delayed job, else -2.
+      const auto peek = scripts_.eval(*conn, Script::peek, keys, {now_str()});
+      expect_ok(peek, "wait_for_work");
+      const auto due = detail::redis::reply_int(peek.get(), "wait_for_work");
+      auto wait = timeout;
+      if (due >= 0) wait = std::min(wait, Millis{std::max<std::int64_t>(due - to_epoch_ms(now()), 0)});
+      if (due != -1 && wait > Millis{0}) {
+        reusable = detail::redis::blocking_pop(*conn, wake_keys, wait, opt_.command_timeout, stop);
+      } else {
+        reusable = true;
+      }
+    } catch (const RedisError&) {
+      if (!stop.stop_requested()) {
+        pool_.give_back_blocking(std::move(conn), false);
+        throw;
+      }
+    }
+    pool_.give_back_blocking(std::move(conn), reusable && !stop.stop_requested());
+  }
+
+  /// @brief Sets the limits every claim of the queue honours, in every process.
+  void set_queue_limits(const std::string& queue, const QueueLimits& limits) {
+    validate_queue_name(queue);
+    validate(limits);
+    Args argv{limits.rate ? std::to_string(limits.rate->max) : std::string(),
+              limits.rate ? std::to_string(limits.rate->window.count()) : std::string(),
+              std::to_string(limits.group_concurrency)};
+    call(true, "set_queue_limits", Script::limits, queue, [&](bool) { return argv; });
+  }
+
+  /// @brief The limits of a queue (none by default).
+  QueueLimits queue_limits(const std::string& queue) {
+    validate_queue_name(queue);
+    const auto key = keys_.queue_base(queue) + "limits";
+    const auto reply = run(true, [&](Connection& c, bool) {
+      return c.command({"HMGET", key, "rate_max", "rate_window", "group_concurrency"});
+    });
+    expect_ok(reply, "queue_limits");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) unexpected("queue_limits");
+    return detail::redis::parse_limits(reply->element, key);
+  }
+
+  /// @brief Inserts or replaces a schedule (`<prefix>:schedules`: name -> "next_run nonce spec").
+  void put_schedule(const StoredSchedule& s) {
+    validate_schedule_name(s.name);
+    const auto value = std::to_string(to_epoch_ms(s.next_run)) + " - " + dump_for_storage(s.spec, "schedule spec");
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HSET", keys_.global("schedules"), s.name, value}); });
+    expect_ok(reply, "put_schedule");
+  }
+
+  /// @brief Removes a schedule; false if there was none.
+  bool remove_schedule(const std::string& name) {
+    validate_schedule_name(name);
+    const auto reply = run(false, [&](Connection& c, bool) { return c.command({"HDEL", keys_.global("schedules"), name}); });
+    expect_ok(reply, "remove_schedule");
+    return detail::redis::reply_int(reply.get(), "remove_schedule") == 1;
+  }
+
+  /// @brief Every schedule, by name.
+  std::vector<StoredSchedule> schedules() {
+    const auto key = keys_.global("schedules");
+    const auto reply = run(true, [&](Connection& c, bool) { return c.command({"HGETALL", key}); });
+    expect_ok(reply, "schedules");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) unexpected("schedules");
+    std::vector<StoredSchedule> out;
+    for (std::size_t i = 0; i < reply->elements; i += 2) {
+      out.push_back(detail::redis::parse_schedule(std::string(text(reply->element[i])), text(reply->element[i + 1]), key));
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    return out;
+  }
+
+  /// @brief If the schedule's next_run is `expected`: sets it to `next` and enqueues `job` (if
+  /// any), in one script; true if it did. With several schedulers exactly one wins each tick.
+  bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next, const std::optional<NewJob>& job) {
+    validate_schedule_name(name);
+    const auto cas = name + ' ' + std::to_string(to_epoch_ms(expected)) + ' ' + std::to_string(to_epoch_ms(next));
+    if (job) return enqueue_impl(std::span<const NewJob>(&*job, 1), cas).first;
+    return enqueue_impl({}, cas).first;
+  }
+
+  /// @brief Calls fn for every notice of `queues` (all when empty), from any process on this
+  /// prefix, until the subscription ends. Returns once the listener's SUBSCRIBE is active.
+  Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
+    auto sub = hub_.subscribe(queues, std::move(fn));
+    listener_.start();
+    return sub;
+  }
+
+  // --- beyond the Backend concept -------------------------------------------------------------
+
+  /// @brief The URL connected to, password masked.
+  [[nodiscard]] const std::string& url() const noexcept { return url_.masked; }
+
+  /// @brief The key prefix.
+  [[nodiscard]] const std::string& prefix() const noexcept { return opt_.prefix; }
+
+  /// @brief Every queue this store has seen (the `<prefix>:queues` set), sorted by name.
+  std::vector<std::string> queues() {
+    const auto members = run(true, [&](Connection& c, bool) { return c.command({"SMEMBERS", keys_.global("queues")}); });
+    expect_ok(members, "queues (SMEMBERS)");
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < members->elements; ++i) out.emplace_back(text(members->element[i]));
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  /// @brief Runs one Redis command on a pooled connection (an escape hatch for tools and
+  /// tests). Error replies are thrown as RedisError.
+  RedisReply command(const std::vector<std::string>& args) {
+    if (args.empty()) throw InvalidArgument("redis: command needs at least a name");
+    const auto reply = run(false, [&](Connection& c, bool) { return c.command(args); });
+    expect_ok(reply, args.front());
+    return detail::redis::to_public(reply.get());
+  }
+
+  /// @brief Deletes every key under the prefix (all queues, jobs and counters of this store):
+  /// for tests and resets, while no other backend object uses the prefix. Returns the count.
+  std::size_t purge() {
+    const auto pattern = keys_.scan_pattern();
+    std::size_t deleted = 0;
+    std::string cursor = "0";
+    do {
+      const auto reply = run(true, [&](Connection& c, bool) {
+        return c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+      });
+      expect_ok(reply, "purge (SCAN)");
+      cursor = std::string(text(reply->element[0]));
+      const auto* keys = reply->element[1];
+      if (keys->elements > 0) {
+        Args del{"UNLINK"};
+        for (std::size_t i = 0; i < keys->elements; ++i) del.emplace_back(text(keys->element[i]));
+        const auto r = run(true, [&](Connection& c, bool) { return c.command(del); });
+        expect_ok(r, "purge (UNLINK)");
+        deleted += static_cast<std::size_t>(r->integer);
+      }
+    } while (cursor != "0");
+    ids_.reset();  // the counter is gone: reserve afresh
+    cache_.clear();
+    return deleted;
+  }
+
+ private:
+  // --- enqueue and fire_schedule ----------------------------------------------------------------
+
+  // enqueue_many, and fire_schedule when `cas` ("name expected next") is set: then the script
+  // first compares-and-sets the schedule (<prefix>:schedules) and enqueues only if that
+  // succeeded. Returns (fired, results); plain enqueues always "fire".
+  std::pair<bool, std::vector<EnqueueResult>> enqueue_impl(std::span<const NewJob> jobs, const std::string& cas) {
+    const auto batch = detail::redis::prepare_batch(jobs, opt_.max_payload_bytes);
+    const auto ids = allocate_ids(jobs.size());
+    const auto cmds = enqueue_commands(jobs, batch, ids, cas);
+    const auto reply = run(true, [&](Connection& c, bool) {
+      auto rs = scripts_.exec(c, cmds);
+      for (std::size_t i = 0; i + 1 < rs.size(); ++i) {
+        if (detail::redis::is_error(rs[i])) detail::redis::throw_reply("enqueue failed", text(rs[i].get()));
+      }
+      return std::move(rs.back());
+    });
+    const char* what = cas.empty() ? "enqueue" : "fire_schedule";
+    expect_ok(reply, what);
+    if (reply->type != REDIS_REPLY_ARRAY) unexpected(what);
+    Args unused{"HDEL", keys_.global("jobqueue")};  // ids the script did not use
+    if (!cas.empty() && reply->elements == 1 && detail::redis::reply_int(reply->element[0], what) == 0) {
+      if (jobs.empty()) return {false, {}};
+      for (auto id : ids) unused.push_back(std::to_string(id));
+      unmap_unused(unused);  // the lost race used none
+      return {false, {}};
+    }
+    if (reply->elements != jobs.size() * 2 + (cas.empty() ? 0 : 1)) unexpected(what);
+    std::vector<EnqueueResult> out;
+    out.reserve(jobs.size());
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      const JobId id = detail::redis::reply_int(reply->element[2 * i], "enqueue");
+      const bool created = detail::redis::reply_int(reply->element[2 * i + 1], "enqueue") == 1;
+      out.push_back({id, created});
+      if (id != ids[i]) unused.push_back(std::to_string(ids[i]));
+    }
+    cache_.mark_registered(batch.queues);
+    cache_.remember_each([&](auto remember) {
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        if (out[i].created) remember(out[i].id, jobs[i].queue);
+      }
+    });
+    if (unused.size() > 2) unmap_unused(unused);  // ids a deduplicated enqueue did not use
+    return {true, std::move(out)};
+  }
+
+  // The pipeline of an enqueue: the id -> queue map entries, the registration of new queues,
+  // and the script call.
+  std::vector<Cmd> enqueue_commands(std::span<const NewJob> jobs, const detail::redis::Batch& batch,
+                                    const std::vector<JobId>& ids, const std::string& cas) {
+    const auto t = to_epoch_ms(now());
+    Args keys;
+    for (const auto& q : batch.queues) append_keys(keys, q, Script::enqueue);
+    if (!cas.empty()) keys.push_back(keys_.global("schedules"));
+    const auto nonce = detail::new_lease_token();
+    const bool wide = detail::redis::wide_layout(jobs, batch.queues.size());
+    Args argv{std::to_string(t), nonce, cas, wide ? "1" : ""};
+    argv.reserve(4 + jobs.size() * 10);
+    Args mapping{"HSET", keys_.global("jobqueue")};
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      detail::redis::append_enqueue_args(argv, jobs[i], ids[i], t, wide ? batch.index.at(jobs[i].queue) + 1 : 0,
+                                         batch.payloads[i], nonce);
+      mapping.push_back(std::to_string(ids[i]));
+      mapping.push_back(jobs[i].queue);
+    }
+    std::vector<Cmd> cmds;
+    // The id -> queue mapping goes first: once the script has run, the job is claimable and
+    // complete(id) on another process must find its queue.
+    if (!jobs.empty()) cmds.push_back({std::move(mapping), std::nullopt});
+    if (auto fresh = cache_.unregistered(batch.queues); !fresh.empty()) {
+      Args sadd{"SADD", keys_.global("queues")};
+      sadd.insert(sadd.end(), fresh.begin(), fresh.end());
+      cmds.push_back({std::move(sadd), std::nullopt});
+    }
+    cmds.push_back(scripts_.cmd(Script::enqueue, keys, std::move(argv)));
+    return cmds;
+  }
+
+  // Best effort: a leftover id -> queue entry is harmless.
+  void unmap_unused(const Args& hdel) {
+    try {
+      run(true, [&](Connection& c, bool) { return c.command(hdel); });
+    } catch (const std::exception&) {
+    }
+  }
+
+  // --- the small operations on one job or queue ------------------------------------------------
+
+  // Runs script `s` with the keys of `queue` and argv(retry) (retry: this is a resend) through
+  // the pool; an error reply is thrown naming `what`. A call whose reply was lost is sent again
+  // only when `idempotent` (see Pool::run).
+  template <class Argv>
+  Reply call(bool idempotent, const char* what, Script s, std::string_view queue, Argv&& argv) {
+    auto reply = run(idempotent, [&](Connection& c, bool retry) { return scripts_.eval(c, s, keys_for(queue, s), argv(retry)); });
+    expect_ok(reply, what);
+    return reply;
+  }
+
+  // call(), for the scripts that reply 1 (done) or 0.
+  template <class Argv>
+  bool job_call(bool idempotent, const char* what, Script s, std::string_view queue, Argv&& argv) {
+    return detail::redis::reply_int(call(idempotent, what, s, queue, std::forward<Argv>(argv)).get(), what) == 1;
+  }
+
+  void pause_or_resume(const std::string& queue, Script s) {
+    validate_queue_name(queue);
+    const std::vector<std::string> one{queue};
+    const auto fresh = cache_.unregistered(one);
+    const auto replies = run(true, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      if (!fresh.empty()) cmds.push_back({{"SADD", keys_.global("queues"), queue}, std::nullopt});
+      cmds.push_back(scripts_.cmd(s, keys_for(queue, s), {}));
+      return scripts_.exec(c, cmds);
+    });
+    for (const auto& r : replies) expect_ok(r, s == Script::pause ? "pause" : "resume");
+    cache_.mark_registered(one);
+  }
+
+  // --- retention: prune, and the claim path's automatic prune (RedisOptions::retention) --------
+
+  std::size_t prune_impl(const std::string& queue, const Retention& retention, std::size_t max_jobs) {
+    constexpr std::size_t batch = 1000;
+    const auto cut = [&](const std::optional<Millis>& keep, TimePoint t) {
+      return keep ? std::to_string(to_epoch_ms(t) - keep->count()) : std::string();
+    };
+    std::size_t total = 0;
+    for (;;) {
+      const auto t = now();
+      const auto reply = call(true, "prune", Script::prune, queue, [&](bool) {
+        return Args{cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
+                    max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)};
+      });
+      if (reply->elements == 0) break;
+      Args unmap{"HDEL", keys_.global("jobqueue")};
+      for (std::size_t i = 0; i < reply->elements; ++i) {
+        unmap.emplace_back(text(reply->element[i]));
+        try {
+          cache_.forget(detail::redis::to_i64(text(reply->element[i])));
+        } catch (const std::exception&) {
+        }
+      }
+      const auto r = run(true, [&](Connection& c, bool) { return c.command(unmap); });
+      expect_ok(r, "prune (HDEL " + keys_.global("jobqueue") + ")");
+      total += reply->elements;
+      if (reply->elements < batch) break;
+    }
+    return total;
+  }
+
+  // Default retention: the claim path prunes each queue it serves at most once per
+  // prune_interval, so finished jobs do not pile up even if nobody calls prune().
+  void auto_prune(const std::vector<std::string>& queues) {
+    if (!opt_.retention && opt_.retention_max_jobs == 0) return;
+    const auto t = now();
+    for (const auto& q : queues) {
+      {
+        std::lock_guard lock(prune_mutex_);
+        auto [it, fresh] = last_prune_.try_emplace(q, t);
+        if (!fresh) {
+          if (t - it->second < opt_.prune_interval) continue;
+          it->second = t;
+        }  // the first claim of a queue prunes too: leftovers of earlier processes
+      }
+      try {
+        prune_impl(q, opt_.retention.value_or(Retention{std::nullopt, std::nullopt, std::nullopt}),
+                   opt_.retention_max_jobs);
+      } catch (const std::exception&) {
+        // Best effort: the claimed jobs must reach the caller; the next interval tries again.
+      }
+    }
+  }
+
+  // --- keys, ids, queues of jobs ----------------------------------------------------------------
+
+  // The keys of `queue` that script `s` receives (see detail::redis::script_keys).
+  void append_keys(Args& keys, std::string_view queue, Script s) { keys_.append(keys, queue, detail::redis::script_keys(s)); }
+
+  Args keys_for(std::string_view queue, Script s) {
+    Args keys;
+    keys.reserve(detail::redis::queue_keys.size());
+    append_keys(keys, queue, s);
+    return keys;
+  }
+
+  std::vector<JobId> allocate_ids(std::size_t n) {
+    return ids_.take(n, opt_.id_block, [&](std::size_t want) {
+      const auto reply = run(true, [&](Connection& c, bool) {
+        return c.command({"INCRBY", keys_.global("id"), std::to_string(want)});
+      });
+      expect_ok(reply, "allocating job ids");
+      return detail::redis::reply_int(reply.get(), "INCRBY");
+    });
+  }
+
+  std::optional<std::string> queue_of(JobId id) { return queues_of(std::vector<JobId>{id}).front(); }
+
+  // The queue of each job (nullopt: no such job).
+  std::vector<std::optional<std::string>> queues_of(const std::vector<JobId>& ids) {
+    return cache_.lookup(ids, keys_.global("jobqueue"), [&](const Args& hmget) {
+      auto reply = run(true, [&](Connection& c, bool) { return c.command(hmget); });
+      expect_ok(reply, "looking up the queue of a job");
+      return reply;
+    });
+  }
+
+  // --- small helpers ---------------------------------------------------------------------------
+
+  template <class F>
+  auto run(bool idempotent, F&& f) -> std::invoke_result_t<F&, Connection&, bool> {
+    return pool_.run(idempotent, std::forward<F>(f));
+  }
+
+  void undo_lost_claims(Connection& c) {
+    lost_claims_.undo(c, scripts_, keys_, [&] { return now_str(); });
+  }
+
+  std::string now_str() const { return std::to_string(to_epoch_ms(now())); }
+
+  static void expect_ok(const Reply& r, const std::string& what) { detail::redis::expect_ok(r, what); }
+
+  [[noreturn]] static void unexpected(const std::string& what) {
+    throw RedisError(ErrorCategory::backend, "redis: unexpected reply to " + what);
+  }
+
+  static std::string_view text(const redisReply* r) { return detail::redis::text(r); }
+
+  detail::redis::Url url_;
+  RedisOptions opt_;
+  detail::redis::KeyNames keys_;
+  detail::redis::ScriptRunner scripts_;  // written in the constructor only
+  detail::redis::Pool pool_;
+  detail::redis::IdBlock ids_;
+  detail::redis::QueueCache cache_;
+  detail::redis::LostClaims lost_claims_;  // claims whose reply was lost, to undo
+
+  std::mutex prune_mutex_;
+  std::unordered_map<std::string, TimePoint> last_prune_;  // queue -> its last automatic prune
+
+  NoticeHub hub_;
+  detail::redis::Listener listener_;  // after hub_: stopped before hub_ goes
+};
+
+static_assert(Backend<RedisBackend>);
+
+}  // namespace jobq

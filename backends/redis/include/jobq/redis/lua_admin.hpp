@@ -1,0 +1,128 @@
+#pragma once
+// The scripts that change a queue or a job outside a lease: cancel, redrive, pause, resume,
+// prune, and limits (set_queue_limits).
+
+#include <string_view>
+
+namespace jobq::detail::redis::lua {
+
+// cancel. ARGV: id, now. Returns 1 or 0.
+inline constexpr std::string_view cancel = R"lua(
+errors().check_types(1)
+local h = hot(1, ARGV[1])
+if not h then return 0 end
+check_doc(1, ARGV[1], redis.call('HGET', key(1, JOBS), ARGV[1]))
+if h.state ~= 'queued' then return 0 end
+finish(1, ARGV[1], h, 'cancelled', tonumber(ARGV[2]))
+local g = redis.call('HGET', key(1, GROUPS), ARGV[1])
+if g then refill(1, g) end
+local ch = channel()
+if listening(ch) then
+  local p = percent(redis.call('HGET', key(1, PROGRESS), ARGV[1]))
+  publish(ch, {notice('cancelled', ARGV[1], qname(1), h.attempts, p, '')})
+end
+return 1
+)lua";
+
+// redrive. ARGV: id, now. Returns 1 or 0.
+inline constexpr std::string_view redrive = R"lua(
+errors().check_types(1)
+local id, now = ARGV[1], tonumber(ARGV[2])
+local h = hot(1, id)
+if not h or h.state ~= 'dead' then return 0 end
+local uk = h.unique_for ~= '-' and unique_key_of(1, id)
+local take = false
+if uk then
+  local hid = redis.call('HGET', key(1, UNIQUE), uk)
+  local other = hid and hid ~= id and hot(1, hid)
+  take = not other or not holds_unique(other, now)
+end
+unindex(1, id, h)
+h.state = 'queued'
+h.attempts = 0
+h.finished_at = '-'
+h.run_at = int(now)
+if take then redis.call('HSET', key(1, UNIQUE), uk, id) end
+index(1, id, h, now)
+save(1, id, h)
+wake(1, 1)
+return 1
+)lua";
+
+// pause
+inline constexpr std::string_view pause = R"lua(
+errors().check_types(1)
+redis.call('SET', key(1, PAUSED), '1')
+return 1
+)lua";
+
+// resume
+inline constexpr std::string_view resume = R"lua(
+errors().check_types(1)
+redis.call('DEL', key(1, PAUSED))
+wake(1, 1)
+return 1
+)lua";
+
+// prune. ARGV: cutoff for completed, dead, cancelled (finished_at strictly before it is deleted;
+// '' keeps forever), keep at most N per state ('' = no cap), batch size. Returns deleted ids.
+inline constexpr std::string_view prune = R"lua(
+errors().check_types(1)
+local batch = tonumber(ARGV[5])
+local deleted = {}
+local function drop(id, state)
+  local raw = redis.call('HGET', key(1, STATE), id)
+  local h = raw and string.match(raw, HOT) and parse_hot(1, id, raw)
+  if h and h.state ~= state then
+    -- the index disagrees with the job (never written so): fix the index, keep the job
+    redis.call('ZREM', key(1, DONE[state]), id)
+    return
+  end
+  if h then release_unique(1, id, h) end
+  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS}) do redis.call('HDEL', key(1, k), id) end
+  redis.call('ZREM', key(1, IDS[state]), id)
+  redis.call('ZREM', key(1, DONE[state]), id)
+  deleted[#deleted + 1] = id
+end
+for i, state in ipairs({'completed', 'dead', 'cancelled'}) do
+  if ARGV[i] ~= '' and #deleted < batch then
+    local ids = redis.call('ZRANGEBYSCORE', key(1, DONE[state]), '-inf', '(' .. ARGV[i],
+                           'LIMIT', 0, batch - #deleted)
+    for _, id in ipairs(ids) do drop(id, state) end
+  end
+  if ARGV[4] ~= '' and #deleted < batch then
+    local excess = redis.call('ZCARD', key(1, DONE[state])) - tonumber(ARGV[4])
+    if excess > 0 then
+      local ids = redis.call('ZRANGE', key(1, DONE[state]), 0, math.min(excess, batch - #deleted) - 1)
+      for _, id in ipairs(ids) do drop(id, state) end
+    end
+  end
+end
+return deleted
+)lua";
+
+// limits (set_queue_limits). ARGV: rate max ('' = no rate limit), window ms, group concurrency
+// (0 = none). Every parked job goes back to the ready set: the next claims park again what the
+// new limit still holds back.
+inline constexpr std::string_view limits = R"lua(
+errors().check_types(1, {LIMITS, PARKED, READY, WAKE})
+if ARGV[1] == '' then
+  redis.call('HDEL', key(1, LIMITS), 'rate_max', 'rate_window')
+else
+  redis.call('HSET', key(1, LIMITS), 'rate_max', ARGV[1], 'rate_window', ARGV[2])
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', key(1, LIMITS), 'group_concurrency', ARGV[3])
+else
+  redis.call('HDEL', key(1, LIMITS), 'group_concurrency')
+end
+local n = 0
+repeat
+  local moved = unpark_members(1, redis.call('ZRANGE', key(1, PARKED), 0, 999))
+  n = n + moved
+until moved == 0
+wake(1, math.max(n, 1))
+return 1
+)lua";
+
+}  // namespace jobq::detail::redis::lua

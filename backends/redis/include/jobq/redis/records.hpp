@@ -1,0 +1,298 @@
+#pragma once
+// How a job is stored and read back: the fixed part (a JSON document in Q:jobs), the state
+// entry (Q:state), the enqueue script's arguments, and the schedule and limit records.
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobq/job.hpp"
+#include "jobq/redis/connection.hpp"
+#include "jobq/redis/keys.hpp"
+
+namespace jobq::detail::redis {
+
+/// @brief Text as valid UTF-8 (invalid bytes become U+FFFD): error and progress messages are
+/// stored inside JSON documents, which must be UTF-8.
+inline std::string valid_utf8(const std::string& s) {
+  const auto quoted = nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nlohmann::json::parse(quoted).get<std::string>();
+}
+
+/// @brief A completion's result as a script argument: '' for null (nothing stored).
+inline std::string result_arg(const nlohmann::json& result) {
+  return result.is_null() ? std::string() : dump_for_storage(result, "result");
+}
+
+/// @brief A JSON string literal exactly as nlohmann::json::dump() writes it: printable ASCII is
+/// copied, '"', '\\' and control characters escaped; text with other bytes goes through
+/// nlohmann (UTF-8 validation; throws on invalid bytes).
+inline void append_json_string(std::string& out, std::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) {
+      out += nlohmann::json(std::string(s)).dump();
+      return;
+    }
+  }
+  out += '"';
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+/// @brief The fixed fields of a job (Q:jobs): the JSON object nlohmann::json would write (keys sorted,
+/// no spaces), formatted directly (a json object per job cost more client time than the
+/// script's own work on a bulk enqueue). Integers as decimal strings: cjson (Redis' JSON in
+/// Lua, which reads the unique key back) keeps only 14 digits. `nonce`: which enqueue call
+/// wrote it (see the enqueue script); `group` absent: none (and in documents of format 1).
+inline std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std::string& payload,
+                            const std::string& backoff, const std::string& nonce) {
+  std::string d;
+  d.reserve(200 + payload.size() + j.name.size() + j.queue.size() + j.unique_key.size() + j.group.size());
+  try {
+    d += "{\"backoff\":";
+    append_json_string(d, backoff);
+    d += ",\"created_at\":\"" + std::to_string(t) + '"';
+    if (!j.group.empty()) {
+      d += ",\"group\":";
+      append_json_string(d, j.group);
+    }
+    d += ",\"id\":\"" + std::to_string(id) + "\",\"name\":";
+    append_json_string(d, j.name);
+    d += ",\"nonce\":\"" + nonce + "\",\"payload\":";
+    append_json_string(d, payload);
+    d += ",\"queue\":";
+    append_json_string(d, j.queue);
+    d += ",\"timeout_ms\":\"" + std::to_string(j.timeout.count()) + "\",\"unique_for_ms\":\"" +
+         std::to_string(j.unique_for.count()) + "\",\"unique_key\":";
+    append_json_string(d, j.unique_key);
+    d += '}';
+  } catch (const nlohmann::json::exception&) {
+    throw InvalidArgument("job name, unique key or group is not valid UTF-8");
+  }
+  return d;
+}
+
+/// @brief A job from its fixed part (Q:jobs), its state entry (Q:state: 11 words, '-' = none), and
+/// its errors, result and progress ('' = none). `base` ("<prefix>:{queue}:", or empty when
+/// unknown) names the key in error messages.
+inline JobRecord parse_job(std::string_view raw, std::string_view hot, std::string_view errors,
+                           std::string_view result, std::string_view progress, const std::string& base) {
+  using detail::redis::to_i64;
+  using detail::redis::to_int;
+  nlohmann::json d;
+  std::string id = "?";
+  const char* part = "jobs";
+  try {
+    d = nlohmann::json::parse(raw);
+    if (d.is_object() && d.contains("id") && d["id"].is_string()) id = d["id"].get<std::string>();
+    const auto str = [&](const char* k) -> const std::string& { return d.at(k).get_ref<const std::string&>(); };
+    JobRecord r;
+    r.id = to_i64(str("id"));
+    r.queue = str("queue");
+    r.name = str("name");
+    r.payload = nlohmann::json::parse(str("payload"));
+    r.created_at = from_epoch_ms(to_i64(str("created_at")));
+    r.backoff = Backoff::from_json(nlohmann::json::parse(str("backoff")));
+    r.timeout = Millis{to_i64(str("timeout_ms"))};
+    r.unique_key = str("unique_key");
+    r.unique_for = Millis{to_i64(str("unique_for_ms"))};
+    if (const auto g = d.find("group"); g != d.end()) r.group = g->get<std::string>();
+    part = "state";
+    std::array<std::string_view, hot_fields> w{};
+    std::size_t n = 0;
+    for (std::size_t pos = 0; pos <= hot.size() && n < w.size();) {
+      const auto sp = std::min(hot.find(' ', pos), hot.size());
+      w[n++] = hot.substr(pos, sp - pos);
+      pos = sp + 1;
+    }
+    if (n != w.size() || w.back().find(' ') != std::string_view::npos) {
+      throw std::invalid_argument("state entry '" + std::string(hot) + "' is malformed");
+    }
+    r.state = job_state_from_string(w[0]);
+    r.attempts = to_int(w[1]);
+    r.max_attempts = to_int(w[2]);
+    r.priority = to_int(w[3]);
+    r.run_at = from_epoch_ms(to_i64(w[4]));
+    if (w[6] != "-") r.finished_at = from_epoch_ms(to_i64(w[6]));
+    if (r.state == JobState::active) {
+      r.lease_until = from_epoch_ms(to_i64(w[5]));
+      r.lease_token = std::string(w[8]);
+    }
+    part = "results";
+    if (!result.empty()) r.result = nlohmann::json::parse(result);
+    part = "errors";
+    if (!errors.empty()) r.errors = errors_from_json(nlohmann::json::parse(errors));
+    part = "progress";
+    if (!progress.empty()) {
+      const auto sp = progress.find(' ');
+      r.progress = to_int(progress.substr(0, sp));
+      if (sp != std::string_view::npos) r.progress_message = std::string(progress.substr(sp + 1));
+    }
+    return r;
+  } catch (const std::exception& e) {
+    const auto in = base.empty() ? std::string(" (claimed)") : " in " + base + part;
+    throw RedisError(ErrorCategory::backend,
+                     "redis: job " + id + in + " is corrupted (not a jobq job record): " + e.what());
+  }
+}
+
+/// @brief An enqueue batch, validated: its queues (in order of first use), each queue's index
+/// in that list, and each job's serialized payload.
+struct Batch {
+  std::vector<std::string> queues;
+  std::unordered_map<std::string, std::size_t> index;
+  std::vector<std::string> payloads;
+};
+
+/// @brief Validates every job of a batch (InvalidArgument, nothing written) and serializes
+/// the payloads.
+inline Batch prepare_batch(std::span<const NewJob> jobs, std::size_t max_payload_bytes) {
+  Batch b;
+  b.payloads.reserve(jobs.size());
+  for (const auto& j : jobs) {
+    validate(j);
+    if (b.index.emplace(j.queue, b.queues.size()).second) b.queues.push_back(j.queue);
+    b.payloads.push_back(j.payload.dump());  // validate(j) ran check_json: no throw, no second walk
+    check_payload_size(b.payloads.back().size(), max_payload_bytes);
+  }
+  return b;
+}
+
+/// @brief Whether a batch needs the enqueue script's wide layout (10 arguments per job instead
+/// of 6): more than one queue, or a unique key, group, throttle or debounce.
+inline bool wide_layout(std::span<const NewJob> jobs, std::size_t queue_count) {
+  return queue_count > 1 || std::any_of(jobs.begin(), jobs.end(), [](const NewJob& j) {
+           return !j.unique_key.empty() || !j.group.empty() || j.debounce.count() > 0 || j.throttle.count() > 0;
+         });
+}
+
+/// @brief Appends one job's arguments to the enqueue script's ARGV (see lua::enqueue): `queue`
+/// is its 1-based queue index in the wide layout, 0 in the narrow one. The index entries and the
+/// state entry are formatted here, so the script only files them.
+inline void append_enqueue_args(Args& argv, const NewJob& j, JobId id, std::int64_t t, std::size_t queue,
+                                const std::string& payload, const std::string& nonce) {
+  const bool wide = queue > 0;
+  const auto run_at = j.debounce.count() > 0 ? t + j.debounce.count() : j.run_at ? to_epoch_ms(*j.run_at) : t;
+  const bool due = run_at <= t;
+  const auto member = rank(run_at, id);
+  if (wide) argv.push_back(std::to_string(queue));
+  argv.push_back(std::to_string(id));
+  argv.push_back(due ? "r" : "d");
+  argv.push_back(due ? std::to_string(-static_cast<std::int64_t>(j.priority)) : std::to_string(run_at));
+  argv.push_back(due ? member : member + std::to_string(j.priority));
+  argv.push_back("queued 0 " + std::to_string(j.max_attempts) + ' ' + std::to_string(j.priority) + ' ' +
+                 std::to_string(run_at) + " - - " +
+                 (j.unique_key.empty() ? std::string("-") : std::to_string(j.unique_for.count())) + " - - -");
+  argv.push_back(make_doc(j, id, t, payload, j.backoff.to_json().dump(), nonce));
+  if (wide) {
+    argv.push_back(j.unique_key);
+    argv.push_back(j.group);
+    argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
+                   : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
+                                            : std::string());
+  }
+}
+
+/// @brief The completions of one queue (complete_many): their positions, and the complete
+/// script's arguments after now and the retry flag (id, token, result per completion).
+struct CompletionGroup {
+  std::string queue;
+  std::vector<std::size_t> which;
+  Args argv;
+};
+
+/// @brief Completions grouped by queue, in order of first appearance; `queues[i]` is the queue
+/// of completion i (nullopt: no such job, left out).
+inline std::vector<CompletionGroup> group_completions(std::span<const Completion> completions,
+                                                      const std::vector<std::optional<std::string>>& queues) {
+  std::vector<CompletionGroup> groups;
+  for (std::size_t i = 0; i < completions.size(); ++i) {
+    if (!queues[i]) continue;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const CompletionGroup& x) { return x.queue == *queues[i]; });
+    if (g == groups.end()) g = groups.insert(groups.end(), CompletionGroup{*queues[i], {}, {}});
+    g->which.push_back(i);
+    g->argv.push_back(std::to_string(completions[i].id));
+    g->argv.push_back(completions[i].lease_token);
+    g->argv.push_back(result_arg(completions[i].result));
+  }
+  return groups;
+}
+
+/// @brief A schedule entry of <prefix>:schedules ("next_run nonce spec"); `key` names the hash
+/// in error messages.
+inline StoredSchedule parse_schedule(const std::string& name, std::string_view v, const std::string& key) {
+  try {
+    const auto sp1 = v.find(' ');
+    const auto sp2 = sp1 == std::string_view::npos ? sp1 : v.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos) throw std::invalid_argument("not 'next_run nonce spec'");
+    return {name, nlohmann::json::parse(v.substr(sp2 + 1)), from_epoch_ms(to_i64(v.substr(0, sp1)))};
+  } catch (const std::exception& e) {
+    throw RedisError(ErrorCategory::backend, "redis: schedule '" + name + "' in " + key + " is corrupted: " + e.what());
+  }
+}
+
+/// @brief Queue limits from the HMGET of Q:limits' rate_max, rate_window, group_concurrency;
+/// `key` names the hash in error messages.
+inline QueueLimits parse_limits(const redisReply* const* e, const std::string& key) {
+  QueueLimits l;
+  try {
+    if (e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING) {
+      l.rate = RateLimit{to_i64(text(e[0])), Millis{to_i64(text(e[1]))}};
+    }
+    if (e[2]->type == REDIS_REPLY_STRING) l.group_concurrency = to_int(text(e[2]));
+  } catch (const std::exception& ex) {
+    throw RedisError(ErrorCategory::backend, "redis: " + key + " is corrupted: " + ex.what());
+  }
+  return l;
+}
+
+/// @brief Checks the store format (`key`, <prefix>:version) on the first connection: format 1
+/// (before jobq #7) had no version key and is a subset of format 2, so an absent key is set to
+/// `version`; a newer format is refused (its records may not parse here). `store` names the
+/// store in the message ("prefix 'p' on <url>").
+inline void check_store_format(Connection& c, const std::string& key, int version, const std::string& store) {
+  const std::vector<Args> cmds{{"SET", key, std::to_string(version), "NX"}, {"GET", key}};
+  const auto replies = c.pipeline(cmds);
+  for (const auto& r : replies) expect_ok(r, "reading the store format (" + key + ")");
+  std::int64_t v = 0;
+  try {
+    v = to_i64(text(replies[1].get()));
+  } catch (const std::exception&) {
+    throw RedisError(ErrorCategory::backend, "redis: " + key + " is not a jobq store format version");
+  }
+  if (v > version) {
+    throw RedisError(ErrorCategory::backend, "redis: the store under " + store + " has format " + std::to_string(v) +
+                                                 "; this jobq reads formats up to " + std::to_string(version) +
+                                                 " (upgrade jobq)");
+  }
+}
+
+}  // namespace jobq::detail::redis
