@@ -33,7 +33,6 @@ int main(int argc, char** argv) {
                         {.queues = {"emails", "crm"},
                          .concurrency = service::int_option(argc, argv, "--concurrency", 4),
                          .poll_interval = 500ms,
-                         .retention = jobq::Retention{},  // prune old finished jobs during maintenance
                          .on_event = [&](const jobq::JobEvent& e) {
                            metrics.observe(e);
                            if (e.kind == jobq::JobEvent::Kind::dead) {

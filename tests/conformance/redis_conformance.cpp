@@ -6,8 +6,7 @@
 #include "redis/helpers.hpp"
 
 /// The Redis backend: the test server (JOBQ_TEST_REDIS_URL) under a fresh key prefix per test
-/// case, with every key of that prefix deleted afterwards. Automatic pruning is off so the
-/// suite's retention case sees only explicit prune() calls.
+/// case, with every key of that prefix deleted afterwards.
 struct RedisFixture {
   static constexpr const char* name = "redis";
   static constexpr bool completed_notice_has_progress = true;

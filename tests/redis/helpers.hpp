@@ -42,13 +42,11 @@ inline std::string unique_prefix(const std::string& tag = "t") {
          std::to_string(counter++);
 }
 
-/// Backend options for tests: a manual clock, a unique prefix, no automatic pruning.
+/// Backend options for tests: a manual clock, a unique prefix.
 inline jobq::RedisOptions options(const jobq::ClockFn& clock, const std::string& prefix) {
   jobq::RedisOptions o;
   o.clock = clock;
   o.prefix = prefix;
-  o.retention = std::nullopt;
-  o.retention_max_jobs = 0;
   return o;
 }
 

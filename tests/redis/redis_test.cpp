@@ -742,41 +742,32 @@ TEST_CASE("wait_for_work blocks, wakes on another client's enqueue and on due de
   }
 }
 
-TEST_CASE("finished jobs are pruned by default: by age and by count", "[redis][retention]") {
+// The defaults and the worker's automatic prune are conformance cases; here: a pruned job
+// leaves the global id map too, by age and by count.
+TEST_CASE("pruned jobs leave the id map: by age and by count", "[redis][retention]") {
   jobq::ManualClock clock;
   const auto prefix = redis_test::unique_prefix();
-  jobq::RedisOptions opt;  // the defaults, except the clock and the prefix
-  opt.clock = clock.fn();
-  opt.prefix = prefix;
-  REQUIRE(opt.retention);
-  CHECK(opt.retention->completed == std::chrono::hours(24));
-  CHECK(opt.retention->dead == std::chrono::hours(24 * 7));
-  CHECK(opt.retention->cancelled == std::chrono::hours(24));
-  CHECK(opt.retention_max_jobs == 100'000);
+  Store s(prefix, redis_test::options(clock.fn(), prefix));
+  auto& b = s.backend;
 
   SECTION("by age") {
-    Store s(prefix, opt);
-    auto& b = s.backend;
     for (int i = 0; i < 3; ++i) b.enqueue(job());
     for (const auto& j : b.claim(from({"q"}, 3))) b.complete(j.id, j.lease_token, nullptr);
     CHECK(b.counts("q").completed == 3);
     CHECK(b.command({"HLEN", prefix + ":jobqueue"}).integer == 3);
     clock.advance(25h);
-    b.claim(from({"q"}));  // a claim runs the periodic prune
+    CHECK(b.prune("q", jobq::Retention{}) == 3);
     CHECK(b.counts("q").completed == 0);
     CHECK(b.command({"HLEN", prefix + ":jobqueue"}).integer == 0);
   }
   SECTION("by count") {
-    opt.retention_max_jobs = 4;
-    Store s(prefix, opt);
-    auto& b = s.backend;
     std::vector<jobq::NewJob> batch(10, job());
     b.enqueue_many(batch);
     for (const auto& j : b.claim(from({"q"}, 10))) b.complete(j.id, j.lease_token, nullptr);
     CHECK(b.counts("q").completed == 10);
-    clock.advance(opt.prune_interval);
-    b.claim(from({"q"}));
+    CHECK(b.prune("q", jobq::Retention{.max_jobs = 4}) == 6);
     CHECK(b.counts("q").completed == 4);
+    CHECK(b.command({"HLEN", prefix + ":jobqueue"}).integer == 4);
   }
 }
 

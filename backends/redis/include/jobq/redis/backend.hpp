@@ -117,7 +117,6 @@ class RedisBackend {
     cache_.remember_each([&](auto remember) {
       for (const auto& j : out) remember(j.id, j.queue);
     });
-    auto_prune(queues);
     return out;
   }
 
@@ -302,10 +301,28 @@ class RedisBackend {
     return Counts{n(0), n(1), n(2), n(3), n(4)};
   }
 
-  /// @brief Deletes finished jobs older than the retention of their state.
+  /// @brief Deletes finished jobs older than the retention of their state, then all but the
+  /// newest retention.max_jobs of each finished state; in batches of 1000, one script each.
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
-    return prune_impl(queue, retention, 0);
+    constexpr std::size_t batch = 1000;
+    const auto cut = [&](const std::optional<Millis>& keep, TimePoint t) {
+      return keep ? std::to_string(to_epoch_ms(t) - keep->count()) : std::string();
+    };
+    const auto max_jobs = retention.max_jobs > 0 ? std::to_string(retention.max_jobs) : std::string();
+    std::size_t total = 0;
+    for (;;) {
+      const auto t = now();
+      const auto reply = call(true, "prune", Script::prune, queue, [&](bool) {
+        return Args{cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
+                    max_jobs, std::to_string(batch)};
+      });
+      if (reply->elements == 0) break;
+      forget_pruned(reply);
+      total += reply->elements;
+      if (reply->elements < batch) break;
+    }
+    return total;
   }
 
   /// @brief A page of a queue's jobs in one state, by id.
@@ -601,58 +618,19 @@ class RedisBackend {
     cache_.mark_registered(one);
   }
 
-  // --- retention: prune, and the claim path's automatic prune (RedisOptions::retention) --------
+  // --- pruned jobs leave the global id map --------------------------------------------------
 
-  std::size_t prune_impl(const std::string& queue, const Retention& retention, std::size_t max_jobs) {
-    constexpr std::size_t batch = 1000;
-    const auto cut = [&](const std::optional<Millis>& keep, TimePoint t) {
-      return keep ? std::to_string(to_epoch_ms(t) - keep->count()) : std::string();
-    };
-    std::size_t total = 0;
-    for (;;) {
-      const auto t = now();
-      const auto reply = call(true, "prune", Script::prune, queue, [&](bool) {
-        return Args{cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t),
-                    max_jobs > 0 ? std::to_string(max_jobs) : std::string(), std::to_string(batch)};
-      });
-      if (reply->elements == 0) break;
-      Args unmap{"HDEL", keys_.global("jobqueue")};
-      for (std::size_t i = 0; i < reply->elements; ++i) {
-        unmap.emplace_back(text(reply->element[i]));
-        try {
-          cache_.forget(detail::redis::to_i64(text(reply->element[i])));
-        } catch (const std::exception&) {
-        }
-      }
-      const auto r = run(true, [&](Connection& c, bool) { return c.command(unmap); });
-      expect_ok(r, "prune (HDEL " + keys_.global("jobqueue") + ")");
-      total += reply->elements;
-      if (reply->elements < batch) break;
-    }
-    return total;
-  }
-
-  // Default retention: the claim path prunes each queue it serves at most once per
-  // prune_interval, so finished jobs do not pile up even if nobody calls prune().
-  void auto_prune(const std::vector<std::string>& queues) {
-    if (!opt_.retention && opt_.retention_max_jobs == 0) return;
-    const auto t = now();
-    for (const auto& q : queues) {
-      {
-        std::lock_guard lock(prune_mutex_);
-        auto [it, fresh] = last_prune_.try_emplace(q, t);
-        if (!fresh) {
-          if (t - it->second < opt_.prune_interval) continue;
-          it->second = t;
-        }  // the first claim of a queue prunes too: leftovers of earlier processes
-      }
+  void forget_pruned(const detail::redis::Reply& reply) {
+    Args unmap{"HDEL", keys_.global("jobqueue")};
+    for (std::size_t i = 0; i < reply->elements; ++i) {
+      unmap.emplace_back(text(reply->element[i]));
       try {
-        prune_impl(q, opt_.retention.value_or(Retention{std::nullopt, std::nullopt, std::nullopt}),
-                   opt_.retention_max_jobs);
+        cache_.forget(detail::redis::to_i64(text(reply->element[i])));
       } catch (const std::exception&) {
-        // Best effort: the claimed jobs must reach the caller; the next interval tries again.
       }
     }
+    const auto r = run(true, [&](Connection& c, bool) { return c.command(unmap); });
+    expect_ok(r, "prune (HDEL " + keys_.global("jobqueue") + ")");
   }
 
   // --- keys, ids, queues of jobs ----------------------------------------------------------------
@@ -717,9 +695,6 @@ class RedisBackend {
   detail::redis::IdBlock ids_;
   detail::redis::QueueCache cache_;
   detail::redis::LostClaims lost_claims_;  // claims whose reply was lost, to undo
-
-  std::mutex prune_mutex_;
-  std::unordered_map<std::string, TimePoint> last_prune_;  // queue -> its last automatic prune
 
   NoticeHub hub_;
   detail::redis::Listener listener_;  // after hub_: stopped before hub_ goes
