@@ -21,6 +21,7 @@ class JobqConan(ConanFile):
     name = "jobq"
     version = "0.1.0"
     description = "Header-only C++20 background jobs: queues, workers, retries, on memory, SQLite, PostgreSQL or Redis"
+    license = "MIT"
     topics = ("job-queue", "background-jobs", "worker", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
@@ -35,11 +36,14 @@ class JobqConan(ConanFile):
         "with_postgres": False,
         "with_redis": False,
         "with_http": False,
+        # The system IANA database (/usr/share/zoneinfo), as the CMake build uses; no download.
+        "date/*:use_system_tz_db": True,
     }
     exports_sources = (
         "include/*",
         "backends/*/include/*",
         "http/include/*",
+        "LICENSE",
     )
     no_copy_source = True
 
@@ -76,6 +80,7 @@ class JobqConan(ConanFile):
         pass
 
     def package(self):
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
         include = os.path.join(self.package_folder, "include")
         copy(self, "*.hpp", os.path.join(self.source_folder, "include"), include)
         copy(self, "*.hpp", os.path.join(self.source_folder, "backends", "memory", "include"), include)

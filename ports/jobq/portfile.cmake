@@ -45,10 +45,4 @@ vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(PACKAGE_NAME jobq CONFIG_PATH share/jobq/cmake)
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
-if(EXISTS "${SOURCE_PATH}/LICENSE")
-  vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")
-else()
-  # The repository has no LICENSE file yet; vcpkg requires share/<port>/copyright.
-  file(WRITE "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright"
-    "jobq: no license file has been published with these sources yet.\n")
-endif()
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

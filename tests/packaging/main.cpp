@@ -15,6 +15,9 @@ static_assert(jobq::Backend<jobq::RedisBackend>);
 #ifdef JOBQ_CONSUMER_HTTP
 #include <jobq/http.hpp>
 #endif
+#ifdef JOBQ_CONSUMER_OPEN
+#include <jobq/open.hpp>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -52,6 +55,13 @@ int main() {
     jobq::MemoryBackend memory;
     ok = run_one(memory, "memory") && ok;
   }
+#ifdef JOBQ_CONSUMER_OPEN
+  {
+    auto opened = jobq::open_backend("memory://");
+    ok = run_one(opened, "open_backend(memory://)") && ok;
+    ok = jobq::mask_url("redis://u:secret@h:1/0").find("secret") == std::string::npos && ok;
+  }
+#endif
   const auto path = std::filesystem::temp_directory_path() /
                     ("jobq-packaging-" + std::to_string(::getpid()) + ".db");
   {

@@ -3,6 +3,8 @@
 #   MODE=consumer  SOURCE BUILD [OPTIONS] [STEPS=configure|build|run] [EXPECT_FAIL=<regex>]:
 #                  fresh configure of a consumer project (and build, run its `consumer`); with
 #                  EXPECT_FAIL, configure must fail and its output match the regex.
+#   MODE=pkgconfig SOURCE BUILD PREFIX CXX [FLAGS]: compile SOURCE with CXX -std=c++20 FLAGS and
+#                  `pkg-config --cflags --libs jobq` from PREFIX, then run it
 #   GENERATOR; OPTIONS as "|"-separated -D arguments passed to the configure step; PREFIX_PATH
 #   (":"-separated) put in front of the environment's CMAKE_PREFIX_PATH.
 cmake_minimum_required(VERSION 3.21)
@@ -59,6 +61,23 @@ elseif(MODE STREQUAL "consumer")
     step("run consumer" "${BUILD}/consumer")
     message(STATUS "${step_output}")
   endif()
+elseif(MODE STREQUAL "pkgconfig")
+  file(GLOB pc_dirs LIST_DIRECTORIES true "${PREFIX}/lib*/pkgconfig" "${PREFIX}/lib*/*/pkgconfig")
+  if(NOT pc_dirs)
+    message(FATAL_ERROR "no lib*/pkgconfig directory in ${PREFIX}")
+  endif()
+  list(JOIN pc_dirs ":" pc_path)
+  set(ENV{PKG_CONFIG_PATH} "${pc_path}")
+  find_program(PKG_CONFIG NAMES pkg-config pkgconf REQUIRED)
+  step("pkg-config jobq" ${PKG_CONFIG} --cflags --libs jobq)
+  string(STRIP "${step_output}" pc_flags)
+  message(STATUS "pkg-config --cflags --libs jobq: ${pc_flags}")
+  separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
+  separate_arguments(flags UNIX_COMMAND "${FLAGS}")
+  file(MAKE_DIRECTORY "${BUILD}")
+  step("compile with pkg-config flags" ${CXX} -std=c++20 ${flags} "${SOURCE}" -o "${BUILD}/consumer" ${pc_flags})
+  step("run consumer" "${BUILD}/consumer")
+  message(STATUS "${step_output}")
 else()
-  message(FATAL_ERROR "MODE must be install or consumer (got '${MODE}')")
+  message(FATAL_ERROR "MODE must be install, consumer or pkgconfig (got '${MODE}')")
 endif()
