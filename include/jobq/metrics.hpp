@@ -21,6 +21,11 @@
 #include "jobq/queue.hpp"
 #include "jobq/worker.hpp"
 
+// The release, reported as jobq_build_info; keep it equal to project(VERSION) in CMakeLists.txt.
+#ifndef JOBQ_VERSION_STRING
+#define JOBQ_VERSION_STRING "0.1.0"
+#endif
+
 namespace jobq {
 
 /// @brief Options of a Metrics registry.
@@ -34,7 +39,7 @@ struct MetricsOptions {
 struct QueueSample {
   Counts counts{};                      ///< jobs per state
   bool paused = false;                  ///< whether workers skip it
-  std::optional<Millis> oldest_waiting{};///< age of the oldest ready queued job (none: empty)
+  std::optional<Millis> oldest_waiting{};///< wait of the oldest due queued job (none: empty)
 };
 
 /// @brief Per-minute completions of one queue over the last hour, oldest first (60 buckets,
@@ -61,16 +66,28 @@ std::array<std::uint64_t, 60> completions_per_minute(B& backend, const std::stri
   return out;
 }
 
-/// @brief Age of the oldest queued job that is ready to run (run_at <= now), or nullopt.
+/// @brief Age of the oldest queued job that is due (run_at <= now), measured from its run_at;
+/// 0 if every queued job is delayed into the future; nullopt if none is queued.
 ///
-/// Cost: one list(queue, queued, {0, 1}): the queued job with the lowest id, i.e. enqueued
-/// first. Its age is now - run_at (0 while it is delayed). A lower-id job that is delayed for
-/// long hides younger ready ones (the age reads 0), which errs towards "not stuck".
+/// Cost: list(queue, queued) pages of 500 by id until the queue ends or `max_scan` jobs were
+/// read. Ids do not order run_at (a delay or a retry moves it), so every page is read; past
+/// `max_scan` the age is that of the oldest due job seen, which errs towards "not stuck".
 template <Backend B>
-std::optional<Millis> oldest_waiting(B& backend, const std::string& queue) {
-  const auto page = backend.list(queue, JobState::queued, {0, 1});
-  if (page.empty()) return std::nullopt;
-  return std::max(Millis{0}, std::chrono::duration_cast<Millis>(backend.now() - page.front().run_at));
+std::optional<Millis> oldest_waiting(B& backend, const std::string& queue, std::size_t max_scan = 10'000) {
+  constexpr std::size_t page_size = 500;
+  const auto now = backend.now();
+  std::optional<TimePoint> oldest_due;
+  bool any = false;
+  for (std::size_t offset = 0; offset < max_scan; offset += page_size) {
+    const auto page = backend.list(queue, JobState::queued, {offset, std::min(page_size, max_scan - offset)});
+    for (const auto& j : page) {
+      any = true;
+      if (j.run_at <= now && (!oldest_due || j.run_at < *oldest_due)) oldest_due = j.run_at;
+    }
+    if (page.size() < std::min(page_size, max_scan - offset)) break;
+  }
+  if (!any) return std::nullopt;
+  return oldest_due ? std::chrono::duration_cast<Millis>(now - *oldest_due) : Millis{0};
 }
 
 /// @brief A thread-safe metrics registry for one process: job event totals and a processing
@@ -171,7 +188,7 @@ class Metrics {
   }
 
   /// @brief Samples counts, paused flag and oldest-waiting age of each queue from the backend:
-  /// per queue one counts(), one is_paused() and one list(queued, {0, 1}) call.
+  /// per queue one counts(), one is_paused() and the list() pages oldest_waiting() reads.
   template <Backend B>
   void sample(B& backend, std::span<const std::string> queues) {
     for (const auto& q : queues) {
@@ -251,6 +268,8 @@ class Metrics {
     };
     const auto ql = [](const std::string& q) { return "queue=\"" + q + "\""; };  // names are [A-Za-z0-9_.-]
 
+    family("jobq_build_info", "gauge", "Always 1; the jobq version in its label.");
+    line("jobq_build_info", "version=\"" JOBQ_VERSION_STRING "\"", 1);
     family("jobq_jobs", "gauge", "Jobs per queue and state when last sampled from the backend.");
     for (const auto& [name, q] : queues_) {
       if (!q.sample) continue;
@@ -266,7 +285,7 @@ class Metrics {
       if (q.sample) line("jobq_queue_paused", ql(name), q.sample->paused ? 1 : 0);
     }
     family("jobq_oldest_waiting_age_seconds", "gauge",
-           "Age of the oldest ready queued job (0 when none is waiting).");
+           "Wait of the oldest due queued job since its run_at (0 when none is due).");
     for (const auto& [name, q] : queues_) {
       if (q.sample) {
         line("jobq_oldest_waiting_age_seconds", ql(name),
@@ -289,7 +308,14 @@ class Metrics {
 
     family("jobq_worker_errors_total", "counter",
            "Errors the workers of this process survived (backend unreachable, ...), by category.");
-    for (const auto& [category, n] : errors_) {
+    // Every category from the start, at 0: rate() and alerts need the series before the first error.
+    auto errors = errors_;
+    for (const auto c : {ErrorCategory::connection, ErrorCategory::invalid_argument, ErrorCategory::not_found,
+                         ErrorCategory::conflict, ErrorCategory::backend}) {
+      errors.try_emplace(std::string(to_string(c)), 0);
+    }
+    errors.try_emplace("other", 0);
+    for (const auto& [category, n] : errors) {
       line("jobq_worker_errors_total", "category=\"" + category + "\"", static_cast<double>(n));
     }
     family("jobq_worker_last_error_timestamp_seconds", "gauge",

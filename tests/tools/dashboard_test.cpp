@@ -1,7 +1,7 @@
 // The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven over
 // the WebDriver protocol): the page is loaded from a live HttpServer over a SQLite store, the
 // numbers it shows are checked against the admin CLI's view of the same file, and clicking
-// "re-drive" / "cancel" moves the jobs.
+// "re-drive" / "cancel" moves the jobs. Then the JSON API's paging of the job lists.
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <jobq/http.hpp>
+#include <jobq/memory.hpp>
 #include <jobq/open.hpp>
 
 extern char** environ;
@@ -282,5 +283,76 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   r = http.Get("/api/jobs/987654321");
   REQUIRE(r);
   CHECK(r->status == 404);
+
+  // a list cut at 50 says how many more; an error of several lines keeps its line breaks
+  store.resume("images");
+  for (int i = 0; i < 50; ++i) images.enqueue("resize", {{"path", "dog" + std::to_string(i) + ".png"}});
+  const auto batch = store.claim({{"images"}, 50, 60s});
+  REQUIRE(batch.size() == 50);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const std::string error = i == 0 ? "decode failed\n  at frame 3\n  <b>not markup</b>" : "decoder crashed";
+    REQUIRE(store.fail({batch[i].id, batch[i].lease_token, error, std::nullopt}) == jobq::FailOutcome::dead);
+  }
+  browser.wait_for(R"(document.getElementById("dead-more").textContent.includes("1 more in images"))");
+  const auto multi = browser.script("return document.querySelector('#dead-jobs tr[data-job-id=\"" +
+                                    std::to_string(batch[0].id) + "\"] td.err').innerText;");
+  CHECK(multi == "decode failed\n  at frame 3\n  <b>not markup</b>");
+  CHECK(browser.script(R"(return document.getElementById("retrying-more").textContent;)") == "");
   server.stop();
+}
+
+TEST_CASE("dashboard API: retrying jobs behind many delayed ones are listed; lists say when there is more") {
+  jobq::ManualClock clock;
+  jobq::MemoryBackend store{{clock.fn()}};
+  jobq::Queue mail{store, "mail"};
+  for (int i = 0; i < 55; ++i) mail.enqueue("digest", {}, {.delay = 1h});
+  std::vector<jobq::JobId> retrying;
+  for (int i = 0; i < 2; ++i) {
+    mail.enqueue("send", {});
+    auto c = store.claim({{"mail"}, 1, 60s});
+    REQUIRE(c.size() == 1);
+    REQUIRE(store.fail({c[0].id, c[0].lease_token, "smtp: timeout", store.now() + 1h}) == jobq::FailOutcome::retried);
+    retrying.push_back(c[0].id);
+  }
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"mail"}}};
+  server.start();
+  httplib::Client http("127.0.0.1", server.port());
+  const auto get = [&](const std::string& path) {
+    auto r = http.Get(path.c_str());
+    REQUIRE(r);
+    INFO(path << ": " << r->body);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body);
+  };
+
+  auto page = get("/api/jobs?state=queued&failed=1&queue=mail");
+  REQUIRE(page.at("jobs").size() == 2);
+  CHECK(page["jobs"][0].at("id") == retrying[0]);
+  CHECK(page["jobs"][1].at("id") == retrying[1]);
+  CHECK(page.at("more") == false);
+  page = get("/api/jobs?state=queued&failed=1&queue=mail&limit=1");
+  REQUIRE(page.at("jobs").size() == 1);
+  CHECK(page["jobs"][0].at("id") == retrying[0]);
+  CHECK(page.at("more") == true);
+
+  page = get("/api/jobs?state=queued&queue=mail");  // 57 queued, cut at 50
+  CHECK(page.at("jobs").size() == 50);
+  CHECK(page.at("more") == true);
+  page = get("/api/jobs?state=queued&queue=mail&offset=50");
+  CHECK(page.at("jobs").size() == 7);
+  CHECK(page.at("more") == false);
+  server.stop();
+
+  // the scan is bounded: past max_failed_scan jobs the answer is "more", not a full read
+  jobq::HttpServer bounded{store, metrics, {.port = 0, .queues = {"mail"}, .max_failed_scan = 20}};
+  bounded.start();
+  httplib::Client http2("127.0.0.1", bounded.port());
+  auto r = http2.Get("/api/jobs?state=queued&failed=1&queue=mail");
+  REQUIRE(r);
+  page = json::parse(r->body);
+  CHECK(page.at("jobs").empty());
+  CHECK(page.at("more") == true);
+  bounded.stop();
 }

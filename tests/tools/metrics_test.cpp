@@ -182,3 +182,45 @@ TEST_CASE("Metrics: a Worker's on_error hook from error_observer() counts backen
   CHECK(seen.load() >= 2);  // started + completed events
   CHECK(m.errors().at("connection") == static_cast<std::uint64_t>(seen.load()));
 }
+
+TEST_CASE("oldest_waiting: the oldest due job, not the lowest id, read page by page") {
+  jobq::ManualClock clock;
+  jobq::MemoryBackend store{{clock.fn()}};
+  jobq::Queue q{store, "work"};
+  // lower ids delayed for an hour hide the ready job from a first-page look
+  for (int i = 0; i < 600; ++i) q.enqueue("later", {}, {.delay = 1h});
+  CHECK(jobq::oldest_waiting(store, "work") == std::optional<jobq::Millis>(0ms));  // queued, none due
+  q.enqueue("ready", {});
+  clock.advance(33s);
+  CHECK(jobq::oldest_waiting(store, "work") == std::optional<jobq::Millis>(33s));
+  // the bound: only the first 100 jobs are read, all delayed
+  CHECK(jobq::oldest_waiting(store, "work", 100) == std::optional<jobq::Millis>(0ms));
+
+  // measured from run_at: a delayed job that came due 10 s ago has waited 10 s
+  jobq::Queue other{store, "other"};
+  other.enqueue("soon", {}, {.delay = 20s});
+  clock.advance(30s);
+  CHECK(jobq::oldest_waiting(store, "other") == std::optional<jobq::Millis>(10s));
+
+  jobq::Metrics m{{.clock = clock.fn()}};
+  const std::vector<std::string> queues{"work"};
+  m.sample(store, queues);
+  CHECK(has_line(m.prometheus(), R"(jobq_oldest_waiting_age_seconds{queue="work"} 63)"));
+}
+
+TEST_CASE("Metrics: build info, and every error series at 0 before the first error") {
+  jobq::Metrics m;
+  auto text = m.prometheus();
+  INFO(text);
+  CHECK(has_line(text, "# TYPE jobq_build_info gauge"));
+  CHECK(has_line(text, R"(jobq_build_info{version=")" JOBQ_VERSION_STRING R"("} 1)"));
+  CHECK(std::string(JOBQ_VERSION_STRING) == "0.1.0");
+  for (const char* c : {"connection", "invalid_argument", "not_found", "conflict", "backend", "other"}) {
+    CHECK(has_line(text, std::string(R"(jobq_worker_errors_total{category=")") + c + R"("} 0)"));
+  }
+  m.observe_error(jobq::Error(jobq::ErrorCategory::connection, "down"));
+  text = m.prometheus();
+  CHECK(has_line(text, R"(jobq_worker_errors_total{category="connection"} 1)"));
+  CHECK(has_line(text, R"(jobq_worker_errors_total{category="backend"} 0)"));
+  CHECK(m.errors() == std::map<std::string, std::uint64_t>{{"connection", 1}});  // observed ones only
+}

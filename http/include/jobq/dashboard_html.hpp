@@ -27,7 +27,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   table { border-collapse: collapse; background: #fff; min-width: 40rem; }
   th, td { padding: .35rem .7rem; border-bottom: 1px solid #e3e6eb; text-align: left; vertical-align: top; }
   th { background: #eef0f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .err { color: #a32121; font-family: ui-monospace, monospace; font-size: 12px; max-width: 40rem; word-break: break-word; }
+  .err { color: #a32121; font-family: ui-monospace, monospace; font-size: 12px; max-width: 40rem; word-break: break-word; white-space: pre-wrap; }
   button { cursor: pointer; border: 1px solid #9aa4b5; background: #fff; border-radius: 4px; padding: .15rem .6rem; }
   button:hover { background: #eef0f4; } .muted { color: #6b7385; } .paused { color: #a36a00; font-weight: 600; }
   #chart { background: #fff; border: 1px solid #e3e6eb; } #status.bad { color: #a32121; }
@@ -52,12 +52,14 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   <thead><tr><th>id</th><th>queue</th><th>name</th><th>attempts</th><th>last error</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
+<div id="dead-more" class="muted"></div>
 
 <h2>Failing, waiting to retry</h2>
 <table id="retrying-jobs">
   <thead><tr><th>id</th><th>queue</th><th>name</th><th>attempts</th><th>last error</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
+<div id="retrying-more" class="muted"></div>
 
 <script>
 "use strict";
@@ -148,13 +150,22 @@ async function refresh() {
         cell("queued", c.queued), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
         cell("cancelled", c.cancelled), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
       const enc = encodeURIComponent(q.queue);
-      if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc));
+      if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc).then(p => ({ ...p, total: c.dead })));
       if (c.queued > 0) retrying.push(api("/api/jobs?state=queued&failed=1&queue=" + enc));
     }
     tbody.replaceChildren(...rows);
     drawChart(total);
+    // Lists are cut per queue: say how many more there are (dead: from the counts; retrying: unknown).
+    const more = (id, pages) => {
+      const parts = pages.filter(p => p.more).map(p =>
+        p.total != null ? (p.total - p.jobs.length) + " more in " + p.queue : "more in " + p.queue);
+      document.getElementById(id).textContent = parts.length ? parts.join(" · ") + " (the CLI: jobq jobs)" : "";
+    };
+    const deadPages = await Promise.all(dead), retryPages = await Promise.all(retrying);
+    more("dead-more", deadPages);
+    more("retrying-more", retryPages);
     const deadRows = [];
-    for (const page of await Promise.all(dead)) {
+    for (const page of deadPages) {
       for (const j of page.jobs) {
         const b = el("button", { class: "redrive" }, "re-drive");
         b.onclick = () => act("/api/jobs/" + encodeURIComponent(j.id) + "/redrive");
@@ -164,7 +175,7 @@ async function refresh() {
     }
     document.querySelector("#dead-jobs tbody").replaceChildren(...deadRows);
     const retryRows = [];
-    for (const page of await Promise.all(retrying)) {
+    for (const page of retryPages) {
       for (const j of page.jobs) {
         const b = el("button", { class: "cancel" }, "cancel");
         b.onclick = () => act("/api/jobs/" + encodeURIComponent(j.id) + "/cancel");

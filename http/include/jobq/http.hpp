@@ -94,6 +94,8 @@ struct HttpOptions {
   std::vector<std::string> queues{};  ///< queues to show; the backend's own list is added when it has one
   bool actions = true;             ///< allow the POST actions (re-drive, cancel, pause, resume)
   std::size_t jobs_per_list = 50;  ///< failed/dead jobs the dashboard lists per queue
+  /// Queued jobs `GET /api/jobs?failed=1` reads at most, looking for retrying ones among delayed.
+  std::size_t max_failed_scan = 10'000;
   /// Host names served (the Host header, any port) and accepted in the Origin of an action; the
   /// bound address is accepted too. Others get 421, so a DNS-rebinding page cannot read or act.
   std::vector<std::string> allowed_hosts{"localhost", "127.0.0.1", "[::1]"};
@@ -108,7 +110,8 @@ struct HttpOptions {
 /// - `GET /metrics`: Metrics::prometheus() after sampling the backend (counts, paused, oldest);
 /// - `GET /`: the dashboard page (queues with counts, throughput over the last hour, failed and
 ///   dead jobs with their errors, re-drive / cancel buttons);
-/// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=`, `GET /api/jobs/{id}`;
+/// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
+///   whether the list goes on past `limit`), `GET /api/jobs/{id}`;
 /// - `POST /api/jobs/{id}/redrive|cancel`, `POST /api/queues/{name}/pause|resume` (need the
 ///   header `X-Jobq-Action: 1`, which a cross-site form cannot send; off with actions=false);
 ///   `POST /api/queues/pause|resume?queue={name}` too (a path cannot carry the names `.` / `..`).
@@ -390,10 +393,32 @@ class HttpServer {
       const auto limit = std::min<std::size_t>(number_param(req, "limit", opt_.jobs_per_list), 1000);
       const bool only_failed = req.get_param_value("failed") == "1";  // queued jobs with errors: retrying
       json jobs = json::array();
-      for (const auto& j : backend_->list(queue, state, {offset, limit})) {
-        if (!only_failed || !j.errors.empty()) jobs.push_back(to_json(j));
+      bool more = false;
+      if (!only_failed) {
+        auto page = backend_->list(queue, state, {offset, limit + 1});  // one extra tells "more"
+        more = page.size() > limit;
+        if (more) page.pop_back();
+        for (const auto& j : page) jobs.push_back(to_json(j));
+      } else {
+        // Retrying jobs sit among delayed ones: read pages until limit + 1 match, the queue ends,
+        // or max_failed_scan jobs were read (then "more" is true too: the rest is unknown).
+        std::size_t scanned = 0, matched = 0;
+        const std::size_t page_size = 500;
+        for (std::size_t at = offset; scanned < opt_.max_failed_scan && matched <= limit;) {
+          const auto n = std::min(page_size, opt_.max_failed_scan - scanned);
+          const auto page = backend_->list(queue, state, {at, n});
+          for (const auto& j : page) {
+            if (j.errors.empty()) continue;
+            if (++matched > limit) break;
+            jobs.push_back(to_json(j));
+          }
+          scanned += page.size();
+          at += page.size();
+          if (page.size() < n) break;
+        }
+        more = matched > limit || scanned >= opt_.max_failed_scan;
       }
-      send_json(res, {{"queue", queue}, {"state", to_string(state)}, {"jobs", jobs}});
+      send_json(res, {{"queue", queue}, {"state", to_string(state)}, {"jobs", jobs}, {"more", more}});
     }));
     server_.Get(R"(/api/jobs/(\d+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const auto id = id_of(req.matches[1]);
