@@ -6,6 +6,7 @@
 # declaration (struct, class, enum, namespace, using, template, TEST_CASE) stays at file
 # scope up to its closing brace or semicolon; the other lines are statements and go into a
 # function of their own, readme_snippet_N(), which is compiled but never called.
+# What the snippets leave to the reader (my_app::sign_up) is in tests/docs/readme_stubs.hpp.
 # Plain bash + awk: the test image has no Python.
 set -euo pipefail
 export LC_ALL=C
@@ -40,6 +41,7 @@ awk -v src="$in" '
     if (n == 0) { print "no ```cpp blocks in " src > "/dev/stderr"; exit 1 }
     printf "// Generated from %s by tests/docs/readme_snippets.sh: do not edit.\n", src
     printf "%s", includes
+    print "#pragma GCC diagnostic ignored \"-Wunused-variable\"  // fragments name values they only show"
     print "#include \"docs/readme_stubs.hpp\""
     printf "%s", decls
     for (i = 1; i <= n; i++) {
