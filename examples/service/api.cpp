@@ -17,6 +17,7 @@
 #include <jobq/open.hpp>
 
 #include "jobs.hpp"
+#include "options.hpp"
 #include "users.hpp"
 #if JOBQ_OPEN_WITH_SQLITE
 #include "users_sqlite.hpp"
@@ -91,9 +92,14 @@ std::string parse_registration(const std::string& body_text, std::string& email,
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app{"The example service's HTTP API: POST /register, GET /users/ID", "service_api"};
+  std::string url;
+  int port = 8080;
+  service::add_url_option(app, url);
+  service::add_port_option(app, "--port", port, "HTTP port");
+  if (const auto rc = service::parse_command_line(app, argc, argv)) return *rc;
+
   try {
-    const auto url = service::backend_url(argc, argv);
-    const int port = service::int_option(argc, argv, "--port", 8080);
     auto store = jobq::open_backend(url);
     // The users table lives in the jobs' own database, on a connection of the application's.
     const auto users = open_users(store, url);

@@ -24,21 +24,4 @@ struct SyncCrm {
   NLOHMANN_DEFINE_TYPE_INTRUSIVE(SyncCrm, user_id, email)
 };
 
-/// @brief The backend URL: --url, else $JOBQ_URL, else a SQLite file (no server needed).
-inline std::string backend_url(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string_view(argv[i]) == "--url") return argv[i + 1];
-  }
-  if (const char* env = std::getenv("JOBQ_URL"); env != nullptr && *env != '\0') return env;
-  return "sqlite:///tmp/jobq-service.db";
-}
-
-/// @brief The value of `--name VALUE`, or `def`.
-inline int int_option(int argc, char** argv, std::string_view name, int def) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (name == argv[i]) return std::stoi(argv[i + 1]);
-  }
-  return def;
-}
-
 }  // namespace service

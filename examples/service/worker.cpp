@@ -16,22 +16,30 @@
 #include <jobq/open.hpp>
 
 #include "jobs.hpp"
+#include "options.hpp"
 
 using namespace std::chrono_literals;
 
 int main(int argc, char** argv) {
+  CLI::App app{"The example service's worker: runs the jobs, serves /metrics and the dashboard", "service_worker"};
+  std::string url;
+  int metrics_port = 9464, concurrency = 4;
+  service::add_url_option(app, url);
+  service::add_port_option(app, "--metrics-port", metrics_port, "port of /metrics and the dashboard");
+  app.add_option("--concurrency", concurrency, "jobs run at once")->check(CLI::Range(1, 1024))->capture_default_str();
+  if (const auto rc = service::parse_command_line(app, argc, argv)) return *rc;
+
   try {
-    const auto url = service::backend_url(argc, argv);
     auto store = jobq::open_backend(url);
 
     jobq::Metrics metrics;
     jobq::HttpServer http{store, metrics,
-                          {.port = service::int_option(argc, argv, "--metrics-port", 9464), .queues = {"emails", "crm"}}};
+                          {.port = metrics_port, .queues = {"emails", "crm"}}};
     http.start();
 
     jobq::Worker worker{store,
                         {.queues = {"emails", "crm"},
-                         .concurrency = service::int_option(argc, argv, "--concurrency", 4),
+                         .concurrency = concurrency,
                          .poll_interval = 500ms,
                          .on_event = [&](const jobq::JobEvent& e) {
                            metrics.observe(e);
@@ -64,7 +72,7 @@ int main(int argc, char** argv) {
     std::cout << "worker: stopped; " << s.processed << " completed, " << s.retried << " retried, " << s.dead
               << " dead" << std::endl;
     return 0;
-  } catch (const jobq::Error& e) {
+  } catch (const std::exception& e) {  // jobq::Error, or whatever else start-up throws: a message, not an abort
     std::cerr << "worker: " << e.what() << "\n";
     return 2;
   }

@@ -342,3 +342,48 @@ TEST_CASE("jobq CLI: usage and connection errors") {
     CHECK(r.out.find("S3CRET") == std::string::npos);
   }
 }
+
+TEST_CASE("jobq CLI: --version") {
+  const auto r = jobq_cli({"--version"});
+  CHECK(r.rc == 0);
+  CHECK(r.out == "jobq " JOBQ_EXPECTED_VERSION "\n");
+}
+
+TEST_CASE("jobq CLI: errors under --json are JSON on stderr") {
+  // stderr holds one object whose code is the exit code; stdout stays empty
+  const auto json_error = [](const Run& r) {
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    const auto j = nlohmann::json::parse(r.err, nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j.at("code") == r.rc);
+    CHECK(r.out.empty());
+    return j.at("error").get<std::string>();
+  };
+  auto r = jobq_cli({"--json", "queues", "-q", "a"});
+  CHECK(r.rc == 2);
+  CHECK(json_error(r).find("JOBQ_URL") != std::string::npos);
+  r = jobq_cli({"--url", "memory://", "frobnicate", "--json"});
+  CHECK(r.rc == 2);
+  json_error(r);
+  r = jobq_cli({"--url", "memory://", "--json", "jobs", "q", "--state", "sleeping"});
+  CHECK(r.rc == 2);
+  CHECK(json_error(r).find("sleeping") != std::string::npos);
+  r = jobq_cli({"--url", "memory://", "--json", "queues", "-q", "bad queue"});
+  CHECK(r.rc == 2);
+  json_error(r);
+  r = jobq_cli({"--url", "memory://", "show", "42", "--json"});
+  CHECK(r.rc == 3);
+  CHECK(json_error(r) == "job 42 not found");
+  r = jobq_cli({"--json", "--url", "postgresql://app:s3cret-pw@127.0.0.1:1/app", "queues", "-q", "a"});
+  CHECK(r.rc == 1);
+  CHECK(json_error(r).find("s3cret-pw") == std::string::npos);
+  // refusals of redrive/cancel are in stdout's "refused", not repeated on stderr
+  r = jobq_cli({"--url", "memory://", "--json", "cancel", "42"});
+  CHECK(r.rc == 3);
+  CHECK(r.err.empty());
+  CHECK(r.json().at("refused").at(0).at("id") == 42);
+  // without --json, errors stay prose
+  r = jobq_cli({"--url", "memory://", "show", "42"});
+  CHECK(r.rc == 3);
+  CHECK(r.err == "jobq: job 42 not found\n");
+}

@@ -9,6 +9,8 @@
 #    answers 500 and leaves neither the user row nor the welcome job (same email registers
 #    afterwards; totals unchanged);
 #  - bad requests answer 400; SIGTERM stops both processes cleanly.
+#  - a bad option (--metrics-port abc, --port abc, --concurrency 0) exits 2 with a message
+#    naming the option, and starts nothing.
 # Usage: service_smoke.sh BIN_DIR CLI URL     (URL "env:NAME": the URL in that variable;
 #                                              "sqlite://": a fresh file in a temp dir)
 set -euo pipefail
@@ -57,6 +59,16 @@ total_jobs() {  # every job of the emails and crm queues, in any state
   "$CLI" --url "$URL" --json queues -q emails -q crm |
     awk -F': ' '/"(queued|active|completed|dead|cancelled)"/ { gsub(/,/, "", $2); n += $2 } END { print n + 0 }'
 }
+
+bad_option() {  # bad_option PROGRAM OPTION VALUE: exit 2 and a message naming OPTION
+  local rc=0
+  "$BIN/$1" --url "$URL" "$2" "$3" >"$TMP/bad-option.out" 2>&1 </dev/null || rc=$?
+  [ "$rc" = 2 ] || fail "$1 $2 $3: exit code $rc, not 2: $(cat "$TMP/bad-option.out")"
+  grep -q -- "$2" "$TMP/bad-option.out" || fail "$1 $2 $3: no message naming $2: $(cat "$TMP/bad-option.out")"
+}
+bad_option service_worker --metrics-port abc
+bad_option service_worker --concurrency 0
+bad_option service_api --port abc
 
 "$BIN/service_worker" --url "$URL" --metrics-port 0 --concurrency 4 >"$TMP/worker.log" 2>&1 & WRK=$!
 start_api api.log; API=$STARTED; A=$PORT

@@ -3,6 +3,7 @@
 //   jobq --url postgresql://app@db/app jobs emails --state dead
 // Tables for people by default, --json for scripts. Exit codes: 0 ok, 1 backend or connection
 // error, 2 usage error or invalid argument, 3 job not found, 4 refused (job in the wrong state).
+// Under --json, errors too are JSON: one line {"error": ..., "code": <exit code>} on stderr.
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +30,17 @@ namespace {
 using json = nlohmann::json;
 
 enum Exit { ok = 0, failure = 1, usage = 2, not_found = 3, refused = 4 };
+
+// An error on stderr: "jobq: <what>" for people; under --json one line {"error": what, "code": N},
+// N being the exit code, so that scripts never have to parse prose.
+int report(bool json_out, const std::string& what, int code) {
+  if (json_out) {
+    std::cerr << json{{"error", what}, {"code", code}}.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+  } else {
+    std::cerr << "jobq: " << what << '\n';
+  }
+  return code;
+}
 
 // --- formatting -------------------------------------------------------------------------------
 
@@ -201,8 +214,7 @@ struct Cli {
   int show(jobq::AnyBackend& b, jobq::JobId id) {
     const auto j = b.get(id);
     if (!j) {
-      std::cerr << "jobq: job " << id << " not found\n";
-      return not_found;
+      return report(json_out, "job " + std::to_string(id) + " not found", not_found);
     }
     if (json_out) {
       std::cout << jobq::to_json(*j).dump(2) << '\n';
@@ -258,7 +270,7 @@ struct Cli {
         rc = rc == not_found ? rc : static_cast<int>(refused);
       }
       failed.push_back({{"id", id}, {"error", why}});
-      std::cerr << "jobq: job " << id << ": " << why << "\n";
+      if (!json_out) std::cerr << "jobq: job " << id << ": " << why << "\n";  // else in "refused"
     }
     if (json_out) std::cout << json{{"ok", done}, {"refused", failed}}.dump(2) << '\n';
     return rc;
@@ -425,6 +437,7 @@ int main(int argc, char** argv) {
   CLI::App app{"jobq: inspect and operate a jobq store (queues, jobs, dead letters)", "jobq"};
   app.require_subcommand(1);
   app.fallthrough();  // global options (--json, --url) may also follow the command
+  app.set_version_flag("--version", std::string("jobq ") + JOBQ_VERSION);
   app.footer(
       "Backend URLs: sqlite:///abs/path.db, sqlite://relative.db, postgresql://user@host/db,\n"
       "redis://host:6379/0, memory:// (empty, for trying the CLI). Default: $JOBQ_URL.\n"
@@ -512,17 +525,24 @@ int main(int argc, char** argv) {
   limits_cmd->add_option("--group-concurrency", limits_groups, "active jobs per group key at most (0: unlimited)")
       ->check(CLI::NonNegativeNumber);
 
+  // --json is known before parsing, so that a usage error is reported as JSON too.
+  for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
+    if (std::string_view(argv[i]) == "--json") cli.json_out = true;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? ok : usage;
+    if (e.get_exit_code() == 0 || !cli.json_out) {  // --help, --version; or a usage error for people
+      const int rc = app.exit(e);
+      return rc == 0 ? ok : usage;
+    }
+    return report(true, e.what(), usage);
   }
 
   try {
     if (url.empty()) {
-      std::cerr << "jobq: no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)\n";
-      return usage;
+      return report(cli.json_out, "no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)",
+                    usage);
     }
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
@@ -566,10 +586,8 @@ int main(int argc, char** argv) {
     }
     return usage;
   } catch (const jobq::Error& e) {
-    std::cerr << "jobq: " << e.what() << "\n";
-    return exit_code_of(e);
+    return report(cli.json_out, e.what(), exit_code_of(e));
   } catch (const std::exception& e) {
-    std::cerr << "jobq: " << e.what() << "\n";
-    return failure;
+    return report(cli.json_out, e.what(), failure);
   }
 }
