@@ -16,4 +16,5 @@
 #include "jobq/schedule.hpp"
 #include "jobq/time.hpp"
 #include "jobq/url.hpp"
+#include "jobq/version.hpp"
 #include "jobq/worker.hpp"

@@ -19,12 +19,9 @@
 #include "jobq/backend.hpp"
 #include "jobq/error.hpp"
 #include "jobq/queue.hpp"
+#include "jobq/version.hpp"
 #include "jobq/worker.hpp"
 
-// The release, reported as jobq_build_info; keep it equal to project(VERSION) in CMakeLists.txt.
-#ifndef JOBQ_VERSION_STRING
-#define JOBQ_VERSION_STRING "0.1.0"
-#endif
 
 namespace jobq {
 

@@ -214,7 +214,7 @@ TEST_CASE("Metrics: build info, and every error series at 0 before the first err
   INFO(text);
   CHECK(has_line(text, "# TYPE jobq_build_info gauge"));
   CHECK(has_line(text, R"(jobq_build_info{version=")" JOBQ_VERSION_STRING R"("} 1)"));
-  CHECK(std::string(JOBQ_VERSION_STRING) == "0.1.0");
+  CHECK(std::string(JOBQ_VERSION_STRING).find(".") != std::string::npos);
   for (const char* c : {"connection", "invalid_argument", "not_found", "conflict", "backend", "other"}) {
     CHECK(has_line(text, std::string(R"(jobq_worker_errors_total{category=")") + c + R"("} 0)"));
   }

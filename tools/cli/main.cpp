@@ -437,7 +437,7 @@ int main(int argc, char** argv) {
   CLI::App app{"jobq: inspect and operate a jobq store (queues, jobs, dead letters)", "jobq"};
   app.require_subcommand(1);
   app.fallthrough();  // global options (--json, --url) may also follow the command
-  app.set_version_flag("--version", std::string("jobq ") + JOBQ_VERSION);
+  app.set_version_flag("--version", std::string("jobq ") + JOBQ_VERSION_STRING);
   app.footer(
       "Backend URLs: sqlite:///abs/path.db, sqlite://relative.db, postgresql://user@host/db,\n"
       "redis://host:6379/0, memory:// (empty, for trying the CLI). Default: $JOBQ_URL.\n"
