@@ -351,19 +351,19 @@ class MemoryBackend {
       ++n;
       return jobs_.erase(it);
     };
-    // Survivors by age, per finished state, for the count cap.
+    // Survivors by age, per finished state, collected only for a count cap.
     std::array<std::vector<std::map<JobId, JobRecord>::iterator>, 3> kept;
     for (auto it = jobs_.begin(); it != jobs_.end();) {
       const auto& job = it->second;
+      const auto keep = keep_for(retention, job.state);
       if (job.queue != queue || !job.finished_at) {
         ++it;
-        continue;
-      }
-      const auto keep = keep_for(retention, job.state);
-      if (keep && *job.finished_at + *keep < t) {
+      } else if (keep && *job.finished_at + *keep < t) {
         it = erase(it);
-      } else {
+      } else if (retention.max_jobs > 0) {
         kept.at(finished_index(job.state)).push_back(it++);
+      } else {
+        ++it;
       }
     }
     if (retention.max_jobs > 0) {
