@@ -574,6 +574,27 @@ TEST_CASE("a connection closed by the server is replaced transparently", "[redis
   CHECK(b.complete(id, j[0].lease_token, nullptr));
 }
 
+namespace {
+
+// A claim of up to `limit` jobs from "q" whose reply the proxy loses after the server ran it:
+// the lost claim is the one with the (otherwise unused) lease 123457 ms, "$6\r\n123457\r\n" as
+// Redis receives it. Returns what the claim, or else one more claim (1 h lease), leased.
+std::vector<jobq::JobRecord> claim_losing_reply(jobq::RedisBackend& b, redis_test::ReplyDropper& proxy,
+                                                std::size_t limit) {
+  proxy.drop_reply_to("$6\r\n123457\r\n");
+  std::vector<jobq::JobRecord> got;
+  try {
+    got = b.claim(from({"q"}, limit, 123457ms));
+  } catch (const jobq::Error& e) {
+    WARN("the claim threw: " << e.what());
+  }
+  REQUIRE(proxy.dropped() == 1);
+  if (got.empty()) got = b.claim(from({"q"}, limit, 1h));
+  return got;
+}
+
+}  // namespace
+
 // Issue 23.3: the reply to a claim is lost after the server ran it. The job must not stay
 // leased to nobody until the lease ends (which uses its attempt: with max_attempts 1 it would be
 // dead, never run); the claim is undone and sent again, and the job runs on attempt 1.
@@ -590,17 +611,7 @@ TEST_CASE("a claim whose reply was lost is undone without using an attempt", "[r
   auto j = job();
   j.max_attempts = 1;
   const auto id = b.enqueue(j).id;
-  // The lost claim is the one with this (otherwise unused) lease: "$6\r\n123457\r\n" is
-  // that argument as Redis receives it.
-  proxy.drop_reply_to("$6\r\n123457\r\n");
-  std::vector<jobq::JobRecord> got;
-  try {
-    got = b.claim(from({"q"}, 1, 123457ms));
-  } catch (const jobq::Error& e) {
-    WARN("the claim threw: " << e.what());
-  }
-  REQUIRE(proxy.dropped() == 1);
-  if (got.empty()) got = b.claim(from({"q"}, 1, 1h));
+  const auto got = claim_losing_reply(b, proxy, 1);
   if (got.empty()) {
     // Not given back: leased to nobody until the lost lease ends, and that uses its attempt.
     clock.advance(124s);
@@ -645,15 +656,7 @@ TEST_CASE("undoing a lost claim gives back its group slot and rate-limit start, 
   // Waiting workers BLPOP the queue's wake list; nothing in a claim pushes to it, the undo does.
   const auto wake_key = prefix + ":{q}:wake";
   direct.command({"DEL", wake_key});
-  proxy.drop_reply_to("$6\r\n123457\r\n");
-  std::vector<jobq::JobRecord> got;
-  try {
-    got = b.claim(from({"q"}, 2, 123457ms));
-  } catch (const jobq::Error& e) {
-    WARN("the claim threw: " << e.what());
-  }
-  REQUIRE(proxy.dropped() == 1);
-  if (got.empty()) got = b.claim(from({"q"}, 2, 1h));
+  const auto got = claim_losing_reply(b, proxy, 2);
   CHECK(direct.command({"LLEN", wake_key}).integer > 0);
   // Group limit 1: one job at a time, the first; the lost claim's slot and start are given back,
   // so the rate limit (2 per hour) still lets the second job start after the first.
