@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/events.hpp"
+#include "jobq/flow.hpp"
 #include "jobq/job.hpp"
 #include "jobq/time.hpp"
 
@@ -55,7 +56,7 @@ namespace jobq {
 /// - `recover_expired()`: every active job with lease_until <= now: an error "lease expired"
 ///   appended; queued at run_at = now if attempts < max_attempts, else dead. Returns counts.
 /// - `get(id)`: the job, or nullopt.
-/// - `cancel(id)`: a queued job becomes cancelled (finished_at = now, unique key released);
+/// - `cancel(id)`: a queued (or waiting) job becomes cancelled (finished_at = now, unique key released);
 ///   any other state: false.
 /// - `redrive(id)`: a dead job becomes queued, run_at = now, attempts 0, errors kept; else false.
 /// - `pause(queue)` / `resume(queue)` / `is_paused(queue)`: paused queues are not claimed from.
@@ -78,6 +79,47 @@ namespace jobq {
 ///   process sharing the store, from when subscribe returns until the Subscription ends.
 ///   Delivery is best effort (a dropped connection may lose notices): callers that must know
 ///   poll get() as well (Queue::wait_for does).
+/// - `get_many(ids)`: get() of each id, in one round trip; nullopt for a missing one.
+/// - Flows (jobq/flow.hpp, docs/workflows.md). A job's flow_id, depends_on and
+///   continue_on_failure are set when its flow is stored and never change; claim, get, list and
+///   flow return them. "Resolved" dependency: completed, or dead/cancelled when the dependent
+///   continues on failure.
+///   - `enqueue_flow(flow)`: validate(flow) and check_payload_size of every member first
+///     (InvalidArgument, nothing written); then, in one atomic step, store every member in
+///     the given order (ids in that order, flow_id = the first member's id): a member without
+///     dependencies exactly as enqueue would (queued, run_at = job.run_at or now), one with
+///     dependencies as waiting (run_at = job.run_at or now: it is also not claimed before
+///     then). Returns the ids.
+///   - When a job completes (complete, complete_many), in the same atomic step: each waiting
+///     dependent whose dependencies are now all resolved becomes queued, run_at = max(run_at,
+///     now), and wait_for_work wakes for its queue. This holds however many workers complete
+///     dependencies at once: a dependent is released exactly once.
+///   - When a job becomes dead (fail, recover_expired, or this rule) or cancelled (cancel,
+///     cancel_flow), in the same atomic step: each waiting dependent that continues on failure
+///     is released when its dependencies are all resolved; each other waiting dependent
+///     becomes dead (cancelled if the dependency was cancelled), finished_at = now, with an
+///     error {attempt 0, dead_dependency_error(id, its last error) or
+///     cancelled_dependency_error(id)}, and the rule applies to its dependents in turn. A dead
+///     notice is published for each dependent that died. When a member dies by its own
+///     failure (fail or recover_expired, not this rule) and its flow has an on_failure job not
+///     yet enqueued, that job is enqueued in the same step as a flow member: queued,
+///     depends_on = {the dead member}, continue_on_failure = true; at most once per flow.
+///   - `redrive(id)` of a flow member: false when one of its dependencies is not completed and
+///     it does not continue on failure (re-drive that dependency instead). Otherwise queued as
+///     usual, and in the same step each dependent that died because of it (dead, attempts 0)
+///     returns to waiting (finished_at cleared, errors kept), unless another of its
+///     dependencies is dead or cancelled and it does not continue on failure; and so on down
+///     the flow.
+///   - `cancel(id)` also cancels a waiting job.
+///   - `cancel_flow(id)`: cancels every queued or waiting member of the flow of job `id` (a
+///     member that is active finishes its attempt; what depends on it is already cancelled).
+///     Returns how many; 0 when the job is in no flow or absent.
+///   - `flow(id)`: the flow job `id` belongs to, every member by id; nullopt when the job does
+///     not exist or is in no flow.
+///   - `counts` and `list` know waiting. `prune` never deletes a flow member unless every
+///     member of its flow is finished and each is older than the retention of its state; then
+///     the whole flow goes, whichever of its queues is pruned (Retention::max_jobs counts jobs
+///     outside flows only).
 /// - `wait_for_work(queues, timeout, stop)`: block until work may be ready in one of the
 ///   queues (an enqueue, a retry, a release, a resume, or a delayed job coming due), the
 ///   timeout passes, or stop is requested. Spurious wake-ups are allowed; it is a hint only.
@@ -98,7 +140,8 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
                            JobState state, const Retention& retention, Page page,
                            std::span<const std::string> queues, std::stop_token stop,
                            const QueueLimits& limits, const StoredSchedule& schedule,
-                           TimePoint at, const std::optional<NewJob>& maybe_job, NoticeFn fn) {
+                           TimePoint at, const std::optional<NewJob>& maybe_job, NoticeFn fn,
+                           const NewFlow& flow, std::span<const JobId> ids) {
   { cb.now() } -> std::same_as<TimePoint>;
   { b.enqueue(job) } -> std::same_as<EnqueueResult>;
   { b.enqueue_many(jobs) } -> std::same_as<std::vector<EnqueueResult>>;
@@ -127,6 +170,10 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.schedules() } -> std::same_as<std::vector<StoredSchedule>>;
   { b.fire_schedule(queue, at, at, maybe_job) } -> std::same_as<bool>;
   { b.subscribe(queues, fn) } -> std::same_as<Subscription>;
+  { b.get_many(ids) } -> std::same_as<std::vector<std::optional<JobRecord>>>;
+  { b.enqueue_flow(flow) } -> std::same_as<std::vector<JobId>>;
+  { b.cancel_flow(id) } -> std::same_as<std::size_t>;
+  { b.flow(id) } -> std::same_as<std::optional<FlowRecord>>;
 };
 
 }  // namespace jobq

@@ -59,6 +59,10 @@ class BackendInterface {
   virtual bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
                              const std::optional<NewJob>& job) = 0;
   virtual Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) = 0;
+  virtual std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) = 0;
+  virtual std::vector<JobId> enqueue_flow(const NewFlow& flow) = 0;
+  virtual std::size_t cancel_flow(JobId id) = 0;
+  virtual std::optional<FlowRecord> flow(JobId id) = 0;
 
   // Not (yet) Backend operations: what AnyBackend::queues() needs from the erased backend.
   virtual bool can_list_queues() const noexcept = 0;
@@ -160,6 +164,16 @@ class ForwardingBackend : public Interface {
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     return forward("subscribe").subscribe(queues, std::move(fn));
   }
+  /// @brief See Backend::get_many.
+  std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
+    return forward("get_many").get_many(ids);
+  }
+  /// @brief See Backend::enqueue_flow.
+  std::vector<JobId> enqueue_flow(const NewFlow& flow) { return forward("enqueue_flow").enqueue_flow(flow); }
+  /// @brief See Backend::cancel_flow.
+  std::size_t cancel_flow(JobId id) { return forward("cancel_flow").cancel_flow(id); }
+  /// @brief See Backend::flow.
+  std::optional<FlowRecord> flow(JobId id) { return forward("flow").flow(id); }
 
  protected:
   /// @brief The default hook: nothing to do before a call.

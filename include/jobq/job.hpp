@@ -22,9 +22,19 @@ using JobId = std::int64_t;
 
 /// @brief Where a job is in its life.
 ///
-/// queued: waiting (run_at may be in the future: delayed or backing off); active: leased by a
-/// worker; completed, dead (out of attempts or permanent failure), cancelled: finished.
-enum class JobState { queued, active, completed, dead, cancelled };
+/// queued: ready or due later (run_at may be in the future: delayed or backing off); active:
+/// leased by a worker; completed, dead (out of attempts or permanent failure), cancelled:
+/// finished; waiting: a flow member whose dependencies have not all finished (not claimable).
+enum class JobState { queued, active, completed, dead, cancelled, waiting };
+
+/// @brief Every state, in enum order (for loops over counts and lists).
+inline constexpr JobState all_job_states[] = {JobState::queued, JobState::active, JobState::completed,
+                                              JobState::dead, JobState::cancelled, JobState::waiting};
+
+/// @brief Whether a job in state `s` has finished (completed, dead or cancelled).
+constexpr bool is_finished(JobState s) noexcept {
+  return s == JobState::completed || s == JobState::dead || s == JobState::cancelled;
+}
 
 /// @brief The stored name of a state ("queued", "active", ...).
 constexpr std::string_view to_string(JobState s) noexcept {
@@ -34,14 +44,14 @@ constexpr std::string_view to_string(JobState s) noexcept {
     case JobState::completed: return "completed";
     case JobState::dead: return "dead";
     case JobState::cancelled: return "cancelled";
+    case JobState::waiting: return "waiting";
   }
   return "unknown";
 }
 
 /// @brief Parses a stored state name; throws InvalidArgument for anything else.
 inline JobState job_state_from_string(std::string_view s) {
-  for (auto st : {JobState::queued, JobState::active, JobState::completed, JobState::dead,
-                  JobState::cancelled}) {
+  for (auto st : all_job_states) {
     if (to_string(st) == s) return st;
   }
   throw InvalidArgument("unknown job state '" + std::string(s) + "'");
@@ -215,6 +225,9 @@ struct JobRecord {
   int progress = 0;                         ///< 0..100, set by the handler
   std::string progress_message;             ///< optional text with the progress
   std::string group{};                      ///< group key; empty = none
+  JobId flow_id = 0;                        ///< the flow it belongs to (its first member's id); 0 = none
+  std::vector<JobId> depends_on{};          ///< flow members it waits for, in the order given
+  bool continue_on_failure = false;         ///< runs even when a dependency is dead or cancelled
 };
 
 /// @brief The claim order every backend honours: higher priority first, then earlier run_at,
@@ -273,6 +286,11 @@ inline nlohmann::json to_json(const JobRecord& r) {
       {"progress_message", r.progress_message},
       {"group", r.group},
   };
+  if (r.flow_id != 0) {
+    j["flow_id"] = r.flow_id;
+    j["depends_on"] = r.depends_on;
+    j["continue_on_failure"] = r.continue_on_failure;
+  }
   if (r.backoff.kind() != Backoff::Kind::custom) j["backoff"] = r.backoff.to_json();
   return j;
 }
@@ -326,8 +344,22 @@ struct Counts {
   std::int64_t completed = 0;  ///< finished successfully (until pruned)
   std::int64_t dead = 0;       ///< out of attempts (until pruned or re-driven)
   std::int64_t cancelled = 0;  ///< cancelled (until pruned)
+  std::int64_t waiting = 0;    ///< flow members waiting for their dependencies
   friend bool operator==(const Counts&, const Counts&) = default;
 };
+
+/// @brief The count of state `s` in `c`.
+constexpr std::int64_t& count_of(Counts& c, JobState s) noexcept {
+  switch (s) {
+    case JobState::queued: return c.queued;
+    case JobState::active: return c.active;
+    case JobState::completed: return c.completed;
+    case JobState::dead: return c.dead;
+    case JobState::waiting: return c.waiting;
+    case JobState::cancelled: break;
+  }
+  return c.cancelled;
+}
 
 /// @brief What Backend::recover_expired did.
 struct Recovered {

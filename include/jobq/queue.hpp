@@ -115,9 +115,25 @@ class Queue {
     }
   }
 
+  /// @brief Stores a whole flow atomically (its members name their own queues: make() on any
+  /// Queue, or NewJobs by hand). Throws InvalidArgument, with nothing written, for an invalid
+  /// member, a unique key on a member, or a cycle.
+  EnqueuedFlow enqueue_flow(const Flow& flow) {
+    EnqueuedFlow out;
+    out.members = backend_->enqueue_flow(flow.spec());
+    out.id = out.members.empty() ? 0 : out.members.front();
+    return out;
+  }
+
+  /// @brief The flow job `id` belongs to (every member with its state, dependencies and
+  /// result), or nullopt when the job is in no flow.
+  std::optional<FlowRecord> flow(JobId id) { return backend_->flow(id); }
+  /// @brief Cancels every member of job `id`'s flow that has not started; returns how many.
+  std::size_t cancel_flow(JobId id) { return backend_->cancel_flow(id); }
+
   /// @brief The job, if it exists.
   std::optional<JobRecord> get(JobId id) { return backend_->get(id); }
-  /// @brief Cancels a queued job; false if it is not queued.
+  /// @brief Cancels a queued or waiting job; false otherwise.
   bool cancel(JobId id) { return backend_->cancel(id); }
   /// @brief Re-drives a dead job; false if it is not dead.
   bool redrive(JobId id) { return backend_->redrive(id); }
@@ -206,9 +222,7 @@ class Queue {
   }
 
  private:
-  static bool finished(const JobRecord& j) {
-    return j.state == JobState::completed || j.state == JobState::dead || j.state == JobState::cancelled;
-  }
+  static bool finished(const JobRecord& j) { return is_finished(j.state); }
 
   static std::vector<JobId> ids(const std::vector<EnqueueResult>& rs) {
     std::vector<JobId> out;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -87,13 +88,39 @@ struct WorkerStats {
   std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
 };
 
-/// @brief What a handler sees of its job: identity, cancellation and progress.
+/// @brief A finished (or failed) dependency of a flow member, as its handler sees it.
+struct Dependency {
+  JobId id = 0;                    ///< the dependency's job
+  std::string name;                ///< its job name
+  std::string queue;               ///< its queue
+  JobState state = JobState::completed;  ///< completed, or dead/cancelled (continue_on_failure)
+  nlohmann::json result;           ///< its result when completed
+  std::string error;               ///< its last error, if any
+};
+
+namespace detail {
+template <class R>
+struct result_of_job {
+  using type = R;
+};
+template <class R>
+  requires requires { typename R::result_type; }
+struct result_of_job<R> {
+  using type = typename R::result_type;
+};
+}  // namespace detail
+
+/// @brief What a handler sees of its job: identity, cancellation, progress, and the results of
+/// the flow members it depends on.
 class JobContext {
  public:
+  /// @brief Loads the dependencies of a job (the Worker passes one that asks the backend).
+  using DependencyLoader = std::function<std::vector<Dependency>(const JobRecord&)>;
+
   /// @brief Made by the Worker for one attempt.
   JobContext(const JobRecord& job, std::stop_token stop,
-             std::function<bool(int, const std::string&)> progress)
-      : job_(&job), stop_(std::move(stop)), progress_(std::move(progress)) {}
+             std::function<bool(int, const std::string&)> progress, DependencyLoader load = {})
+      : job_(&job), stop_(std::move(stop)), progress_(std::move(progress)), load_(std::move(load)) {}
 
   /// @brief The job's id.
   [[nodiscard]] JobId id() const noexcept { return job_->id; }
@@ -108,11 +135,75 @@ class JobContext {
   /// @brief Records progress (0..100) and an optional message; false if the lease is lost.
   bool progress(int percent, const std::string& message = {}) { return progress_(percent, message); }
 
+  /// @brief The jobs this flow member depends on, in the order the flow gave them (empty
+  /// outside flows); read from the backend once, on first use.
+  const std::vector<Dependency>& dependencies() {
+    if (!deps_) deps_ = job_->depends_on.empty() || !load_ ? std::vector<Dependency>{} : load_(*job_);
+    return *deps_;
+  }
+
+  /// @brief The results of the completed dependencies, in order, as R (or R::result_type when
+  /// R is a job type that names one). Throws InvalidArgument when a result does not convert.
+  template <class R>
+  std::vector<typename detail::result_of_job<R>::type> results() {
+    std::vector<typename detail::result_of_job<R>::type> out;
+    for (const auto& d : dependencies()) {
+      if (d.state == JobState::completed) out.push_back(convert<R>(d));
+    }
+    return out;
+  }
+
+  /// @brief The result of dependency `index` (0: the one before it in a chain) as R.
+  /// Throws InvalidArgument when there is no such dependency or it did not complete.
+  template <class R>
+  typename detail::result_of_job<R>::type result(std::size_t index = 0) {
+    const auto& deps = dependencies();
+    if (index >= deps.size()) {
+      throw InvalidArgument("job " + std::to_string(id()) + " has no dependency #" + std::to_string(index));
+    }
+    if (deps[index].state != JobState::completed) {
+      throw InvalidArgument("dependency " + std::to_string(deps[index].id) + " did not complete (" +
+                            std::string(to_string(deps[index].state)) + ")");
+    }
+    return convert<R>(deps[index]);
+  }
+
  private:
+  template <class R>
+  static typename detail::result_of_job<R>::type convert(const Dependency& d) {
+    using T = typename detail::result_of_job<R>::type;
+    try {
+      return d.result.get<T>();
+    } catch (const nlohmann::json::exception& e) {
+      throw InvalidArgument("result of dependency " + std::to_string(d.id) + " does not convert: " + e.what());
+    }
+  }
+
   const JobRecord* job_;
   std::stop_token stop_;
   std::function<bool(int, const std::string&)> progress_;
+  DependencyLoader load_;
+  std::optional<std::vector<Dependency>> deps_;
 };
+
+/// @brief The dependencies of `job` read from `backend` in one get_many call; a dependency
+/// that no longer exists shows as dead with an error saying so.
+template <class B>
+std::vector<Dependency> load_dependencies(B& backend, const JobRecord& job) {
+  const auto records = backend.get_many(std::span<const JobId>(job.depends_on));
+  std::vector<Dependency> out;
+  out.reserve(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (!records[i]) {
+      out.push_back({job.depends_on[i], {}, {}, JobState::dead, nullptr,
+                     "dependency " + std::to_string(job.depends_on[i]) + " no longer exists"});
+      continue;
+    }
+    const auto& r = *records[i];
+    out.push_back({r.id, r.name, r.queue, r.state, r.result, r.errors.empty() ? std::string{} : r.errors.back().message});
+  }
+  return out;
+}
 
 namespace detail {
 // Raised inside the worker when no handler matches; an ordinary (retried) failure.
@@ -550,7 +641,7 @@ class Worker {
         report(e);
         return false;
       }
-    });
+    }, [this](const JobRecord& j) { return load_dependencies(*backend_, j); });
 
     flight.started = std::chrono::steady_clock::now();
     emit(flight, JobEvent::Kind::started);

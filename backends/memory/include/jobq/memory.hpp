@@ -151,7 +151,7 @@ class MemoryBackend {
 
   /// @brief Records a failed attempt: retry at f.retry_at, or dead.
   FailOutcome fail(const Failure& f) {
-    JobNotice notice;
+    std::vector<JobNotice> notices;
     FailOutcome outcome = FailOutcome::rejected;
     {
       std::unique_lock lock(mutex_);
@@ -160,17 +160,18 @@ class MemoryBackend {
       const auto t = now();
       job->errors.push_back({job->attempts, f.error, t});
       const bool retry = f.retry_at.has_value() && job->attempts < job->max_attempts;
-      notice = {retry ? JobNotice::Kind::failed : JobNotice::Kind::dead, job->id, job->queue, job->attempts, 0, f.error};
+      notices.push_back({retry ? JobNotice::Kind::failed : JobNotice::Kind::dead, job->id, job->queue, job->attempts, 0, f.error});
       if (retry) {
         requeue_locked(*job, *f.retry_at);
         notify_locked();
         outcome = FailOutcome::retried;
       } else {
         finish_locked(*job, JobState::dead, t);
+        died_locked(*job, t, notices);
         outcome = FailOutcome::dead;
       }
     }
-    hub_.publish(notice);
+    hub_.publish(notices);
     return outcome;
   }
 
@@ -230,20 +231,90 @@ class MemoryBackend {
     return it->second;
   }
 
-  /// @brief Cancels a queued job.
+  /// @brief get() of each id.
+  std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
+    std::unique_lock lock(mutex_);
+    std::vector<std::optional<JobRecord>> out;
+    out.reserve(ids.size());
+    for (JobId id : ids) {
+      auto it = jobs_.find(id);
+      out.push_back(it == jobs_.end() ? std::nullopt : std::optional<JobRecord>(it->second));
+    }
+    return out;
+  }
+
+  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
   bool cancel(JobId id) {
-    JobNotice notice;
+    std::vector<JobNotice> notices;
     {
       std::unique_lock lock(mutex_);
       auto it = jobs_.find(id);
-      if (it == jobs_.end() || it->second.state != JobState::queued) return false;
-      auto& job = it->second;
-      unlink_queued_locked(job);
-      finish_locked(job, JobState::cancelled, now());
-      notice = {JobNotice::Kind::cancelled, id, job.queue, job.attempts, job.progress, {}};
+      if (it == jobs_.end() || !cancellable(it->second.state)) return false;
+      const auto t = now();
+      cancel_locked(it->second, t, notices);
+      resolved_locked(it->second, t, notices);
     }
-    hub_.publish(notice);
+    hub_.publish(notices);
     return true;
+  }
+
+  /// @brief Stores a flow's members and dependencies, all or nothing.
+  std::vector<JobId> enqueue_flow(const NewFlow& flow) {
+    validate(flow);
+    for (const auto& m : flow.members) check(m.job);
+    std::unique_lock lock(mutex_);
+    const auto t = now();
+    const JobId first = next_id_;
+    next_id_ += static_cast<JobId>(flow.members.size());
+    std::vector<JobId> ids;
+    ids.reserve(flow.members.size());
+    for (std::size_t i = 0; i < flow.members.size(); ++i) ids.push_back(first + static_cast<JobId>(i));
+    auto& f = flows_[first];
+    f.on_failure = flow.on_failure;
+    f.members = ids;
+    for (std::size_t i = 0; i < flow.members.size(); ++i) {
+      const auto& m = flow.members[i];
+      std::vector<JobId> deps;
+      deps.reserve(m.after.size());
+      for (auto d : m.after) deps.push_back(ids[d]);
+      add_member_locked(m.job, ids[i], first, std::move(deps), m.continue_on_failure, t);
+    }
+    notify_locked();
+    return ids;
+  }
+
+  /// @brief Cancels every member of job id's flow that has not started.
+  std::size_t cancel_flow(JobId id) {
+    std::vector<JobNotice> notices;
+    std::size_t n = 0;
+    {
+      std::unique_lock lock(mutex_);
+      auto* f = flow_of_locked(id);
+      if (f == nullptr) return 0;
+      f->fired = true;  // a cancelled flow calls no error callback
+      const auto t = now();
+      // Every member that has not started goes at once, so none is released in between.
+      for (JobId m : f->members) {
+        auto& job = jobs_.at(m);
+        if (!cancellable(job.state)) continue;
+        cancel_locked(job, t, notices);
+        ++n;
+      }
+    }
+    hub_.publish(notices);
+    return n;
+  }
+
+  /// @brief The flow of job id, every member by id.
+  std::optional<FlowRecord> flow(JobId id) {
+    std::unique_lock lock(mutex_);
+    auto* f = flow_of_locked(id);
+    if (f == nullptr) return std::nullopt;
+    FlowRecord r{jobs_.at(id).flow_id, {}};
+    r.members.reserve(f->members.size());
+    for (JobId m : f->members) r.members.push_back(jobs_.at(m));
+    std::sort(r.members.begin(), r.members.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return r;
   }
 
  private:
@@ -266,6 +337,7 @@ class MemoryBackend {
         ++r.retried;
       } else {
         finish_locked(job, JobState::dead, t);
+        died_locked(job, t, notices);
         ++r.dead;
       }
     }
@@ -281,6 +353,11 @@ class MemoryBackend {
     auto it = jobs_.find(id);
     if (it == jobs_.end() || it->second.state != JobState::dead) return false;
     auto& job = it->second;
+    if (!job.continue_on_failure) {
+      for (JobId d : job.depends_on) {
+        if (jobs_.at(d).state != JobState::completed) return false;  // re-drive that one instead
+      }
+    }
     job.attempts = 0;
     job.finished_at.reset();
     auto& q = queues_.at(job.queue);
@@ -290,6 +367,7 @@ class MemoryBackend {
       if (jt == jobs_.end() || !unique_held_locked(jt->second, now())) q.unique[job.unique_key] = id;
     }
     requeue_locked(job, now());
+    revive_dependents_locked(job);
     notify_locked();
     return true;
   }
@@ -323,7 +401,7 @@ class MemoryBackend {
     std::vector<std::string> out;
     for (const auto& [name, q] : queues_) {
       const auto& c = q.counts;
-      if (q.paused || c.queued + c.active + c.completed + c.dead + c.cancelled > 0) out.push_back(name);
+      if (q.paused || c.queued + c.active + c.completed + c.dead + c.cancelled + c.waiting > 0) out.push_back(name);
     }
     std::sort(out.begin(), out.end());
     return out;
@@ -356,7 +434,7 @@ class MemoryBackend {
     for (auto it = jobs_.begin(); it != jobs_.end();) {
       const auto& job = it->second;
       const auto keep = keep_for(retention, job.state);
-      if (job.queue != queue || !job.finished_at) {
+      if (job.queue != queue || !job.finished_at || job.flow_id != 0) {
         ++it;
       } else if (keep && *job.finished_at + *keep < t) {
         it = erase(it);
@@ -379,7 +457,7 @@ class MemoryBackend {
         for (std::size_t i = 0; i < excess; ++i) erase(same_state[i]);
       }
     }
-    return n;
+    return n + prune_flows_locked(queue, retention, t);
   }
 
   /// @brief A page of a queue's jobs in one state, by id.
@@ -506,6 +584,191 @@ class MemoryBackend {
     std::unordered_map<std::string, int> active_by_group;  // only groups with active jobs
   };
 
+  struct FlowState {
+    std::vector<JobId> members;          // by id (the error callback last, once enqueued)
+    std::optional<NewJob> on_failure;    // enqueued when the first member dies by its own failure
+    bool fired = false;                  // on_failure enqueued (or the flow cancelled)
+  };
+
+  static bool cancellable(JobState s) noexcept { return s == JobState::queued || s == JobState::waiting; }
+
+  FlowState* flow_of_locked(JobId id) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.flow_id == 0) return nullptr;
+    auto ft = flows_.find(it->second.flow_id);
+    return ft == flows_.end() ? nullptr : &ft->second;
+  }
+
+  JobRecord make_record(const NewJob& nj, JobId id, TimePoint t) const {
+    JobRecord r;
+    r.id = id;
+    r.queue = nj.queue;
+    r.name = nj.name;
+    r.payload = nj.payload;
+    r.priority = nj.priority;
+    r.max_attempts = nj.max_attempts;
+    r.run_at = nj.debounce.count() > 0 ? t + nj.debounce : nj.run_at.value_or(t);
+    r.created_at = t;
+    r.backoff = nj.backoff;
+    r.timeout = nj.timeout;
+    r.unique_key = nj.unique_key;
+    r.unique_for = nj.unique_for;
+    r.group = nj.group;
+    return r;
+  }
+
+  // A flow member: queued when it has no dependencies, else waiting for all of them.
+  JobRecord& add_member_locked(const NewJob& nj, JobId id, JobId flow_id, std::vector<JobId> deps, bool cont,
+                               TimePoint t) {
+    auto r = make_record(nj, id, t);
+    r.flow_id = flow_id;
+    r.depends_on = std::move(deps);
+    r.continue_on_failure = cont;
+    auto& q = queues_[nj.queue];
+    auto& job = jobs_.emplace(id, std::move(r)).first->second;
+    for (JobId d : job.depends_on) dependents_[d].push_back(id);
+    if (job.depends_on.empty()) {
+      move_counts(q, std::nullopt, JobState::queued);
+      link_queued_locked(q, job, t);
+    } else {
+      job.state = JobState::waiting;
+      move_counts(q, std::nullopt, JobState::waiting);
+      pending_[id] = job.depends_on.size();
+    }
+    return job;
+  }
+
+  void cancel_locked(JobRecord& job, TimePoint t, std::vector<JobNotice>& notices) {
+    if (job.state == JobState::queued) unlink_queued_locked(job);
+    pending_.erase(job.id);
+    finish_locked(job, JobState::cancelled, t);
+    notices.push_back({JobNotice::Kind::cancelled, job.id, job.queue, job.attempts, job.progress, {}});
+  }
+
+  // A member died by its own failure: its dependents per their policy, and the flow's error
+  // callback the first time.
+  void died_locked(JobRecord& job, TimePoint t, std::vector<JobNotice>& notices) {
+    if (job.flow_id == 0) return;
+    resolved_locked(job, t, notices);
+    auto ft = flows_.find(job.flow_id);
+    if (ft == flows_.end() || ft->second.fired || !ft->second.on_failure) return;
+    ft->second.fired = true;
+    const JobId id = next_id_++;
+    ft->second.members.push_back(id);
+    add_member_locked(*ft->second.on_failure, id, job.flow_id, {}, true, t).depends_on = {job.id};
+    dependents_[job.id].push_back(id);
+    notify_locked();
+  }
+
+  // `done` has just finished (completed, dead or cancelled): release the waiting dependents
+  // it resolves, and finish those it dooms, down the flow (a stack: chains may be long).
+  void resolved_locked(const JobRecord& done, TimePoint t, std::vector<JobNotice>& notices) {
+    std::vector<JobId> stack{done.id};
+    while (!stack.empty()) {
+      const auto& dep = jobs_.at(stack.back());
+      stack.pop_back();
+      auto dt = dependents_.find(dep.id);
+      if (dt == dependents_.end()) continue;
+      for (JobId x : dt->second) {
+        auto& job = jobs_.at(x);
+        if (job.state != JobState::waiting) continue;
+        if (dep.state == JobState::completed || job.continue_on_failure) {
+          if (--pending_.at(x) > 0) continue;
+          pending_.erase(x);
+          auto& q = queues_.at(job.queue);
+          move_counts(q, JobState::waiting, JobState::queued);
+          job.state = JobState::queued;
+          job.run_at = std::max(job.run_at, t);
+          link_queued_locked(q, job, t);
+          notify_locked();
+          continue;
+        }
+        const bool cancelled = dep.state == JobState::cancelled;
+        const std::string last = dep.errors.empty() ? std::string{} : dep.errors.back().message;
+        job.errors.push_back(
+            {0, cancelled ? cancelled_dependency_error(dep.id) : dead_dependency_error(dep.id, last), t});
+        pending_.erase(x);
+        finish_locked(job, cancelled ? JobState::cancelled : JobState::dead, t);
+        notices.push_back({cancelled ? JobNotice::Kind::cancelled : JobNotice::Kind::dead, x, job.queue, 0, 0,
+                           job.errors.back().message});
+        stack.push_back(x);
+      }
+    }
+  }
+
+  // Dependency failed for `job`'s policy?
+  bool dooms(const JobRecord& dep, const JobRecord& job) const {
+    return !job.continue_on_failure && (dep.state == JobState::dead || dep.state == JobState::cancelled);
+  }
+  bool resolves(const JobRecord& dep, const JobRecord& job) const {
+    return dep.state == JobState::completed ||
+           (job.continue_on_failure && (dep.state == JobState::dead || dep.state == JobState::cancelled));
+  }
+
+  // `job` was re-driven: what died because of it waits again, down the flow.
+  void revive_dependents_locked(const JobRecord& job) {
+    std::vector<JobId> stack{job.id};
+    while (!stack.empty()) {
+      const JobId dep_id = stack.back();
+      stack.pop_back();
+      auto dt = dependents_.find(dep_id);
+      if (dt == dependents_.end()) continue;
+      for (JobId x : dt->second) {
+        auto& d = jobs_.at(x);
+        if (d.state == JobState::waiting && d.continue_on_failure) {
+          ++pending_.at(x);  // the re-driven dependency counts as unresolved again
+          continue;
+        }
+        if (d.state != JobState::dead || d.attempts != 0) continue;
+        std::size_t pending = 0;
+        bool doomed = false;
+        for (JobId other : d.depends_on) {
+          const auto& o = jobs_.at(other);
+          if (other != dep_id && dooms(o, d)) doomed = true;
+          if (!resolves(o, d)) ++pending;
+        }
+        if (doomed) continue;
+        auto& q = queues_.at(d.queue);
+        move_counts(q, JobState::dead, JobState::waiting);
+        d.state = JobState::waiting;
+        d.finished_at.reset();
+        pending_[x] = pending;
+        stack.push_back(x);
+      }
+    }
+  }
+
+  // Whole flows with a member in `queue`, once every member is finished and past retention.
+  std::size_t prune_flows_locked(const std::string& queue, const Retention& retention, TimePoint t) {
+    std::vector<JobId> gone;
+    for (const auto& [fid, f] : flows_) {
+      bool here = false;
+      bool expired = true;
+      for (JobId m : f.members) {
+        const auto& job = jobs_.at(m);
+        here = here || job.queue == queue;
+        const auto keep = keep_for(retention, job.state);
+        if (!job.finished_at || !keep || *job.finished_at + *keep >= t) {
+          expired = false;
+          break;
+        }
+      }
+      if (here && expired) gone.push_back(fid);
+    }
+    std::size_t n = 0;
+    for (JobId fid : gone) {
+      for (JobId m : flows_.at(fid).members) {
+        auto it = jobs_.find(m);
+        move_counts(queues_.at(it->second.queue), it->second.state, std::nullopt);
+        dependents_.erase(m);
+        jobs_.erase(it);
+        ++n;
+      }
+      flows_.erase(fid);
+    }
+    return n;
+  }
+
   void check(const NewJob& job) const {
     validate(job);
     check_payload_size(job.payload.dump().size(), max_payload_bytes_);
@@ -550,17 +813,6 @@ class MemoryBackend {
     }
   }
 
-  static std::int64_t& count_of(Counts& c, JobState s) {
-    switch (s) {
-      case JobState::queued: return c.queued;
-      case JobState::active: return c.active;
-      case JobState::completed: return c.completed;
-      case JobState::dead: return c.dead;
-      case JobState::cancelled: break;
-    }
-    return c.cancelled;
-  }
-
   static void move_counts(QueueState& q, std::optional<JobState> from, std::optional<JobState> to) {
     if (from) --count_of(q.counts, *from);
     if (to) ++count_of(q.counts, *to);
@@ -594,21 +846,7 @@ class MemoryBackend {
       }
     }
     const JobId id = next_id_++;
-    JobRecord r;
-    r.id = id;
-    r.queue = nj.queue;
-    r.name = nj.name;
-    r.payload = nj.payload;
-    r.priority = nj.priority;
-    r.max_attempts = nj.max_attempts;
-    r.run_at = nj.debounce.count() > 0 ? t + nj.debounce : nj.run_at.value_or(t);
-    r.created_at = t;
-    r.backoff = nj.backoff;
-    r.timeout = nj.timeout;
-    r.unique_key = nj.unique_key;
-    r.unique_for = nj.unique_for;
-    r.group = nj.group;
-    auto& job = jobs_.emplace(id, std::move(r)).first->second;
+    auto& job = jobs_.emplace(id, make_record(nj, id, t)).first->second;
     if (!job.unique_key.empty()) q.unique[job.unique_key] = id;
     move_counts(q, std::nullopt, JobState::queued);
     link_queued_locked(q, job, t);
@@ -686,6 +924,7 @@ class MemoryBackend {
     job->result = result;
     finish_locked(*job, JobState::completed, t);
     if (!hub_.empty()) notices.push_back({JobNotice::Kind::completed, id, job->queue, job->attempts, job->progress, {}});
+    if (job->flow_id != 0) resolved_locked(*job, t, notices);
     return true;
   }
 
@@ -706,6 +945,9 @@ class MemoryBackend {
   std::map<JobId, JobRecord> jobs_;  // ordered: list() pages by id
   std::unordered_map<std::string, QueueState> queues_;
   std::unordered_set<JobId> active_;
+  std::unordered_map<JobId, FlowState> flows_;                 // by flow id (its first member)
+  std::unordered_map<JobId, std::vector<JobId>> dependents_;   // job -> flow members waiting for it
+  std::unordered_map<JobId, std::size_t> pending_;             // waiting job -> unresolved dependencies
 };
 
 static_assert(Backend<MemoryBackend>);

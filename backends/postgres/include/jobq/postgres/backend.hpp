@@ -302,13 +302,7 @@ class PostgresBackend {
       Counts out;
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         const auto n = detail::pg::to_i64(PQgetvalue(r.get(), row, 1));
-        switch (job_state_from_string(PQgetvalue(r.get(), row, 0))) {
-          case JobState::queued: out.queued = n; break;
-          case JobState::active: out.active = n; break;
-          case JobState::completed: out.completed = n; break;
-          case JobState::dead: out.dead = n; break;
-          case JobState::cancelled: out.cancelled = n; break;
-        }
+        count_of(out, job_state_from_string(PQgetvalue(r.get(), row, 0))) = n;
       }
       return out;
     });
@@ -465,6 +459,17 @@ class PostgresBackend {
     if (!fn) throw InvalidArgument("subscribe: the callback is empty");
     return notices_.subscribe(queues, std::move(fn));
   }
+  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
+  std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
+    std::vector<std::optional<JobRecord>> out;
+    out.reserve(ids.size());
+    for (JobId id : ids) out.push_back(get(id));
+    return out;
+  }
+  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+
 
   // ------------------------------------------------------------------------------------------
   // Beyond the concept

@@ -446,6 +446,17 @@ class RedisBackend {
     listener_.start();
     return sub;
   }
+  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
+  std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
+    std::vector<std::optional<JobRecord>> out;
+    out.reserve(ids.size());
+    for (JobId id : ids) out.push_back(get(id));
+    return out;
+  }
+  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+
 
   // --- beyond the Backend concept -------------------------------------------------------------
 

@@ -91,13 +91,7 @@ inline Counts read_counts(Connection& c, const std::string& queue) {
   s.bind(1, queue);
   while (s.step()) {
     const auto v = s.integer(1);
-    switch (job_state_from_string(s.text(0))) {
-      case JobState::queued: n.queued = v; break;
-      case JobState::active: n.active = v; break;
-      case JobState::completed: n.completed = v; break;
-      case JobState::dead: n.dead = v; break;
-      case JobState::cancelled: n.cancelled = v; break;
-    }
+    count_of(n, job_state_from_string(s.text(0))) = v;
   }
   return n;
 }
