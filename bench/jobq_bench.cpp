@@ -6,12 +6,16 @@
 //   W2  bulk enqueue in batches of 1,000                            (N = 50,000)
 //   W3  drain N = 20,000 queued jobs with a no-op handler, at concurrency 1 and 16
 //   W4  enqueue-to-handler-start latency on an idle worker, 200 samples 20 ms apart
+//   W5  a chord of N = 20,000 no-op members plus a callback (one enqueue_flow), drained at
+//       concurrency 16 until the callback's completion is recorded; (N + 1) / seconds, and the
+//       ratio to W3's median at concurrency 16 in the same run (W3 runs there for it if needed)
 //
 // Usage: jobq-bench --backend memory|sqlite|postgres|redis [--url URL] [--workloads W1,W3]
 //                   [--reps 3] [--scale 1.0]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
@@ -127,6 +131,53 @@ double w3_drain(Target& target, int n, int concurrency) {
   return rate;
 }
 
+// The callback reads all n results (ctx.dependencies(): one get_many), as a real chord's would.
+template <class Target>
+double w5_chord(Target& target, int n, int concurrency) {
+  auto store = target.make();
+  jobq::Queue queue{*store, "bench"};
+  jobq::Flow flow;
+  std::vector<jobq::NewJob> members;
+  members.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) members.push_back(bench_job(i));
+  auto callback = bench_job(n);
+  callback.name = "callback";
+  flow.chord(std::move(members), std::move(callback));
+  const auto callback_id = queue.enqueue_flow(flow).members.back();
+
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::string error;
+  jobq::WorkerOptions o{.queues = {"bench"}, .concurrency = concurrency, .prefetch = g_prefetch,
+                        .poll_interval = 100ms, .maintenance_interval = 0ms};
+  o.on_event = [&](const jobq::JobEvent& e) {
+    if (e.id != callback_id || e.kind == jobq::JobEvent::Kind::started) return;
+    std::lock_guard lock(m);
+    if (e.kind != jobq::JobEvent::Kind::completed) error = e.error.empty() ? "callback did not complete" : e.error;
+    done = true;
+    cv.notify_all();
+  };
+  jobq::Worker w{*store, std::move(o)};
+  w.handle("noop", [](const json&) {});
+  w.handle("callback", [n](const json&, jobq::JobContext& ctx) {
+    const auto got = ctx.dependencies().size();
+    if (got != static_cast<std::size_t>(n)) {
+      throw jobq::Permanent("callback saw " + std::to_string(got) + " dependencies");
+    }
+  });
+  const auto t0 = steady::now();
+  w.start();
+  {
+    std::unique_lock lock(m);
+    if (!cv.wait_for(lock, 600s, [&] { return done; })) throw std::runtime_error("W5: the chord did not finish in 600 s");
+  }
+  const double rate = (n + 1) / seconds_since(t0);
+  w.stop();
+  if (!error.empty()) throw std::runtime_error("W5: " + error);
+  return rate;
+}
+
 // Returns per-sample latencies in milliseconds.
 template <class Target>
 std::vector<double> w4_latency(Target& target, int samples, std::chrono::milliseconds gap) {
@@ -182,13 +233,16 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     for (int i = 0; i < reps; ++i) r.push_back(w2_enqueue_bulk(target, n, 1000));
     print(name, "W2", {{"n", n}, {"batch", 1000}}, r, "jobs/s");
   }
+  std::map<int, double> w3_median;  // by concurrency, for W5's ratio
+  const auto w3 = [&](int c) {
+    std::vector<double> r;
+    for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
+    print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
+          "jobs/s");
+    w3_median[c] = median(r);
+  };
   if (wants("W3")) {
-    for (int c : g_concurrency) {
-      std::vector<double> r;
-      for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
-      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
-            "jobs/s");
-    }
+    for (int c : g_concurrency) w3(c);
   }
   if (wants("W4")) {
     std::vector<double> p50, p99;
@@ -200,6 +254,15 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     }
     print(name, "W4-p50", {{"samples", samples}, {"gap_ms", 20}}, p50, "ms");
     print(name, "W4-p99", {{"samples", samples}, {"gap_ms", 20}}, p99, "ms");
+  }
+  if (wants("W5")) {
+    constexpr int c = 16;
+    if (!w3_median.contains(c)) w3(c);
+    std::vector<double> r;
+    for (int i = 0; i < reps; ++i) r.push_back(w5_chord(target, scaled(20'000), c));
+    const double ratio = w3_median[c] > 0 ? median(r) / w3_median[c] : 0;
+    print(name, "W5", {{"members", scaled(20'000)}, {"concurrency", c}, {"ratio_to_w3", std::round(ratio * 1000) / 1000}},
+          r, "jobs/s");
   }
 }
 
@@ -234,14 +297,14 @@ int main(int argc, char** argv) {
   CLI::App app{"jobq benchmark driver: one JSON line per result"};
   std::string backend = "memory";
   std::string url;
-  std::string workloads = "W1,W2,W3,W4";
+  std::string workloads = "W1,W2,W3,W4,W5";
   int reps = 3;
   double scale = 1.0;
   std::string table;
   app.add_option("--backend", backend, "memory, sqlite, postgres or redis");
   app.add_option("--table", table, "print a table of medians from a JSON-lines file and exit");
   app.add_option("--url", url, "connection URL / file path (sqlite: a directory for temp files)");
-  app.add_option("--workloads", workloads, "comma-separated subset of W1,W2,W3,W4");
+  app.add_option("--workloads", workloads, "comma-separated subset of W1,W2,W3,W4,W5");
   app.add_option("--reps", reps, "repetitions per workload")->check(CLI::Range(1, 100));
   app.add_option("--scale", scale, "multiply every N by this (CI smoke runs use 0.01)")
       ->check(CLI::Range(0.0001, 100.0));
