@@ -37,6 +37,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -121,11 +122,18 @@ struct WorkerConfig {
   int concurrency = 4;
   int lease_ms = 2000;
   int work_max_us = 2000;
+  bool flows = false;  // flow mode: three queues, and dependents record what they saw (D lines)
 };
+
+// Flow mode spreads each flow over three queues (a chain of 3 visits each).
+std::vector<std::string> queues_of(const WorkerConfig& c) {
+  if (!c.flows) return {c.queue};
+  return {c.queue, c.queue + "-b", c.queue + "-c"};
+}
 
 jobq::WorkerOptions worker_options(const WorkerConfig& c, Ledger& ledger, long pid) {
   jobq::WorkerOptions o;
-  o.queues = {c.queue};
+  o.queues = queues_of(c);
   o.concurrency = c.concurrency;
   o.lease = jobq::Millis{c.lease_ms};
   o.poll_interval = 200ms;
@@ -171,15 +179,44 @@ void observe_claims(jobq_chaos::FaultBackend<B>& view, Ledger& ledger, long pid)
                        }});
 }
 
+// A flow member with dependencies records what ctx.dependencies() showed it: D <id> <attempt>
+// <pid> <ms> <deps> <completed> <results>, where <results> counts completed dependencies whose
+// result is their own id (what every handler returns in flow mode). A server restart may fail the
+// read; it is retried, as a handler that must have its inputs would.
+void record_dependencies(jobq::JobContext& ctx, Ledger& ledger, long pid) {
+  const auto started_ms = wall_ms();
+  for (;;) {
+    try {
+      const auto& deps = ctx.dependencies();
+      std::size_t completed = 0, results = 0;
+      for (const auto& d : deps) {
+        if (d.state != jobq::JobState::completed) continue;
+        ++completed;
+        if (d.result.is_number_integer() && d.result.get<jobq::JobId>() == d.id) ++results;
+      }
+      ledger.line("D " + std::to_string(ctx.id()) + " " + std::to_string(ctx.attempt()) + " " + std::to_string(pid) +
+                  " " + std::to_string(started_ms) + " " + std::to_string(deps.size()) + " " +
+                  std::to_string(completed) + " " + std::to_string(results));
+      return;
+    } catch (const jobq::Error& e) {
+      if (!e.is_transient() || ctx.stop_requested()) throw;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+}
+
 template <class B>
 void register_handler(jobq::Worker<B>& w, const WorkerConfig& c, Ledger& ledger, long pid) {
-  w.handle(job_name, [&ledger, pid, max_us = c.work_max_us](const nlohmann::json&, jobq::JobContext& ctx) {
+  w.handle(job_name, [&ledger, pid, max_us = c.work_max_us, flows = c.flows](const nlohmann::json&,
+                                                                              jobq::JobContext& ctx) {
+    if (flows && !ctx.job().depends_on.empty()) record_dependencies(ctx, ledger, pid);
     thread_local std::mt19937 rng{std::random_device{}()};
     if (max_us > 0) {
       std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, max_us)(rng)));
     }
     ledger.line("R " + std::to_string(ctx.id()) + " " + std::to_string(ctx.attempt()) + " " +
                 ctx.job().lease_token + " " + std::to_string(pid));
+    return flows ? nlohmann::json(ctx.id()) : nlohmann::json();
   });
 }
 
@@ -240,8 +277,100 @@ struct Options {
   unsigned seed = 0;
   std::string dir;
   bool keep = false;
+  int chord_size = 50;   // flow mode: members of each chord
+  int flow_gap_ms = 10;  // flow mode: the producer's pause between two flows
   WorkerConfig worker;
 };
+
+// Flow mode: what the producer enqueues while workers are killed, until about opt.jobs members:
+// alternately a chord (chord_size members in the first queue, the callback in the second) and
+// a chain of 3 through all three queues. Each payload says what its flow should look like in the
+// store: its number of members and of dependencies.
+std::vector<jobq::Flow> plan_flows(const Options& opt, std::size_t& members) {
+  const auto queues = queues_of(opt.worker);
+  const auto job = [&](std::size_t queue, int flow, int i, int size, std::size_t deps) {
+    jobq::NewJob j;
+    j.queue = queues[queue];
+    j.name = job_name;
+    j.payload = {{"flow", flow}, {"i", i}, {"size", size}, {"deps", deps}};
+    j.max_attempts = opt.max_attempts;
+    j.backoff = jobq::Backoff::fixed(10ms);
+    return j;
+  };
+  std::vector<jobq::Flow> flows;
+  members = 0;
+  for (int k = 0; members < static_cast<std::size_t>(opt.jobs); ++k) {
+    jobq::Flow f;
+    if (k % 2 == 0) {
+      const int n = opt.chord_size;
+      std::vector<jobq::NewJob> group;
+      for (int i = 0; i < n; ++i) group.push_back(job(0, k, i, n + 1, 0));
+      f.chord(std::move(group), job(1, k, n, n + 1, static_cast<std::size_t>(n)));
+    } else {
+      f.chain({job(0, k, 0, 3, 0), job(1, k, 1, 3, 1), job(2, k, 2, 3, 1)});
+    }
+    members += f.size();
+    flows.push_back(std::move(f));
+  }
+  return flows;
+}
+
+// Flow mode: enqueues the planned flows one by one on its own store, retrying through server
+// restarts. A retried enqueue_flow may have been stored the first time too: the final check
+// reads every flow from the store, so such a twin is checked like any other.
+struct Producer {
+  std::mutex mutex;
+  std::vector<jobq::JobId> ids;  // every member id enqueue_flow returned
+  std::size_t stored = 0;        // flows whose enqueue_flow returned
+  std::size_t retries = 0;       // enqueue_flow calls that threw a transient error
+  std::string error;
+  std::atomic<bool> done{false};
+  double seconds = 0;
+
+  template <class B>
+  void run(B& store, const std::vector<jobq::Flow>& flows, int gap_ms) {
+    const auto t0 = Clock::now();
+    for (const auto& f : flows) {
+      for (const auto give_up = Clock::now() + 60s;;) {
+        try {
+          auto got = store.enqueue_flow(f.spec());
+          std::lock_guard lock(mutex);
+          ids.insert(ids.end(), got.begin(), got.end());
+          ++stored;
+          break;
+        } catch (const jobq::Error& e) {
+          if (!e.is_transient() || Clock::now() > give_up) {
+            std::lock_guard lock(mutex);
+            error = e.what();
+            done = true;
+            return;
+          }
+          ++retries;
+          std::this_thread::sleep_for(100ms);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+    }
+    seconds = seconds_since(t0);
+    done = true;
+  }
+};
+
+// Counts summed over queues.
+template <class B>
+jobq::Counts counts_of(B& store, const std::vector<std::string>& queues) {
+  jobq::Counts sum{};
+  for (const auto& q : queues) {
+    const auto c = store.counts(q);
+    sum.queued += c.queued;
+    sum.active += c.active;
+    sum.completed += c.completed;
+    sum.dead += c.dead;
+    sum.cancelled += c.cancelled;
+    sum.waiting += c.waiting;
+  }
+  return sum;
+}
 
 // One worker, a process or (memory) an in-process Worker.
 struct Slot {
@@ -302,6 +431,7 @@ struct Run {
                                      std::to_string(opt.worker.concurrency),
                                      "--work-max-us",
                                      std::to_string(opt.worker.work_max_us)};
+    if (opt.worker.flows) args.emplace_back("--flows");
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -409,8 +539,18 @@ struct ClaimRecord {
   bool threw = false;
 };
 
+// What a flow member with dependencies saw of them (D line).
+struct SeenRecord {
+  jobq::JobId id = 0;
+  int attempt = 0;
+  long pid = 0;
+  std::int64_t started_ms = 0;
+  std::size_t deps = 0, completed = 0, results = 0;
+};
+
 struct Ledgers {
   std::unordered_map<jobq::JobId, std::vector<RunRecord>> runs;
+  std::vector<SeenRecord> seen;
   std::map<std::pair<jobq::JobId, int>, std::vector<long>> received;  // (id, attempt) -> pids (K lines)
   std::map<std::pair<long, std::uint64_t>, ClaimRecord> claims;      // (pid, seq) -> the claim
   std::unordered_map<jobq::JobId, std::vector<std::pair<int, long>>> completions;
@@ -441,6 +581,10 @@ Ledgers read_ledgers(const std::string& dir) {
         line >> r.id >> r.attempt >> r.token >> r.pid;
         l.runs[r.id].push_back(r);
         ++l.run_lines;
+      } else if (tag == "D") {
+        SeenRecord d;
+        line >> d.id >> d.attempt >> d.pid >> d.started_ms >> d.deps >> d.completed >> d.results;
+        l.seen.push_back(d);
       } else if (tag == "C") {
         jobq::JobId id = 0;
         int attempt = 0;
@@ -578,11 +722,16 @@ int driver_main(Options opt, const std::string& self) {
     return fn(*any);
   };
 
-  // Enqueue everything first: the run measures draining under faults.
+  // Enqueue everything first: the run measures draining under faults. Flow mode enqueues its
+  // flows during the drain instead, from a producer thread.
+  const auto queues = queues_of(opt.worker);
   std::vector<jobq::JobId> ids;
   ids.reserve(static_cast<std::size_t>(opt.jobs));
+  std::size_t planned_members = 0;
+  const auto flows = opt.worker.flows ? plan_flows(opt, planned_members) : std::vector<jobq::Flow>{};
+  Producer producer;
   const auto t_enqueue = Clock::now();
-  for (int i = 0; i < opt.jobs;) {
+  for (int i = 0; !opt.worker.flows && i < opt.jobs;) {
     std::vector<jobq::NewJob> batch;
     for (; i < opt.jobs && batch.size() < 1000; ++i) {
       jobq::NewJob j;
@@ -595,11 +744,26 @@ int driver_main(Options opt, const std::string& self) {
     }
     for (const auto& r : with_store([&](auto& s) { return s.enqueue_many(batch); })) ids.push_back(r.id);
   }
-  const double enqueue_s = seconds_since(t_enqueue);
+  double enqueue_s = seconds_since(t_enqueue);
+  const auto total = opt.worker.flows ? static_cast<std::int64_t>(planned_members) : opt.jobs;
 
   // Drain under faults.
   const auto t_start = Clock::now();
   for (int i = 0; i < opt.workers; ++i) run.slots.push_back(run.spawn());
+  std::thread producing;
+  if (opt.worker.flows) {
+    producing = std::thread([&] {
+      if (memory) return producer.run(*memory, flows, opt.flow_gap_ms);
+      try {
+        auto store = open_retrying(url, open_options(run.schema, run.prefix));
+        producer.run(store, flows, opt.flow_gap_ms);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(producer.mutex);
+        producer.error = e.what();
+        producer.done = true;
+      }
+    });
+  }
   std::uniform_int_distribution<int> kill_gap(opt.kill_min_ms, std::max(opt.kill_min_ms, opt.kill_max_ms));
   auto next_kill = Clock::now() + std::chrono::milliseconds(kill_gap(rng));
   int kills = 0, restarts = 0, restart_failures = 0, count_errors = 0;
@@ -611,15 +775,16 @@ int driver_main(Options opt, const std::string& self) {
     std::this_thread::sleep_for(20ms);
     run.reap_unexpected();
     try {
-      last = with_store([&](auto& s) { return s.counts(opt.worker.queue); });
-      done = last.completed + last.dead == opt.jobs && last.queued == 0 && last.active == 0;
+      last = with_store([&](auto& s) { return counts_of(s, queues); });
+      done = opt.worker.flows ? producer.done && last.queued == 0 && last.active == 0 && last.waiting == 0
+                              : last.completed + last.dead == opt.jobs && last.queued == 0 && last.active == 0;
     } catch (const std::exception&) {
       ++count_errors;  // the server is restarting: ask again
     }
     if (done) break;
     // Server restarts at evenly spaced points of progress.
     if (restarts < opt.restarts &&
-        last.completed + last.dead >= static_cast<std::int64_t>(opt.jobs) * (restarts + 1) / (opt.restarts + 1)) {
+        last.completed + last.dead >= total * (restarts + 1) / (opt.restarts + 1)) {
       const auto t = Clock::now();
       const int rc = std::system(run.restart.c_str());
       restart_seconds.push_back(seconds_since(t));
@@ -639,6 +804,10 @@ int driver_main(Options opt, const std::string& self) {
   }
   const double drain_s = seconds_since(t_start);
   run.stop_all();
+  if (producing.joinable()) {
+    producing.join();  // done, or its 60 s of retries are up
+    enqueue_s = producer.seconds;
+  }
 
   // Read back: the store's final word, and the ledger.
   std::unordered_map<jobq::JobId, jobq::JobRecord> final_jobs;
@@ -646,12 +815,14 @@ int driver_main(Options opt, const std::string& self) {
   std::string read_error;
   for (int tries = 0; tries < 50; ++tries) {
     try {
-      final_counts = with_store([&](auto& s) { return s.counts(opt.worker.queue); });
-      for (auto st : {jobq::JobState::completed, jobq::JobState::queued, jobq::JobState::active,
-                      jobq::JobState::dead, jobq::JobState::cancelled}) {
-        for (auto& j : with_store([&](auto& s) { return list_all(s, opt.worker.queue, st); })) {
-          const auto id = j.id;
-          final_jobs[id] = std::move(j);
+      final_counts = with_store([&](auto& s) { return counts_of(s, queues); });
+      for (const auto& q : queues) {
+        for (auto st : {jobq::JobState::completed, jobq::JobState::queued, jobq::JobState::active,
+                        jobq::JobState::dead, jobq::JobState::cancelled, jobq::JobState::waiting}) {
+          for (auto& j : with_store([&](auto& s) { return list_all(s, q, st); })) {
+            const auto id = j.id;
+            final_jobs[id] = std::move(j);
+          }
         }
       }
       read_error.clear();
@@ -662,12 +833,21 @@ int driver_main(Options opt, const std::string& self) {
     }
   }
   const auto ledgers = read_ledgers(opt.dir);
+  if (opt.worker.flows) {
+    // Every member the producer was told about, and any other the store holds (a twin stored
+    // by an enqueue_flow that was retried after it had in fact committed).
+    ids = producer.ids;
+    for (const auto& [id, j] : final_jobs) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());  // dependencies before their dependents
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  }
 
   std::size_t lost = 0, stuck = 0, dead = 0, completed_without_run = 0, stale = 0, double_accept = 0;
   std::size_t duplicates = 0, explained = 0, explained_killed = 0, explained_live = 0, unexplained = 0;
   std::size_t same_attempt_twice = 0, lease_expirations = 0, unlogged_completions = 0;
   std::size_t expired_after_run = 0, expired_held_by_killed = 0, expired_unreceived = 0, expired_unexplained = 0;
-  std::size_t dead_without_run = 0, dead_unexplained = 0;
+  std::size_t dead_without_run = 0, dead_unexplained = 0, dead_of_dependency = 0;
+  std::set<jobq::JobId> dead_explained;  // flow mode: what a dependent may die of
   std::vector<std::string> examples;
   const auto example = [&](const std::string& s) {
     if (examples.size() < 10) examples.push_back(s);
@@ -710,7 +890,11 @@ int driver_main(Options opt, const std::string& self) {
     // lost), by a killed worker, or by nobody: a claim whose reply never arrived. Only a killed
     // worker's unanswered claim may leave that last kind.
     bool job_explained = true;
+    // A flow member that never ran because a dependency died (attempt 0): explained below.
+    const bool of_dependency = job.state == jobq::JobState::dead && job.attempts == 0 && job.errors.size() == 1 &&
+                               job.errors.front().attempt == 0 && job.errors.front().message.rfind("dependency ", 0) == 0;
     for (const auto& e : job.errors) {
+      if (of_dependency) break;
       if (e.message.find("lease expired") == std::string::npos) {
         job_explained = false;  // a handler failure (never expected here; F lines fail the run)
         continue;
@@ -736,7 +920,8 @@ int driver_main(Options opt, const std::string& self) {
                                                            std::to_string(runs.size()) + " handler runs)"});
       }
     }
-    if (job.state == jobq::JobState::queued || job.state == jobq::JobState::active) {
+    if (job.state == jobq::JobState::queued || job.state == jobq::JobState::active ||
+        job.state == jobq::JobState::waiting) {
       ++stuck;
       example("job " + std::to_string(id) + " is left " + std::string(jobq::to_string(job.state)));
       continue;
@@ -744,12 +929,25 @@ int driver_main(Options opt, const std::string& self) {
     if (job.state == jobq::JobState::dead) {
       // Out of attempts, every one used by an expired lease: allowed when each is explained.
       ++dead;
+      if (of_dependency) {
+        ++dead_of_dependency;
+        if (std::any_of(job.depends_on.begin(), job.depends_on.end(), [&](jobq::JobId d) { return dead_explained.contains(d); })) {
+          dead_explained.insert(id);
+        } else {
+          ++dead_unexplained;
+          example("job " + std::to_string(id) + " died of a dependency (" + job.errors.front().message +
+                  ") but none of its dependencies died an explained death");
+        }
+        continue;
+      }
       if (runs.empty()) ++dead_without_run;
       if (!job_explained || job.attempts < opt.max_attempts ||
           static_cast<int>(job.errors.size()) < job.attempts) {
         ++dead_unexplained;
         example("job " + std::to_string(id) + " is dead after " + std::to_string(job.attempts) + " attempts and " +
                 std::to_string(job.errors.size()) + " errors, not all explained by expired leases of its holders");
+      } else {
+        dead_explained.insert(id);
       }
       continue;
     }
@@ -808,6 +1006,82 @@ int driver_main(Options opt, const std::string& self) {
     }
   }
 
+  // Flow mode: each flow is whole in the store, shaped as planned, and every run of a member
+  // with dependencies saw them all completed, with their results, after they had finished.
+  std::size_t flows_in_store = 0, flows_partial = 0, flow_shape_errors = 0;
+  std::size_t dependent_runs = 0, ran_early = 0, bad_results = 0, ran_before_finished = 0, unchecked = 0;
+  if (opt.worker.flows) {
+    std::map<jobq::JobId, std::vector<const jobq::JobRecord*>> by_flow;
+    for (const auto& [id, j] : final_jobs) {
+      if (j.flow_id == 0) {
+        ++flow_shape_errors;
+        example("job " + std::to_string(id) + " is in no flow");
+        continue;
+      }
+      by_flow[j.flow_id].push_back(&j);
+    }
+    flows_in_store = by_flow.size();
+    for (const auto& [flow_id, members] : by_flow) {
+      const auto size = members.front()->payload.value("size", std::size_t{0});
+      if (members.size() != size) {
+        ++flows_partial;
+        example("flow " + std::to_string(flow_id) + " has " + std::to_string(members.size()) + " of its " +
+                std::to_string(size) + " members in the store");
+      }
+      for (const auto* m : members) {
+        const bool same_flow = std::all_of(m->depends_on.begin(), m->depends_on.end(), [&](jobq::JobId d) {
+          const auto it = final_jobs.find(d);
+          return it != final_jobs.end() && it->second.flow_id == flow_id;
+        });
+        if (m->depends_on.size() != m->payload.value("deps", std::size_t{0}) || !same_flow) {
+          ++flow_shape_errors;
+          example("job " + std::to_string(m->id) + " of flow " + std::to_string(flow_id) + " depends on " +
+                  std::to_string(m->depends_on.size()) + " jobs, not the " + m->payload.value("deps", nlohmann::json()).dump() +
+                  " members planned");
+        }
+      }
+    }
+    std::set<std::pair<jobq::JobId, int>> checked;
+    for (const auto& d : ledgers.seen) {
+      ++dependent_runs;
+      checked.insert({d.id, d.attempt});
+      const auto it = final_jobs.find(d.id);
+      if (it == final_jobs.end()) continue;  // counted as lost
+      const auto& job = it->second;
+      if (d.deps != job.depends_on.size() || d.completed != d.deps) {
+        ++ran_early;
+        example("job " + std::to_string(d.id) + " attempt " + std::to_string(d.attempt) + " ran seeing " +
+                std::to_string(d.completed) + " of " + std::to_string(d.deps) + " dependencies completed (it has " +
+                std::to_string(job.depends_on.size()) + ")");
+      } else if (d.results != d.deps) {
+        ++bad_results;
+        example("job " + std::to_string(d.id) + " attempt " + std::to_string(d.attempt) + " saw " +
+                std::to_string(d.results) + " right results of " + std::to_string(d.deps));
+      }
+      // The store's word: no dependency finished after the dependent started (1 ms: rounding).
+      for (const auto dep : job.depends_on) {
+        const auto di = final_jobs.find(dep);
+        if (di == final_jobs.end() || !di->second.finished_at) continue;  // lost or stuck: counted
+        if (jobq::to_epoch_ms(*di->second.finished_at) > d.started_ms + 1) {
+          ++ran_before_finished;
+          example("job " + std::to_string(d.id) + " attempt " + std::to_string(d.attempt) + " started at " +
+                  std::to_string(d.started_ms) + " ms, before its dependency " + std::to_string(dep) + " finished at " +
+                  std::to_string(jobq::to_epoch_ms(*di->second.finished_at)) + " ms");
+        }
+      }
+    }
+    for (const auto& [id, j] : final_jobs) {
+      if (j.state == jobq::JobState::completed && !j.depends_on.empty() && !checked.contains({id, j.attempts})) {
+        ++unchecked;
+        example("job " + std::to_string(id) + " completed, but its final attempt recorded no dependencies");
+      }
+    }
+  }
+  const bool flows_ok = !opt.worker.flows ||
+                        (producer.error.empty() && producer.stored == flows.size() && flows_partial == 0 &&
+                         flow_shape_errors == 0 && ran_early == 0 && bad_results == 0 && ran_before_finished == 0 &&
+                         unchecked == 0);
+
   std::string integrity = "n/a";
 #if JOBQ_OPEN_WITH_SQLITE
   if (b == "sqlite") {
@@ -845,7 +1119,8 @@ int driver_main(Options opt, const std::string& self) {
                   dead_unexplained == 0 && expired_unexplained == 0 && expired_unmatched == 0 &&
                   completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
                   ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
-                  static_cast<int>(ids.size()) == opt.jobs && kills + restarts >= opt.min_faults;
+                  (opt.worker.flows || static_cast<int>(ids.size()) == opt.jobs) && flows_ok &&
+                  kills + restarts >= opt.min_faults;
   if (kills + restarts < opt.min_faults) {
     run.notes.push_back("only " + std::to_string(kills + restarts) + " faults were injected (--min-faults " +
                         std::to_string(opt.min_faults) + "): make the run longer or the kills more frequent");
@@ -900,6 +1175,24 @@ int driver_main(Options opt, const std::string& self) {
         {"dead", final_counts.dead}}},
       {"sqlite_integrity_check", integrity},
   };
+  if (opt.worker.flows) {
+    out["final_counts"]["waiting"] = final_counts.waiting;
+    out["flows"] = {{"planned", flows.size()},
+                    {"members_planned", planned_members},
+                    {"chord_size", opt.chord_size},
+                    {"stored", producer.stored},
+                    {"enqueue_retries", producer.retries},
+                    {"in_store", flows_in_store},
+                    {"partial", flows_partial},
+                    {"shape_errors", flow_shape_errors},
+                    {"dependent_runs_checked", dependent_runs},
+                    {"dependents_ran_early", ran_early},
+                    {"dependents_wrong_results", bad_results},
+                    {"dependents_started_before_a_dependency_finished", ran_before_finished},
+                    {"completed_dependents_unchecked", unchecked},
+                    {"dead_of_a_dependency", dead_of_dependency}};
+    if (!producer.error.empty()) out["producer_error"] = producer.error;
+  }
   if (count_errors > 0) out["driver_count_errors"] = count_errors;
   if (!read_error.empty()) out["read_error"] = read_error;
   if (!examples.empty()) out["examples"] = examples;
@@ -940,6 +1233,10 @@ int main(int argc, char** argv) {
   driver->add_option("--seed", opt.seed, "random seed (0: random)");
   driver->add_option("--dir", opt.dir, "ledger directory (default: a fresh temp dir, removed after a good run)");
   driver->add_flag("--keep", opt.keep, "keep the ledger directory");
+  driver->add_flag("--flows", opt.worker.flows,
+                   "flow mode: a producer enqueues chords and 3-queue chains (about --jobs members) during the drain");
+  driver->add_option("--chord-size", opt.chord_size, "flow mode: members per chord")->check(CLI::Range(1, 100'000));
+  driver->add_option("--flow-gap-ms", opt.flow_gap_ms, "flow mode: pause between two flows")->check(CLI::Range(0, 60'000));
 
   std::string url, schema, prefix, ledger;
   auto* worker = app.add_subcommand("worker", "one worker process (started by the driver)");
@@ -951,6 +1248,7 @@ int main(int argc, char** argv) {
   worker->add_option("--lease-ms", opt.worker.lease_ms);
   worker->add_option("--concurrency", opt.worker.concurrency);
   worker->add_option("--work-max-us", opt.worker.work_max_us);
+  worker->add_flag("--flows", opt.worker.flows);
   CLI11_PARSE(app, argc, argv);
 
   try {
