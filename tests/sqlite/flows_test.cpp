@@ -45,18 +45,10 @@ std::size_t drain(jobq::SqliteBackend& store, const std::string& queue, std::siz
 
 TEST_CASE("a schema 6 file is upgraded to 7: old jobs are in no flow, waiting is a state", "[sqlite][migrations][flow]") {
   TempDir dir;
-  const auto migrations = jobq::detail::sqlite::migrations();
-  REQUIRE(migrations.size() >= 7);
+  REQUIRE(jobq::detail::sqlite::migrations().size() >= 7);
   {
     RawDb raw(dir.file());
-    raw.exec("PRAGMA journal_mode = WAL");
-    raw.exec(
-        "CREATE TABLE jobq_schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-        "applied_at INTEGER NOT NULL)");
-    for (int v = 1; v <= 6; ++v) {
-      raw.exec(migrations[static_cast<std::size_t>(v - 1)].sql);
-      raw.exec("INSERT INTO jobq_schema_version VALUES (" + std::to_string(v) + ", 'old', 0)");
-    }
+    sqlite_test::write_old_schema(raw, 6);
     raw.exec(
         "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
         "backoff) VALUES ('old', 'noop', '{\"n\":1}', 'queued', 0, 3, 0, 0, '{\"kind\":\"fixed\",\"delay_ms\":0,\"jitter\":0.0}')");
