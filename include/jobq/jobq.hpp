@@ -9,6 +9,7 @@
 #include "jobq/cron.hpp"
 #include "jobq/error.hpp"
 #include "jobq/events.hpp"
+#include "jobq/flow.hpp"
 #include "jobq/forwarding_backend.hpp"
 #include "jobq/job.hpp"
 #include "jobq/json.hpp"
