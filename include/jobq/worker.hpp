@@ -216,8 +216,9 @@ struct NoHandler : std::runtime_error {
 /// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
 /// dead-letters, and shuts down gracefully.
 ///
-/// Threads: `concurrency` runners, one committer (successes, batched by group commit) and one
-/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). A runner with
+/// Threads: `concurrency` runners, one committer (successes, batched by group commit), one
+/// keeper (heartbeats, timeouts, expired-lease recovery, due schedules) and, with a retention,
+/// one pruner (a long prune never delays a heartbeat). A runner with
 /// nothing to run claims for all of them (one at a time: claim / wait_for_work, up to
 /// concurrency + prefetch jobs leased and not yet finished), so a job reaches its handler
 /// without a thread hand-off; successes go to the committer, which records them while the
@@ -291,6 +292,9 @@ class Worker {
     tasks_.reserve(window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
+    if (opt_.retention && opt_.prune_interval > Millis{0}) {
+      pruner_ = std::jthread([this](std::stop_token st) { prune_loop(st); });
+    }
     for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
   }
 
@@ -347,6 +351,8 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    pruner_.request_stop();
+    if (pruner_.joinable()) pruner_.join();
 
     std::lock_guard lock(mutex_);
     flights_.clear();
@@ -861,8 +867,7 @@ class Worker {
       steady::time_point next = steady::now();
     };
     std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
-                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
-                      Chore{opt_.retention ? opt_.prune_interval : Millis{0}, &Worker::prune}};
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -923,11 +928,21 @@ class Worker {
     }
   }
 
-  void prune() {
-    try {
-      for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
-    } catch (const std::exception& e) {
-      report(e);
+  // Its own thread: a prune of a large store can take seconds, and must not delay heartbeats.
+  void prune_loop(std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    while (!st.stop_requested()) {
+      for (const auto& q : opt_.queues) {
+        if (st.stop_requested()) return;
+        try {
+          backend_->prune(q, *opt_.retention);
+        } catch (const std::exception& e) {
+          report(e);
+        }
+      }
+      std::unique_lock lock(m);
+      cv.wait_for(lock, st, opt_.prune_interval, [] { return false; });
     }
   }
 
@@ -969,6 +984,7 @@ class Worker {
   std::vector<std::thread> runners_;
   std::thread committer_;
   std::jthread keeper_;
+  std::jthread pruner_;  // only with a retention and a prune interval
 
   std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
   std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed

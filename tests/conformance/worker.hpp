@@ -272,6 +272,56 @@ TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conf
   CHECK(q.get(id)->attempts == 1);
 }
 
+namespace conformance {
+/// A backend whose prune blocks until released: a prune of a huge store.
+template <class B>
+class StuckPrune : public jobq::ForwardingBackend<StuckPrune<B>> {
+ public:
+  explicit StuckPrune(B& b) : b_(&b) {}
+  B& wrapped() const { return *b_; }
+  std::size_t prune(const std::string& queue, const jobq::Retention& r) {
+    ++entered;
+    while (!released) std::this_thread::sleep_for(1ms);
+    return b_->prune(queue, r);
+  }
+  std::atomic<int> entered{0};
+  std::atomic<bool> released{false};
+
+ private:
+  B* b_;
+};
+}  // namespace conformance
+
+TEMPLATE_LIST_TEST_CASE("a prune that takes long does not hold up heartbeats", "[conformance][worker][retention]",
+                        Backends) {
+  TestType fx;
+  StuckPrune slow{fx.backend()};
+  jobq::Queue q{slow, "q"};
+  const auto id = q.enqueue(Greet{"long"});
+  auto opt = fast_worker(1);
+  opt.lease = 300ms;
+  opt.prune_interval = 10ms;
+  std::atomic<bool> started{false};
+  std::atomic<bool> finish{false};
+  jobq::Worker w{slow, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load() && slow.entered.load() > 0; }));
+  for (int i = 0; i < 3; ++i) {
+    fx.clock.advance(250ms);
+    const auto target = fx.clock.now() + 300ms;
+    CHECK(eventually([&] { return q.get(id)->lease_until == target; }, 10s));
+  }
+  finish = true;
+  slow.released = true;
+  w.stop();
+  CHECK(q.get(id)->state == JobState::completed);
+  CHECK(q.get(id)->attempts == 1);
+}
+
 TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
                         Backends) {
   auto&& [fx, b, q] = WorkerCase<TestType>{};
