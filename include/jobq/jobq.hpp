@@ -13,6 +13,7 @@
 #include "jobq/forwarding_backend.hpp"
 #include "jobq/job.hpp"
 #include "jobq/json.hpp"
+#include "jobq/log.hpp"
 #include "jobq/queue.hpp"
 #include "jobq/schedule.hpp"
 #include "jobq/time.hpp"
