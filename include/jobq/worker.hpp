@@ -743,7 +743,8 @@ class Worker {
     if (flight.timed_out) {
       ok = false;
       permanent = false;
-      error = "timed out after " + std::to_string(job.timeout.count()) + " ms";
+      // What the handler said on its way out (an isolated child killed) is kept after it.
+      error = "timed out after " + std::to_string(job.timeout.count()) + " ms" + (error.empty() ? "" : ": " + error);
     }
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
