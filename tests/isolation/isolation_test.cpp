@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <fstream>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -38,6 +39,11 @@ nlohmann::json misbehave(const Task& t, jobq::JobContext& ctx) {
   if (t.what == "segv") return *null_pointer;
   if (t.what == "abort") std::abort();
   if (t.what == "exit") std::_Exit(3);
+  if (t.what == "exit0") std::_Exit(0);
+  if (t.what == "sometimes") {
+    if (t.n % 100 == 99) return *null_pointer;
+    return t.n;
+  }
   if (t.what == "permanent") throw jobq::Permanent("bad input");
   if (t.what == "throw") throw std::runtime_error("flaky");
   if (t.what == "hog") {
@@ -70,6 +76,13 @@ int open_descriptors() {
     ::closedir(d);
   }
   return n;
+}
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 struct Case {
@@ -107,9 +120,13 @@ TEST_CASE("crashes, aborts and exits fail only their attempt, with errors a pers
   const auto abrt = c.q.enqueue(Task{"abort"}, {.max_attempts = 1});
   const auto exit3 = c.q.enqueue(Task{"exit"}, {.max_attempts = 1});
   const auto perm = c.q.enqueue(Task{"permanent"}, {.max_attempts = 5});
+  const auto exit0 = c.q.enqueue(Task{"exit0"}, {.max_attempts = 2, .backoff = jobq::Backoff::fixed(0ms)});
   const auto ok = c.q.enqueue(Task{"ok", 7});
+  std::vector<jobq::JobId> local;
+  for (int i = 0; i < 50; ++i) local.push_back(c.q.enqueue("local", i));
   jobq::Worker w{c.store, c.options()};
   w.handle<Task>(pool.handler<Task>());
+  w.handle("local", [](const nlohmann::json& n, jobq::JobContext&) { return n; });  // in a thread
   w.start();
 #if defined(__SANITIZE_ADDRESS__)
   // The sanitizers catch the fault themselves, report it and exit 1.
@@ -119,6 +136,11 @@ TEST_CASE("crashes, aborts and exits fail only their attempt, with errors a pers
 #endif
   CHECK(c.finished(abrt).errors.back().message == "handler killed by signal 6 (SIGABRT)");
   CHECK(c.finished(exit3).errors.back().message == "handler exited with status 3 without a result");
+  const auto e0 = c.finished(exit0);
+  CHECK(e0.state == jobq::JobState::dead);  // retried once, then out of attempts
+  CHECK(e0.attempts == 2);
+  CHECK(e0.errors.back().message == "handler exited with status 0 without a result");
+  for (auto id : local) CHECK(c.finished(id).state == jobq::JobState::completed);
   const auto p = c.finished(perm);
   CHECK(p.state == jobq::JobState::dead);  // Permanent in the child: dead now
   CHECK(p.attempts == 1);
@@ -196,7 +218,8 @@ TEST_CASE("limits: CPU time per attempt and memory, from the kernel's own rlimit
   auto pool = isolated().start({.cpu = 1s});
 #else
   auto pool = isolated().start({.memory_bytes = 256u << 20, .cpu = 1s});
-  const auto hog = c.q.enqueue(Task{"hog"}, {.max_attempts = 1});
+  const auto hog = c.q.enqueue(Task{"hog"}, {.max_attempts = 1});  // asks for 2 GiB and more
+  const auto rss_before = resident_bytes();
 #endif
   const auto spin = c.q.enqueue(Task{"spin"}, {.max_attempts = 1});
   const auto ok = c.q.enqueue(Task{"ok"});
@@ -205,10 +228,32 @@ TEST_CASE("limits: CPU time per attempt and memory, from the kernel's own rlimit
   w.start();
 #if !defined(__SANITIZE_ADDRESS__)
   CHECK(c.finished(hog).errors.back().message == "handler exceeded its memory limit (256 MiB)");
+  CHECK(resident_bytes() < rss_before + (64u << 20));  // the parent did not grow with it
 #endif
   CHECK(c.finished(spin).errors.back().message == "handler exceeded its CPU limit (1 s)");
   CHECK(c.finished(ok).state == jobq::JobState::completed);
   w.stop();
+}
+
+TEST_CASE("10,000 isolated jobs with a crash in every 100 are all accounted for", "[isolation][volume]") {
+  Case c;
+  auto pool = isolated().start();
+  std::vector<jobq::NewJob> batch;
+  for (int i = 0; i < 10'000; ++i) batch.push_back(c.q.make(Task{"sometimes", i}, {.max_attempts = 1}));
+  const auto ids = c.q.enqueue_many(batch);
+  jobq::Worker w{c.store, c.options(4)};
+  w.handle<Task>(pool.handler<Task>());
+  w.start();
+  REQUIRE(jobq_test::eventually([&] { return c.q.counts().completed + c.q.counts().dead == 10'000; }, 120s));
+  w.stop();
+  const auto counts = c.q.counts();
+  CHECK(counts.completed == 9'900);
+  CHECK(counts.dead == 100);
+  CHECK(counts.queued + counts.active == 0);
+  for (const auto& d : c.q.list(jobq::JobState::dead, {0, 200})) {
+    CHECK(d.payload.at("n").get<int>() % 100 == 99);
+  }
+  CHECK(pool.started() >= 100);  // every crash cost its child
 }
 
 TEST_CASE("a flow member in a child reads its dependencies' results", "[isolation][flow]") {
