@@ -134,6 +134,36 @@ TEST_CASE("a long chain dies down its length in one fail", "[sqlite][flow]") {
   CHECK(drain(store, "q") == 1'000);
 }
 
+TEST_CASE("a corrupted member made dead by claim kills its dependents and fires the error callback",
+          "[sqlite][flow][bad-input]") {
+  TempDir dir;
+  jobq::ManualClock clock;
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+  jobq::NewFlow f;
+  f.members = {{job_in("q", 1)}, {job_in("q", 2), {0}}, {job_in("q", 3), {0}, true}};
+  f.on_failure = job_in("errors");
+  const auto ids = store.enqueue_flow(f);
+  {
+    RawDb raw(dir.file());
+    raw.exec("UPDATE jobq_jobs SET payload = '{broken' WHERE id = " + std::to_string(ids[0]));
+  }
+  std::vector<jobq::JobNotice> seen;
+  auto sub = store.subscribe({}, [&](const jobq::JobNotice& n) { seen.push_back(n); });
+  CHECK(store.claim({{"q"}, 8, 30s}).empty());  // the broken row is not handed out
+  CHECK(store.get(ids[1])->state == JobState::dead);
+  CHECK_THAT(store.get(ids[1])->errors.at(0).message, Catch::StartsWith("dependency " + std::to_string(ids[0]) + " is dead: "));
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].kind == jobq::JobNotice::Kind::dead);
+  CHECK(seen[0].id == ids[1]);
+  // The one continuing on failure and the error callback are ready.
+  const auto got = store.claim({{"q", "errors"}, 8, 30s});
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].id == ids[2]);
+  CHECK(got[1].queue == "errors");
+  CHECK(got[1].flow_id == ids[0]);
+  CHECK(got[1].depends_on == std::vector<jobq::JobId>{ids[0]});
+}
+
 TEST_CASE("bench: a 20,000-member chord, enqueued and drained with claim(64) + complete_many", "[.bench][sqlite][flow]") {
   TempDir dir;
   jobq::SqliteBackend store{dir.file()};
