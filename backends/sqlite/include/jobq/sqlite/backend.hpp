@@ -154,6 +154,8 @@ class SqliteBackend {
       const auto t = to_epoch_ms(now_t);
       std::vector<bool> out;
       out.reserve(completions.size());
+      bool waiting = false;  // else no completion has a dependent to settle
+      if (auto w = c.query(detail::sqlite::sql::any_waiting, "complete"); w.step()) waiting = w.integer(0) != 0;
       for (std::size_t i = 0; i < completions.size(); ++i) {
         const auto& done = completions[i];
         if (done.lease_token.empty()) {
@@ -171,8 +173,7 @@ class SqliteBackend {
         } else {
           out.push_back(false);
         }
-        // One indexed probe of jobq_deps when the job is in no flow.
-        if (out.back()) detail::sqlite::settle_dependents(c, done.id, JobState::completed, {}, now_t, fx);
+        if (out.back() && waiting) detail::sqlite::settle_dependents(c, done.id, JobState::completed, {}, now_t, fx);
       }
       return out;
     });

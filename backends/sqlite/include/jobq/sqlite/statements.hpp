@@ -416,6 +416,10 @@ UPDATE jobq_flows SET fired = 1 WHERE id = ?1 AND fired = 0 RETURNING on_failure
 )sql";
 inline constexpr std::string_view disarm_on_failure = R"sql(UPDATE jobq_flows SET fired = 1 WHERE id = ?1)sql";
 
+// Whether any job waits: without one, no completion has a dependent to settle (complete_many
+// asks once per transaction instead of probing jobq_deps per job).
+inline constexpr std::string_view any_waiting = R"sql(SELECT EXISTS (SELECT 1 FROM jobq_waiting))sql";
+
 // jobq_deps' primary key, then each waiting dependent by its id (CROSS JOIN keeps that order).
 // continue_on_failure and queue come before depends_on in the row: no overflow page is read.
 inline constexpr std::string_view waiting_dependents = R"sql(
