@@ -197,4 +197,18 @@ TEST_CASE("bench: a 20,000-member chord, enqueued and drained with claim(64) + c
   const auto u2 = std::chrono::steady_clock::now();
   std::printf("20001 plain jobs: enqueue_many %.0f ms, drain %.0f ms (%.0f jobs/s)\n", ms(u1 - u0), ms(u2 - u1),
               20'001 / (ms(u2 - u1) / 1000.0));
+  // The other way round: one root, 20,000 members after it, all released by its completion.
+  jobq::Flow fan;
+  const auto root = fan.add(job_in("f", 0));
+  std::vector<jobq::NewJob> after;
+  for (int i = 0; i < 20'000; ++i) after.push_back(job_in("f", i));
+  fan.group(std::move(after), {root});
+  store.enqueue_flow(fan.spec());
+  auto head = store.claim({{"f"}, 1, 30s});
+  REQUIRE(head.size() == 1);
+  const auto v0 = std::chrono::steady_clock::now();
+  CHECK(store.complete(head[0].id, head[0].lease_token, nullptr));
+  const auto v1 = std::chrono::steady_clock::now();
+  CHECK(store.counts("f").queued == 20'000);
+  std::printf("fan-out of 20000 after one root: the root's complete %.0f ms\n", ms(v1 - v0));
 }
