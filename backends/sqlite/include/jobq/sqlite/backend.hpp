@@ -263,7 +263,7 @@ class SqliteBackend {
       fx = {};
       const auto t = now();
       Recovered rec;
-      std::vector<std::pair<JobId, JobId>> died;  // (job, flow) of dead flow members
+      std::vector<std::pair<JobId, JobId>> dead_members;  // (job, flow)
       {
         auto s = c.query(detail::sqlite::sql::recover_expired, "recover expired leases");
         s.bind(1, to_epoch_ms(t)).bind(2, lease_expired_message);
@@ -272,10 +272,10 @@ class SqliteBackend {
           (retried ? rec.retried : rec.dead) += 1;
           notices.push_back({retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, s.integer(1), s.text(2),
                              static_cast<int>(s.integer(3)), 0, lease_expired_message});
-          if (!retried && !s.is_null(4)) died.emplace_back(s.integer(1), s.integer(4));
+          if (!retried && !s.is_null(4)) dead_members.emplace_back(s.integer(1), s.integer(4));
         }
       }
-      for (const auto& [id, flow_id] : died) detail::sqlite::died(c, id, flow_id, lease_expired_message, t, fx);
+      for (const auto& [id, flow_id] : dead_members) detail::sqlite::died(c, id, flow_id, lease_expired_message, t, fx);
       return rec;
     });
     if (r.retried > 0) notify();
