@@ -349,8 +349,10 @@ BEGIN
       IF NEW.state = 'cancelled' THEN
         v_msg := 'dependency ' || NEW.id || ' was cancelled';
       ELSE
+        -- the root cause, not nested (dead_dependency_error): a chain's texts stay short
         v_msg := 'dependency ' || NEW.id || ' is dead: ' ||
-                 coalesce(NEW.errors -> (jsonb_array_length(NEW.errors) - 1) ->> 'message', '');
+                 regexp_replace(coalesce(NEW.errors -> (jsonb_array_length(NEW.errors) - 1) ->> 'message', ''),
+                                '^dependency [0-9]+ is dead: ', '');
       END IF;
       UPDATE "{schema}".jobs SET state = CASE NEW.state WHEN 'cancelled' THEN 'cancelled' ELSE 'dead' END,
              finished_at = v_t, pending = 0,
