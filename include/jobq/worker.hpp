@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/log.hpp"
 #include "jobq/schedule.hpp"
 
 namespace jobq {
@@ -50,11 +51,70 @@ struct JobEvent {
   std::string message{};      ///< the progress message (progress events)
 };
 
+/// @brief One on_event observer that calls each of `observers` in turn, empty ones skipped:
+/// `.on_event = jobq::fan_out({metrics.observer(), my_hook})`.
+inline std::function<void(const JobEvent&)> fan_out(std::vector<std::function<void(const JobEvent&)>> observers) {
+  std::erase_if(observers, [](const auto& f) { return !f; });
+  return [all = std::move(observers)](const JobEvent& e) {
+    for (const auto& f : all) f(e);
+  };
+}
+
+/// @brief The event kind's name ("started", "completed", ...).
+constexpr std::string_view to_string(JobEvent::Kind k) noexcept {
+  switch (k) {
+    case JobEvent::Kind::started: return "started";
+    case JobEvent::Kind::completed: return "completed";
+    case JobEvent::Kind::failed: return "failed";
+    case JobEvent::Kind::retried: return "retried";
+    case JobEvent::Kind::dead: return "dead";
+    case JobEvent::Kind::lost_lease: return "lost_lease";
+    case JobEvent::Kind::progress: return "progress";
+  }
+  return "unknown";
+}
+
+/// @brief The level the Worker logs an event at: started and progress debug, completed and
+/// retried info, failed and lost_lease warning, dead error.
+constexpr LogLevel log_level_of(JobEvent::Kind k) noexcept {
+  switch (k) {
+    case JobEvent::Kind::started:
+    case JobEvent::Kind::progress: return LogLevel::debug;
+    case JobEvent::Kind::completed:
+    case JobEvent::Kind::retried: return LogLevel::info;
+    case JobEvent::Kind::failed:
+    case JobEvent::Kind::lost_lease: return LogLevel::warning;
+    case JobEvent::Kind::dead: return LogLevel::error;
+  }
+  return LogLevel::info;
+}
+
+/// @brief One line about an event: "job 42 send-email (emails): failed on attempt 2 after
+/// 15 ms: timeout".
+inline std::string describe(const JobEvent& e) {
+  std::string s = "job " + std::to_string(e.id) + " " + e.name + " (" + e.queue + "): ";
+  const auto ms = " after " + std::to_string(e.duration.count()) + " ms";
+  const auto attempt = std::to_string(e.attempt);
+  switch (e.kind) {
+    case JobEvent::Kind::started: s += "started attempt " + attempt; break;
+    case JobEvent::Kind::completed: s += "completed on attempt " + attempt + ms; break;
+    case JobEvent::Kind::failed: s += "failed on attempt " + attempt + ms + ": " + e.error; break;
+    case JobEvent::Kind::retried: s += "will be retried (attempt " + attempt + " failed)"; break;
+    case JobEvent::Kind::dead: s += "dead after attempt " + attempt + ": " + e.error; break;
+    case JobEvent::Kind::lost_lease: s += "lease lost on attempt " + attempt + ": its outcome was not recorded"; break;
+    case JobEvent::Kind::progress:
+      s += "progress " + std::to_string(e.progress) + "%";
+      if (!e.message.empty()) s += ": " + e.message;
+      break;
+  }
+  return s;
+}
+
 /// @brief Options of a Worker.
 struct WorkerOptions {
   std::vector<std::string> queues{};   ///< queues to claim from (at least one)
   int concurrency = 1;                 ///< handler threads
-  int prefetch = -1;                   ///< extra jobs leased ahead of free threads; -1 = concurrency
+  int prefetch = -1;                   ///< extra jobs leased ahead of busy threads; -1 = adaptive (see Worker)
   Millis lease{30'000};                ///< lease per claim; renewed by heartbeats
   Millis heartbeat_interval{0};        ///< 0 = lease / 3
   Millis poll_interval{1'000};         ///< longest single wait for work (a wake-up cuts it short)
@@ -66,11 +126,14 @@ struct WorkerOptions {
   /// finished state and queue; nullopt keeps everything.
   std::optional<Retention> retention = Retention{.max_jobs = 100'000};
   Millis prune_interval{60'000};       ///< how often to prune (the first right at start); 0 = never
-  /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
+  /// Called with errors the loops survive (backend down, ...). Default: logged at error level.
   std::function<void(const std::exception&)> on_error{};
-  /// Called on worker threads for every JobEvent (metrics, logs); must be thread-safe and quick.
-  /// Exceptions it throws go to on_error. Default: none.
+  /// Called on worker threads for every JobEvent (metrics, custom hooks); must be thread-safe and
+  /// quick. Exceptions it throws go to on_error. Default: none. Several: jobq::fan_out.
   std::function<void(const JobEvent&)> on_event{};
+  /// One line per job event at its level (log_level_of) and per surviving error. Default:
+  /// warnings and errors to stderr with time, level and job; {.level = LogLevel::off} silences.
+  Logger log = stderr_logger();
 };
 
 /// @brief Per-handler options.
@@ -86,6 +149,7 @@ struct WorkerStats {
   std::uint64_t dead = 0;         ///< jobs moved to dead by this worker
   std::uint64_t lost_leases = 0;  ///< results refused because the lease was no longer ours
   std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
+  std::uint64_t prefetch = 0;     ///< jobs it may lease ahead of busy threads, now (adaptive: as sized)
 };
 
 /// @brief A finished (or failed) dependency of a flow member, as its handler sees it.
@@ -216,8 +280,9 @@ struct NoHandler : std::runtime_error {
 /// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
 /// dead-letters, and shuts down gracefully.
 ///
-/// Threads: `concurrency` runners, one committer (successes, batched by group commit) and one
-/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). A runner with
+/// Threads: `concurrency` runners, one committer (successes, batched by group commit), one
+/// keeper (heartbeats, timeouts, expired-lease recovery, due schedules) and, with a retention,
+/// one pruner (a long prune never delays a heartbeat). A runner with
 /// nothing to run claims for all of them (one at a time: claim / wait_for_work, up to
 /// concurrency + prefetch jobs leased and not yet finished), so a job reaches its handler
 /// without a thread hand-off; successes go to the committer, which records them while the
@@ -230,9 +295,12 @@ class Worker {
     if (opt_.queues.empty()) throw InvalidArgument("worker: no queues given");
     for (const auto& q : opt_.queues) validate_queue_name(q);
     if (opt_.concurrency < 1) throw InvalidArgument("worker: concurrency must be at least 1");
-    if (opt_.prefetch < 0) opt_.prefetch = opt_.concurrency;
-    window_ = static_cast<std::size_t>(opt_.concurrency) + static_cast<std::size_t>(opt_.prefetch);
-    max_uncommitted_ = std::max<std::size_t>(1'024, 4 * window_);
+    adaptive_ = opt_.prefetch < 0;
+    const auto c = static_cast<std::size_t>(opt_.concurrency);
+    // Adaptive: start as the fixed default did (prefetch = concurrency) until measured.
+    window_ = c + (adaptive_ ? c : static_cast<std::size_t>(opt_.prefetch));
+    max_window_ = adaptive_ ? c + std::max(c, kMaxAdaptivePrefetch) : window_;
+    max_uncommitted_ = std::max<std::size_t>(1'024, 4 * max_window_);
     if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
     check_duration(opt_.lease, "worker: lease");
     check_duration(std::max(opt_.heartbeat_interval, Millis{0}), "worker: heartbeat_interval");
@@ -244,8 +312,13 @@ class Worker {
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
     if (!opt_.on_error) {
-      opt_.on_error = [](const std::exception& e) { std::cerr << "jobq worker: " << e.what() << '\n'; };
+      opt_.on_error = [log = opt_.log](const std::exception& e) {
+        if (!log.enabled(LogLevel::error)) return;
+        const std::string text = std::string("worker: ") + e.what();
+        log.write({LogLevel::error, text, nullptr});
+      };
     }
+    observe_ = opt_.on_event || opt_.log.enabled(LogLevel::error);
   }
 
   Worker(const Worker&) = delete;
@@ -288,9 +361,12 @@ class Worker {
     if (running_) return;
     running_ = true;
     fetch_stop_ = std::stop_source{};
-    tasks_.reserve(window_);  // never reallocated while running (a Task is large to move)
+    tasks_.reserve(max_window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
+    if (opt_.retention && opt_.prune_interval > Millis{0}) {
+      pruner_ = std::jthread([this](std::stop_token st) { prune_loop(st); });
+    }
     for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
   }
 
@@ -347,6 +423,8 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    pruner_.request_stop();
+    if (pruner_.joinable()) pruner_.join();
 
     std::lock_guard lock(mutex_);
     flights_.clear();
@@ -414,6 +492,8 @@ class Worker {
     s.dead = dead_.load();
     s.lost_leases = lost_leases_.load();
     s.in_flight = in_flight();
+    std::lock_guard lock(mutex_);
+    s.prefetch = window_ - static_cast<std::size_t>(opt_.concurrency);
     return s;
   }
 
@@ -567,12 +647,40 @@ class Worker {
     }
   }
 
+  // An exponentially weighted mean (1/8 new): racing updates may lose one sample, which only
+  // makes the mean a little older.
+  static void observe(std::atomic<double>& mean, std::chrono::steady_clock::duration d) noexcept {
+    const double ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    const double old = mean.load(std::memory_order_relaxed);
+    mean.store(old == 0 ? ns : old + (ns - old) / 8, std::memory_order_relaxed);
+  }
+
+  // Adaptive prefetch: lease ahead what the runners will start during two claim round trips
+  // (so a claim in flight never leaves a runner idle), at least 1, at most kMaxAdaptivePrefetch,
+  // and never more than the runners start within a quarter of the lease (a leased job must not
+  // wait so long that its lease runs out). Slow handlers therefore lease almost nothing ahead
+  // (no hoarding: other workers get their share) and fast ones lease deep batches, which is
+  // what round trips need.
+  void resize_window_locked() {
+    const double handler = handler_ns_.load(std::memory_order_relaxed);
+    const double claim = claim_ns_.load(std::memory_order_relaxed);
+    if (handler <= 0 || claim <= 0) return;  // not measured yet
+    const double c = static_cast<double>(opt_.concurrency);
+    const double per_job = std::max(handler, 1'000.0);  // 1 µs: a no-op handler's floor
+    const double lease_ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(opt_.lease).count());
+    const double cap = std::min(static_cast<double>(kMaxAdaptivePrefetch), c * lease_ns / 4 / per_job);
+    const double want = std::clamp(2 * c * claim / per_job, 1.0, std::max(1.0, cap));
+    window_ = opt_.concurrency + static_cast<std::size_t>(want);
+  }
+
   // One claim for `free` slots by the runner that set fetching_; waits for work when there is none.
   void fetch(std::size_t free) {
     retired_spare_.clear();  // keeps the vectors' capacity
     const auto st = fetch_stop_.get_token();
     try {
+      const auto asked = std::chrono::steady_clock::now();
       auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
+      if (!jobs.empty()) observe(claim_ns_, std::chrono::steady_clock::now() - asked);
       fetch_backoff_ = Millis{50};
       if (jobs.empty()) {
         // A backend may wake us while nothing can be claimed (a rate limit or a full group
@@ -592,7 +700,7 @@ class Worker {
           auto f = std::make_shared<Flight>();
           f->id = j.id;
           f->token = j.lease_token;
-          if (opt_.on_event) {
+          if (observe_) {
             f->queue = j.queue;
             f->name = j.name;
             f->attempt = j.attempts;
@@ -600,6 +708,7 @@ class Worker {
           flights_[j.id] = f;
           tasks_.push_back(Task{std::move(j), std::move(f)});
         }
+        if (adaptive_) resize_window_locked();
       }
     } catch (const std::exception& e) {
       report(e);
@@ -627,14 +736,10 @@ class Worker {
       if (flight.released) return false;
       try {
         const bool ok = backend_->set_progress(job.id, flight.token, pct, msg);
-        if (ok && opt_.on_event) {
+        if (ok && observe_) {
           JobEvent e{JobEvent::Kind::progress, job.id, job.queue, job.name, job.attempts, Millis{0}, {},
                      std::clamp(pct, 0, 100), msg};
-          try {
-            opt_.on_event(e);
-          } catch (const std::exception& ex) {
-            report(ex);
-          }
+          publish(e);
         }
         return ok;
       } catch (const std::exception& e) {
@@ -669,11 +774,14 @@ class Worker {
     } catch (...) {
       error = "handler threw a non-standard exception";
     }
-    flight.ran = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - flight.started);
+    const auto ran = std::chrono::steady_clock::now() - flight.started;
+    flight.ran = std::chrono::duration_cast<Millis>(ran);
+    if (adaptive_) observe(handler_ns_, ran);
     if (flight.timed_out) {
       ok = false;
       permanent = false;
-      error = "timed out after " + std::to_string(job.timeout.count()) + " ms";
+      // What the handler said on its way out (an isolated child killed) is kept after it.
+      error = "timed out after " + std::to_string(job.timeout.count()) + " ms" + (error.empty() ? "" : ": " + error);
     }
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
@@ -822,12 +930,29 @@ class Worker {
   }
 
   void emit(const Flight& f, JobEvent::Kind kind, const std::string& error = {}) noexcept {
-    if (!opt_.on_event) return;
+    if (!observe_) return;
     try {
-      opt_.on_event(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
-                             kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
-    } catch (const std::exception& ex) {
-      report(ex);
+      publish(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
+                       kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
+    } catch (...) {
+    }
+  }
+
+  // To on_event and the log; neither may stop the worker.
+  void publish(const JobEvent& e) noexcept {
+    if (opt_.on_event) {
+      try {
+        opt_.on_event(e);
+      } catch (const std::exception& ex) {
+        report(ex);
+      } catch (...) {
+      }
+    }
+    const auto level = log_level_of(e.kind);
+    if (!opt_.log.enabled(level)) return;
+    try {
+      const auto text = describe(e);
+      opt_.log.write({level, text, &e});
     } catch (...) {
     }
   }
@@ -861,8 +986,7 @@ class Worker {
       steady::time_point next = steady::now();
     };
     std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
-                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
-                      Chore{opt_.retention ? opt_.prune_interval : Millis{0}, &Worker::prune}};
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -923,17 +1047,28 @@ class Worker {
     }
   }
 
-  void prune() {
-    try {
-      for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
-    } catch (const std::exception& e) {
-      report(e);
+  // Its own thread: a prune of a large store can take seconds, and must not delay heartbeats.
+  void prune_loop(std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    while (!st.stop_requested()) {
+      for (const auto& q : opt_.queues) {
+        if (st.stop_requested()) return;
+        try {
+          backend_->prune(q, *opt_.retention);
+        } catch (const std::exception& e) {
+          report(e);
+        }
+      }
+      std::unique_lock lock(m);
+      cv.wait_for(lock, st, opt_.prune_interval, [] { return false; });
     }
   }
 
   B* backend_;
   WorkerOptions opt_;
   std::unordered_map<std::string, Handler> handlers_;  // read-only once running
+  bool observe_ = false;  // events go somewhere: on_event or a log that takes at least errors
 
   mutable std::mutex mutex_;
   std::condition_variable_any slots_cv_;   // a flight finished
@@ -944,7 +1079,12 @@ class Worker {
   Retired retired_;  // from the committer, to be freed by the next runner that claims
   std::vector<Task> tasks_;   // claimed, not started: a FIFO from tasks_head_
   std::size_t tasks_head_ = 0;
-  std::size_t window_ = 0;                   // concurrency + prefetch
+  std::size_t window_ = 0;                   // concurrency + prefetch (adaptive: resized per claim)
+  std::size_t max_window_ = 0;               // the largest window_ can be
+  bool adaptive_ = false;                    // prefetch < 0
+  static constexpr std::size_t kMaxAdaptivePrefetch = 512;
+  std::atomic<double> handler_ns_{0};        // mean handler time (adaptive)
+  std::atomic<double> claim_ns_{0};          // mean claim round trip (adaptive)
   static constexpr std::size_t kCommitBatchTarget = 64;            // no linger from this size on
   static constexpr std::chrono::microseconds kCommitLinger{200};  // see commit_loop
   std::size_t max_uncommitted_ = 0;          // successes the committer may fall behind by
@@ -969,6 +1109,7 @@ class Worker {
   std::vector<std::thread> runners_;
   std::thread committer_;
   std::jthread keeper_;
+  std::jthread pruner_;  // only with a retention and a prune interval
 
   std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
   std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed
