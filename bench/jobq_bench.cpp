@@ -8,7 +8,7 @@
 //   W4  enqueue-to-handler-start latency on an idle worker, 200 samples 20 ms apart
 //   W5  a chord of N = 20,000 no-op members plus a callback (one enqueue_flow), drained at
 //       concurrency 16 until the callback's completion is recorded; (N + 1) / seconds, and the
-//       ratio to W3's median at concurrency 16 in the same run (W3 runs there for it if needed)
+//       median ratio to a W3 drain at concurrency 16 run right before each repetition
 //
 // Usage: jobq-bench --backend memory|sqlite|postgres|redis [--url URL] [--workloads W1,W3]
 //                   [--reps 3] [--scale 1.0]
@@ -233,16 +233,13 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     for (int i = 0; i < reps; ++i) r.push_back(w2_enqueue_bulk(target, n, 1000));
     print(name, "W2", {{"n", n}, {"batch", 1000}}, r, "jobs/s");
   }
-  std::map<int, double> w3_median;  // by concurrency, for W5's ratio
-  const auto w3 = [&](int c) {
-    std::vector<double> r;
-    for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
-    print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
-          "jobs/s");
-    w3_median[c] = median(r);
-  };
   if (wants("W3")) {
-    for (int c : g_concurrency) w3(c);
+    for (int c : g_concurrency) {
+      std::vector<double> r;
+      for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
+      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
+            "jobs/s");
+    }
   }
   if (wants("W4")) {
     std::vector<double> p50, p99;
@@ -256,13 +253,18 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     print(name, "W4-p99", {{"samples", samples}, {"gap_ms", 20}}, p99, "ms");
   }
   if (wants("W5")) {
+    // Each repetition is paired with a W3 drain at the same concurrency right before it, so the
+    // ratio compares runs under the same machine load.
     constexpr int c = 16;
-    if (!w3_median.contains(c)) w3(c);
-    std::vector<double> r;
-    for (int i = 0; i < reps; ++i) r.push_back(w5_chord(target, scaled(20'000), c));
-    const double ratio = w3_median[c] > 0 ? median(r) / w3_median[c] : 0;
-    print(name, "W5", {{"members", scaled(20'000)}, {"concurrency", c}, {"ratio_to_w3", std::round(ratio * 1000) / 1000}},
-          r, "jobs/s");
+    const int n = scaled(20'000);
+    std::vector<double> r, w3, ratios;
+    for (int i = 0; i < reps; ++i) {
+      w3.push_back(w3_drain(target, n, c));
+      r.push_back(w5_chord(target, n, c));
+      ratios.push_back(r.back() / w3.back());
+    }
+    print(name, "W5", {{"members", n}, {"concurrency", c}, {"w3_paired", std::round(median(w3))},
+                       {"ratio_to_w3", std::round(median(ratios) * 1000) / 1000}}, r, "jobs/s");
   }
 }
 
