@@ -317,7 +317,9 @@ class RedisBackend {
   }
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the
-  /// newest retention.max_jobs of each finished state; in batches of 1000, one script each.
+  /// newest retention.max_jobs of each finished state (jobs outside flows); in batches of 1000,
+  /// one script each. Then the whole flows with a member here whose members are all finished
+  /// and past retention, in every queue they live in (prune_flows).
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     constexpr std::size_t batch = 1000;
@@ -337,7 +339,8 @@ class RedisBackend {
       total += reply->elements;
       if (reply->elements < batch) break;
     }
-    return total;
+    const auto t = now();
+    return total + prune_flows(queue, {cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t)});
   }
 
   /// @brief A page of a queue's jobs in one state, by id.
@@ -725,17 +728,72 @@ class RedisBackend {
     const auto reply = call(true, "flow", Script::flow_home, *home, [&](bool) {
       return Args{std::to_string(job->flow_id), stop ? "1" : "0"};
     });
-    std::vector<std::pair<JobId, std::string>> out;
-    const auto list = text(reply.get());
-    for (std::size_t pos = 0; pos < list.size();) {
-      const auto sp = std::min(list.find(' ', pos), list.size());
-      const auto tag = list.substr(pos, sp - pos);
-      pos = sp + 1;
-      const auto colon = tag.find(':');
-      if (tag.empty() || colon == std::string_view::npos) continue;
-      out.emplace_back(detail::redis::to_i64(tag.substr(0, colon)), std::string(tag.substr(colon + 1)));
+    return std::pair{job->flow_id, detail::redis::parse_members(text(reply.get()))};
+  }
+
+  // prune's flows: candidates from `queue` (flow_prunable), each checked in every queue of its
+  // members (flow_expired), then deleted queue by queue, the home queue last with the flow-wide
+  // data (flow_drop). `cuts`: the cutoffs of completed, dead, cancelled. Returns jobs deleted.
+  std::size_t prune_flows(const std::string& queue, const Args& cuts) {
+    constexpr std::size_t batch = 100;
+    std::size_t total = 0;
+    for (;;) {
+      Args argv = cuts;
+      argv.push_back(std::to_string(batch));
+      const auto fids = call(true, "prune", Script::flow_prunable, queue, [&](bool) { return argv; });
+      std::size_t deleted = 0;
+      for (std::size_t i = 0; i < fids->elements; ++i) {
+        deleted += prune_flow(detail::redis::to_i64(text(fids->element[i])), cuts);
+      }
+      total += deleted;
+      if (fids->elements < batch || deleted == 0) break;
     }
-    return std::pair{job->flow_id, std::move(out)};
+    return total;
+  }
+
+  std::size_t prune_flow(JobId fid, const Args& cuts) {
+    const auto home = queue_of(fid);
+    if (!home) return 0;
+    const auto list = call(true, "prune", Script::flow_home, *home, [&](bool) { return Args{std::to_string(fid), "0"}; });
+    std::vector<std::string> queues;
+    std::vector<Args> ids;
+    for (const auto& [member, q] : detail::redis::parse_members(text(list.get()))) {
+      auto at = std::find(queues.begin(), queues.end(), q);
+      if (at == queues.end()) {
+        queues.push_back(q);
+        ids.emplace_back();
+        at = std::prev(queues.end());
+      }
+      ids[static_cast<std::size_t>(at - queues.begin())].push_back(std::to_string(member));
+    }
+    if (queues.empty()) return 0;
+    const auto expired = run(true, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      for (std::size_t k = 0; k < queues.size(); ++k) {
+        Args argv = cuts;
+        argv.insert(argv.end(), ids[k].begin(), ids[k].end());
+        cmds.push_back(scripts_.cmd(Script::flow_expired, keys_for(queues[k], Script::flow_expired), std::move(argv)));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    for (const auto& r : expired) {
+      expect_ok(r, "prune");
+      if (detail::redis::reply_int(r.get(), "prune") != 1) return 0;
+    }
+    std::size_t n = 0;
+    const auto drop = [&](std::size_t k, bool is_home) {
+      Args argv{std::to_string(fid), is_home ? "1" : ""};
+      argv.insert(argv.end(), ids[k].begin(), ids[k].end());
+      const auto r = call(true, "prune", Script::flow_drop, queues[k], [&](bool) { return argv; });
+      if (r->elements > 0) forget_pruned(r);
+      n += r->elements;
+    };
+    for (std::size_t k = 0; k < queues.size(); ++k) {
+      if (queues[k] != *home) drop(k, false);
+    }
+    const auto h = std::find(queues.begin(), queues.end(), *home);
+    if (h != queues.end()) drop(static_cast<std::size_t>(h - queues.begin()), true);
+    return n;
   }
 
   // The jobs `ids` of queues `queues` (nullopt: none), one fetch_many per queue in one round trip.

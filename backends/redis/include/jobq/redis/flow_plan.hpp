@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "jobq/flow.hpp"
@@ -84,6 +85,20 @@ inline std::vector<FlowWrite> plan_flow(const NewFlow& flow, const std::vector<J
                        dependents[i], t, payloads[i], nonce);
   }
   std::rotate(out.begin(), out.begin() + 1, out.end());  // the home queue (first seen) last
+  return out;
+}
+
+/// @brief A flow's member list as the home slot keeps it ("<id>:<queue> ..."): (id, queue) pairs.
+inline std::vector<std::pair<JobId, std::string>> parse_members(std::string_view list) {
+  std::vector<std::pair<JobId, std::string>> out;
+  for (std::size_t pos = 0; pos < list.size();) {
+    const auto sp = std::min(list.find(' ', pos), list.size());
+    const auto tag = list.substr(pos, sp - pos);
+    pos = sp + 1;
+    const auto colon = tag.find(':');
+    if (tag.empty() || colon == std::string_view::npos) continue;
+    out.emplace_back(to_i64(tag.substr(0, colon)), std::string(tag.substr(colon + 1)));
+  }
   return out;
 }
 

@@ -183,4 +183,94 @@ end
 return out
 )lua";
 
+// flow_prunable: the flows with a finished member here that is past the retention of its state
+// (candidates: flow_expired then checks every member). ARGV: cutoff for completed, dead,
+// cancelled (finished_at strictly before it; '' keeps forever), most flows to return. Returns
+// flow ids. Walks Q:fdone oldest first, at most 50,000 entries per call.
+inline constexpr std::string_view flow_prunable = R"lua(
+-- keys: STATE MEMBER FDONE NONE
+errors().check_types(1)
+local cut = {completed = ARGV[1], dead = ARGV[2], cancelled = ARGV[3]}
+local want = tonumber(ARGV[4])
+local latest = nil
+for _, c in pairs(cut) do
+  if c ~= '' and (not latest or tonumber(c) > latest) then latest = tonumber(c) end
+end
+if not latest then return {} end
+local out, seen = {}, {}
+for start = 0, 49000, 1000 do
+  local ids = redis.call('ZRANGEBYSCORE', key(1, FDONE), '-inf', '(' .. int(latest), 'LIMIT', start, 1000)
+  if #ids == 0 then break end
+  local fids = mget(key(1, MEMBER), ids)
+  for i, id in ipairs(ids) do
+    local fid = fids[i]
+    if fid and not seen[fid] then
+      local raw = redis.call('HGET', key(1, STATE), id)
+      local h = raw and parse_hot(1, id, raw)
+      local c = h and cut[h.state]
+      if c and c ~= '' and tonumber(h.finished_at) < tonumber(c) then
+        seen[fid] = true
+        out[#out + 1] = fid
+        if #out >= want then return out end
+      end
+    end
+  end
+end
+return out
+)lua";
+
+// flow_expired: whether every listed member of this queue is finished and past the retention
+// of its state (a member already gone counts as such). ARGV: the three cutoffs as in
+// flow_prunable, then ids. Returns 1 or 0.
+inline constexpr std::string_view flow_expired = R"lua(
+-- keys: STATE NONE
+errors().check_types(1)
+local cut = {completed = ARGV[1], dead = ARGV[2], cancelled = ARGV[3]}
+for i = 4, #ARGV do
+  local raw = redis.call('HGET', key(1, STATE), ARGV[i])
+  if raw then
+    local h = parse_hot(1, ARGV[i], raw)
+    local c = cut[h.state]
+    if not c or c == '' or tonumber(h.finished_at) >= tonumber(c) then return 0 end
+  end
+end
+return 1
+)lua";
+
+// flow_drop: deletes a flow's members of this queue, all or none (none when one of them is no
+// longer finished: re-driven since flow_expired looked), and in the home slot the flow-wide
+// data (called there last). ARGV: flow id, home ('1' or ''), ids. Returns the deleted ids.
+inline constexpr std::string_view flow_drop = R"lua(
+errors().check_types(1)
+local hs = {}
+for i = 3, #ARGV do
+  local raw = redis.call('HGET', key(1, STATE), ARGV[i])
+  local h = raw and parse_hot(1, ARGV[i], raw)
+  if h and (h.state == 'queued' or h.state == 'active' or h.state == 'waiting') then return {} end
+  hs[i] = h
+end
+local deleted = {}
+for i = 3, #ARGV do
+  local id, h = ARGV[i], hs[i]
+  if h then
+    local doc = redis.call('HGET', key(1, JOBS), id)
+    local ok, d = pcall(cjson.decode, doc or '')
+    local fields = {id .. ':0'}
+    if ok and type(d) == 'table' and type(d.depends_on) == 'string' then
+      for dep in string.gmatch(d.depends_on, '%d+') do fields[#fields + 1] = id .. ':' .. dep end
+    end
+    redis.call('HDEL', key(1, RESOLVED), unpack(fields))
+    for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS, MEMBER, PENDING, DEPENDENTS}) do
+      redis.call('HDEL', key(1, k), id)
+    end
+    redis.call('ZREM', key(1, IDS[h.state]), id)
+    redis.call('ZREM', key(1, FDONE), id)
+    redis.call('ZREM', key(1, DONE[h.state]), id)
+    deleted[#deleted + 1] = id
+  end
+end
+if ARGV[2] == '1' then redis.call('HDEL', key(1, FLOWS), ARGV[1] .. ':m', ARGV[1] .. ':f', ARGV[1] .. ':x') end
+return deleted
+)lua";
+
 }  // namespace jobq::detail::redis::lua

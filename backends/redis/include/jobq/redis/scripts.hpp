@@ -25,7 +25,8 @@ namespace jobq::detail::redis {
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
   cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
-  flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, count_
+  flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
+  flow_expired, flow_drop, count_
 };
 
 /// @brief A script: its id, its name (for messages) and its body (see lua_linker.hpp).
@@ -63,6 +64,9 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::flow_home, "flow_home", lua::flow_home},
     ScriptDef{Script::cancel_many, "cancel_many", lua::cancel_many},
     ScriptDef{Script::fetch_many, "fetch_many", lua::fetch_many},
+    ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
+    ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
+    ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
 };
 
 /// @brief How many scripts there are.
