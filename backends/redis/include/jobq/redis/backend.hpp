@@ -508,11 +508,15 @@ class RedisBackend {
       return scripts_.cmd(Script::flow_write, keys_for(w.queue, Script::flow_write), std::move(argv));
     };
     for (std::size_t i = 0; i + 1 < writes.size(); ++i) first.push_back(write_cmd(writes[i]));
-    // Everything but the commit in one round trip, checked before the commit is sent.
+    // One queue: one round trip. Else everything but the commit in one round trip, checked
+    // before the commit is sent.
+    if (writes.size() == 1) first.push_back(write_cmd(writes.back()));
     const auto replies = run(true, [&](Connection& c, bool) { return scripts_.exec(c, first); });
     for (const auto& r : replies) expect_ok(r, "enqueue_flow");
-    const std::vector<Cmd> commit{write_cmd(writes.back())};
-    expect_ok(run(true, [&](Connection& c, bool) { return scripts_.exec(c, commit); }).front(), "enqueue_flow");
+    if (writes.size() > 1) {
+      const std::vector<Cmd> commit{write_cmd(writes.back())};
+      expect_ok(run(true, [&](Connection& c, bool) { return scripts_.exec(c, commit); }).front(), "enqueue_flow");
+    }
     cache_.mark_registered(queues);
     cache_.remember_each([&](auto remember) {
       for (std::size_t i = 0; i < ids.size(); ++i) remember(ids[i], flow.members[i].job.queue);
