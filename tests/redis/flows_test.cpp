@@ -47,6 +47,15 @@ struct Crashing {
         }()) {}
 };
 
+// A store, a backend object on it that stops after `steps` (crash.backend) and the store's own
+// object (s.backend), which finishes what the other left.
+struct Stopped {
+  jobq::ManualClock clock;
+  Store s{clock.fn()};
+  Crashing crash;
+  explicit Stopped(int steps) : crash(s, clock.fn(), steps) {}
+};
+
 std::int64_t outbox(jobq::RedisBackend& b, const std::string& prefix, const std::string& queue) {
   return b.command({"LLEN", prefix + ":{" + queue + "}:outbox"}).integer;
 }
@@ -67,9 +76,8 @@ jobq::JobRecord claim_one(jobq::RedisBackend& b, const std::string& queue) {
 
 TEST_CASE("a cross-queue flow left after the first step of each release is finished by another object's recover_expired",
           "[redis][flow]") {
-  jobq::ManualClock clock;
-  Store s(clock.fn());
-  Crashing crash(s, clock.fn(), 0);
+  Stopped fx(0);
+  auto& [clock, s, crash] = fx;
   auto& a = crash.backend;
   jobq::Flow flow;
   flow.chain({job("q1"), job("q2")});
@@ -94,9 +102,8 @@ TEST_CASE("a cross-queue flow left after the first step of each release is finis
 
 TEST_CASE("a record applied but not removed (a crash before the removal) changes nothing when applied again",
           "[redis][flow]") {
-  jobq::ManualClock clock;
-  Store s(clock.fn());
-  Crashing crash(s, clock.fn(), 1);
+  Stopped fx(1);
+  auto& [clock, s, crash] = fx;
   auto& a = crash.backend;
   jobq::Flow flow;
   flow.chord({job("q1"), job("q1")}, job("cb"));
@@ -121,9 +128,8 @@ TEST_CASE("a record applied but not removed (a crash before the removal) changes
 
 TEST_CASE("death, cancellation, the error callback and a re-drive across queues survive a stop after the first step",
           "[redis][flow]") {
-  jobq::ManualClock clock;
-  Store s(clock.fn());
-  Crashing crash(s, clock.fn(), 0);
+  Stopped fx(0);
+  auto& [clock, s, crash] = fx;
   auto& a = crash.backend;
 
   SECTION("death") {
