@@ -63,9 +63,13 @@ inline std::vector<FlowWrite> plan_flow(const NewFlow& flow, const std::vector<J
   for (std::size_t i = 0; i < n; ++i) {
     const auto& q = flow.members[i].job.queue;
     const auto tag = std::to_string(ids[i]) + ':' + q;
-    for (auto d : flow.members[i].after) dependents[d] += (dependents[d].empty() ? "" : " ") + tag;
-    members += (i ? " " : "") + tag;
-    if (q != home) others += (others.empty() ? "" : " ") + tag;
+    const auto append = [&](std::string& list) {
+      if (!list.empty()) list += ' ';
+      list += tag;
+    };
+    for (auto d : flow.members[i].after) append(dependents[d]);
+    append(members);
+    if (q != home) append(others);
   }
   std::vector<FlowWrite> out;
   std::unordered_map<std::string, std::size_t> at;

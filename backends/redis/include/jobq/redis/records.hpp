@@ -106,7 +106,10 @@ inline std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std
 /// flow scripts read it) and continue_on_failure ("1"/"0"), as strings like every integer there.
 inline std::string flow_fields(JobId flow_id, const std::vector<JobId>& depends_on, bool continue_on_failure) {
   std::string f = ",\"continue_on_failure\":\"" + std::string(continue_on_failure ? "1" : "0") + "\",\"depends_on\":\"";
-  for (std::size_t i = 0; i < depends_on.size(); ++i) f += (i ? " " : "") + std::to_string(depends_on[i]);
+  for (std::size_t i = 0; i < depends_on.size(); ++i) {
+    if (i > 0) f += ' ';
+    f += std::to_string(depends_on[i]);
+  }
   return f + "\",\"flow_id\":\"" + std::to_string(flow_id) + '"';
 }
 
