@@ -406,7 +406,9 @@ local function flow_spread(now, ends, applies)
     if not h then return end
     if h.state == 'waiting' then
       if fs_bad(o) and not cof then
-        local msg = o == 'x' and ('dependency ' .. d .. ' was cancelled') or ('dependency ' .. d .. ' is dead: ' .. m)
+        -- The root cause is kept, not nested (jobq::dead_dependency_error).
+        local root = string.match(m, '^dependency %d+ is dead: (.*)$') or m
+        local msg = o == 'x' and ('dependency ' .. d .. ' was cancelled') or ('dependency ' .. d .. ' is dead: ' .. root)
         local st = o == 'x' and 'cancelled' or 'dead'
         append_error(1, x, 0, msg, now)
         finish(1, x, h, st, now)
