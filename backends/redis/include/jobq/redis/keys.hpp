@@ -60,7 +60,7 @@
 //   34 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
 // Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
-// receive the first 24. key(q, NAME) finds a key by its position in the script's own layout.
+// receive all but Q:none (33). key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
