@@ -6,6 +6,9 @@
 // (--max-attempts 1 or 2: each kill kills the jobs its worker held); a job whose attempt was used
 // by a claim that no worker received ("runs at least once" broken) fails the run. Prints one JSON
 // line; exit 1 when an invariant fails, 2 on a usage or set-up error.
+// With --flows, a producer enqueues chords and chains across three queues during the drain
+// instead, and the check adds: every flow whole in the store, and every run of a member with
+// dependencies saw them all completed (D lines), after they had finished (the store's word).
 //
 //   jobq-chaos driver --backend sqlite|postgres|redis|memory [--jobs N] [--workers P] ...
 //   jobq-chaos worker ...   (started by the driver; not meant to be run by hand)
@@ -16,6 +19,8 @@
 //   C <id> <attempt> <pid>           the Worker reported the completion accepted (on_event)
 //   L <id> <attempt> <pid>           a result was refused: the lease was no longer ours
 //   F <id> <attempt> <pid>           an attempt failed (never expected here)
+//   D <id> <attempt> <pid> <ms> <deps> <completed> <results>   what a flow member saw of its
+//                                    dependencies when its handler started at <ms>
 //   E <pid> <message>                an error the worker survived (on_error)
 //   P <pid> <seq> <limit> <ms>       a claim for up to <limit> jobs is sent at wall-clock <ms>
 //   K <id> <attempt> <token> <pid>   a job that claim returned (before the Worker has it)
