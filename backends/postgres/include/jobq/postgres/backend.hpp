@@ -156,11 +156,13 @@ class PostgresBackend {
     const auto ids_lit = detail::pg::int_array(ids);
     const auto tokens_lit = detail::pg::text_array(tokens);
     const auto results_lit = detail::pg::text_array(results);
+    bool released = false;  // flow dependents became queued: wake this process's waiters too
     pool_.outcome_retry("complete", tokens, [&](Conn& c, bool uncertain) {
       auto r = c.exec(S::complete_many, {ids_lit, tokens_lit, results_lit, ms(now())});
       std::vector<bool> done(ids.size(), false);
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         done[static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)) - 1)] = true;
+        released = released || detail::pg::to_i64(PQgetvalue(r.get(), row, 1)) > 0;
       }
       if (uncertain) {
         auto again = c.exec(S::done_check, {ids_lit, tokens_lit});
@@ -172,6 +174,7 @@ class PostgresBackend {
       for (std::size_t k = 0; k < done.size(); ++k) out[index[k]] = done[k];
       return 0;
     });
+    if (released) wake_.wake();
     return out;
   }
 
@@ -190,7 +193,8 @@ class PostgresBackend {
       if (PQntuples(again.get()) == 0) return FailOutcome::rejected;
       return detail::pg::outcome_of(PQgetvalue(again.get(), 0, 1));
     });
-    if (outcome == FailOutcome::retried) wake_.wake();
+    // A dead flow member may release dependents or enqueue its flow's error callback.
+    if (outcome != FailOutcome::rejected) wake_.wake();
     return outcome;
   }
 
@@ -244,7 +248,7 @@ class PostgresBackend {
       }
       return out;
     });
-    if (rec.retried > 0) wake_.wake();
+    if (rec.retried > 0 || rec.dead > 0) wake_.wake();
     return rec;
   }
 
@@ -259,9 +263,11 @@ class PostgresBackend {
 
   /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
   bool cancel(JobId id) {
-    return pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
+    const bool ok = pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
       return PQntuples(c.exec(S::cancel, {std::to_string(id), ms(now())}).get()) == 1;
     });
+    if (ok) wake_.wake();  // dependents that continue on failure may have been released
+    return ok;
   }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget; in a flow, what

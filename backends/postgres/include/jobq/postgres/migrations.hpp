@@ -285,6 +285,8 @@ ALTER TABLE "{schema}".jobs ADD COLUMN flow_id bigint,
   ADD COLUMN continue_on_failure boolean NOT NULL DEFAULT false,
   ADD COLUMN pending int NOT NULL DEFAULT 0;
 CREATE INDEX jobs_flow ON "{schema}".jobs (flow_id) WHERE flow_id IS NOT NULL;
+CREATE INDEX jobs_flow_finished ON "{schema}".jobs (queue, flow_id)
+  WHERE flow_id IS NOT NULL AND finished_at IS NOT NULL;
 -- One row per dependency: the dependents of a job by dep_id.
 CREATE TABLE "{schema}".job_deps (dep_id bigint NOT NULL, job_id bigint NOT NULL,
                                   PRIMARY KEY (dep_id, job_id));

@@ -134,7 +134,8 @@ SELECT j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_
  WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
 )sql";
 
-// $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done.
+// $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done, each
+// with the number of queues woken by releases.
 // done_token remembers which lease finished the job, for retries after a lost answer.
 // In the same statement, flow dependents waiting for the completed jobs (job_deps by dep_id)
 // count them resolved; those left with nothing pending become queued, and their queues are
@@ -160,9 +161,9 @@ WITH done AS (
                  state = CASE WHEN w.pending <= l.n THEN 'queued' ELSE 'waiting' END,
                  run_at = CASE WHEN w.pending <= l.n THEN greatest(w.run_at, $4::bigint) ELSE w.run_at END
             FROM locked l WHERE w.id = l.id AND w.state = 'waiting' RETURNING w.queue, w.state),
-  woke AS (SELECT count(pg_notify('jobq:{schema}', q.queue))
+  woke AS (SELECT count(pg_notify('jobq:{schema}', q.queue)) AS n
              FROM (SELECT DISTINCT queue FROM rel WHERE state = 'queued') q)
-SELECT ord FROM done WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM woke) >= 0
+SELECT done.ord, woke.n FROM done, woke WHERE (SELECT count(*) FROM note) >= 0
 )sql";
 
 // $1 ids $2 tokens: which of them were finished by that very token, and their state now.
@@ -267,8 +268,9 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
    LIMIT 10000))
 )sql";
 
-// Whole flows with a finished member in $1 whose members (in any queue) are all finished and
-// expired; at most 100 flows per statement. Params and lock as prune; returns the jobs deleted.
+// Whole flows with a finished member in $1 (jobs_flow_finished) whose members, in any queue,
+// are all finished and expired (jobs_flow); at most 100 flows per statement. Params and lock
+// as prune; returns the jobs deleted.
 inline constexpr std::string_view prune_flows = R"sql(
 WITH gone AS (
   SELECT DISTINCT c.flow_id AS id FROM "{schema}".jobs c
@@ -280,7 +282,7 @@ WITH gone AS (
                                     OR (m.state = 'cancelled' AND m.finished_at + $5::bigint < $2::bigint), false))
    LIMIT 100),
   dj AS (DELETE FROM "{schema}".jobs j USING gone WHERE j.flow_id = gone.id RETURNING j.id),
-  dd AS (DELETE FROM "{schema}".job_deps d USING dj WHERE d.job_id = dj.id),
+  dd AS (DELETE FROM "{schema}".job_deps d USING dj WHERE d.dep_id = dj.id),  -- both ends are members
   df AS (DELETE FROM "{schema}".flows f USING gone WHERE f.id = gone.id)
 SELECT count(*) FROM dj
 )sql";
