@@ -298,7 +298,8 @@ CREATE TABLE "{schema}".flows (id bigint PRIMARY KEY, on_failure jsonb,
 -- Jobs p_ids have just become dead (p_cancelled: cancelled) with last error p_msg: their
 -- waiting dependents are released (continue on failure) or finish the same way, down the flow.
 -- p_own: they died by their own failure, so their flows' error callbacks fire (once per flow).
--- Dependents are locked in id order level by level, like complete_many's release.
+-- Every waiting job below p_ids is locked first, in id order, as complete_many's release
+-- locks: level by level, a later level could hold smaller ids and deadlock with a release.
 CREATE FUNCTION "{schema}".flow_died(p_ids bigint[], p_cancelled boolean, p_msg text,
                                      p_own boolean, p_now bigint) RETURNS int
 LANGUAGE plpgsql AS $fn$
@@ -312,6 +313,12 @@ DECLARE
   v_msg text; v_got text; v_id bigint; v_doc jsonb; v_n int := 0;
   r record;
 BEGIN
+  PERFORM 1 FROM "{schema}".jobs w
+   WHERE w.id IN (WITH RECURSIVE down(id) AS (
+                    SELECT d.job_id FROM "{schema}".job_deps d WHERE d.dep_id = ANY(p_ids)
+                    UNION SELECT d.job_id FROM "{schema}".job_deps d JOIN down ON d.dep_id = down.id)
+                  SELECT id FROM down)
+     AND w.state = 'waiting' ORDER BY w.id FOR UPDATE;
   WHILE cardinality(v_ids) > 0 LOOP
     v_next_ids := '{}'; v_next_msgs := '{}';
     FOR r IN SELECT w.id, w.queue, w.continue_on_failure, x.id AS dep, x.msg
