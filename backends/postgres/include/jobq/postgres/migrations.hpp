@@ -296,7 +296,8 @@ CREATE TABLE "{schema}".flows (id bigint PRIMARY KEY, on_failure jsonb,
                                fired boolean NOT NULL DEFAULT false);
 
 -- Jobs p_ids have just become dead (p_cancelled: cancelled) with last error p_msg: their
--- waiting dependents are released (continue on failure) or finish the same way, down the flow.
+-- waiting dependents are released (continue on failure) or finish the same way, down the flow,
+-- each error naming its own dependency and the root cause (as jobq::dead_dependency_error).
 -- p_own: they died by their own failure, so their flows' error callbacks fire (once per flow).
 -- Every waiting job below p_ids is locked first, in id order, as complete_many's release
 -- locks: level by level, a later level could hold smaller ids and deadlock with a release.
@@ -336,7 +337,8 @@ BEGIN
         CONTINUE;
       END IF;
       v_msg := CASE WHEN p_cancelled THEN 'dependency ' || r.dep || ' was cancelled'
-                    ELSE 'dependency ' || r.dep || ' is dead: ' || r.msg END;
+                    ELSE 'dependency ' || r.dep || ' is dead: '
+                         || regexp_replace(r.msg, '^dependency [0-9]+ is dead: ', '') END;
       UPDATE "{schema}".jobs SET state = v_state, finished_at = p_now,
              errors = errors || jsonb_build_array(jsonb_build_object('attempt', 0, 'message', v_msg, 'at', p_now))
        WHERE id = r.id AND state = 'waiting';
