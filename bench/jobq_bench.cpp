@@ -24,6 +24,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -32,6 +33,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <jobq/isolation.hpp>
 #include <jobq/jobq.hpp>
 
 #include "bench_targets.hpp"
@@ -93,7 +95,9 @@ double w2_enqueue_bulk(Target& target, int n, int batch) {
   return n / seconds_since(t0);
 }
 
-int g_prefetch = -1;  // --prefetch; -1 = the Worker's default (= concurrency)
+int g_prefetch = -1;  // --prefetch; -1 = the Worker's default (adaptive)
+// --isolated: W3's handlers run in child processes (started in main, before any thread).
+std::optional<jobq::ProcessPool> g_pool;
 std::vector<int> g_concurrency{1, 16};  // --concurrency: W3's runs
 
 template <class Target>
@@ -112,12 +116,21 @@ double w3_drain(Target& target, int n, int concurrency) {
   std::condition_variable cv;
   jobq::Worker w{*store, {.queues = {"bench"}, .concurrency = concurrency, .prefetch = g_prefetch,
                           .poll_interval = 100ms, .maintenance_interval = 0ms}};
-  w.handle("noop", [&](const json&) {
+  const auto count = [&] {
     if (++done == n) {
       std::lock_guard lock(m);
       cv.notify_all();
     }
-  });
+  };
+  if (g_pool) {
+    w.handle("noop", [&, run = g_pool->handler()](const json& p, jobq::JobContext& ctx) {
+      auto r = run(p, ctx);  // the round trip to a child
+      count();
+      return r;
+    });
+  } else {
+    w.handle("noop", [&](const json&) { count(); });
+  }
   const auto t0 = steady::now();
   w.start();
   {
@@ -237,8 +250,10 @@ void run(Target& target, const std::vector<std::string>& workloads, int reps, do
     for (int c : g_concurrency) {
       std::vector<double> r;
       for (int i = 0; i < reps; ++i) r.push_back(w3_drain(target, scaled(20'000), c));
-      print(name, "W3", {{"n", scaled(20'000)}, {"concurrency", c}, {"prefetch", g_prefetch < 0 ? c : g_prefetch}}, r,
-            "jobs/s");
+      print(name, "W3",
+            {{"n", scaled(20'000)}, {"concurrency", c},
+             {"prefetch", g_prefetch < 0 ? json("adaptive") : json(g_prefetch)}, {"isolated", g_pool.has_value()}},
+            r, "jobs/s");
     }
   }
   if (wants("W4")) {
@@ -310,10 +325,17 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "repetitions per workload")->check(CLI::Range(1, 100));
   app.add_option("--scale", scale, "multiply every N by this (CI smoke runs use 0.01)")
       ->check(CLI::Range(0.0001, 100.0));
-  app.add_option("--prefetch", g_prefetch, "W3: jobs leased ahead of free threads (-1 = concurrency)");
+  app.add_option("--prefetch", g_prefetch, "W3: jobs leased ahead of busy threads (-1 = adaptive)");
+  bool isolated = false;
+  app.add_flag("--isolated", isolated, "W3: run the no-op handlers in child processes (jobq::Isolated)");
   app.add_option("--concurrency", g_concurrency, "W3: the Worker concurrencies to run (default 1 16)")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  if (isolated) {
+    jobq::Isolated iso;  // before any thread: the pool forks its zygote now
+    iso.handle("noop", [](const json&, jobq::JobContext&) {});
+    g_pool.emplace(iso.start());
+  }
 
   std::vector<std::string> ws;
   for (std::size_t pos = 0; pos <= workloads.size();) {
