@@ -111,8 +111,9 @@ struct HttpOptions {
 /// - `GET /`: the dashboard page (queues with counts, throughput over the last hour, failed and
 ///   dead jobs with their errors, re-drive / cancel buttons);
 /// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
-///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow`
-///   (the flow of a member, `{id, members[]}`, each member with its depends_on; 404 if none);
+///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow[?limit=]`
+///   (the flow of a member: `{id, size, counts, members[], more}`, the first `limit` (1000)
+///   members by id, each with its depends_on; 404 if the job is in no flow);
 /// - `POST /api/jobs/{id}/redrive|cancel`, `POST /api/queues/{name}/pause|resume` (need the
 ///   header `X-Jobq-Action: 1`, which a cross-site form cannot send; off with actions=false);
 ///   `POST /api/queues/pause|resume?queue={name}` too (a path cannot carry the names `.` / `..`).
@@ -432,9 +433,19 @@ class HttpServer {
         const bool exists = backend_->get(id).has_value();
         throw NotFound("job " + std::to_string(id) + (exists ? " is in no flow" : " not found"));
       }
+      // The record is read whole (Backend::flow); the answer is cut, a flow may have 100,000 members.
+      const auto limit = std::min<std::size_t>(number_param(req, "limit", 1000), 10'000);
+      Counts counts;
       json members = json::array();
-      for (const auto& m : flow->members) members.push_back(to_json(m));
-      send_json(res, {{"id", flow->id}, {"members", members}});
+      for (const auto& m : flow->members) {
+        ++count_of(counts, m.state);
+        if (members.size() < limit) members.push_back(to_json(m));
+      }
+      send_json(res, {{"id", flow->id},
+                      {"size", flow->members.size()},
+                      {"counts", counts_to_json(counts)},
+                      {"members", members},
+                      {"more", flow->members.size() > limit}});
     }));
     server_.Post(R"(/api/jobs/(\d+)/(redrive|cancel))",
                  guarded([this](const httplib::Request& req, httplib::Response& res) {
