@@ -17,6 +17,7 @@
 #include <jobq/queue.hpp>
 
 #include "flow_tree.hpp"
+#include "video_flow.hpp"
 
 namespace {
 
@@ -96,13 +97,9 @@ void exercise_flows(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   const auto mail = q + "-mail";
   jobq::Queue<jobq::AnyBackend> queue{b, q};
   const auto plain = queue.enqueue("plain", {});
-  jobq::Flow f;
-  const auto fetch = f.add(queue.make("fetch", {}));
-  const auto low = f.add(queue.make("transcode-720", {}), {fetch});
-  const auto high = f.add(queue.make("transcode-1080", {}), {fetch});
-  const auto notify = f.add(queue.make("notify", {}, {.queue = mail}), {low, high});
-  const auto ids = queue.enqueue_flow(f);
-  const auto first = std::to_string(ids[fetch]), last = std::to_string(ids[notify]);
+  const auto v = enqueue_video_flow(b, q, mail);
+  const auto& ids = v.ids;
+  const auto first = std::to_string(v.fetch), last = std::to_string(v.notify);
 
   // the tree, from any member; the same as jobq::cli::flow_tree of the backend's record
   auto r = jobq_cli(s.args({"flow", last}));
@@ -110,13 +107,13 @@ void exercise_flows(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   CHECK(r.out == jobq::cli::flow_tree(*b.flow(ids.id)));
   CHECK(r.out.starts_with("flow " + first + ": 4 members, 1 queued, 3 waiting\n#" + first + " fetch [" + q + "]"));
   CHECK(r.out.find("   └─ #" + last + " (see above)\n") != std::string::npos);
-  r = jobq_cli(s.args({"flow", std::to_string(ids[low]), "--json"}));
+  r = jobq_cli(s.args({"flow", std::to_string(v.low), "--json"}));
   REQUIRE(r.rc == 0);
   auto j = r.json();
   CHECK(j.at("id") == ids.id);
   REQUIRE(j.at("members").size() == 4);
   CHECK(j["members"][3].at("queue") == mail);
-  CHECK(j["members"][3].at("depends_on") == nlohmann::json{ids[low], ids[high]});
+  CHECK(j["members"][3].at("depends_on") == nlohmann::json{v.low, v.high});
   CHECK(j["members"][3].at("flow_id") == ids.id);
 
   // a job in no flow, and one that does not exist: exit 3, JSON under --json
@@ -141,20 +138,20 @@ void exercise_flows(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   r = jobq_cli(s.args({"jobs", q, "--state", "waiting", "--json"}));
   REQUIRE(r.rc == 0);
   REQUIRE(r.json().at("jobs").size() == 2);
-  CHECK(r.json()["jobs"][0].at("id") == ids[low]);
+  CHECK(r.json()["jobs"][0].at("id") == v.low);
   r = jobq_cli(s.args({"jobs", q, "--state", "waiting"}));
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("transcode-1080  waiting") != std::string::npos);
   r = jobq_cli(s.args({"show", last}));
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("  flow:       " + first + " (jobq flow " + last + ")\n") != std::string::npos);
-  CHECK(r.out.find("  after:      " + std::to_string(ids[low]) + " " + std::to_string(ids[high]) + "\n") !=
+  CHECK(r.out.find("  after:      " + std::to_string(v.low) + " " + std::to_string(v.high) + "\n") !=
         std::string::npos);
 
   // cancel takes a waiting job; cancel-flow the rest, then nothing is left
   CHECK(jobq_cli(s.args({"cancel", last})).rc == 0);
-  CHECK(b.get(ids[notify])->state == jobq::JobState::cancelled);
-  r = jobq_cli(s.args({"cancel-flow", std::to_string(ids[high]), "--json"}));
+  CHECK(b.get(v.notify)->state == jobq::JobState::cancelled);
+  r = jobq_cli(s.args({"cancel-flow", std::to_string(v.high), "--json"}));
   REQUIRE(r.rc == 0);
   CHECK(r.json() == nlohmann::json{{"flow", ids.id}, {"cancelled", 3}});
   for (auto id : ids.members) CHECK(b.get(id)->state == jobq::JobState::cancelled);

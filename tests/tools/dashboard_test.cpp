@@ -25,6 +25,8 @@
 #include <jobq/memory.hpp>
 #include <jobq/open.hpp>
 
+#include "video_flow.hpp"
+
 extern char** environ;
 
 namespace {
@@ -362,18 +364,14 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   jobq::Queue videos{store, "videos"};
   jobq::Queue mail{store, "mail"};
   // fetch, then two transcodes, then notify; fetch completes and one transcode dies (notify too)
-  jobq::Flow f;
-  const auto fetch = f.add(videos.make("fetch", {}));
-  const auto low = f.add(videos.make("transcode-720", {}), {fetch});
-  const auto high = f.add(videos.make("transcode-1080", {}), {fetch});
-  const auto notify = f.add(mail.make("notify", {}), {low, high});
-  const auto ids = videos.enqueue_flow(f);
+  const auto v = enqueue_video_flow(store, "videos", "mail");
+  const auto& ids = v.ids;
   auto c = store.claim({{"videos"}, 1, 60s});
   REQUIRE(store.complete(c.at(0).id, c.at(0).lease_token, {}));
   c = store.claim({{"videos"}, 1, 60s});
-  REQUIRE(c.at(0).id == ids[low]);
-  REQUIRE(store.fail({ids[low], c[0].lease_token, "codec missing", std::nullopt}) == jobq::FailOutcome::dead);
-  REQUIRE(store.get(ids[notify])->state == jobq::JobState::dead);
+  REQUIRE(c.at(0).id == v.low);
+  REQUIRE(store.fail({v.low, c[0].lease_token, "codec missing", std::nullopt}) == jobq::FailOutcome::dead);
+  REQUIRE(store.get(v.notify)->state == jobq::JobState::dead);
   // a second flow still waiting: 2 waiting in mail
   jobq::Flow g;
   g.chain({videos.make("cut", {}), mail.make("send", {}), mail.make("log", {})});
@@ -401,16 +399,16 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   REQUIRE(r);
   CHECK(r->body.find("jobq_jobs{queue=\"mail\",state=\"waiting\"} 2\n") != std::string::npos);
 
-  auto flow = get("/api/jobs/" + std::to_string(ids[high]) + "/flow");
+  auto flow = get("/api/jobs/" + std::to_string(v.high) + "/flow");
   CHECK(flow.at("id") == ids.id);
   CHECK(flow.at("size") == 4);
   CHECK(flow.at("more") == false);
   CHECK(flow.at("counts") == json{{"queued", 1}, {"active", 0}, {"completed", 1}, {"dead", 2}, {"cancelled", 0},
                                   {"waiting", 0}});
   REQUIRE(flow.at("members").size() == 4);
-  CHECK(flow["members"][3].at("depends_on") == json{ids[low], ids[high]});
+  CHECK(flow["members"][3].at("depends_on") == json{v.low, v.high});
   CHECK(flow["members"][3].at("errors").at(0).at("message") ==
-        jobq::dead_dependency_error(ids[low], "codec missing"));
+        jobq::dead_dependency_error(v.low, "codec missing"));
   flow = get("/api/jobs/" + std::to_string(waiting.id) + "/flow?limit=2");
   CHECK(flow.at("size") == 3);
   CHECK(flow.at("members").size() == 2);
@@ -431,21 +429,21 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   CHECK(browser.script(R"(return document.querySelector('#queues tr[data-queue="mail"] td[data-field="waiting"]').textContent;)") ==
         "1");
   CHECK(browser.script("return document.getElementById('flow').hidden;") == true);
-  browser.click("#dead-jobs tr[data-job-id=\"" + std::to_string(ids[notify]) + "\"] button.flow");
+  browser.click("#dead-jobs tr[data-job-id=\"" + std::to_string(v.notify) + "\"] button.flow");
   browser.wait_for("!document.getElementById('flow').hidden");
   const auto rows = browser.script(R"(
     return [...document.querySelectorAll("#flow tbody tr")].map(tr =>
       [Number(tr.dataset.jobId), tr.dataset.state, tr.querySelector('td[data-field="after"]').textContent]);)");
-  CHECK(rows == json{{ids[fetch], "completed", ""},
-                     {ids[low], "dead", std::to_string(ids[fetch])},
-                     {ids[high], "queued", std::to_string(ids[fetch])},
-                     {ids[notify], "dead", std::to_string(ids[low]) + ", " + std::to_string(ids[high])}});
+  CHECK(rows == json{{v.fetch, "completed", ""},
+                     {v.low, "dead", std::to_string(v.fetch)},
+                     {v.high, "queued", std::to_string(v.fetch)},
+                     {v.notify, "dead", std::to_string(v.low) + ", " + std::to_string(v.high)}});
   CHECK(browser.script("return document.getElementById('flow-status').textContent;") ==
         "flow " + std::to_string(ids.id) + ": 4 members, 1 queued, 1 completed, 2 dead");
   // the shown flow follows the store; any job's flow by id
   c = store.claim({{"videos"}, 1, 60s});
-  REQUIRE(c.at(0).id == ids[high]);
-  browser.wait_for(R"(document.querySelector('#flow tr[data-job-id=")" + std::to_string(ids[high]) +
+  REQUIRE(c.at(0).id == v.high);
+  browser.wait_for(R"(document.querySelector('#flow tr[data-job-id=")" + std::to_string(v.high) +
                    R"("]').dataset.state === "active")");
   browser.script("document.getElementById('flow-job').value = '" + std::to_string(plain) + "';");
   browser.click("#flow-show");

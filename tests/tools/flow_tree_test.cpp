@@ -10,6 +10,7 @@
 #include <jobq/queue.hpp>
 
 #include "flow_tree.hpp"
+#include "video_flow.hpp"
 
 using namespace std::chrono_literals;
 
@@ -25,22 +26,15 @@ bool has_line(const std::string& text, const std::string& line) {
 
 TEST_CASE("jobq flow: a DAG as a tree, a member reached twice printed once; --json; waiting counted") {
   auto b = jobq::open_backend("memory://");
-  jobq::Queue ingest{b, "ingest"};
-  jobq::Queue videos{b, "videos"};
   jobq::Queue mail{b, "mail"};
-  jobq::Flow f;
-  const auto fetch = f.add(ingest.make("fetch", {}));
-  const auto low = f.add(videos.make("transcode-720", {}), {fetch});
-  const auto high = f.add(videos.make("transcode-1080", {}), {fetch});
-  const auto notify = f.add(mail.make("notify", {}), {low, high});
-  const auto ids = ingest.enqueue_flow(f);
-  const auto a = ids[fetch], l = ids[low], h = ids[high], n = ids[notify];
+  const auto v = enqueue_video_flow(b, "videos", "mail");
+  const auto a = v.fetch, l = v.low, h = v.high, n = v.notify;
 
   auto flow = b.flow(n);
   REQUIRE(flow);
   CHECK(jobq::cli::flow_tree(*flow) ==
         "flow " + std::to_string(a) + ": 4 members, 1 queued, 3 waiting\n" +
-        tag(a) + " fetch [ingest] queued, attempts 0/3\n" +
+        tag(a) + " fetch [videos] queued, attempts 0/3\n" +
         "├─ " + tag(l) + " transcode-720 [videos] waiting, attempts 0/3, after " + tag(a) + "\n" +
         "│  └─ " + tag(n) + " notify [mail] waiting, attempts 0/3, after " + tag(l) + " " + tag(h) + "\n" +
         "└─ " + tag(h) + " transcode-1080 [videos] waiting, attempts 0/3, after " + tag(a) + "\n" +
@@ -63,12 +57,13 @@ TEST_CASE("jobq flow: a DAG as a tree, a member reached twice printed once; --js
   const auto text = m.prometheus();
   INFO(text);
   CHECK(has_line(text, R"(jobq_jobs{queue="videos",state="waiting"} 2)"));
+  CHECK(has_line(text, R"(jobq_jobs{queue="videos",state="queued"} 1)"));
   CHECK(has_line(text, R"(jobq_jobs{queue="mail",state="waiting"} 1)"));
   CHECK(has_line(text, R"(jobq_jobs{queue="mail",state="queued"} 0)"));
   CHECK(m.snapshot()["videos"]["counts"]["waiting"] == 2);
 
   // fetch completes, 720 dies: notify dies with it, and the tree says why
-  auto c = b.claim({{"ingest"}, 1, 60s});
+  auto c = b.claim({{"videos"}, 1, 60s});
   REQUIRE(c.size() == 1);
   REQUIRE(b.complete(c[0].id, c[0].lease_token, {}));
   c = b.claim({{"videos"}, 1, 60s});
