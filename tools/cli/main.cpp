@@ -257,26 +257,26 @@ struct Cli {
     return ok;
   }
 
-  // The flow of job `id`, or why there is none (job absent, or in no flow: both not found).
-  jobq::FlowRecord flow_of(jobq::AnyBackend& b, jobq::JobId id) {
-    if (auto f = b.flow(id)) return *std::move(f);
-    if (!b.get(id)) throw jobq::NotFound("job " + std::to_string(id) + " not found");
-    throw jobq::NotFound("job " + std::to_string(id) + " is in no flow");
+  // Why job `id` has no flow: it does not exist, or it is in none (both: not found).
+  static jobq::NotFound no_flow(jobq::JobId id, bool exists) {
+    return jobq::NotFound("job " + std::to_string(id) + (exists ? " is in no flow" : " not found"));
   }
 
   int flow(jobq::AnyBackend& b, jobq::JobId id) {
-    const auto f = flow_of(b, id);
-    std::cout << (json_out ? jobq::cli::flow_to_json(f).dump(2) + "\n" : jobq::cli::flow_tree(f));
+    const auto f = b.flow(id);
+    if (!f) throw no_flow(id, b.get(id).has_value());
+    std::cout << (json_out ? jobq::cli::flow_to_json(*f).dump(2) + "\n" : jobq::cli::flow_tree(*f));
     return ok;
   }
 
   int cancel_flow(jobq::AnyBackend& b, jobq::JobId id) {
     const auto n = b.cancel_flow(id);
-    const auto f = flow_of(b, id);  // after: it explains a 0, and the flow's id for the output
+    const auto j = b.get(id);  // after: it explains a 0, and names the flow
+    if (!j || j->flow_id == 0) throw no_flow(id, j.has_value());
     if (json_out) {
-      std::cout << json{{"flow", f.id}, {"cancelled", n}}.dump(2) << '\n';
+      std::cout << json{{"flow", j->flow_id}, {"cancelled", n}}.dump(2) << '\n';
     } else {
-      std::cout << "cancelled " << n << " job" << (n == 1 ? "" : "s") << " of flow " << f.id
+      std::cout << "cancelled " << n << " job" << (n == 1 ? "" : "s") << " of flow " << j->flow_id
                 << (n == 0 ? " (none was queued or waiting)" : "") << "\n";
     }
     return ok;
