@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
+#include "jobq/log.hpp"
 #include "jobq/schedule.hpp"
 
 namespace jobq {
@@ -50,6 +51,65 @@ struct JobEvent {
   std::string message{};      ///< the progress message (progress events)
 };
 
+/// @brief One on_event observer that calls each of `observers` in turn, empty ones skipped:
+/// `.on_event = jobq::fan_out({metrics.observer(), my_hook})`.
+inline std::function<void(const JobEvent&)> fan_out(std::vector<std::function<void(const JobEvent&)>> observers) {
+  std::erase_if(observers, [](const auto& f) { return !f; });
+  return [all = std::move(observers)](const JobEvent& e) {
+    for (const auto& f : all) f(e);
+  };
+}
+
+/// @brief The event kind's name ("started", "completed", ...).
+constexpr std::string_view to_string(JobEvent::Kind k) noexcept {
+  switch (k) {
+    case JobEvent::Kind::started: return "started";
+    case JobEvent::Kind::completed: return "completed";
+    case JobEvent::Kind::failed: return "failed";
+    case JobEvent::Kind::retried: return "retried";
+    case JobEvent::Kind::dead: return "dead";
+    case JobEvent::Kind::lost_lease: return "lost_lease";
+    case JobEvent::Kind::progress: return "progress";
+  }
+  return "unknown";
+}
+
+/// @brief The level the Worker logs an event at: started and progress debug, completed and
+/// retried info, failed and lost_lease warning, dead error.
+constexpr LogLevel log_level_of(JobEvent::Kind k) noexcept {
+  switch (k) {
+    case JobEvent::Kind::started:
+    case JobEvent::Kind::progress: return LogLevel::debug;
+    case JobEvent::Kind::completed:
+    case JobEvent::Kind::retried: return LogLevel::info;
+    case JobEvent::Kind::failed:
+    case JobEvent::Kind::lost_lease: return LogLevel::warning;
+    case JobEvent::Kind::dead: return LogLevel::error;
+  }
+  return LogLevel::info;
+}
+
+/// @brief One line about an event: "job 42 send-email (emails): failed on attempt 2 after
+/// 15 ms: timeout".
+inline std::string describe(const JobEvent& e) {
+  std::string s = "job " + std::to_string(e.id) + " " + e.name + " (" + e.queue + "): ";
+  const auto ms = " after " + std::to_string(e.duration.count()) + " ms";
+  const auto attempt = std::to_string(e.attempt);
+  switch (e.kind) {
+    case JobEvent::Kind::started: s += "started attempt " + attempt; break;
+    case JobEvent::Kind::completed: s += "completed on attempt " + attempt + ms; break;
+    case JobEvent::Kind::failed: s += "failed on attempt " + attempt + ms + ": " + e.error; break;
+    case JobEvent::Kind::retried: s += "will be retried (attempt " + attempt + " failed)"; break;
+    case JobEvent::Kind::dead: s += "dead after attempt " + attempt + ": " + e.error; break;
+    case JobEvent::Kind::lost_lease: s += "lease lost on attempt " + attempt + ": its outcome was not recorded"; break;
+    case JobEvent::Kind::progress:
+      s += "progress " + std::to_string(e.progress) + "%";
+      if (!e.message.empty()) s += ": " + e.message;
+      break;
+  }
+  return s;
+}
+
 /// @brief Options of a Worker.
 struct WorkerOptions {
   std::vector<std::string> queues{};   ///< queues to claim from (at least one)
@@ -66,11 +126,14 @@ struct WorkerOptions {
   /// finished state and queue; nullopt keeps everything.
   std::optional<Retention> retention = Retention{.max_jobs = 100'000};
   Millis prune_interval{60'000};       ///< how often to prune (the first right at start); 0 = never
-  /// Called with errors the loops survive (backend down, ...). Default: print to stderr.
+  /// Called with errors the loops survive (backend down, ...). Default: logged at error level.
   std::function<void(const std::exception&)> on_error{};
-  /// Called on worker threads for every JobEvent (metrics, logs); must be thread-safe and quick.
-  /// Exceptions it throws go to on_error. Default: none.
+  /// Called on worker threads for every JobEvent (metrics, custom hooks); must be thread-safe and
+  /// quick. Exceptions it throws go to on_error. Default: none. Several: jobq::fan_out.
   std::function<void(const JobEvent&)> on_event{};
+  /// One line per job event at its level (log_level_of) and per surviving error. Default:
+  /// warnings and errors to stderr with time, level and job; {.level = LogLevel::off} silences.
+  Logger log = stderr_logger();
 };
 
 /// @brief Per-handler options.
@@ -216,8 +279,9 @@ struct NoHandler : std::runtime_error {
 /// `concurrency` threads, heartbeats leases, enforces timeouts, retries with backoff,
 /// dead-letters, and shuts down gracefully.
 ///
-/// Threads: `concurrency` runners, one committer (successes, batched by group commit) and one
-/// keeper (heartbeats, timeouts, expired-lease recovery, pruning, due schedules). A runner with
+/// Threads: `concurrency` runners, one committer (successes, batched by group commit), one
+/// keeper (heartbeats, timeouts, expired-lease recovery, due schedules) and, with a retention,
+/// one pruner (a long prune never delays a heartbeat). A runner with
 /// nothing to run claims for all of them (one at a time: claim / wait_for_work, up to
 /// concurrency + prefetch jobs leased and not yet finished), so a job reaches its handler
 /// without a thread hand-off; successes go to the committer, which records them while the
@@ -244,8 +308,13 @@ class Worker {
     if (opt_.heartbeat_interval <= Millis{0}) opt_.heartbeat_interval = opt_.lease / 3;
     if (opt_.poll_interval <= Millis{0}) opt_.poll_interval = Millis{1'000};
     if (!opt_.on_error) {
-      opt_.on_error = [](const std::exception& e) { std::cerr << "jobq worker: " << e.what() << '\n'; };
+      opt_.on_error = [log = opt_.log](const std::exception& e) {
+        if (!log.enabled(LogLevel::error)) return;
+        const std::string text = std::string("worker: ") + e.what();
+        log.write({LogLevel::error, text, nullptr});
+      };
     }
+    observe_ = opt_.on_event || opt_.log.enabled(LogLevel::error);
   }
 
   Worker(const Worker&) = delete;
@@ -291,6 +360,9 @@ class Worker {
     tasks_.reserve(window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
+    if (opt_.retention && opt_.prune_interval > Millis{0}) {
+      pruner_ = std::jthread([this](std::stop_token st) { prune_loop(st); });
+    }
     for (int i = 0; i < opt_.concurrency; ++i) runners_.emplace_back([this] { run_loop(); });
   }
 
@@ -347,6 +419,8 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    pruner_.request_stop();
+    if (pruner_.joinable()) pruner_.join();
 
     std::lock_guard lock(mutex_);
     flights_.clear();
@@ -592,7 +666,7 @@ class Worker {
           auto f = std::make_shared<Flight>();
           f->id = j.id;
           f->token = j.lease_token;
-          if (opt_.on_event) {
+          if (observe_) {
             f->queue = j.queue;
             f->name = j.name;
             f->attempt = j.attempts;
@@ -627,14 +701,10 @@ class Worker {
       if (flight.released) return false;
       try {
         const bool ok = backend_->set_progress(job.id, flight.token, pct, msg);
-        if (ok && opt_.on_event) {
+        if (ok && observe_) {
           JobEvent e{JobEvent::Kind::progress, job.id, job.queue, job.name, job.attempts, Millis{0}, {},
                      std::clamp(pct, 0, 100), msg};
-          try {
-            opt_.on_event(e);
-          } catch (const std::exception& ex) {
-            report(ex);
-          }
+          publish(e);
         }
         return ok;
       } catch (const std::exception& e) {
@@ -822,12 +892,29 @@ class Worker {
   }
 
   void emit(const Flight& f, JobEvent::Kind kind, const std::string& error = {}) noexcept {
-    if (!opt_.on_event) return;
+    if (!observe_) return;
     try {
-      opt_.on_event(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
-                             kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
-    } catch (const std::exception& ex) {
-      report(ex);
+      publish(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
+                       kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
+    } catch (...) {
+    }
+  }
+
+  // To on_event and the log; neither may stop the worker.
+  void publish(const JobEvent& e) noexcept {
+    if (opt_.on_event) {
+      try {
+        opt_.on_event(e);
+      } catch (const std::exception& ex) {
+        report(ex);
+      } catch (...) {
+      }
+    }
+    const auto level = log_level_of(e.kind);
+    if (!opt_.log.enabled(level)) return;
+    try {
+      const auto text = describe(e);
+      opt_.log.write({level, text, &e});
     } catch (...) {
     }
   }
@@ -861,8 +948,7 @@ class Worker {
       steady::time_point next = steady::now();
     };
     std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
-                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
-                      Chore{opt_.retention ? opt_.prune_interval : Millis{0}, &Worker::prune}};
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -923,17 +1009,28 @@ class Worker {
     }
   }
 
-  void prune() {
-    try {
-      for (const auto& q : opt_.queues) backend_->prune(q, *opt_.retention);
-    } catch (const std::exception& e) {
-      report(e);
+  // Its own thread: a prune of a large store can take seconds, and must not delay heartbeats.
+  void prune_loop(std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    while (!st.stop_requested()) {
+      for (const auto& q : opt_.queues) {
+        if (st.stop_requested()) return;
+        try {
+          backend_->prune(q, *opt_.retention);
+        } catch (const std::exception& e) {
+          report(e);
+        }
+      }
+      std::unique_lock lock(m);
+      cv.wait_for(lock, st, opt_.prune_interval, [] { return false; });
     }
   }
 
   B* backend_;
   WorkerOptions opt_;
   std::unordered_map<std::string, Handler> handlers_;  // read-only once running
+  bool observe_ = false;  // events go somewhere: on_event or a log that takes at least errors
 
   mutable std::mutex mutex_;
   std::condition_variable_any slots_cv_;   // a flight finished
@@ -969,6 +1066,7 @@ class Worker {
   std::vector<std::thread> runners_;
   std::thread committer_;
   std::jthread keeper_;
+  std::jthread pruner_;  // only with a retention and a prune interval
 
   std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
   std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed

@@ -85,6 +85,7 @@ inline jobq::WorkerOptions fast_worker(int concurrency = 2) {
   o.maintenance_interval = 0ms;
   o.shutdown_grace = 5s;
   o.on_error = [](const std::exception&) {};
+  o.log = {jobq::LogLevel::off, {}};
   return o;
 }
 

@@ -34,3 +34,5 @@
 #include "conformance/bad_input.hpp"
 // Two backend objects on one store: racing schedulers, limits, notices, payload limits.
 #include "conformance/two_objects.hpp"
+// Chains, groups, chords, DAGs: waiting, release, failure policies, cancel, redrive, retention.
+#include "conformance/flows.hpp"

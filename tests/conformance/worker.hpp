@@ -272,6 +272,95 @@ TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conf
   CHECK(q.get(id)->attempts == 1);
 }
 
+namespace conformance {
+/// A backend whose prune blocks until released: a prune of a huge store.
+template <class B>
+class StuckPrune : public jobq::ForwardingBackend<StuckPrune<B>> {
+ public:
+  explicit StuckPrune(B& b) : b_(&b) {}
+  B& wrapped() const { return *b_; }
+  std::size_t prune(const std::string& queue, const jobq::Retention& r) {
+    ++entered;
+    while (!released) std::this_thread::sleep_for(1ms);
+    return b_->prune(queue, r);
+  }
+  std::atomic<int> entered{0};
+  std::atomic<bool> released{false};
+
+ private:
+  B* b_;
+};
+}  // namespace conformance
+
+TEMPLATE_LIST_TEST_CASE("a prune that takes long does not hold up heartbeats", "[conformance][worker][retention]",
+                        Backends) {
+  TestType fx;
+  StuckPrune slow{fx.backend()};
+  jobq::Queue q{slow, "q"};
+  const auto id = q.enqueue(Greet{"long"});
+  auto opt = fast_worker(1);
+  opt.lease = 300ms;
+  opt.prune_interval = 10ms;
+  std::atomic<bool> started{false};
+  std::atomic<bool> finish{false};
+  jobq::Worker w{slow, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load() && slow.entered.load() > 0; }));
+  for (int i = 0; i < 3; ++i) {
+    fx.clock.advance(250ms);
+    const auto target = fx.clock.now() + 300ms;
+    CHECK(eventually([&] { return q.get(id)->lease_until == target; }, 10s));
+  }
+  finish = true;
+  slow.released = true;
+  w.stop();
+  CHECK(q.get(id)->state == JobState::completed);
+  CHECK(q.get(id)->attempts == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker logs one line per event at its level, with the job, beside on_event observers",
+                        "[conformance][worker][log]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto ok = q.enqueue(Greet{"ok"});
+  const auto bad = q.enqueue(Greet{"bad", 5}, {.max_attempts = 1});
+  std::mutex m;
+  std::vector<std::pair<jobq::LogLevel, std::string>> lines;
+  std::vector<jobq::JobId> about;
+  std::atomic<int> a{0}, c{0};
+  auto opt = fast_worker(1);
+  opt.log = {jobq::LogLevel::info, [&](const jobq::LogRecord& r) {
+               std::lock_guard lock(m);
+               lines.emplace_back(r.level, std::string(r.text));
+               if (r.event != nullptr) about.push_back(r.event->id);
+             }};
+  opt.on_event = jobq::fan_out({[&](const jobq::JobEvent&) { ++a; }, [&](const jobq::JobEvent&) { ++c; }});
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([](const Greet& g) {
+    if (g.fail_times > 0) throw std::runtime_error("smtp said no");
+  });
+  w.start();
+  REQUIRE(eventually([&] { return q.get(ok)->state == JobState::completed && q.get(bad)->state == JobState::dead; }));
+  w.stop();
+  std::lock_guard lock(m);
+  const auto has = [&](jobq::LogLevel l, const std::string& text) {
+    return std::any_of(lines.begin(), lines.end(), [&](const auto& x) { return x.first == l && x.second == text; });
+  };
+  CHECK(std::none_of(lines.begin(), lines.end(), [](const auto& x) { return x.first == jobq::LogLevel::debug; }));
+  const auto ok_s = std::to_string(ok);
+  const auto bad_s = std::to_string(bad);
+  CHECK(std::any_of(lines.begin(), lines.end(), [&](const auto& x) {
+    return x.first == jobq::LogLevel::info && x.second.rfind("job " + ok_s + " greet (q): completed on attempt 1 after ", 0) == 0;
+  }));
+  CHECK(has(jobq::LogLevel::error, "job " + bad_s + " greet (q): dead after attempt 1: smtp said no"));
+  CHECK(std::count(about.begin(), about.end(), bad) == 2);  // failed (warning), dead (error)
+  CHECK(a == c);
+  CHECK(a >= 5);  // started x2, completed, failed, dead
+}
+
 TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
                         Backends) {
   auto&& [fx, b, q] = WorkerCase<TestType>{};

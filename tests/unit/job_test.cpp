@@ -23,10 +23,8 @@ TEST_CASE("job names refuse spaces and control characters", "[names]") {
 }
 
 TEST_CASE("job states round-trip through their names", "[job]") {
-  for (auto s : {jobq::JobState::queued, jobq::JobState::active, jobq::JobState::completed,
-                 jobq::JobState::dead, jobq::JobState::cancelled}) {
-    CHECK(jobq::job_state_from_string(jobq::to_string(s)) == s);
-  }
+  for (auto s : jobq::all_job_states) CHECK(jobq::job_state_from_string(jobq::to_string(s)) == s);
+  CHECK(jobq::to_string(jobq::JobState::waiting) == "waiting");
   CHECK_THROWS_AS(jobq::job_state_from_string("failed"), jobq::InvalidArgument);
 }
 
