@@ -109,7 +109,7 @@ struct HttpOptions {
 /// @brief Serves, on its own threads:
 /// - `GET /metrics`: Metrics::prometheus() after sampling the backend (counts, paused, oldest);
 /// - `GET /`: the dashboard page (queues with counts, throughput over the last hour, failed and
-///   dead jobs with their errors, re-drive / cancel buttons);
+///   dead jobs with their errors, re-drive / cancel buttons, the flow of a job);
 /// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
 ///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow[?limit=]`
 ///   (the flow of a member: `{id, size, counts, members[], more}`, the first `limit` (1000)
