@@ -114,7 +114,7 @@ inline std::string describe(const JobEvent& e) {
 struct WorkerOptions {
   std::vector<std::string> queues{};   ///< queues to claim from (at least one)
   int concurrency = 1;                 ///< handler threads
-  int prefetch = -1;                   ///< extra jobs leased ahead of free threads; -1 = concurrency
+  int prefetch = -1;                   ///< extra jobs leased ahead of busy threads; -1 = adaptive (see Worker)
   Millis lease{30'000};                ///< lease per claim; renewed by heartbeats
   Millis heartbeat_interval{0};        ///< 0 = lease / 3
   Millis poll_interval{1'000};         ///< longest single wait for work (a wake-up cuts it short)
@@ -149,6 +149,7 @@ struct WorkerStats {
   std::uint64_t dead = 0;         ///< jobs moved to dead by this worker
   std::uint64_t lost_leases = 0;  ///< results refused because the lease was no longer ours
   std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
+  std::uint64_t prefetch = 0;     ///< jobs it may lease ahead of busy threads, now (adaptive: as sized)
 };
 
 /// @brief A finished (or failed) dependency of a flow member, as its handler sees it.
@@ -294,9 +295,12 @@ class Worker {
     if (opt_.queues.empty()) throw InvalidArgument("worker: no queues given");
     for (const auto& q : opt_.queues) validate_queue_name(q);
     if (opt_.concurrency < 1) throw InvalidArgument("worker: concurrency must be at least 1");
-    if (opt_.prefetch < 0) opt_.prefetch = opt_.concurrency;
-    window_ = static_cast<std::size_t>(opt_.concurrency) + static_cast<std::size_t>(opt_.prefetch);
-    max_uncommitted_ = std::max<std::size_t>(1'024, 4 * window_);
+    adaptive_ = opt_.prefetch < 0;
+    const auto c = static_cast<std::size_t>(opt_.concurrency);
+    // Adaptive: start as the fixed default did (prefetch = concurrency) until measured.
+    window_ = c + (adaptive_ ? c : static_cast<std::size_t>(opt_.prefetch));
+    max_window_ = adaptive_ ? c + std::max(c, kMaxAdaptivePrefetch) : window_;
+    max_uncommitted_ = std::max<std::size_t>(1'024, 4 * max_window_);
     if (opt_.lease < Millis{10}) throw InvalidArgument("worker: lease must be at least 10 ms");
     check_duration(opt_.lease, "worker: lease");
     check_duration(std::max(opt_.heartbeat_interval, Millis{0}), "worker: heartbeat_interval");
@@ -357,7 +361,7 @@ class Worker {
     if (running_) return;
     running_ = true;
     fetch_stop_ = std::stop_source{};
-    tasks_.reserve(window_);  // never reallocated while running (a Task is large to move)
+    tasks_.reserve(max_window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
     keeper_ = std::jthread([this](std::stop_token st) { keeper_loop(st); });
     if (opt_.retention && opt_.prune_interval > Millis{0}) {
@@ -488,6 +492,8 @@ class Worker {
     s.dead = dead_.load();
     s.lost_leases = lost_leases_.load();
     s.in_flight = in_flight();
+    std::lock_guard lock(mutex_);
+    s.prefetch = window_ - static_cast<std::size_t>(opt_.concurrency);
     return s;
   }
 
@@ -641,12 +647,40 @@ class Worker {
     }
   }
 
+  // An exponentially weighted mean (1/8 new): racing updates may lose one sample, which only
+  // makes the mean a little older.
+  static void observe(std::atomic<double>& mean, std::chrono::steady_clock::duration d) noexcept {
+    const double ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    const double old = mean.load(std::memory_order_relaxed);
+    mean.store(old == 0 ? ns : old + (ns - old) / 8, std::memory_order_relaxed);
+  }
+
+  // Adaptive prefetch: lease ahead what the runners will start during two claim round trips
+  // (so a claim in flight never leaves a runner idle), at least 1, at most kMaxAdaptivePrefetch,
+  // and never more than the runners start within a quarter of the lease (a leased job must not
+  // wait so long that its lease runs out). Slow handlers therefore lease almost nothing ahead
+  // (no hoarding: other workers get their share) and fast ones lease deep batches, which is
+  // what round trips need.
+  void resize_window_locked() {
+    const double handler = handler_ns_.load(std::memory_order_relaxed);
+    const double claim = claim_ns_.load(std::memory_order_relaxed);
+    if (handler <= 0 || claim <= 0) return;  // not measured yet
+    const double c = static_cast<double>(opt_.concurrency);
+    const double per_job = std::max(handler, 1'000.0);  // 1 µs: a no-op handler's floor
+    const double lease_ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(opt_.lease).count());
+    const double cap = std::min(static_cast<double>(kMaxAdaptivePrefetch), c * lease_ns / 4 / per_job);
+    const double want = std::clamp(2 * c * claim / per_job, 1.0, std::max(1.0, cap));
+    window_ = opt_.concurrency + static_cast<std::size_t>(want);
+  }
+
   // One claim for `free` slots by the runner that set fetching_; waits for work when there is none.
   void fetch(std::size_t free) {
     retired_spare_.clear();  // keeps the vectors' capacity
     const auto st = fetch_stop_.get_token();
     try {
+      const auto asked = std::chrono::steady_clock::now();
       auto jobs = backend_->claim({opt_.queues, free, opt_.lease});
+      if (!jobs.empty()) observe(claim_ns_, std::chrono::steady_clock::now() - asked);
       fetch_backoff_ = Millis{50};
       if (jobs.empty()) {
         // A backend may wake us while nothing can be claimed (a rate limit or a full group
@@ -674,6 +708,7 @@ class Worker {
           flights_[j.id] = f;
           tasks_.push_back(Task{std::move(j), std::move(f)});
         }
+        if (adaptive_) resize_window_locked();
       }
     } catch (const std::exception& e) {
       report(e);
@@ -739,11 +774,14 @@ class Worker {
     } catch (...) {
       error = "handler threw a non-standard exception";
     }
-    flight.ran = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - flight.started);
+    const auto ran = std::chrono::steady_clock::now() - flight.started;
+    flight.ran = std::chrono::duration_cast<Millis>(ran);
+    if (adaptive_) observe(handler_ns_, ran);
     if (flight.timed_out) {
       ok = false;
       permanent = false;
-      error = "timed out after " + std::to_string(job.timeout.count()) + " ms";
+      // What the handler said on its way out (an isolated child killed) is kept after it.
+      error = "timed out after " + std::to_string(job.timeout.count()) + " ms" + (error.empty() ? "" : ": " + error);
     }
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
@@ -1041,7 +1079,12 @@ class Worker {
   Retired retired_;  // from the committer, to be freed by the next runner that claims
   std::vector<Task> tasks_;   // claimed, not started: a FIFO from tasks_head_
   std::size_t tasks_head_ = 0;
-  std::size_t window_ = 0;                   // concurrency + prefetch
+  std::size_t window_ = 0;                   // concurrency + prefetch (adaptive: resized per claim)
+  std::size_t max_window_ = 0;               // the largest window_ can be
+  bool adaptive_ = false;                    // prefetch < 0
+  static constexpr std::size_t kMaxAdaptivePrefetch = 512;
+  std::atomic<double> handler_ns_{0};        // mean handler time (adaptive)
+  std::atomic<double> claim_ns_{0};          // mean claim round trip (adaptive)
   static constexpr std::size_t kCommitBatchTarget = 64;            // no linger from this size on
   static constexpr std::chrono::microseconds kCommitLinger{200};  // see commit_loop
   std::size_t max_uncommitted_ = 0;          // successes the committer may fall behind by

@@ -361,6 +361,41 @@ TEMPLATE_LIST_TEST_CASE("a worker logs one line per event at its level, with the
   CHECK(a >= 5);  // started x2, completed, failed, dead
 }
 
+TEMPLATE_LIST_TEST_CASE("adaptive prefetch leases deep for fast handlers and hardly ahead for slow ones",
+                        "[conformance][worker][prefetch]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  std::vector<jobq::NewJob> fast;
+  for (int i = 0; i < 3'000; ++i) fast.push_back(q.make("fast", nullptr));
+  q.enqueue_many(fast);
+  {
+    jobq::Worker w{b, fast_worker(4)};
+    CHECK(w.stats().prefetch == 4);  // before anything is measured: prefetch = concurrency
+    w.handle("fast", [](const nlohmann::json&, jobq::JobContext&) {});
+    w.start();
+    REQUIRE(eventually([&] { return q.counts().completed == 3'000; }, 60s));
+    CHECK(w.stats().prefetch > 16);
+    w.stop();
+  }
+  // Two workers (two processes on a shared store) with 30 ms handlers share a backlog evenly.
+  for (int i = 0; i < 80; ++i) q.enqueue("slow", nullptr);
+  std::atomic<int> ran[2] = {0, 0};
+  auto& other = fx.second_backend();
+  auto opt = fast_worker(2);
+  jobq::Worker w1{b, opt};
+  jobq::Worker w2{other, opt};
+  w1.handle("slow", [&](const nlohmann::json&, jobq::JobContext&) { ++ran[0]; std::this_thread::sleep_for(30ms); });
+  w2.handle("slow", [&](const nlohmann::json&, jobq::JobContext&) { ++ran[1]; std::this_thread::sleep_for(30ms); });
+  w1.start();
+  w2.start();
+  REQUIRE(eventually([&] { return ran[0] + ran[1] == 80; }, 60s));
+  CHECK(w1.stats().prefetch <= 2);
+  CHECK(w2.stats().prefetch <= 2);
+  w1.stop();
+  w2.stop();
+  CHECK(ran[0] >= 32);  // within 20% of an equal share
+  CHECK(ran[1] >= 32);
+}
+
 TEMPLATE_LIST_TEST_CASE("Queue enqueue honours an absolute run_at and bulk NewJobs", "[conformance][queue]",
                         Backends) {
   auto&& [fx, b, q] = WorkerCase<TestType>{};

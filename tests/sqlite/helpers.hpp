@@ -9,6 +9,8 @@
 
 #include <stdlib.h>
 
+#include <jobq/sqlite/migrations.hpp>
+
 namespace sqlite_test {
 
 /// A fresh directory under the temp dir, removed with everything in it.
@@ -71,5 +73,18 @@ struct RawDb {
     return out;
   }
 };
+
+/// Writes jobq's schema as it was at `version` (migrations 1..version), as an older jobq left it.
+inline void write_old_schema(const RawDb& raw, int version) {
+  raw.exec("PRAGMA journal_mode = WAL");
+  raw.exec(
+      "CREATE TABLE jobq_schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+      "applied_at INTEGER NOT NULL)");
+  const auto all = jobq::detail::sqlite::migrations();
+  for (int v = 1; v <= version; ++v) {
+    raw.exec(all[static_cast<std::size_t>(v - 1)].sql);
+    raw.exec("INSERT INTO jobq_schema_version VALUES (" + std::to_string(v) + ", 'old', 0)");
+  }
+}
 
 }  // namespace sqlite_test

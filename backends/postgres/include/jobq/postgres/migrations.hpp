@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 3> migrations = {{
+inline constexpr std::array<Migration, 4> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -271,6 +271,150 @@ BEGIN
                  SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)
     SELECT * FROM u;
 END $fn$;
+)sql"},
+    {4, "flows: members wait for their dependencies; a trigger releases and dooms them with the change that settles a dependency",
+     R"sql(
+ALTER TABLE "{schema}".jobs DROP CONSTRAINT jobs_state_check;
+ALTER TABLE "{schema}".jobs ADD CONSTRAINT jobs_state_check
+  CHECK (state IN ('queued','active','completed','dead','cancelled','waiting'));
+-- flow_id: the flow's first member; depends_on: in the order given (immutable); pending: the
+-- dependencies of a waiting member not yet resolved.
+ALTER TABLE "{schema}".jobs ADD COLUMN flow_id bigint, ADD COLUMN depends_on bigint[],
+  ADD COLUMN continue_on_failure boolean NOT NULL DEFAULT false, ADD COLUMN pending int NOT NULL DEFAULT 0;
+CREATE INDEX jobs_flow ON "{schema}".jobs (flow_id) WHERE flow_id IS NOT NULL;
+-- dependency -> dependent, for the release; the rows go with their jobs.
+CREATE TABLE "{schema}".job_deps (
+  dep_id bigint NOT NULL REFERENCES "{schema}".jobs (id) ON DELETE CASCADE,
+  job_id bigint NOT NULL REFERENCES "{schema}".jobs (id) ON DELETE CASCADE,
+  PRIMARY KEY (dep_id, job_id));
+CREATE INDEX job_deps_job ON "{schema}".job_deps (job_id);
+CREATE TABLE "{schema}".flows (
+  id bigint PRIMARY KEY,
+  on_failure jsonb,                      -- to_json(NewJob), enqueued once when a member dies
+  fired boolean NOT NULL DEFAULT false); -- on_failure enqueued, or the flow cancelled
+
+-- Stores a flow in one statement. Ids are drawn first, so dependencies (1-based member
+-- indices, one int array literal per member) become ids while the rows are inserted.
+CREATE FUNCTION "{schema}".enqueue_flow(p_queues text[], p_names text[], p_payloads text[],
+    p_priorities int[], p_max_attempts int[], p_run_ats bigint[], p_now bigint, p_backoffs jsonb[],
+    p_timeouts bigint[], p_groups text[], p_deps text[], p_continue boolean[], p_on_failure jsonb)
+  RETURNS SETOF bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_ids bigint[];
+BEGIN
+  v_ids := ARRAY(SELECT nextval(pg_get_serial_sequence('"{schema}".jobs', 'id'))
+                   FROM generate_series(1, cardinality(p_queues)));
+  INSERT INTO "{schema}".jobs (id, queue, name, payload, state, priority, max_attempts, run_at,
+                               created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key,
+                               flow_id, depends_on, continue_on_failure, pending)
+  OVERRIDING SYSTEM VALUE
+  SELECT v_ids[m.ord], m.q, m.n, m.p::json,
+         CASE WHEN cardinality(d.ids) > 0 THEN 'waiting' ELSE 'queued' END,
+         m.pr, m.ma, m.ra, p_now, m.b, m.t, NULL, 0, m.g, v_ids[1], d.ids, m.c, cardinality(d.ids)
+    FROM unnest(p_queues, p_names, p_payloads, p_priorities, p_max_attempts, p_run_ats, p_backoffs,
+                p_timeouts, p_groups, p_deps, p_continue)
+         WITH ORDINALITY AS m(q, n, p, pr, ma, ra, b, t, g, deps, c, ord)
+   CROSS JOIN LATERAL (SELECT coalesce(array_agg(v_ids[x.i] ORDER BY x.k), '{}') AS ids
+                         FROM unnest(m.deps::int[]) WITH ORDINALITY AS x(i, k)) d;
+  INSERT INTO "{schema}".job_deps (dep_id, job_id)
+  SELECT v_ids[x.i], v_ids[m.ord]
+    FROM unnest(p_deps) WITH ORDINALITY AS m(deps, ord) CROSS JOIN LATERAL unnest(m.deps::int[]) AS x(i);
+  INSERT INTO "{schema}".flows (id, on_failure) VALUES (v_ids[1], p_on_failure);
+  PERFORM pg_notify('jobq:{schema}', q) FROM (SELECT DISTINCT q FROM unnest(p_queues) AS u(q)) AS d;
+  RETURN QUERY SELECT unnest(v_ids);
+END $fn$;
+
+-- A flow member settled (completed, dead or cancelled): each waiting dependent is released when
+-- its dependencies are all resolved, or dies (is cancelled) with an error naming this one; that
+-- update fires this trigger again for it, down the flow. Dependents are locked in id order, so
+-- concurrent completions of one chord queue up on its callback row instead of deadlocking.
+-- The time is the settled row's finished_at (the statement's clock).
+CREATE FUNCTION "{schema}".flow_settled() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  d record;
+  v_t bigint := NEW.finished_at;
+  v_msg text;
+  v_spec jsonb;
+  v_id bigint;
+BEGIN
+  FOR d IN SELECT j.id, j.continue_on_failure, j.pending, j.queue FROM "{schema}".job_deps e
+             JOIN "{schema}".jobs j ON j.id = e.job_id
+            WHERE e.dep_id = NEW.id AND j.state = 'waiting' ORDER BY j.id FOR UPDATE OF j LOOP
+    IF NEW.state = 'completed' OR d.continue_on_failure THEN
+      UPDATE "{schema}".jobs SET pending = pending - 1,
+             state = CASE WHEN pending <= 1 THEN 'queued' ELSE 'waiting' END,
+             run_at = CASE WHEN pending <= 1 THEN greatest(run_at, v_t) ELSE run_at END
+       WHERE id = d.id;
+    ELSE
+      IF NEW.state = 'cancelled' THEN
+        v_msg := 'dependency ' || NEW.id || ' was cancelled';
+      ELSE
+        v_msg := 'dependency ' || NEW.id || ' is dead: ' ||
+                 coalesce(NEW.errors -> (jsonb_array_length(NEW.errors) - 1) ->> 'message', '');
+      END IF;
+      UPDATE "{schema}".jobs SET state = CASE NEW.state WHEN 'cancelled' THEN 'cancelled' ELSE 'dead' END,
+             finished_at = v_t, pending = 0,
+             errors = errors || jsonb_build_array(jsonb_build_object('attempt', 0, 'message', v_msg, 'at', v_t))
+       WHERE id = d.id;
+      IF EXISTS (SELECT 1 FROM "{schema}".event_listeners) THEN
+        PERFORM "{schema}".notify_events(ARRAY[json_build_object('kind',
+                  CASE NEW.state WHEN 'cancelled' THEN 'cancelled' ELSE 'dead' END, 'id', d.id,
+                  'queue', d.queue, 'attempt', 0, 'progress', 0, 'message', left(v_msg, 1000))::text]);
+      END IF;
+    END IF;
+  END LOOP;
+  -- Its own failure (not a dependency's): the flow's error callback, once.
+  IF NEW.state = 'dead' AND OLD.state = 'active' THEN
+    UPDATE "{schema}".flows SET fired = true
+     WHERE id = NEW.flow_id AND NOT fired AND on_failure IS NOT NULL RETURNING on_failure INTO v_spec;
+    IF FOUND THEN
+      INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
+                                   created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key,
+                                   flow_id, depends_on, continue_on_failure)
+      VALUES (v_spec ->> 'queue', v_spec ->> 'name', coalesce(v_spec -> 'payload', 'null')::json, 'queued',
+              coalesce((v_spec ->> 'priority')::int, 0), coalesce((v_spec ->> 'max_attempts')::int, 3),
+              greatest(coalesce((v_spec ->> 'run_at')::bigint, v_t), v_t), v_t,
+              coalesce(v_spec -> 'backoff', '{}'::jsonb), coalesce((v_spec ->> 'timeout_ms')::bigint, 0),
+              NULL, 0, nullif(v_spec ->> 'group', ''), NEW.flow_id, ARRAY[NEW.id], true)
+      RETURNING id INTO v_id;
+      INSERT INTO "{schema}".job_deps (dep_id, job_id) VALUES (NEW.id, v_id);
+      PERFORM pg_notify('jobq:{schema}', v_spec ->> 'queue');
+    END IF;
+  END IF;
+  RETURN NULL;
+END $fn$;
+CREATE TRIGGER jobs_flow_settled AFTER UPDATE OF state ON "{schema}".jobs FOR EACH ROW
+  WHEN (NEW.flow_id IS NOT NULL AND OLD.state IS DISTINCT FROM NEW.state
+        AND NEW.state IN ('completed', 'dead', 'cancelled'))
+  EXECUTE FUNCTION "{schema}".flow_settled();
+
+-- A dead member was re-driven (dead -> queued), or revived by this trigger (dead -> waiting):
+-- what died because of it (dead, attempts 0) waits again, unless another of its dependencies
+-- still dooms it; a waiting dependent that continues on failure counts it unresolved again.
+CREATE FUNCTION "{schema}".flow_revived() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  d record;
+BEGIN
+  FOR d IN SELECT j.id, j.state, j.attempts, j.continue_on_failure FROM "{schema}".job_deps e
+             JOIN "{schema}".jobs j ON j.id = e.job_id
+            WHERE e.dep_id = NEW.id ORDER BY j.id FOR UPDATE OF j LOOP
+    IF d.state = 'waiting' AND d.continue_on_failure THEN
+      UPDATE "{schema}".jobs SET pending = pending + 1 WHERE id = d.id;
+    ELSIF d.state = 'dead' AND d.attempts = 0 AND (d.continue_on_failure OR NOT EXISTS (
+            SELECT 1 FROM "{schema}".job_deps e2 JOIN "{schema}".jobs o ON o.id = e2.dep_id
+             WHERE e2.job_id = d.id AND o.id <> NEW.id AND o.state IN ('dead', 'cancelled'))) THEN
+      UPDATE "{schema}".jobs SET state = 'waiting', finished_at = NULL,
+             pending = (SELECT count(*) FROM "{schema}".job_deps e2 JOIN "{schema}".jobs o ON o.id = e2.dep_id
+                         WHERE e2.job_id = d.id AND NOT (o.state = 'completed'
+                           OR (d.continue_on_failure AND o.state IN ('dead', 'cancelled'))))
+       WHERE id = d.id;
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END $fn$;
+CREATE TRIGGER jobs_flow_revived AFTER UPDATE OF state ON "{schema}".jobs FOR EACH ROW
+  WHEN (NEW.flow_id IS NOT NULL AND OLD.state = 'dead' AND NEW.state IN ('queued', 'waiting'))
+  EXECUTE FUNCTION "{schema}".flow_revived();
 )sql"},
 }};
 

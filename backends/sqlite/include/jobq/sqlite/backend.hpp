@@ -11,6 +11,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "jobq/sqlite/connection.hpp"
 #include "jobq/sqlite/enqueue.hpp"
 #include "jobq/sqlite/error.hpp"
+#include "jobq/sqlite/flows.hpp"
 #include "jobq/sqlite/migrations.hpp"
 #include "jobq/sqlite/options.hpp"
 #include "jobq/sqlite/rows.hpp"
@@ -117,10 +119,14 @@ class SqliteBackend {
     const auto queues = claim_queues(req);
     if (queues.empty() || req.limit == 0) return {};
     const auto limit = static_cast<std::int64_t>(std::min<std::size_t>(req.limit, INT64_MAX));
-    auto out = pool_.write(
-        "claim", [&](Connection& c) { return detail::sqlite::claim_jobs(c, queues, req, limit, now()); });
+    detail::sqlite::FlowEffects fx;  // of a corrupted row made dead
+    auto out = pool_.write("claim", [&](Connection& c) {
+      fx = {};
+      return detail::sqlite::claim_jobs(c, queues, req, limit, now(), fx);
+    });
     // RETURNING hands rows back in no particular order.
     std::sort(out.begin(), out.end(), claims_before);
+    after(fx);
     return out;
   }
 
@@ -140,11 +146,16 @@ class SqliteBackend {
     // Notices cost a RETURNING per job: built only while someone in this process listens.
     const bool announce = !hub_->empty();
     std::vector<JobNotice> notices;
+    detail::sqlite::FlowEffects fx;
     auto ok = pool_.write("complete", [&](Connection& c) {
       notices.clear();
-      const auto t = to_epoch_ms(now());
+      fx = {};
+      const auto now_t = now();
+      const auto t = to_epoch_ms(now_t);
       std::vector<bool> out;
       out.reserve(completions.size());
+      bool waiting = false;  // else no completion has a dependent to settle
+      if (auto w = c.query(detail::sqlite::sql::any_waiting, "complete"); w.step()) waiting = w.integer(0) != 0;
       for (std::size_t i = 0; i < completions.size(); ++i) {
         const auto& done = completions[i];
         if (done.lease_token.empty()) {
@@ -162,19 +173,23 @@ class SqliteBackend {
         } else {
           out.push_back(false);
         }
+        if (out.back() && waiting) detail::sqlite::settle_dependents(c, done.id, JobState::completed, {}, now_t, fx);
       }
       return out;
     });
     hub_->publish(notices);  // after the commit: only committed changes are announced
+    after(fx);
     return ok;
   }
 
   /// @brief Records a failed attempt: retry at f.retry_at, or dead.
   FailOutcome fail(const Failure& f) {
     if (f.lease_token.empty()) return FailOutcome::rejected;
-    const auto message = as_json_text(f.error);
+    const auto message = detail::sqlite::as_json_text(f.error);
     JobNotice notice;
+    detail::sqlite::FlowEffects fx;
     const auto [outcome, wake] = pool_.write("fail", [&](Connection& c) {
+      fx = {};
       const auto t = now();
       auto s = c.query(detail::sqlite::sql::fail, "fail");
       s.bind(1, f.id).bind(2, f.lease_token).bind(3, to_epoch_ms(t)).bind(4, message);
@@ -187,11 +202,14 @@ class SqliteBackend {
       const bool retried = s.text(0) == "queued";
       notice = {retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, f.id, s.text(1),
                 static_cast<int>(s.integer(2)), 0, f.error};
+      const JobId flow_id = s.is_null(3) ? 0 : s.integer(3);
       s.run();
+      if (!retried && flow_id != 0) detail::sqlite::died(c, f.id, flow_id, f.error, t, fx);
       return std::pair{retried ? FailOutcome::retried : FailOutcome::dead, retried && *f.retry_at <= t};
     });
     if (wake) notify();
     if (outcome != FailOutcome::rejected) hub_->publish(notice);
+    after(fx);
     return outcome;
   }
 
@@ -239,21 +257,30 @@ class SqliteBackend {
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired.
   Recovered recover_expired() {
     std::vector<JobNotice> notices;
+    detail::sqlite::FlowEffects fx;
     const auto r = pool_.write("recover expired leases", [&](Connection& c) {
       notices.clear();
+      fx = {};
+      const auto t = now();
       Recovered rec;
-      auto s = c.query(detail::sqlite::sql::recover_expired, "recover expired leases");
-      s.bind(1, to_epoch_ms(now())).bind(2, lease_expired_message);
-      while (s.step()) {
-        const bool retried = s.text(0) == "queued";
-        (retried ? rec.retried : rec.dead) += 1;
-        notices.push_back({retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, s.integer(1), s.text(2),
-                           static_cast<int>(s.integer(3)), 0, lease_expired_message});
+      std::vector<std::pair<JobId, JobId>> dead_members;  // (job, flow)
+      {
+        auto s = c.query(detail::sqlite::sql::recover_expired, "recover expired leases");
+        s.bind(1, to_epoch_ms(t)).bind(2, lease_expired_message);
+        while (s.step()) {
+          const bool retried = s.text(0) == "queued";
+          (retried ? rec.retried : rec.dead) += 1;
+          notices.push_back({retried ? JobNotice::Kind::failed : JobNotice::Kind::dead, s.integer(1), s.text(2),
+                             static_cast<int>(s.integer(3)), 0, lease_expired_message});
+          if (!retried && !s.is_null(4)) dead_members.emplace_back(s.integer(1), s.integer(4));
+        }
       }
+      for (const auto& [id, flow_id] : dead_members) detail::sqlite::died(c, id, flow_id, lease_expired_message, t, fx);
       return rec;
     });
     if (r.retried > 0) notify();
     hub_->publish(notices);
+    after(fx);
     return r;
   }
 
@@ -267,25 +294,51 @@ class SqliteBackend {
     });
   }
 
-  /// @brief Cancels a queued job.
+  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
   bool cancel(JobId id) {
     std::string queue;
+    detail::sqlite::FlowEffects fx;
     const bool ok = pool_.write("cancel", [&](Connection& c) {
-      auto s = c.query(detail::sqlite::sql::cancel, "cancel");
-      s.bind(1, id).bind(2, to_epoch_ms(now()));
-      if (!s.step()) return false;
-      queue = s.text(0);
-      s.run();
+      fx = {};
+      const auto t = now();
+      JobId flow_id = 0;
+      {
+        auto s = c.query(detail::sqlite::sql::cancel, "cancel");
+        s.bind(1, id).bind(2, to_epoch_ms(t));
+        if (!s.step()) return false;
+        queue = s.text(0);
+        flow_id = s.is_null(1) ? 0 : s.integer(1);
+        s.run();
+      }
+      if (flow_id != 0) {
+        c.query(detail::sqlite::sql::forget_waiting, "cancel").bind(1, id).run();
+        detail::sqlite::settle_dependents(c, id, JobState::cancelled, {}, t, fx);
+      }
       return true;
     });
     if (ok) hub_->publish(JobNotice{JobNotice::Kind::cancelled, id, queue, 0, 0, {}});
+    after(fx);
     return ok;
   }
 
-  /// @brief Puts a dead job back in its queue with a fresh attempt budget (errors kept).
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget (errors kept). A flow
+  /// member: false while a dependency is not completed (unless it continues on failure); what
+  /// died because of it waits again.
   bool redrive(JobId id) {
     const bool ok = pool_.write("redrive", [&](Connection& c) {
-      return c.query(detail::sqlite::sql::redrive, "redrive").bind(1, id).bind(2, to_epoch_ms(now())).run() == 1;
+      JobId flow_id = 0;
+      {
+        auto s = c.query(detail::sqlite::sql::redrive_check, "redrive");
+        s.bind(1, id);
+        if (!s.step()) return false;
+        flow_id = s.is_null(0) ? 0 : s.integer(0);
+        if (flow_id != 0 && s.integer(1) == 0 && s.integer(2) > 0) return false;  // re-drive that one instead
+      }
+      if (c.query(detail::sqlite::sql::redrive, "redrive").bind(1, id).bind(2, to_epoch_ms(now())).run() != 1) {
+        return false;
+      }
+      if (flow_id != 0) detail::sqlite::revive_dependents(c, id);
+      return true;
     });
     if (ok) notify();
     return ok;
@@ -317,7 +370,8 @@ class SqliteBackend {
   }
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the
-  /// newest retention.max_jobs of each finished state.
+  /// newest retention.max_jobs of each finished state (both outside flows), then the whole
+  /// flows with a member in the queue whose members are all finished and that old.
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     return pool_.write("prune", [&](Connection& c) {
@@ -344,7 +398,7 @@ class SqliteBackend {
                   .run());
         }
       }
-      return n;
+      return n + detail::sqlite::prune_flows(c, queue, retention, t);
     });
   }
 
@@ -464,16 +518,76 @@ class SqliteBackend {
     // The hub may be shared with other objects on the file: keep it alive with the subscription.
     return Subscription([hub = hub_, inner] { inner->cancel(); });
   }
-  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
+
+  /// @brief get() of each id, in one statement (one snapshot).
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
+    if (ids.empty()) return {};
+    const auto list = nlohmann::json(std::vector<JobId>(ids.begin(), ids.end())).dump();
+    auto found = pool_.read("get jobs", [&](Connection& c) {
+      std::unordered_map<JobId, JobRecord> rows;
+      auto s = c.query(detail::sqlite::sql::read_jobs, "get jobs");
+      s.bind(1, list);
+      while (s.step()) {
+        auto r = detail::sqlite::decode(s);
+        rows.emplace(r.id, std::move(r));
+      }
+      return rows;
+    });
     std::vector<std::optional<JobRecord>> out;
     out.reserve(ids.size());
-    for (JobId id : ids) out.push_back(get(id));
+    for (JobId id : ids) {
+      auto it = found.find(id);
+      out.push_back(it == found.end() ? std::nullopt : std::optional<JobRecord>(it->second));
+    }
     return out;
   }
-  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+
+  /// @brief Stores a flow's members, dependencies and error callback in one transaction, all or
+  /// nothing; returns the members' ids in the flow's order.
+  std::vector<JobId> enqueue_flow(const NewFlow& flow) {
+    validate(flow);
+    std::vector<detail::sqlite::Encoded> encoded;
+    encoded.reserve(flow.members.size());
+    for (const auto& m : flow.members) encoded.push_back(encode(m.job));  // before any write
+    bool wake = false;
+    auto ids = pool_.write("enqueue flow", [&](Connection& c) {
+      wake = false;
+      return detail::sqlite::store_flow(c, flow, encoded, now(), wake);
+    });
+    if (wake) notify();
+    return ids;
+  }
+
+  /// @brief Cancels every queued or waiting member of job id's flow; 0 when it is in none.
+  std::size_t cancel_flow(JobId id) {
+    detail::sqlite::FlowEffects fx;
+    const auto n = pool_.write("cancel flow", [&](Connection& c) -> std::size_t {
+      fx = {};
+      JobId flow_id = 0;
+      {
+        auto s = c.query(detail::sqlite::sql::flow_of, "cancel flow");
+        s.bind(1, id);
+        if (!s.step() || s.is_null(0)) return 0;
+        flow_id = s.integer(0);
+      }
+      return detail::sqlite::cancel_members(c, flow_id, now(), fx);
+    });
+    after(fx);
+    return n;
+  }
+
+  /// @brief The flow of job id, every member by id (one statement); nullopt when it is in none.
+  std::optional<FlowRecord> flow(JobId id) {
+    return pool_.read("get flow", [&](Connection& c) -> std::optional<FlowRecord> {
+      FlowRecord r;
+      auto s = c.query(detail::sqlite::sql::read_flow, "get flow");
+      s.bind(1, id);
+      while (s.step()) r.members.push_back(detail::sqlite::decode(s));
+      if (r.members.empty()) return std::nullopt;
+      r.id = r.members.front().flow_id;
+      return r;
+    });
+  }
 
 
   // Beyond the Backend concept.
@@ -523,9 +637,10 @@ class SqliteBackend {
     return f != nullptr ? f : "";
   }
 
-  // A message as JSON text, invalid UTF-8 replaced (bound to json(?) in SQL).
-  static std::string as_json_text(const std::string& message) {
-    return nlohmann::json(message).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // After the commit: announce what a flow change did to other members, wake for released ones.
+  void after(const detail::sqlite::FlowEffects& fx) {
+    hub_->publish(fx.notices);
+    if (fx.wake) notify();
   }
 
   detail::sqlite::Encoded encode(const NewJob& job) const { return detail::sqlite::encode(job, opt_.max_payload_bytes); }

@@ -19,6 +19,7 @@
 #include "jobq/error.hpp"
 #include "jobq/job.hpp"
 #include "jobq/sqlite/connection.hpp"
+#include "jobq/sqlite/flows.hpp"
 #include "jobq/sqlite/rows.hpp"
 #include "jobq/sqlite/statements.hpp"
 #include "jobq/time.hpp"
@@ -130,9 +131,11 @@ inline nlohmann::json pick_limited(Connection& c, const std::vector<std::string>
 /// Queues without limits take the same single statement as before limits existed. A queue
 /// with limits (set_queue_limits) is walked in claim order skipping saturated groups, as far
 /// as its rate allowance goes, and the chosen jobs are leased by id. A claimed row that cannot
-/// be decoded is not returned: it is made dead in the same transaction (sql::kill_corrupt).
+/// be decoded is not returned: it is made dead in the same transaction (sql::kill_corrupt), and
+/// if it is a flow member, what waits for it learns so (`fx`).
 inline std::vector<JobRecord> claim_jobs(Connection& c, std::span<const std::string> queues,
-                                         const ClaimRequest& req, std::int64_t limit, TimePoint t) {
+                                         const ClaimRequest& req, std::int64_t limit, TimePoint t,
+                                         FlowEffects& fx) {
   std::vector<std::string> open;
   std::vector<std::pair<std::string, QueueLimits>> limited;
   for (const auto& q : queues) {
@@ -192,11 +195,14 @@ inline std::vector<JobRecord> claim_jobs(Connection& c, std::span<const std::str
     }
   }
   for (const auto& [id, why] : broken) {
-    c.query(sql::kill_corrupt, "claim: mark corrupted job dead")
-        .bind(1, id)
-        .bind(2, to_epoch_ms(t))
-        .bind(3, nlohmann::json(why).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-        .run();
+    JobId flow_id = 0;
+    {
+      auto s = c.query(sql::kill_corrupt, "claim: mark corrupted job dead");
+      s.bind(1, id).bind(2, to_epoch_ms(t)).bind(3, as_json_text(why));
+      if (s.step() && !s.is_null(0)) flow_id = s.integer(0);
+      s.run();
+    }
+    if (flow_id != 0) died(c, id, flow_id, why, t, fx);
   }
   return jobs;
 }

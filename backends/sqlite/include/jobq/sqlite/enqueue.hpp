@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "jobq/error.hpp"
 #include "jobq/job.hpp"
 #include "jobq/sqlite/connection.hpp"
@@ -23,6 +25,11 @@ struct Encoded {
   std::string payload;
   std::string backoff;
 };
+
+/// @brief A message as JSON text, invalid UTF-8 replaced (bound to json(?) in SQL).
+inline std::string as_json_text(const std::string& message) {
+  return nlohmann::json(message).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 /// @brief validate(job), then its columns; a payload over `max_payload_bytes` is InvalidArgument.
 inline Encoded encode(const NewJob& job, std::size_t max_payload_bytes) {

@@ -29,8 +29,8 @@ struct Migration {
 };
 
 /// @brief Every migration, oldest first. Append only: never edit one that has shipped (a file's
-/// stored table definitions are these texts, and migration 6 rewrites one of them).
-inline constexpr std::array<Migration, 6> all_migrations{{
+/// stored table definitions are these texts, and migrations 6 and 7 rewrite one of them).
+inline constexpr std::array<Migration, 7> all_migrations{{
   {1, "jobs table",
    R"sql(
 CREATE TABLE jobq_jobs (
@@ -152,6 +152,43 @@ PRAGMA writable_schema = ON;
 UPDATE sqlite_schema SET sql = replace(sql,
     'CHECK (state IN (''queued'',''active'',''completed'',''dead'',''cancelled''))',
     'CHECK (state = ''queued'' OR state = ''active'' OR state = ''completed'' OR state = ''dead'' OR state = ''cancelled'')')
+  WHERE type = 'table' AND name = 'jobq_jobs';
+PRAGMA writable_schema = OFF;
+)sql", true},
+  {7, "flows: members, dependencies, waiting jobs, error callbacks",
+   R"sql(
+-- Set when a member's flow is stored, never changed. depends_on comes last: reading the other
+-- columns never walks its overflow pages (a chord's callback lists every member).
+ALTER TABLE jobq_jobs ADD COLUMN flow_id INTEGER;  -- NULL: in no flow; else its first member's id
+ALTER TABLE jobq_jobs ADD COLUMN continue_on_failure INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobq_jobs ADD COLUMN depends_on TEXT;  -- JSON array of ids, in result order; NULL: none
+-- flow(), cancel_flow, prune: a flow's members.
+CREATE INDEX jobq_jobs_flow ON jobq_jobs (flow_id) WHERE flow_id IS NOT NULL;
+-- Dependency -> dependents: what a completion, death or cancel settles, what a redrive revives.
+CREATE TABLE jobq_deps (
+  dep_id INTEGER NOT NULL,
+  job_id INTEGER NOT NULL,
+  PRIMARY KEY (dep_id, job_id)
+) WITHOUT ROWID;
+-- A row per waiting job: its unresolved dependencies. Apart from jobq_jobs so that each
+-- completion of a chord member rewrites this small row, not the callback's long one.
+CREATE TABLE jobq_waiting (
+  job_id  INTEGER PRIMARY KEY,
+  pending INTEGER NOT NULL
+);
+-- Flows with an error callback: the job (to_json(NewJob)), and whether it was enqueued (or the
+-- flow cancelled).
+CREATE TABLE jobq_flows (
+  id         INTEGER PRIMARY KEY,  -- the flow's id
+  on_failure TEXT    NOT NULL,
+  fired      INTEGER NOT NULL DEFAULT 0
+);
+-- The state check admits 'waiting'. Loosening a CHECK cannot break a stored row, so the text is
+-- edited in place as in migration 6 (after the ALTERs above, which reparse the table).
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema SET sql = replace(sql,
+    'OR state = ''dead'' OR state = ''cancelled'')',
+    'OR state = ''dead'' OR state = ''cancelled'' OR state = ''waiting'')')
   WHERE type = 'table' AND name = 'jobq_jobs';
 PRAGMA writable_schema = OFF;
 )sql", true},

@@ -40,8 +40,12 @@ inline JobRecord decode(const Stmt& s) {
     r.backoff = Backoff::from_json(parse_column(s.text(13), r.id, "backoff"));
     if (!s.is_null(17)) r.result = parse_column(s.text(17), r.id, "result");
     r.errors = errors_from_json(parse_column(s.text(18), r.id, "errors"));
+    if (!s.is_null(24)) r.depends_on = parse_column(s.text(24), r.id, "depends_on").get<std::vector<JobId>>();
   } catch (const SqliteError&) {
     throw;
+  } catch (const nlohmann::json::exception& e) {  // depends_on is not an array of ids
+    throw SqliteError(ErrorCategory::backend,
+                      "sqlite: job " + std::to_string(r.id) + " is corrupted: " + e.what());
   } catch (const Error& e) {
     throw SqliteError(ErrorCategory::backend,
                       "sqlite: job " + std::to_string(r.id) + " is corrupted: " + e.what());
@@ -60,6 +64,8 @@ inline JobRecord decode(const Stmt& s) {
   r.progress = static_cast<int>(s.integer(19));
   r.progress_message = s.text(20);
   r.group = s.text(21);
+  r.flow_id = s.is_null(22) ? 0 : s.integer(22);
+  r.continue_on_failure = s.integer(23) != 0;
   return r;
 }
 

@@ -72,7 +72,8 @@ static_assert(ends_in_nul(set_synchronous[0]) && ends_in_nul(set_synchronous[1])
 /// statement returning jobs selects exactly this list (checked below each).
 inline constexpr std::string_view job_columns = R"sql(id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
-  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key)sql";
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on)sql";
 
 /// @brief True when `statement` selects job_columns as one piece.
 consteval bool has_job_columns(std::string_view statement) {
@@ -151,7 +152,8 @@ UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1,
 inline constexpr std::string_view claim_batch_tail = R"sql(
 ) RETURNING id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
-  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
 )sql";
 static_assert(has_job_columns(claim_batch_tail));
 
@@ -179,7 +181,8 @@ UPDATE jobq_jobs SET state = 'active', attempts = attempts + 1,
 WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'queued'
 RETURNING id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
-  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
 )sql";
 static_assert(has_job_columns(claim_ids));
 
@@ -217,7 +220,7 @@ UPDATE jobq_jobs SET
   errors = json_insert(CASE WHEN json_valid(errors) AND json_type(errors) = 'array' THEN errors
     ELSE '[]' END, '$[#]', json_object('attempt', attempts, 'message', json(?3), 'at', ?2)),
   state = 'dead', finished_at = ?2, lease_token = NULL, lease_until = NULL
-WHERE id = ?1
+WHERE id = ?1 RETURNING flow_id
 )sql";
 
 // Lease holders. Primary key; only the holder of the current lease token matches.
@@ -243,7 +246,7 @@ UPDATE jobq_jobs SET
   run_at = CASE WHEN ?5 IS NOT NULL AND attempts < max_attempts THEN ?5 ELSE run_at END,
   finished_at = CASE WHEN ?5 IS NOT NULL AND attempts < max_attempts THEN NULL ELSE ?3 END,
   lease_token = NULL, lease_until = NULL
-WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING state, queue, attempts
+WHERE id = ?1 AND state = 'active' AND lease_token = ?2 RETURNING state, queue, attempts, flow_id
 )sql";
 
 inline constexpr std::string_view extend_lease = R"sql(
@@ -269,7 +272,7 @@ UPDATE jobq_jobs SET
   run_at = CASE WHEN attempts < max_attempts THEN ?1 ELSE run_at END,
   finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,
   lease_token = NULL, lease_until = NULL
-WHERE state = 'active' AND lease_until <= ?1 RETURNING state, id, queue, attempts
+WHERE state = 'active' AND lease_until <= ?1 RETURNING state, id, queue, attempts, flow_id
 )sql";
 
 // Jobs.
@@ -278,14 +281,15 @@ WHERE state = 'active' AND lease_until <= ?1 RETURNING state, id, queue, attempt
 inline constexpr std::string_view read_job = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
-  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
 FROM jobq_jobs WHERE id = ?1
 )sql";
 static_assert(has_job_columns(read_job));
 
 inline constexpr std::string_view cancel = R"sql(
-UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state = 'queued'
-RETURNING queue
+UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2
+WHERE id = ?1 AND (state = 'queued' OR state = 'waiting') RETURNING queue, flow_id
 )sql";
 
 inline constexpr std::string_view redrive = R"sql(
@@ -313,20 +317,22 @@ inline constexpr std::string_view counts = R"sql(SELECT state, n FROM jobq_count
 // jobq_jobs_finished.
 inline constexpr std::string_view prune = R"sql(
 DELETE FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
-AND finished_at < ?3
+AND finished_at < ?3 AND flow_id IS NULL
 )sql";
 // jobq_jobs_finished, read backwards (its implicit last column is the id): all but the newest ?3.
+// Flow members are pruned with their flow (flow_prunable), and not counted here.
 inline constexpr std::string_view prune_beyond = R"sql(
 DELETE FROM jobq_jobs WHERE id IN (
   SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
-  ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?3)
+  AND flow_id IS NULL ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?3)
 )sql";
 
 // jobq_jobs_by_state.
 inline constexpr std::string_view list_jobs = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
-  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
 FROM jobq_jobs WHERE queue = ?1 AND state = ?2 ORDER BY id LIMIT ?3 OFFSET ?4
 )sql";
 static_assert(has_job_columns(list_jobs));
@@ -350,6 +356,152 @@ inline constexpr std::string_view schedules = R"sql(SELECT name, spec, next_run 
 inline constexpr std::string_view fire_schedule = R"sql(
 UPDATE jobq_schedules SET next_run = ?3 WHERE name = ?1 AND next_run = ?2
 )sql";
+
+// Flows (migration 7).
+
+// get_many: primary key, once per id of the JSON array ?1 (in no particular order).
+inline constexpr std::string_view read_jobs = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts,
+  max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
+FROM jobq_jobs WHERE id IN (SELECT value FROM json_each(?1))
+)sql";
+static_assert(has_job_columns(read_jobs));
+
+// jobq_jobs_flow: every member of the flow job ?1 belongs to, by id.
+inline constexpr std::string_view read_flow = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts,
+  max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
+  unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
+  flow_id, continue_on_failure, depends_on
+FROM jobq_jobs WHERE flow_id = (SELECT flow_id FROM jobq_jobs WHERE id = ?1) AND flow_id IS NOT NULL
+ORDER BY id
+)sql";
+static_assert(has_job_columns(read_flow));
+
+inline constexpr std::string_view flow_of = R"sql(SELECT flow_id FROM jobq_jobs WHERE id = ?1)sql";
+
+// The id the next insert into jobq_jobs would get (AUTOINCREMENT: above every id it ever had),
+// so that a flow's members get known ids and each row is written once, dependencies included.
+inline constexpr std::string_view next_job_id = R"sql(
+SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobq_jobs'), 0),
+           coalesce((SELECT max(id) FROM jobq_jobs), 0)) + 1
+)sql";
+
+// A flow member; ?1 NULL (the error callback) takes the next id. ?5: 'queued' or 'waiting'.
+inline constexpr std::string_view insert_member = R"sql(
+INSERT INTO jobq_jobs (id, queue, name, payload, state, priority, max_attempts, run_at, created_at,
+  backoff, timeout_ms, unique_for_ms, group_key, flow_id, continue_on_failure, depends_on)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+)sql";
+
+// The edges and pending counts of the members ?1..?2 (primary key range), from depends_on.
+inline constexpr std::string_view link_members = R"sql(
+INSERT INTO jobq_deps (dep_id, job_id)
+SELECT e.value, j.id FROM jobq_jobs j, json_each(j.depends_on) e WHERE j.id BETWEEN ?1 AND ?2
+)sql";
+inline constexpr std::string_view count_pending = R"sql(
+INSERT INTO jobq_waiting (job_id, pending)
+SELECT id, json_array_length(depends_on) FROM jobq_jobs
+WHERE id BETWEEN ?1 AND ?2 AND state = 'waiting'
+)sql";
+
+inline constexpr std::string_view insert_flow = R"sql(
+INSERT INTO jobq_flows (id, on_failure) VALUES (?1, ?2)
+)sql";
+// The flow's error callback, at most once: whoever sets fired gets the job.
+inline constexpr std::string_view fire_on_failure = R"sql(
+UPDATE jobq_flows SET fired = 1 WHERE id = ?1 AND fired = 0 RETURNING on_failure
+)sql";
+inline constexpr std::string_view disarm_on_failure = R"sql(UPDATE jobq_flows SET fired = 1 WHERE id = ?1)sql";
+
+// Whether any job waits: without one, no completion has a dependent to settle (complete_many
+// asks once per transaction instead of probing jobq_deps per job).
+inline constexpr std::string_view any_waiting = R"sql(SELECT EXISTS (SELECT 1 FROM jobq_waiting))sql";
+
+// jobq_deps' primary key, then each waiting dependent by its id (CROSS JOIN keeps that order).
+// continue_on_failure and queue come before depends_on in the row: no overflow page is read.
+inline constexpr std::string_view waiting_dependents = R"sql(
+SELECT w.job_id, w.pending, j.continue_on_failure, j.queue
+FROM jobq_deps d CROSS JOIN jobq_waiting w ON w.job_id = d.job_id CROSS JOIN jobq_jobs j ON j.id = w.job_id
+WHERE d.dep_id = ?1
+)sql";
+// Every dependent, whatever its state (redrive).
+inline constexpr std::string_view all_dependents = R"sql(
+SELECT j.id, j.state, j.attempts, j.continue_on_failure
+FROM jobq_deps d CROSS JOIN jobq_jobs j ON j.id = d.job_id WHERE d.dep_id = ?1
+)sql";
+
+// One dependency of waiting job ?1 resolved; the last one queues it, not before ?2 (now).
+inline constexpr std::string_view count_resolved = R"sql(
+UPDATE jobq_waiting SET pending = pending - 1 WHERE job_id = ?1
+)sql";
+inline constexpr std::string_view count_unresolved = R"sql(
+UPDATE jobq_waiting SET pending = pending + 1 WHERE job_id = ?1
+)sql";
+inline constexpr std::string_view release_waiting = R"sql(
+UPDATE jobq_jobs SET state = 'queued', run_at = max(run_at, ?2) WHERE id = ?1 AND state = 'waiting'
+)sql";
+inline constexpr std::string_view forget_waiting = R"sql(DELETE FROM jobq_waiting WHERE job_id = ?1)sql";
+
+// A waiting job whose dependency is dead or cancelled and which does not continue on failure:
+// finished likewise (?3), the reason (JSON text ?4) appended as attempt 0.
+inline constexpr std::string_view doom_waiting = R"sql(
+UPDATE jobq_jobs SET state = ?3, finished_at = ?2,
+  errors = json_insert(errors, '$[#]', json_object('attempt', 0, 'message', json(?4), 'at', ?2))
+WHERE id = ?1 AND state = 'waiting'
+)sql";
+
+// Redrive of a flow member ?1 (dead): its dependencies not completed (0 lets it go, or it
+// continues on failure).
+inline constexpr std::string_view redrive_check = R"sql(
+SELECT j.flow_id, j.continue_on_failure,
+  (SELECT count(*) FROM json_each(j.depends_on) e CROSS JOIN jobq_jobs o ON o.id = e.value
+   WHERE o.state <> 'completed')
+FROM jobq_jobs j WHERE j.id = ?1 AND j.state = 'dead'
+)sql";
+// A dependent ?1 that died because of ?2 (being re-driven): its dependencies not completed, and
+// how many others than ?2 are dead or cancelled (then it stays dead).
+inline constexpr std::string_view revive_check = R"sql(
+SELECT coalesce(sum(o.state <> 'completed'), 0),
+  coalesce(sum(o.id <> ?2 AND (o.state = 'dead' OR o.state = 'cancelled')), 0)
+FROM jobq_jobs j, json_each(j.depends_on) e CROSS JOIN jobq_jobs o ON o.id = e.value WHERE j.id = ?1
+)sql";
+inline constexpr std::string_view revive = R"sql(
+UPDATE jobq_jobs SET state = 'waiting', finished_at = NULL WHERE id = ?1 AND state = 'dead'
+)sql";
+inline constexpr std::string_view wait_again = R"sql(
+INSERT INTO jobq_waiting (job_id, pending) VALUES (?1, ?2)
+)sql";
+
+// cancel_flow (jobq_jobs_flow): every member of flow ?1 that has not started, at once.
+inline constexpr std::string_view cancel_members = R"sql(
+UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2
+WHERE flow_id = ?1 AND (state = 'queued' OR state = 'waiting') RETURNING id, queue
+)sql";
+inline constexpr std::string_view forget_flow_waiting = R"sql(
+DELETE FROM jobq_waiting WHERE job_id IN (SELECT id FROM jobq_jobs WHERE flow_id = ?1)
+)sql";
+
+// Prune. Flows with a member of queue ?1 in state ?2 finished before ?3 (jobq_jobs_finished:
+// the queue's jobs outside flows that are as old were just deleted, so these are members).
+inline constexpr std::string_view flow_candidates = R"sql(
+SELECT DISTINCT flow_id FROM jobq_jobs INDEXED BY jobq_jobs_finished
+WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL AND finished_at < ?3 AND flow_id IS NOT NULL
+)sql";
+// jobq_jobs_flow: a member of flow ?1 to keep (not finished, or finished after the cutoff of its
+// state: ?2 completed, ?3 dead, ?4 cancelled; INT64_MIN when that state is kept forever).
+inline constexpr std::string_view flow_kept = R"sql(
+SELECT 1 FROM jobq_jobs WHERE flow_id = ?1 AND NOT coalesce(finished_at <
+  CASE state WHEN 'completed' THEN ?2 WHEN 'dead' THEN ?3 WHEN 'cancelled' THEN ?4 END, 0) LIMIT 1
+)sql";
+// A whole flow; its edges all start at its members (jobq_deps' primary key).
+inline constexpr std::string_view delete_flow_deps = R"sql(
+DELETE FROM jobq_deps WHERE dep_id IN (SELECT id FROM jobq_jobs WHERE flow_id = ?1)
+)sql";
+inline constexpr std::string_view delete_flow_row = R"sql(DELETE FROM jobq_flows WHERE id = ?1)sql";
+inline constexpr std::string_view delete_flow_jobs = R"sql(DELETE FROM jobq_jobs WHERE flow_id = ?1)sql";
 
 // Waiting for work.
 
