@@ -44,8 +44,18 @@ struct FlowRecord {
   std::vector<JobRecord> members;  ///< by id
 };
 
-/// @brief The error a dependent gets when a dependency dies and it does not continue on failure.
+/// @brief The error a dependent gets when a dependency dies and it does not continue on failure:
+/// "dependency 42 is dead: <the root cause>". When the dependency itself died of one of its own
+/// ("dependency 41 is dead: boom"), that prefix is dropped, so the text does not grow down a chain.
 inline std::string dead_dependency_error(JobId dependency, std::string_view last_error) {
+  constexpr std::string_view head = "dependency ";
+  constexpr std::string_view tail = " is dead: ";
+  if (last_error.substr(0, head.size()) == head) {
+    const auto digits = last_error.find_first_not_of("0123456789", head.size());
+    if (digits != std::string_view::npos && digits > head.size() && last_error.substr(digits, tail.size()) == tail) {
+      last_error.remove_prefix(digits + tail.size());
+    }
+  }
   return "dependency " + std::to_string(dependency) + " is dead: " + std::string(last_error);
 }
 

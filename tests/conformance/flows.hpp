@@ -236,7 +236,8 @@ TEMPLATE_LIST_TEST_CASE("by default a dead member kills what depends on it, down
   CHECK(state_of(b, ids[2]) == JobState::dead);
   CHECK(state_of(b, ids[3]) == JobState::dead);
   CHECK(last_error(b, ids[2]) == "dependency " + std::to_string(ids[0]) + " is dead: card declined");
-  CHECK(last_error(b, ids[3]).rfind("dependency " + std::to_string(ids[2]) + " is dead: ", 0) == 0);
+  // Down the flow the root cause is kept, not nested: the text stays the same length.
+  CHECK(last_error(b, ids[3]) == "dependency " + std::to_string(ids[2]) + " is dead: card declined");
   const auto mid_job = b.get(ids[2]);
   CHECK(mid_job->attempts == 0);
   CHECK(mid_job->errors.back().attempt == 0);

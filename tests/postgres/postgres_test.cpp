@@ -157,29 +157,6 @@ TEST_CASE("many backends starting at once migrate the schema exactly once", "[po
   CHECK(b.counts("q").queued == 8);
 }
 
-TEST_CASE("a version 3 schema gains flows in place, its jobs kept", "[postgres][flow]") {
-  pgtest::TempSchema schema;
-  const std::string q = "\"" + schema.name + "\"";
-  {
-    jobq::PostgresBackend b{pgtest::url(), {.schema = schema.name}};
-    b.enqueue(make_job());
-  }
-  auto c = pgtest::connect();
-  pgtest::downgrade_to_v3(c.get(), q);
-  jobq::PostgresBackend b{pgtest::url(), {.schema = schema.name}};
-  CHECK(b.schema_version() == jobq::PostgresBackend::latest_schema_version);
-  CHECK(b.counts("q").queued == 1);
-  const auto old = b.claim({{"q"}, 1, 30s});
-  REQUIRE(old.size() == 1);
-  CHECK(old[0].flow_id == 0);
-  CHECK(old[0].depends_on.empty());
-  jobq::NewFlow f;
-  f.members = {{make_job(), {}, false}, {make_job(), {0}, false}};
-  const auto ids = b.enqueue_flow(f);
-  CHECK(b.counts("q").waiting == 1);
-  CHECK(b.get(ids[1])->depends_on == std::vector<jobq::JobId>{ids[0]});
-}
-
 TEST_CASE("a version 1 schema is upgraded in place, its jobs kept", "[postgres]") {
   pgtest::TempSchema schema;
   const std::string q = "\"" + schema.name + "\"";

@@ -118,3 +118,10 @@ TEST_CASE("a handler reads its dependencies' results typed, in order, loaded onc
                         [](const jobq::JobRecord&) -> std::vector<jobq::Dependency> { FAIL("loaded"); return {}; });
   CHECK(none.dependencies().empty());
 }
+
+TEST_CASE("a dead dependency's error names it and the root cause without nesting", "[flow]") {
+  CHECK(jobq::dead_dependency_error(42, "boom") == "dependency 42 is dead: boom");
+  CHECK(jobq::dead_dependency_error(43, "dependency 42 is dead: boom") == "dependency 43 is dead: boom");
+  CHECK(jobq::dead_dependency_error(43, "dependency x is dead: boom") == "dependency 43 is dead: dependency x is dead: boom");
+  CHECK(jobq::dead_dependency_error(7, "") == "dependency 7 is dead: ");
+}

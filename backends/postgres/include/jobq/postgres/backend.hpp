@@ -13,7 +13,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <unordered_map>
 #include <vector>
 
 #include <libpq-fe.h>
@@ -257,7 +256,7 @@ class PostgresBackend {
     });
   }
 
-  /// @brief Cancels a queued or waiting job (its dependents follow, by the flow trigger).
+  /// @brief Cancels a queued job.
   bool cancel(JobId id) {
     return pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
       return PQntuples(c.exec(S::cancel, {std::to_string(id), ms(now())}).get()) == 1;
@@ -339,16 +338,7 @@ class PostgresBackend {
                                            std::to_string(retention.max_jobs), lock});
       }
     }
-    // Whole flows (up to 1,000 a statement) until none is left to go.
-    for (;;) {
-      const auto n = pool_.with_retry("prune", Replay::safe, [&](Conn& c, bool) {
-        auto r = c.exec(S::prune_flows, {queue, ms(t), keep(retention.completed), keep(retention.dead),
-                                         keep(retention.cancelled), lock});
-        return static_cast<std::size_t>(detail::pg::to_i64(PQcmdTuples(r.get())));
-      });
-      total += n;
-      if (n == 0) return total;
-    }
+    return total;
   }
 
   /// @brief A page of a queue's jobs in one state, by id.
@@ -469,80 +459,17 @@ class PostgresBackend {
     if (!fn) throw InvalidArgument("subscribe: the callback is empty");
     return notices_.subscribe(queues, std::move(fn));
   }
-  /// @brief get() of each id, in one statement.
+  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
-    std::vector<std::optional<JobRecord>> out(ids.size());
-    if (ids.empty()) return out;
-    std::vector<detail::pg::Param> texts;
-    texts.reserve(ids.size());
-    for (JobId id : ids) texts.emplace_back(std::to_string(id));
-    auto rows = pool_.with_retry("get_many", Replay::safe, [&](Conn& c, bool) {
-      return detail::pg::rows_to_jobs(c.exec(S::get_many, {detail::pg::text_array(texts)}).get());
-    });
-    std::unordered_map<JobId, std::size_t> at;
-    for (std::size_t k = 0; k < rows.size(); ++k) at.emplace(rows[k].id, k);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (auto it = at.find(ids[i]); it != at.end()) out[i] = rows[it->second];
-    }
+    std::vector<std::optional<JobRecord>> out;
+    out.reserve(ids.size());
+    for (JobId id : ids) out.push_back(get(id));
     return out;
   }
+  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
 
-  /// @brief Stores a flow in one statement (enqueue_flow, migration 4): all or nothing.
-  std::vector<JobId> enqueue_flow(const NewFlow& flow) {
-    validate(flow);
-    std::vector<detail::pg::Param> q, n, p, pr, ma, ra, b, to, g, deps, cont;
-    const auto t = now();
-    for (const auto& m : flow.members) {
-      const auto& j = m.job;
-      p.emplace_back(checked_payload(j));
-      q.emplace_back(j.queue);
-      n.emplace_back(j.name);
-      pr.emplace_back(std::to_string(j.priority));
-      ma.emplace_back(std::to_string(j.max_attempts));
-      ra.emplace_back(ms(j.run_at.value_or(t)));
-      b.emplace_back(j.backoff.to_json().dump());
-      to.emplace_back(std::to_string(j.timeout.count()));
-      g.emplace_back(detail::pg::group_param(j));
-      std::string d = "{";
-      for (std::size_t k = 0; k < m.after.size(); ++k) d += (k ? "," : "") + std::to_string(m.after[k] + 1);
-      deps.emplace_back(d + "}");
-      cont.emplace_back(m.continue_on_failure ? "t" : "f");
-    }
-    const detail::pg::Param on_failure =
-        flow.on_failure ? detail::pg::Param(to_json(*flow.on_failure).dump()) : std::nullopt;
-    if (flow.on_failure) checked_payload(*flow.on_failure);
-    auto ids = pool_.with_retry("enqueue_flow", Replay::never, [&](Conn& c, bool) {
-      auto r = c.exec(S::enqueue_flow, {detail::pg::text_array(q), detail::pg::text_array(n), detail::pg::text_array(p),
-                                        detail::pg::text_array(pr), detail::pg::text_array(ma),
-                                        detail::pg::text_array(ra), ms(t), detail::pg::text_array(b),
-                                        detail::pg::text_array(to), detail::pg::text_array(g),
-                                        detail::pg::text_array(deps), detail::pg::text_array(cont), on_failure});
-      std::vector<JobId> out;
-      out.reserve(static_cast<std::size_t>(PQntuples(r.get())));
-      for (int row = 0; row < PQntuples(r.get()); ++row) out.push_back(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)));
-      return out;
-    });
-    wake_.wake();
-    return ids;
-  }
-
-  /// @brief Cancels every member of job id's flow that has not started.
-  std::size_t cancel_flow(JobId id) {
-    return pool_.with_retry("cancel_flow", Replay::never, [&](Conn& c, bool) {
-      auto r = c.exec(S::cancel_flow, {std::to_string(id), ms(now())});
-      return static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)));
-    });
-  }
-
-  /// @brief The flow of job id, every member by id.
-  std::optional<FlowRecord> flow(JobId id) {
-    auto members = pool_.with_retry("flow", Replay::safe, [&](Conn& c, bool) {
-      return detail::pg::rows_to_jobs(c.exec(S::flow, {std::to_string(id)}).get());
-    });
-    if (members.empty()) return std::nullopt;
-    const JobId fid = members.front().flow_id;
-    return FlowRecord{fid, std::move(members)};
-  }
 
   // ------------------------------------------------------------------------------------------
   // Beyond the concept

@@ -92,13 +92,13 @@ WITH picked AS (
            RETURNING j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
                      j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
                      j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-                     j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure)
+                     j.progress_message, j.group_key)
 SELECT * FROM fast
 UNION ALL
 SELECT j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
        j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
        j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-       j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure
+       j.progress_message, j.group_key
   FROM "{schema}".claim_limited($1::text[], $2::bigint, $3::int, $4::bigint, $5::text[]) j
  WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
 )sql";
@@ -206,7 +206,7 @@ SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0
 // sequential scan of the whole table.
 inline constexpr std::string_view prune = R"sql(
 DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
-  SELECT id FROM "{schema}".jobs WHERE queue = $1::text AND flow_id IS NULL
+  SELECT id FROM "{schema}".jobs WHERE queue = $1::text
      AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))
      AND ((state = 'completed' AND finished_at + $3::bigint < $2::bigint)
        OR (state = 'dead' AND finished_at + $4::bigint < $2::bigint)
@@ -219,7 +219,7 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
 inline constexpr std::string_view prune_beyond = R"sql(
 DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
   SELECT id FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
-     AND finished_at IS NOT NULL AND flow_id IS NULL
+     AND finished_at IS NOT NULL
      AND (SELECT pg_try_advisory_xact_lock(hashtextextended($4::text, 0)))
    ORDER BY finished_at DESC, id DESC OFFSET $3::bigint LIMIT 10000))
 )sql";
@@ -231,69 +231,13 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
 inline constexpr std::string_view get = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key
   FROM "{schema}".jobs WHERE id = $1::bigint
 )sql";
 
-// $1 ids, in any order (the caller puts them back in its order).
-inline constexpr std::string_view get_many = R"sql(
-SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
-       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
-  FROM "{schema}".jobs WHERE id = ANY ($1::bigint[])
-)sql";
-
-// Every member of the flow of job $1, by id (index jobs_flow).
-inline constexpr std::string_view flow = R"sql(
-SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
-       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
-  FROM "{schema}".jobs WHERE flow_id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint)
- ORDER BY id
-)sql";
-
-// Every member of job $1's flow that has not started, in one statement: the flow_settled
-// triggers run after all of them changed, so none of them is released or doomed in between.
-// $1 id $2 now
-inline constexpr std::string_view cancel_flow = R"sql(
-WITH f AS (UPDATE "{schema}".flows SET fired = true
-            WHERE id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint) RETURNING id),
-  c AS (UPDATE "{schema}".jobs j SET state = 'cancelled', finished_at = $2::bigint, pending = 0
-          FROM f WHERE j.flow_id = f.id AND j.state IN ('queued', 'waiting')
-        RETURNING j.id, j.queue, j.attempts, j.progress),
-  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
-                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
-             FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
-SELECT count(*) FROM c WHERE (SELECT count(*) FROM note) >= 0
-)sql";
-
-// See enqueue_flow (migration 4). $1 queues $2 names $3 payloads $4 priorities $5 max_attempts
-// $6 run_ats $7 now $8 backoffs $9 timeouts $10 groups $11 dependencies (int array literals,
-// 1-based members) $12 continue_on_failure $13 on_failure (NULL = none)
-inline constexpr std::string_view enqueue_flow = R"sql(
-SELECT * FROM "{schema}".enqueue_flow($1::text[], $2::text[], $3::text[], $4::int[], $5::int[],
-  $6::bigint[], $7::bigint, $8::jsonb[], $9::bigint[], $10::text[], $11::text[], $12::boolean[], $13::jsonb)
-)sql";
-
-// Whole flows with a member in queue $1, once every member is finished and past the
-// retention of its state (NULL keeps a state forever, so such a flow stays); at most 1,000
-// flows per statement. $2 now $3..$5 keep ms $6 lock name
-inline constexpr std::string_view prune_flows = R"sql(
-WITH gone AS (SELECT f.id FROM "{schema}".flows f
-               WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))
-                 AND EXISTS (SELECT 1 FROM "{schema}".jobs m WHERE m.flow_id = f.id AND m.queue = $1::text)
-                 AND NOT EXISTS (SELECT 1 FROM "{schema}".jobs m WHERE m.flow_id = f.id AND NOT coalesce(
-                       (m.state = 'completed' AND m.finished_at + $3::bigint < $2::bigint)
-                    OR (m.state = 'dead' AND m.finished_at + $4::bigint < $2::bigint)
-                    OR (m.state = 'cancelled' AND m.finished_at + $5::bigint < $2::bigint), false))
-               LIMIT 1000),
-     fl AS (DELETE FROM "{schema}".flows f USING gone WHERE f.id = gone.id)
-DELETE FROM "{schema}".jobs j USING gone WHERE j.flow_id = gone.id
-)sql";
-
 inline constexpr std::string_view cancel = R"sql(
-WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint, pending = 0
-            WHERE id = $1::bigint AND state IN ('queued', 'waiting') RETURNING id, queue, attempts, progress),
+WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint
+            WHERE id = $1::bigint AND state = 'queued' RETURNING id, queue, attempts, progress),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
                     'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
              FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
@@ -305,12 +249,8 @@ SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0
 // the InitPlan over `unhold` runs before the row is updated, so the unique index never
 // sees two holders.
 inline constexpr std::string_view redrive = R"sql(
-WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs j
-            WHERE id = $1::bigint AND state = 'dead'
-              -- a flow member whose dependency failed: re-drive that one instead
-              AND (j.depends_on IS NULL OR j.continue_on_failure OR NOT EXISTS (
-                   SELECT 1 FROM "{schema}".jobs o WHERE o.id = ANY (j.depends_on) AND o.state <> 'completed'))
-            FOR UPDATE),
+WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs
+            WHERE id = $1::bigint AND state = 'dead' FOR UPDATE),
      h AS (SELECT o.id, (o.state IN ('queued', 'active') OR (o.state = 'completed'
                    AND o.finished_at + o.unique_for_ms > $2::bigint)) AS held
              FROM "{schema}".jobs o, t WHERE o.queue = t.queue AND o.unique_key = t.unique_key
@@ -358,7 +298,7 @@ UNION SELECT queue FROM "{schema}".paused_queues ORDER BY 1
 inline constexpr std::string_view list = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key
   FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
  ORDER BY queue, state, id LIMIT $3::bigint OFFSET $4::bigint
 )sql";
@@ -512,11 +452,6 @@ enum class Statement : std::size_t {
   remove_schedule,
   list_schedules,
   fire_schedule,
-  get_many,
-  flow,
-  cancel_flow,
-  enqueue_flow,
-  prune_flows,
   count_,
 };
 
@@ -577,11 +512,6 @@ struct StatementTable {
     def(S::remove_schedule, "remove_schedule", sql::remove_schedule);
     def(S::list_schedules, "list_schedules", sql::list_schedules);
     def(S::fire_schedule, "fire_schedule", sql::fire_schedule);
-    def(S::get_many, "get_many", sql::get_many);
-    def(S::flow, "flow", sql::flow);
-    def(S::cancel_flow, "cancel_flow", sql::cancel_flow);
-    def(S::enqueue_flow, "enqueue_flow", sql::enqueue_flow);
-    def(S::prune_flows, "prune_flows", sql::prune_flows);
     schema_version = with_schema(sql::schema_version, schema);
     create_schema = with_schema(sql::create_schema, schema);
     create_migrations_table = with_schema(sql::create_migrations_table, schema);

@@ -94,24 +94,6 @@ inline std::optional<TimePoint> opt_time(const PGresult* r, int row, int col) {
 }
 
 /// The job in row `row` of a result with the columns of sql::get.
-/// A bigint[] in its text form ("{1,2,3}").
-inline std::vector<JobId> int_array(std::string_view text) {
-  std::vector<JobId> out;
-  JobId v = 0;
-  bool in = false;
-  for (char ch : text) {
-    if (ch >= '0' && ch <= '9') {
-      v = v * 10 + (ch - '0');
-      in = true;
-    } else if (in) {
-      out.push_back(v);
-      v = 0;
-      in = false;
-    }
-  }
-  return out;
-}
-
 inline JobRecord row_to_job(const PGresult* r, int row) {
   auto text = [&](int col) {
     return std::string(PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col)));
@@ -140,11 +122,6 @@ inline JobRecord row_to_job(const PGresult* r, int row) {
   j.progress = static_cast<int>(i64(19));
   j.progress_message = text(20);
   j.group = text(21);
-  if (PQnfields(r) > 24 && !PQgetisnull(r, row, 22)) {
-    j.flow_id = i64(22);
-    j.depends_on = int_array(text(23));
-    j.continue_on_failure = PQgetvalue(r, row, 24)[0] == 't';
-  }
   return j;
 }
 
