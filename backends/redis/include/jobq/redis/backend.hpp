@@ -20,6 +20,7 @@
 
 #include "jobq/backend.hpp"
 #include "jobq/redis/connection.hpp"
+#include "jobq/redis/flow_plan.hpp"
 #include "jobq/redis/job_queues.hpp"
 #include "jobq/redis/keys.hpp"
 #include "jobq/redis/listener.hpp"
@@ -128,7 +129,8 @@ class RedisBackend {
     const auto reply = call(true, "complete", Script::complete, *q, [&](bool retry) {
       return Args{now_str(), retry ? "1" : "0", std::to_string(id), token, result_text};
     });
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1) unexpected("complete");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) unexpected("complete");
+    if (detail::redis::reply_int(reply->element[1], "complete") > 0) settle_records({*q});
     return detail::redis::reply_int(reply->element[0], "complete") == 1;
   }
 
@@ -152,14 +154,18 @@ class RedisBackend {
       }
       return scripts_.exec(c, cmds);
     });
+    std::vector<std::string> sent;
     for (std::size_t k = 0; k < groups.size(); ++k) {
       expect_ok(replies[k], "complete_many");
       const auto* r = replies[k].get();
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != groups[k].which.size()) unexpected("complete_many");
-      for (std::size_t j = 0; j < r->elements; ++j) {
+      const auto n = groups[k].which.size();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 1) unexpected("complete_many");
+      for (std::size_t j = 0; j < n; ++j) {
         out[groups[k].which[j]] = detail::redis::reply_int(r->element[j], "complete_many") == 1;
       }
+      if (detail::redis::reply_int(r->element[n], "complete_many") > 0) sent.push_back(groups[k].queue);
     }
+    if (!sent.empty()) settle_records(std::move(sent));
     return out;
   }
 
@@ -172,7 +178,9 @@ class RedisBackend {
     const auto reply = call(true, "fail", Script::fail, *q, [&](bool retry) {
       return Args{std::to_string(f.id), f.lease_token, now_str(), message, retry_at, retry ? "1" : "0"};
     });
-    switch (detail::redis::reply_int(reply.get(), "fail")) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) unexpected("fail");
+    if (detail::redis::reply_int(reply->element[1], "fail") > 0) settle_records({*q});
+    switch (detail::redis::reply_int(reply->element[0], "fail")) {
       case 1: return FailOutcome::retried;
       case 2: return FailOutcome::dead;
       default: break;
@@ -210,7 +218,8 @@ class RedisBackend {
   }
 
   /// @brief Requeues (or kills, on the last attempt) every job whose lease has expired, in
-  /// every queue this store has seen.
+  /// every queue this store has seen; then applies every flow record left in an outbox (by
+  /// this pass or by a process that stopped between the two steps of a release).
   Recovered recover_expired() {
     const auto members = run(true, [&](Connection& c, bool) {
       undo_lost_claims(c);  // before their leases can expire here
@@ -228,6 +237,7 @@ class RedisBackend {
     }
     constexpr std::size_t batch = 500;
     Recovered total;
+    std::vector<std::string> outboxes;
     while (!pending.empty()) {
       const auto replies = run(true, [&](Connection& c, bool) {
         std::vector<Cmd> cmds;
@@ -242,14 +252,16 @@ class RedisBackend {
       for (std::size_t i = 0; i < pending.size(); ++i) {
         expect_ok(replies[i], "recover_expired");
         const auto* r = replies[i].get();
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) unexpected("recover_expired");
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) unexpected("recover_expired");
         const auto n = [&](std::size_t k) { return static_cast<std::size_t>(detail::redis::reply_int(r->element[k], "recover_expired")); };
         total.retried += n(0);
         total.dead += n(1);
         if (n(2) == batch) again.push_back(pending[i]);
+        if (n(3) > 0 && std::find(outboxes.begin(), outboxes.end(), pending[i]) == outboxes.end()) outboxes.push_back(pending[i]);
       }
       pending = std::move(again);
     }
+    if (!outboxes.empty()) settle_records(std::move(outboxes), true);
     return total;
   }
 
@@ -264,18 +276,19 @@ class RedisBackend {
     return detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), keys_.queue_base(*q));
   }
 
-  /// @brief Cancels a queued job.
+  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
   bool cancel(JobId id) {
     const auto q = queue_of(id);
     if (!q) return false;
-    return job_call(false, "cancel", Script::cancel, *q, [&](bool) { return Args{std::to_string(id), now_str()}; });
+    return flow_call("cancel", Script::cancel, *q, {std::to_string(id), now_str()});
   }
 
-  /// @brief Puts a dead job back in its queue with a fresh attempt budget.
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget (a flow member: what
+  /// died because of it waits again).
   bool redrive(JobId id) {
     const auto q = queue_of(id);
     if (!q) return false;
-    return job_call(false, "redrive", Script::redrive, *q, [&](bool) { return Args{std::to_string(id), now_str()}; });
+    return flow_call("redrive", Script::redrive, *q, {std::to_string(id), now_str()});
   }
 
   /// @brief Stops claims from a queue.
@@ -296,13 +309,17 @@ class RedisBackend {
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
     const auto reply = call(true, "counts", Script::counts, queue, [](bool) { return Args{}; });
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) unexpected("counts");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) unexpected("counts");
     auto n = [&](std::size_t i) { return detail::redis::reply_int(reply->element[i], "counts"); };
-    return Counts{n(0), n(1), n(2), n(3), n(4)};
+    Counts c{n(0), n(1), n(2), n(3), n(4)};
+    c.waiting = n(5);
+    return c;
   }
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the
-  /// newest retention.max_jobs of each finished state; in batches of 1000, one script each.
+  /// newest retention.max_jobs of each finished state (jobs outside flows); in batches of 1000,
+  /// one script each. Then the whole flows with a member here whose members are all finished
+  /// and past retention, in every queue they live in (prune_flows).
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     constexpr std::size_t batch = 1000;
@@ -322,7 +339,8 @@ class RedisBackend {
       total += reply->elements;
       if (reply->elements < batch) break;
     }
-    return total;
+    const auto t = now();
+    return total + prune_flows(queue, {cut(retention.completed, t), cut(retention.dead, t), cut(retention.cancelled, t)});
   }
 
   /// @brief A page of a queue's jobs in one state, by id.
@@ -446,17 +464,122 @@ class RedisBackend {
     listener_.start();
     return sub;
   }
-  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
+  /// @brief The jobs, in the order of `ids` (nullopt: no such job): one script call per queue,
+  /// in one round trip.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
-    std::vector<std::optional<JobRecord>> out;
-    out.reserve(ids.size());
-    for (JobId id : ids) out.push_back(get(id));
-    return out;
+    const std::vector<JobId> all(ids.begin(), ids.end());
+    return fetch_jobs(all, queues_of(all));
   }
-  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
 
+  /// @brief Stores a flow (see lua_flow.hpp for what is atomic where): one flow_write per
+  /// queue, the other queues' members first (waiting on the commit), the home queue's last
+  /// (the commit point: a flow that fails before it leaves no claimable member).
+  std::vector<JobId> enqueue_flow(const NewFlow& flow) {
+    validate(flow);
+    std::vector<std::string> payloads;
+    payloads.reserve(flow.members.size());
+    for (const auto& m : flow.members) {
+      payloads.push_back(m.job.payload.dump());
+      check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
+    }
+    if (flow.on_failure) check_payload_size(flow.on_failure->payload.dump().size(), opt_.max_payload_bytes);
+    const auto ids = allocate_ids(flow.members.size());
+    std::vector<std::string> queues;
+    Args mapping{"HSET", keys_.global("jobqueue")};
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const auto& q = flow.members[i].job.queue;
+      if (std::find(queues.begin(), queues.end(), q) == queues.end()) queues.push_back(q);
+      mapping.push_back(std::to_string(ids[i]));
+      mapping.push_back(q);
+    }
+    if (flow.on_failure) queues.push_back(flow.on_failure->queue);  // registered for recover_expired
+    const auto t = to_epoch_ms(now());
+    const auto nonce = detail::new_lease_token();
+    auto writes = detail::redis::plan_flow(flow, ids, payloads, t, nonce);
+    std::vector<Cmd> first{{std::move(mapping), std::nullopt}};
+    if (auto fresh = cache_.unregistered(queues); !fresh.empty()) {
+      Args sadd{"SADD", keys_.global("queues")};
+      sadd.insert(sadd.end(), fresh.begin(), fresh.end());
+      first.push_back({std::move(sadd), std::nullopt});
+    }
+    const auto write_cmd = [&](const detail::redis::FlowWrite& w) {
+      Args argv{std::to_string(t), nonce};
+      argv.insert(argv.end(), w.argv.begin(), w.argv.end());
+      return scripts_.cmd(Script::flow_write, keys_for(w.queue, Script::flow_write), std::move(argv));
+    };
+    for (std::size_t i = 0; i + 1 < writes.size(); ++i) first.push_back(write_cmd(writes[i]));
+    // One queue: one round trip. Else everything but the commit in one round trip, checked
+    // before the commit is sent.
+    if (writes.size() == 1) first.push_back(write_cmd(writes.back()));
+    const auto replies = run(true, [&](Connection& c, bool) { return scripts_.exec(c, first); });
+    for (const auto& r : replies) expect_ok(r, "enqueue_flow");
+    if (writes.size() > 1) {
+      const std::vector<Cmd> commit{write_cmd(writes.back())};
+      expect_ok(run(true, [&](Connection& c, bool) { return scripts_.exec(c, commit); }).front(), "enqueue_flow");
+    }
+    cache_.mark_registered(queues);
+    cache_.remember_each([&](auto remember) {
+      for (std::size_t i = 0; i < ids.size(); ++i) remember(ids[i], flow.members[i].job.queue);
+    });
+    if (writes.size() > 1) settle_records({writes.back().queue});
+    return ids;
+  }
+
+  /// @brief Cancels every queued or waiting member of job id's flow: all of one queue's at once
+  /// (one script per queue), the flow's error callback disabled first.
+  std::size_t cancel_flow(JobId id) {
+    const auto members = flow_members(id, true);
+    if (!members) return 0;
+    std::vector<std::string> queues;
+    std::vector<Args> argvs;
+    const auto t = now_str();
+    for (const auto& [member, q] : members->second) {
+      auto at = std::find(queues.begin(), queues.end(), q);
+      if (at == queues.end()) {
+        queues.push_back(q);
+        argvs.push_back({t});
+        at = std::prev(queues.end());
+      }
+      argvs[static_cast<std::size_t>(at - queues.begin())].push_back(std::to_string(member));
+    }
+    const auto replies = run(false, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      for (std::size_t i = 0; i < queues.size(); ++i) {
+        cmds.push_back(scripts_.cmd(Script::cancel_many, keys_for(queues[i], Script::cancel_many), argvs[i]));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    std::size_t n = 0;
+    std::vector<std::string> sent;
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      expect_ok(replies[i], "cancel_flow");
+      const auto* r = replies[i].get();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) unexpected("cancel_flow");
+      n += static_cast<std::size_t>(detail::redis::reply_int(r->element[0], "cancel_flow"));
+      if (detail::redis::reply_int(r->element[1], "cancel_flow") > 0) sent.push_back(queues[i]);
+    }
+    if (!sent.empty()) settle_records(std::move(sent));
+    return n;
+  }
+
+  /// @brief The flow of job id, every member by id (read queue by queue: not one snapshot when
+  /// members live in several queues).
+  std::optional<FlowRecord> flow(JobId id) {
+    const auto members = flow_members(id, false);
+    if (!members) return std::nullopt;
+    std::vector<JobId> ids;
+    std::vector<std::optional<std::string>> queues;
+    for (const auto& [member, q] : members->second) {
+      ids.push_back(member);
+      queues.emplace_back(q);
+    }
+    FlowRecord r{members->first, {}};
+    for (auto& j : fetch_jobs(ids, queues)) {
+      if (j) r.members.push_back(std::move(*j));
+    }
+    std::sort(r.members.begin(), r.members.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return r;
+  }
 
   // --- beyond the Backend concept -------------------------------------------------------------
 
@@ -595,6 +718,223 @@ class RedisBackend {
       run(true, [&](Connection& c, bool) { return c.command(hdel); });
     } catch (const std::exception&) {
     }
+  }
+
+  // --- flows ---------------------------------------------------------------------------------
+
+  // The flow of job id and its members (id, queue) from the home slot (flow_home; `stop`: the
+  // flow fires no error callback from now on); nullopt when the job is in no flow.
+  std::optional<std::pair<JobId, std::vector<std::pair<JobId, std::string>>>> flow_members(JobId id, bool stop) {
+    const auto job = get(id);
+    if (!job || job->flow_id == 0) return std::nullopt;
+    const auto home = queue_of(job->flow_id);
+    if (!home) return std::nullopt;
+    const auto reply = call(true, "flow", Script::flow_home, *home, [&](bool) {
+      return Args{std::to_string(job->flow_id), stop ? "1" : "0"};
+    });
+    return std::pair{job->flow_id, detail::redis::parse_members(text(reply.get()))};
+  }
+
+  // prune's flows: candidates from `queue` (flow_prunable), each checked in every queue of its
+  // members (flow_expired), then deleted queue by queue, the home queue last with the flow-wide
+  // data (flow_drop). `cuts`: the cutoffs of completed, dead, cancelled. Returns jobs deleted.
+  std::size_t prune_flows(const std::string& queue, const Args& cuts) {
+    constexpr std::size_t batch = 100;
+    std::size_t total = 0;
+    for (;;) {
+      Args argv = cuts;
+      argv.push_back(std::to_string(batch));
+      const auto fids = call(true, "prune", Script::flow_prunable, queue, [&](bool) { return argv; });
+      std::size_t deleted = 0;
+      for (std::size_t i = 0; i < fids->elements; ++i) {
+        deleted += prune_flow(detail::redis::to_i64(text(fids->element[i])), cuts);
+      }
+      total += deleted;
+      if (fids->elements < batch || deleted == 0) break;
+    }
+    return total;
+  }
+
+  std::size_t prune_flow(JobId fid, const Args& cuts) {
+    const auto home = queue_of(fid);
+    if (!home) return 0;
+    const auto list = call(true, "prune", Script::flow_home, *home, [&](bool) { return Args{std::to_string(fid), "0"}; });
+    std::vector<std::string> queues;
+    std::vector<Args> ids;
+    for (const auto& [member, q] : detail::redis::parse_members(text(list.get()))) {
+      auto at = std::find(queues.begin(), queues.end(), q);
+      if (at == queues.end()) {
+        queues.push_back(q);
+        ids.emplace_back();
+        at = std::prev(queues.end());
+      }
+      ids[static_cast<std::size_t>(at - queues.begin())].push_back(std::to_string(member));
+    }
+    if (queues.empty()) return 0;
+    const auto expired = run(true, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      for (std::size_t k = 0; k < queues.size(); ++k) {
+        Args argv = cuts;
+        argv.insert(argv.end(), ids[k].begin(), ids[k].end());
+        cmds.push_back(scripts_.cmd(Script::flow_expired, keys_for(queues[k], Script::flow_expired), std::move(argv)));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    for (const auto& r : expired) {
+      expect_ok(r, "prune");
+      if (detail::redis::reply_int(r.get(), "prune") != 1) return 0;
+    }
+    std::size_t n = 0;
+    const auto drop = [&](std::size_t k, bool is_home) {
+      Args argv{std::to_string(fid), is_home ? "1" : ""};
+      argv.insert(argv.end(), ids[k].begin(), ids[k].end());
+      const auto r = call(true, "prune", Script::flow_drop, queues[k], [&](bool) { return argv; });
+      if (r->elements > 0) forget_pruned(r);
+      n += r->elements;
+    };
+    for (std::size_t k = 0; k < queues.size(); ++k) {
+      if (queues[k] != *home) drop(k, false);
+    }
+    const auto h = std::find(queues.begin(), queues.end(), *home);
+    if (h != queues.end()) drop(static_cast<std::size_t>(h - queues.begin()), true);
+    return n;
+  }
+
+  // The jobs `ids` of queues `queues` (nullopt: none), one fetch_many per queue in one round trip.
+  std::vector<std::optional<JobRecord>> fetch_jobs(const std::vector<JobId>& ids,
+                                                   const std::vector<std::optional<std::string>>& queues) {
+    std::vector<std::optional<JobRecord>> out(ids.size());
+    std::vector<std::string> names;
+    std::vector<std::vector<std::size_t>> which;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (!queues[i]) continue;
+      auto at = std::find(names.begin(), names.end(), *queues[i]);
+      if (at == names.end()) {
+        names.push_back(*queues[i]);
+        which.emplace_back();
+        at = std::prev(names.end());
+      }
+      which[static_cast<std::size_t>(at - names.begin())].push_back(i);
+    }
+    if (names.empty()) return out;
+    const auto replies = run(true, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      for (std::size_t k = 0; k < names.size(); ++k) {
+        Args argv;
+        for (auto i : which[k]) argv.push_back(std::to_string(ids[i]));
+        cmds.push_back(scripts_.cmd(Script::fetch_many, keys_for(names[k], Script::fetch_many), std::move(argv)));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      expect_ok(replies[k], "get_many");
+      const auto* r = replies[k].get();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != which[k].size() * 5) unexpected("get_many");
+      const auto base = keys_.queue_base(names[k]);
+      for (std::size_t j = 0; j < which[k].size(); ++j) {
+        const auto* e = r->element + 5 * j;
+        if (text(e[1]).empty()) continue;
+        out[which[k][j]] = detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), base);
+      }
+    }
+    return out;
+  }
+
+  // cancel and redrive: {done, records sent}.
+  bool flow_call(const char* what, Script s, const std::string& queue, const Args& argv) {
+    const auto reply = call(false, what, s, queue, [&](bool) { return argv; });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) unexpected(what);
+    if (detail::redis::reply_int(reply->element[1], what) > 0) settle_records({queue});
+    return detail::redis::reply_int(reply->element[0], what) == 1;
+  }
+
+  // The second step of a cross-slot release: applies the records in the outboxes of `queues`
+  // with settle in each member's slot, then removes them (outbox_ack); the records that applies
+  // in turn, until no outbox has any. `always`: whatever opt_.flow_record_steps says.
+  void settle_records(std::vector<std::string> queues, bool always = false) {
+    const int steps = always ? 2 : opt_.flow_record_steps;
+    if (steps <= 0) return;
+    constexpr long chunk = 1000;
+    for (std::size_t round = 0; !queues.empty() && round < 10'000; ++round) {
+      std::vector<std::string> next;
+      const auto again = [&](const std::string& q) {
+        if (std::find(next.begin(), next.end(), q) == next.end()) next.push_back(q);
+      };
+      for (const auto& q : queues) {
+        const auto outbox = keys_.queue_base(q) + "outbox";
+        const auto head = run(true, [&](Connection& c, bool) {
+          return c.command({"LRANGE", outbox, "0", std::to_string(chunk - 1)});
+        });
+        expect_ok(head, "reading " + outbox);
+        if (head->elements == 0) continue;
+        std::vector<detail::redis::OutboxRecord> records;
+        std::vector<std::string> targets;
+        std::vector<Args> argvs;
+        for (std::size_t i = 0; i < head->elements; ++i) {
+          records.push_back(detail::redis::parse_outbox_record(std::string(text(head->element[i])), outbox));
+          const auto& r = records.back();
+          if (r.fire) continue;
+          auto at = std::find(targets.begin(), targets.end(), r.queue);
+          if (at == targets.end()) {
+            targets.push_back(r.queue);
+            argvs.push_back({now_str()});
+            at = std::prev(targets.end());
+          }
+          auto& argv = argvs[static_cast<std::size_t>(at - targets.begin())];
+          argv.insert(argv.end(), r.fields.begin(), r.fields.end());
+        }
+        const auto replies = run(true, [&](Connection& c, bool) {
+          std::vector<Cmd> cmds;
+          for (std::size_t k = 0; k < targets.size(); ++k) {
+            cmds.push_back(scripts_.cmd(Script::settle, keys_for(targets[k], Script::settle), argvs[k]));
+          }
+          return scripts_.exec(c, cmds);
+        });
+        for (std::size_t k = 0; k < replies.size(); ++k) {
+          expect_ok(replies[k], "applying flow records");
+          if (detail::redis::reply_int(replies[k].get(), "settle") > 0) again(targets[k]);
+        }
+        for (const auto& r : records) {
+          if (r.fire) fire_callback(r.flow, r.member);
+        }
+        if (steps < 2) continue;
+        Args ack;
+        for (auto& r : records) ack.push_back(std::move(r.raw));
+        call(true, "removing flow records", Script::outbox_ack, q, [&](bool) { return ack; });
+        if (static_cast<long>(head->elements) == chunk) again(q);
+      }
+      queues = std::move(next);
+    }
+  }
+
+  // The error callback of flow `fid` after member `dead` died: flow_fire in the home slot (the
+  // fired flag), then the callback written under the id and nonce that won there.
+  void fire_callback(JobId fid, JobId dead) {
+    const auto home = queue_of(fid);
+    if (!home) return;
+    const auto fresh = allocate_ids(1).front();
+    const auto reply = call(true, "firing a flow's error callback", Script::flow_fire, *home, [&](bool) {
+      return Args{std::to_string(fid), std::to_string(fresh), detail::new_lease_token(), std::to_string(dead)};
+    });
+    if (reply->type != REDIS_REPLY_ARRAY) unexpected("flow_fire");
+    if (reply->elements != 2) return;
+    const std::string fired(text(reply->element[0]));
+    const auto sp1 = fired.find(' ');
+    const auto sp2 = fired.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos) unexpected("flow_fire");
+    const auto id = detail::redis::to_i64(std::string_view(fired).substr(0, sp1));
+    const auto nonce = fired.substr(sp1 + 1, sp2 - sp1 - 1);
+    const auto member = detail::redis::to_i64(std::string_view(fired).substr(sp2 + 1));
+    const auto job = new_job_from_json(nlohmann::json::parse(text(reply->element[1])));
+    const auto t = to_epoch_ms(now());
+    Args argv{std::to_string(t), nonce, std::to_string(fid), "", "", ""};
+    detail::redis::append_flow_member(argv, job, id, fid, {member}, true, 0, "", t, job.payload.dump(), nonce);
+    std::vector<Cmd> cmds{{{"HSET", keys_.global("jobqueue"), std::to_string(id), job.queue}, std::nullopt},
+                          {{"SADD", keys_.global("queues"), job.queue}, std::nullopt},
+                          scripts_.cmd(Script::flow_write, keys_for(job.queue, Script::flow_write), std::move(argv))};
+    const auto replies = run(true, [&](Connection& c, bool) { return scripts_.exec(c, cmds); });
+    for (const auto& r : replies) expect_ok(r, "enqueueing a flow's error callback");
+    cache_.remember(id, job.queue);
   }
 
   // --- the small operations on one job or queue ------------------------------------------------

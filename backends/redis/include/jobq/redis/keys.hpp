@@ -42,10 +42,25 @@
 //                                limit; score 0, member len3(group) .. group .. hex8(2^31-1 -
 //                                priority) .. the ready member, so one group's jobs are one
 //                                ZRANGEBYLEX range in claim order
-//   25 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
+//   25 Q:ids:waiting     zset    flow members waiting for their dependencies (score = member = id)
+//   26 Q:dependents      hash    flow member id -> who waits for it: "<id>:<queue> ..." (any queue)
+//   27 Q:pending         hash    flow member with dependencies -> "pending bad cof": how many are
+//                                not resolved, how many are dead or cancelled, continue_on_failure
+//   28 Q:resolved        hash    "<member>:<dependency>" -> "<seq> <outcome>" as last applied
+//                                (c completed, d dead, x cancelled, - re-driven): a record whose
+//                                seq is not newer is a replay and changes nothing (lua_flow.hpp)
+//   29 Q:member          hash    flow member id -> its flow id
+//   30 Q:fdone           zset    finished flow members, score finished_at (not in Q:done:*: only
+//                                whole flows are pruned)
+//   31 Q:outbox          list    records for other queues' slots, applied by the client (lua_flow.hpp)
+//   32 Q:seq             string  counter of this slot's flow records
+//   33 Q:flows           hash    flow-wide data of the flows whose first member is here (home):
+//                                "<fid>:m" members "<id>:<queue> ...", "<fid>:f" the on_failure
+//                                job, "<fid>:x" fired ("<id> <nonce> <dependency>", or "-")
+//   34 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
 // Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
-// receive the first 24. key(q, NAME) finds a key by its position in the script's own layout.
+// receive all but Q:none (33). key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
@@ -109,6 +124,15 @@ inline constexpr std::array queue_keys = {
     QueueKey{"groups", "GROUPS", KeyType::hash},
     QueueKey{"gactive", "GACTIVE", KeyType::hash},
     QueueKey{"parked", "PARKED", KeyType::zset},
+    QueueKey{"ids:waiting", "IDS.waiting", KeyType::zset},
+    QueueKey{"dependents", "DEPENDENTS", KeyType::hash},
+    QueueKey{"pending", "PENDING", KeyType::hash},
+    QueueKey{"resolved", "RESOLVED", KeyType::hash},
+    QueueKey{"member", "MEMBER", KeyType::hash},
+    QueueKey{"fdone", "FDONE", KeyType::zset},
+    QueueKey{"outbox", "OUTBOX", KeyType::list},
+    QueueKey{"seq", "SEQ", KeyType::string},
+    QueueKey{"flows", "FLOWS", KeyType::hash},
     QueueKey{"none", "NONE", KeyType::zset},
 };
 

@@ -7,15 +7,18 @@
 namespace jobq::detail::redis::lua {
 
 // complete (also complete_many, for the completions of one queue). ARGV: now, retry flag, then
-// per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion.
+// per completion: id, token, result JSON ('' = null, not stored). Returns 1 or 0 per completion,
+// then how many flow records went to the outbox.
 inline constexpr std::string_view complete = R"lua(
--- keys: JOBS LEASES IDS.active IDS.completed DONE.completed STATE RESULTS PROGRESS LIMITS GROUPS GACTIVE PARKED READY WAKE NONE
+-- keys: JOBS READY DELAYED LEASES IDS.queued IDS.active IDS.completed IDS.dead IDS.cancelled DONE.completed DONE.dead DONE.cancelled WAKE STATE ERRORS RESULTS PROGRESS LIMITS GROUPS GACTIVE PARKED IDS.waiting DEPENDENTS PENDING RESOLVED MEMBER FDONE OUTBOX SEQ NONE
 -- lazy parsing: parse_hot
 -- lazy grouping: left_active
 -- lazy notifying: notice publish percent qname
 local ch = channel()
 local listen = listening(ch)
 local grouped = redis.call('EXISTS', key(1, GROUPS)) == 1
+local flowing = redis.call('EXISTS', key(1, MEMBER)) == 1
+local sent = 0
 local now, retry = tonumber(ARGV[1]), ARGV[2] == '1'
 local fin = int(now)
 local ids = {}
@@ -59,6 +62,12 @@ if #changed > 0 then
   if grouped then
     for _, k in ipairs({GROUPS, GACTIVE, LIMITS, PARKED, READY, WAKE}) do touched[#touched + 1] = k end
   end
+  if flowing then
+    for _, k in ipairs({READY, DELAYED, WAKE, ERRORS, IDS.waiting, IDS.dead, IDS.cancelled, DONE.dead,
+                        DONE.cancelled, DEPENDENTS, PENDING, RESOLVED, FDONE, OUTBOX, SEQ}) do
+      touched[#touched + 1] = k
+    end
+  end
   check_keys(1, touched)
   local ps = listen and mget(key(1, PROGRESS), changed)
   local idpairs, done, state = {}, {}, {}
@@ -74,6 +83,25 @@ if #changed > 0 then
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
   if grouped then grouping()(1, changed, true) end
+  if flowing then
+    -- Flow members: to Q:fdone, and what waits on them is settled (released) in this step.
+    local fm = mget(key(1, MEMBER), changed)
+    local ends, only, moved = {}, {}, {}
+    for j, id in ipairs(changed) do
+      if fm[j] then
+        ends[#ends + 1] = {id, 'c', ''}
+        only[#only + 1] = id
+        moved[#moved + 1] = fin
+        moved[#moved + 1] = id
+      end
+    end
+    if #ends > 0 then
+      bulk('ZREM', key(1, DONE.completed), only, 1)
+      bulk('ZADD', key(1, FDONE), moved, 2)
+      local _
+      _, sent = flow_spread(now, ends, {})
+    end
+  end
   if listen then
     local nt, pub, pct, qn = notifying()
     local list, queue = {}, qn(1)
@@ -83,21 +111,22 @@ if #changed > 0 then
     pub(ch, list)
   end
 end
+out[#ids + 1] = sent
 return out
 )lua";
 
 // fail. ARGV: id, token, now, message, retry_at ('' = none), retry flag.
-// Returns 0 rejected, 1 retried, 2 dead.
+// Returns {0 rejected, 1 retried or 2 dead; how many flow records went to the outbox}.
 inline constexpr std::string_view fail = R"lua(
 errors().check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local h, seen = leased(1, id, token)
 if not h then
   if ARGV[6] == '1' and seen and token ~= '' and seen.last_token == token then
-    if seen.outcome == 'retried' then return 1 end
-    if seen.outcome == 'dead' then return 2 end
+    if seen.outcome == 'retried' then return {1, 0} end
+    if seen.outcome == 'dead' then return {2, 0} end
   end
-  return 0
+  return {0, 0}
 end
 local attempts = h.attempts
 append_error(1, id, attempts, ARGV[4], now)
@@ -115,7 +144,8 @@ local ch = channel()
 if listening(ch) then
   publish(ch, {notice(retried and 'failed' or 'dead', id, qname(1), attempts, 0, ARGV[4])})
 end
-return retried and 1 or 2
+local sent = retried and 0 or flow_died(id, ARGV[4], now)
+return {retried and 1 or 2, sent}
 )lua";
 
 // extend. ARGV: id, token, now, lease ms. Returns 1 or 0.
@@ -162,7 +192,7 @@ end
 return 1
 )lua";
 
-// recover. ARGV: now, max jobs, error message. Returns {retried, dead, examined}.
+// recover. ARGV: now, max jobs, error message. Returns {retried, dead, examined, outbox length}.
 inline constexpr std::string_view recover = R"lua(
 errors().check_types(1)
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -172,6 +202,7 @@ for i, id in ipairs(ids) do hs[i] = hot(1, id) or false end
 local retried, dead = 0, 0
 local left, list = {}, {}
 local queue = qname(1)
+local died = {}
 for i, id in ipairs(ids) do
   local h = hs[i]
   if not h or h.state ~= 'active' then
@@ -187,6 +218,7 @@ for i, id in ipairs(ids) do
       list[#list + 1] = notice('failed', id, queue, attempts, 0, ARGV[3])
     else
       finish(1, id, h, 'dead', now)
+      died[#died + 1] = id
       dead = dead + 1
       list[#list + 1] = notice('dead', id, queue, attempts, 0, ARGV[3])
     end
@@ -195,7 +227,8 @@ end
 left_active(1, left)
 local ch = channel()
 if #list > 0 and listening(ch) then publish(ch, list) end
-return {retried, dead, #ids}
+for _, id in ipairs(died) do flow_died(id, ARGV[3], now) end
+return {retried, dead, #ids, redis.call('LLEN', key(1, OUTBOX))}
 )lua";
 
 }  // namespace jobq::detail::redis::lua

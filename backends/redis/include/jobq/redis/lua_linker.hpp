@@ -143,6 +143,20 @@ inline std::string key_header(const std::vector<std::size_t>& indices) {
   return out + ids + "}\n" + done + "}\n";
 }
 
+/// @brief `source` without its comment-only lines: the comments are for readers of this code,
+/// and Redis 7 refuses an argument above 16 KB from a client before AUTH, so a script sent
+/// whole would turn the clear NOAUTH reply into a closed connection.
+inline std::string without_comment_lines(const std::string& source) {
+  std::string out;
+  out.reserve(source.size());
+  for (auto line : lua_lines(source)) {
+    const auto first = line.find_first_not_of(" \t");
+    if (first != std::string_view::npos && line.substr(first).starts_with("--")) continue;
+    out += line;
+  }
+  return out;
+}
+
 /// @brief A script's source from its body (see the top of this file).
 inline std::string build_script(std::string_view body) {
   constexpr std::string_view lazy_kw = "-- lazy ";
@@ -178,7 +192,7 @@ inline std::string build_script(std::string_view body) {
     }
     out += "return " + returned + "\nend\n";
   }
-  return out;
+  return without_comment_lines(out);
 }
 
 }  // namespace jobq::detail::redis

@@ -98,7 +98,7 @@ local function mget(k, ids)
 end
 
 -- §
-local STATES = {queued = true, active = true, completed = true, dead = true, cancelled = true}
+local STATES = {queued = true, active = true, completed = true, dead = true, cancelled = true, waiting = true}
 local HOT = '^(%l+) (%d+) (%d+) (%-?%d+) (%-?%d+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$'
 local function parse_hot(q, id, s)
   local st, at, ma, pr, ra, lu, fa, uf, tk, lt, oc = string.match(s, HOT)
@@ -155,8 +155,9 @@ local function unindex(q, id, h)
     if g then redis.call('ZREM', key(q, PARKED), pmember(g, h.priority, r)) end
   elseif st == 'active' then
     redis.call('ZREM', key(q, LEASES), id)
-  else
+  elseif st ~= 'waiting' then
     redis.call('ZREM', key(q, DONE[st]), id)
+    if FDONE then redis.call('ZREM', key(q, FDONE), id) end
   end
 end
 
@@ -173,8 +174,11 @@ local function index(q, id, h, now)
     end
   elseif st == 'active' then
     redis.call('ZADD', key(q, LEASES), h.lease_until, id)
-  else
-    redis.call('ZADD', key(q, DONE[st]), h.finished_at, id)
+  elseif st ~= 'waiting' then
+    -- A finished flow member goes to Q:fdone: only its whole flow is pruned.
+    local z = key(q, DONE[st])
+    if MEMBER and redis.call('HEXISTS', key(q, MEMBER), id) == 1 then z = key(q, FDONE) end
+    redis.call('ZADD', z, h.finished_at, id)
   end
 end
 
@@ -365,6 +369,113 @@ local function leased(q, id, token)
   local h = hot(q, id)
   if h and h.state == 'active' and token ~= '' and h.token == token then return h, h end
   return nil, h
+end
+
+-- §
+-- Flows (lua_flow.hpp): what the end or re-drive of jobs of queue 1 means for the flow members
+-- waiting on them. `ends`: {id, outcome, message} per job that just finished (c completed, d
+-- dead, x cancelled; message: its last error) or was re-driven (-); `applies`: records of other
+-- slots {member, dependency, seq, outcome, message} to settle here. A dependent in this queue is
+-- settled at once, in this script; one in another queue gets a record in Q:outbox ("<queue>
+-- <member> <dependency> <seq> <outcome> <message>"), which the client applies there. Returns
+-- the notices of the dependents that died and how many records went to the outbox.
+local function flow_spread(now, ends, applies)
+  local me = qname(1)
+  local seq = nil
+  local notes, woke, sent = {}, 0, 0
+  local function fs_res(v, cof) return v == 'c' or (cof and (v == 'd' or v == 'x')) end
+  local function fs_bad(v) return v == 'd' or v == 'x' end
+  local function fs_apply(x, d, s, o, m)
+    local rk = x .. ':' .. d
+    local old = redis.call('HGET', key(1, RESOLVED), rk)
+    local s0, oo = '0', '-'
+    if old then s0, oo = string.match(old, '^(%d+) (%S)$') end
+    if tonumber(s0) >= tonumber(s) then return end  -- a replay
+    redis.call('HSET', key(1, RESOLVED), rk, s .. ' ' .. o)
+    local pe = redis.call('HGET', key(1, PENDING), x)
+    if not pe then return end
+    local p, b, c = string.match(pe, '^(%-?%d+) (%-?%d+) (%d)$')
+    p, b = tonumber(p), tonumber(b)
+    local cof = c == '1'
+    if fs_res(oo, cof) then p = p + 1 end
+    if fs_res(o, cof) then p = p - 1 end
+    if fs_bad(oo) then b = b - 1 end
+    if fs_bad(o) then b = b + 1 end
+    redis.call('HSET', key(1, PENDING), x, int(p) .. ' ' .. int(b) .. ' ' .. c)
+    local h = hot(1, x)
+    if not h then return end
+    if h.state == 'waiting' then
+      if fs_bad(o) and not cof then
+        -- The root cause is kept, not nested (jobq::dead_dependency_error).
+        local root = string.match(m, '^dependency %d+ is dead: (.*)$') or m
+        local msg = o == 'x' and ('dependency ' .. d .. ' was cancelled') or ('dependency ' .. d .. ' is dead: ' .. root)
+        local st = o == 'x' and 'cancelled' or 'dead'
+        append_error(1, x, 0, msg, now)
+        finish(1, x, h, st, now)
+        notes[#notes + 1] = {st, x, msg}
+        ends[#ends + 1] = {x, o, msg}
+      elseif p <= 0 then
+        unindex(1, x, h)
+        h.state = 'queued'
+        if tonumber(h.run_at) < now then h.run_at = int(now) end
+        index(1, x, h, now)
+        save(1, x, h)
+        woke = woke + 1
+      end
+    elseif o == '-' and h.state == 'dead' and h.attempts == 0 and (cof or b == 0) then
+      -- It died because of this dependency: it waits again, and so on down the flow.
+      unindex(1, x, h)
+      h.state = 'waiting'
+      h.finished_at = '-'
+      index(1, x, h, now)
+      save(1, x, h)
+      ends[#ends + 1] = {x, '-', ''}
+    end
+  end
+  for _, a in ipairs(applies) do fs_apply(a[1], a[2], a[3], a[4], a[5]) end
+  local i = 1
+  while i <= #ends do
+    local e = ends[i]
+    i = i + 1
+    local ds = redis.call('HGET', key(1, DEPENDENTS), e[1])
+    if ds then
+      seq = seq or redis.call('INCR', key(1, SEQ))
+      for x, q in string.gmatch(ds, '(%d+):(%S+)') do
+        if q == me then
+          fs_apply(x, e[1], seq, e[2], e[3])
+        else
+          redis.call('RPUSH', key(1, OUTBOX), q .. ' ' .. x .. ' ' .. e[1] .. ' ' .. int(seq) .. ' ' .. e[2] .. ' ' .. e[3])
+          sent = sent + 1
+        end
+      end
+    end
+  end
+  if woke > 0 then wake(1, woke) end
+  return notes, sent
+end
+
+-- §
+-- Notices of flow_spread's dead or cancelled dependents, if someone listens.
+local function flow_notices(notes)
+  if #notes == 0 then return end
+  local ch = channel()
+  if not listening(ch) then return end
+  local list, queue = {}, qname(1)
+  for _, n in ipairs(notes) do list[#list + 1] = notice(n[1], n[2], queue, 0, 0, n[3]) end
+  publish(ch, list)
+end
+
+-- §
+-- A flow member died by its own failure (fail, recover): its dependents are settled, and the
+-- client is asked to fire the flow's error callback ("! <flow> <member>"). Returns how many
+-- records went to the outbox.
+local function flow_died(id, msg, now)
+  local fid = redis.call('HGET', key(1, MEMBER), id)
+  if not fid then return 0 end
+  local notes, sent = flow_spread(now, {{id, 'd', msg}}, {})
+  flow_notices(notes)
+  redis.call('RPUSH', key(1, OUTBOX), '! ' .. fid .. ' ' .. id)
+  return sent + 1
 end
 
 -- §

@@ -5,12 +5,12 @@
 
 namespace jobq::detail::redis::lua {
 
-// counts. Returns {queued, active, completed, dead, cancelled}.
+// counts. Returns {queued, active, completed, dead, cancelled, waiting}.
 inline constexpr std::string_view counts = R"lua(
 errors().check_types(1)
 return {redis.call('ZCARD', key(1, IDS.queued)), redis.call('ZCARD', key(1, IDS.active)),
         redis.call('ZCARD', key(1, IDS.completed)), redis.call('ZCARD', key(1, IDS.dead)),
-        redis.call('ZCARD', key(1, IDS.cancelled))}
+        redis.call('ZCARD', key(1, IDS.cancelled)), redis.call('ZCARD', key(1, IDS.waiting))}
 )lua";
 
 // list. ARGV: state, offset, limit (> 0). Returns 5 values per job (see row), ordered by id.

@@ -72,8 +72,9 @@ inline void append_json_string(std::string& out, std::string_view s) {
 /// script's own work on a bulk enqueue). Integers as decimal strings: cjson (Redis' JSON in
 /// Lua, which reads the unique key back) keeps only 14 digits. `nonce`: which enqueue call
 /// wrote it (see the enqueue script); `group` absent: none (and in documents of format 1).
+/// `flow`: a flow member's fields (flow_fields), last; absent in other jobs.
 inline std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std::string& payload,
-                            const std::string& backoff, const std::string& nonce) {
+                            const std::string& backoff, const std::string& nonce, std::string_view flow = {}) {
   std::string d;
   d.reserve(200 + payload.size() + j.name.size() + j.queue.size() + j.unique_key.size() + j.group.size());
   try {
@@ -93,11 +94,23 @@ inline std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std
     d += ",\"timeout_ms\":\"" + std::to_string(j.timeout.count()) + "\",\"unique_for_ms\":\"" +
          std::to_string(j.unique_for.count()) + "\",\"unique_key\":";
     append_json_string(d, j.unique_key);
+    d += flow;
     d += '}';
   } catch (const nlohmann::json::exception&) {
     throw InvalidArgument("job name, unique key or group is not valid UTF-8");
   }
   return d;
+}
+
+/// @brief A flow member's fields of its fixed part: flow_id, depends_on ("<id> <id> ...": the
+/// flow scripts read it) and continue_on_failure ("1"/"0"), as strings like every integer there.
+inline std::string flow_fields(JobId flow_id, const std::vector<JobId>& depends_on, bool continue_on_failure) {
+  std::string f = ",\"continue_on_failure\":\"" + std::string(continue_on_failure ? "1" : "0") + "\",\"depends_on\":\"";
+  for (std::size_t i = 0; i < depends_on.size(); ++i) {
+    if (i > 0) f += ' ';
+    f += std::to_string(depends_on[i]);
+  }
+  return f + "\",\"flow_id\":\"" + std::to_string(flow_id) + '"';
 }
 
 /// @brief A job from its fixed part (Q:jobs), its state entry (Q:state: 11 words, '-' = none), and
@@ -125,6 +138,16 @@ inline JobRecord parse_job(std::string_view raw, std::string_view hot, std::stri
     r.unique_key = str("unique_key");
     r.unique_for = Millis{to_i64(str("unique_for_ms"))};
     if (const auto g = d.find("group"); g != d.end()) r.group = g->get<std::string>();
+    if (const auto f = d.find("flow_id"); f != d.end()) {
+      r.flow_id = to_i64(f->get_ref<const std::string&>());
+      const auto& deps = str("depends_on");
+      for (std::size_t pos = 0; pos < deps.size();) {
+        const auto sp = std::min(deps.find(' ', pos), deps.size());
+        r.depends_on.push_back(to_i64(std::string_view(deps).substr(pos, sp - pos)));
+        pos = sp + 1;
+      }
+      r.continue_on_failure = str("continue_on_failure") == "1";
+    }
     part = "state";
     std::array<std::string_view, hot_fields> w{};
     std::size_t n = 0;

@@ -14,6 +14,7 @@
 #include "jobq/redis/lua_admin.hpp"
 #include "jobq/redis/lua_claim.hpp"
 #include "jobq/redis/lua_enqueue.hpp"
+#include "jobq/redis/lua_flow.hpp"
 #include "jobq/redis/lua_lease.hpp"
 #include "jobq/redis/lua_linker.hpp"
 #include "jobq/redis/lua_read.hpp"
@@ -23,7 +24,9 @@ namespace jobq::detail::redis {
 /// @brief The scripts, in the order of `script_defs`.
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
-  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim, count_
+  cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
+  flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
+  flow_expired, flow_drop, count_
 };
 
 /// @brief A script: its id, its name (for messages) and its body (see lua_linker.hpp).
@@ -54,6 +57,16 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::fetch, "fetch", lua::fetch},
     ScriptDef{Script::limits, "limits", lua::limits},
     ScriptDef{Script::undo_claim, "undo_claim", lua::undo_claim},
+    ScriptDef{Script::flow_write, "flow_write", lua::flow_write},
+    ScriptDef{Script::settle, "settle", lua::settle},
+    ScriptDef{Script::outbox_ack, "outbox_ack", lua::outbox_ack},
+    ScriptDef{Script::flow_fire, "flow_fire", lua::flow_fire},
+    ScriptDef{Script::flow_home, "flow_home", lua::flow_home},
+    ScriptDef{Script::cancel_many, "cancel_many", lua::cancel_many},
+    ScriptDef{Script::fetch_many, "fetch_many", lua::fetch_many},
+    ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
+    ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
+    ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
 };
 
 /// @brief How many scripts there are.
