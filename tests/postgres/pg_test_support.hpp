@@ -77,9 +77,29 @@ struct TempSchema {
   }
 };
 
+/// Undoes migration 4 of schema `q` (quoted), keeping the jobs: a store written before flows.
+inline void downgrade_to_v3(PGconn* c, const std::string& q) {
+  for (const char* sql : {
+           "DROP FUNCTION %s.flow_died(bigint[], boolean, text, boolean, bigint)",
+           "DROP FUNCTION %s.flow_revive(bigint)",
+           "DROP TABLE %s.job_deps, %s.flows",
+           "ALTER TABLE %s.jobs DROP COLUMN flow_id, DROP COLUMN depends_on,"
+           " DROP COLUMN continue_on_failure, DROP COLUMN pending",
+           "ALTER TABLE %s.jobs DROP CONSTRAINT jobs_state_check",
+           "ALTER TABLE %s.jobs ADD CONSTRAINT jobs_state_check"
+           " CHECK (state IN ('queued','active','completed','dead','cancelled'))",
+           "DELETE FROM %s.schema_migrations WHERE version > 3",
+       }) {
+    std::string s = sql;
+    for (auto at = s.find("%s"); at != std::string::npos; at = s.find("%s")) s.replace(at, 2, q);
+    exec(c, s);
+  }
+}
+
 /// Undoes migration 3 of schema `q` (quoted), keeping the jobs: what a store written by the
 /// previous jobq looks like, for upgrade tests.
 inline void downgrade_to_v2(PGconn* c, const std::string& q) {
+  downgrade_to_v3(c, q);
   for (const char* sql : {
            "DROP FUNCTION %s.claim_limited(text[], bigint, int, bigint, text[])",
            "DROP FUNCTION %s.enqueue_keyed(text, text, json, int, int, bigint, bigint, jsonb, bigint,"

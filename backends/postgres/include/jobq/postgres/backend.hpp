@@ -12,6 +12,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -155,11 +156,13 @@ class PostgresBackend {
     const auto ids_lit = detail::pg::int_array(ids);
     const auto tokens_lit = detail::pg::text_array(tokens);
     const auto results_lit = detail::pg::text_array(results);
+    bool released = false;  // flow dependents became queued: wake this process's waiters too
     pool_.outcome_retry("complete", tokens, [&](Conn& c, bool uncertain) {
       auto r = c.exec(S::complete_many, {ids_lit, tokens_lit, results_lit, ms(now())});
       std::vector<bool> done(ids.size(), false);
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         done[static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), row, 0)) - 1)] = true;
+        released = released || detail::pg::to_i64(PQgetvalue(r.get(), row, 1)) > 0;
       }
       if (uncertain) {
         auto again = c.exec(S::done_check, {ids_lit, tokens_lit});
@@ -171,6 +174,7 @@ class PostgresBackend {
       for (std::size_t k = 0; k < done.size(); ++k) out[index[k]] = done[k];
       return 0;
     });
+    if (released) wake_.wake();
     return out;
   }
 
@@ -189,7 +193,8 @@ class PostgresBackend {
       if (PQntuples(again.get()) == 0) return FailOutcome::rejected;
       return detail::pg::outcome_of(PQgetvalue(again.get(), 0, 1));
     });
-    if (outcome == FailOutcome::retried) wake_.wake();
+    // A dead flow member may release dependents or enqueue its flow's error callback.
+    if (outcome != FailOutcome::rejected) wake_.wake();
     return outcome;
   }
 
@@ -243,7 +248,7 @@ class PostgresBackend {
       }
       return out;
     });
-    if (rec.retried > 0) wake_.wake();
+    if (rec.retried > 0 || rec.dead > 0) wake_.wake();
     return rec;
   }
 
@@ -256,17 +261,25 @@ class PostgresBackend {
     });
   }
 
-  /// @brief Cancels a queued job.
+  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
   bool cancel(JobId id) {
-    return pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
+    const bool ok = pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
       return PQntuples(c.exec(S::cancel, {std::to_string(id), ms(now())}).get()) == 1;
     });
+    if (ok) wake_.wake();  // dependents that continue on failure may have been released
+    return ok;
   }
 
-  /// @brief Puts a dead job back in its queue with a fresh attempt budget.
+  /// @brief Puts a dead job back in its queue with a fresh attempt budget; in a flow, what
+  /// died because of it waits again (same transaction).
   bool redrive(JobId id) {
     const bool ok = pool_.with_retry("redrive", Replay::never, [&](Conn& c, bool) {
-      return PQntuples(c.exec(S::redrive, {std::to_string(id), ms(now())}).get()) == 1;
+      return detail::pg::in_transaction(c, [&] {
+        auto r = c.exec(S::redrive, {std::to_string(id), ms(now())});
+        if (PQntuples(r.get()) != 1) return false;
+        if (!PQgetisnull(r.get(), 0, 1)) c.exec(S::revive, {std::to_string(id)});
+        return true;
+      });
     });
     if (ok) wake_.wake();
     return ok;
@@ -310,7 +323,7 @@ class PostgresBackend {
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the
   /// newest retention.max_jobs of each finished state (one node at a time, like
-  /// recover_expired: 0 when another node is pruning).
+  /// recover_expired: 0 when another node is pruning). Flow members go only as whole flows.
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
     auto keep = [](const std::optional<Millis>& m) {
@@ -330,8 +343,18 @@ class PostgresBackend {
         if (n < 10'000) return total;
       }
     };
-    auto total = batches(S::prune, {queue, ms(t), keep(retention.completed), keep(retention.dead),
-                                    keep(retention.cancelled), lock});
+    const detail::pg::Params params{queue, ms(t), keep(retention.completed), keep(retention.dead),
+                                    keep(retention.cancelled), lock};
+    auto total = batches(S::prune, params);
+    // Whole flows, 100 at a time, until none is left (or another node holds the lock).
+    for (;;) {
+      const auto n = pool_.with_retry("prune", Replay::safe, [&](Conn& c, bool) {
+        auto r = c.exec(S::prune_flows, params);
+        return static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)));
+      });
+      if (n == 0) break;
+      total += n;
+    }
     if (retention.max_jobs > 0) {
       for (const auto state : {JobState::completed, JobState::dead, JobState::cancelled}) {
         total += batches(S::prune_beyond, {queue, std::string(to_string(state)),
@@ -459,16 +482,54 @@ class PostgresBackend {
     if (!fn) throw InvalidArgument("subscribe: the callback is empty");
     return notices_.subscribe(queues, std::move(fn));
   }
-  // Flows: not yet stored by this backend (wave 3, issue 16, in progress).
+
+  /// @brief The jobs, in the order of ids (nullopt where absent), in one round trip.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
-    std::vector<std::optional<JobRecord>> out;
-    out.reserve(ids.size());
-    for (JobId id : ids) out.push_back(get(id));
+    std::vector<std::optional<JobRecord>> out(ids.size());
+    if (ids.empty()) return out;
+    const auto ids_lit = detail::pg::int_array(std::vector<JobId>(ids.begin(), ids.end()));
+    auto jobs = pool_.with_retry("get_many", Replay::safe, [&](Conn& c, bool) {
+      return detail::pg::rows_to_jobs(c.exec(S::get_many, {ids_lit}).get());
+    });
+    std::unordered_map<JobId, std::size_t> at;
+    for (std::size_t i = 0; i < jobs.size(); ++i) at.emplace(jobs[i].id, i);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (auto it = at.find(ids[i]); it != at.end()) out[i] = jobs[it->second];
+    }
     return out;
   }
-  std::vector<JobId> enqueue_flow(const NewFlow&) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::size_t cancel_flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
-  std::optional<FlowRecord> flow(JobId) { throw Error(ErrorCategory::backend, "flows are not implemented on this backend yet"); }
+
+  /// @brief Stores a flow (members, dependencies, error callback) in one transaction.
+  std::vector<JobId> enqueue_flow(const NewFlow& flow) {
+    validate(flow);
+    std::vector<std::string> payloads;
+    payloads.reserve(flow.members.size() + 1);
+    for (const auto& m : flow.members) payloads.push_back(checked_payload(m.job));
+    if (flow.on_failure) payloads.push_back(checked_payload(*flow.on_failure));
+    auto ids = pool_.with_retry("enqueue_flow", Replay::never, [&](Conn& c, bool) {
+      return detail::pg::in_transaction(c, [&] { return detail::pg::insert_flow(c, flow, payloads, now()); });
+    });
+    wake_.wake();
+    return ids;
+  }
+
+  /// @brief Cancels every queued or waiting member of job id's flow; how many.
+  std::size_t cancel_flow(JobId id) {
+    return pool_.with_retry("cancel_flow", Replay::never, [&](Conn& c, bool) {
+      auto r = c.exec(S::cancel_flow, {std::to_string(id), ms(now())});
+      return static_cast<std::size_t>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 0)));
+    });
+  }
+
+  /// @brief The flow job id belongs to, every member by id.
+  std::optional<FlowRecord> flow(JobId id) {
+    return pool_.with_retry("flow", Replay::safe, [&](Conn& c, bool) -> std::optional<FlowRecord> {
+      auto members = detail::pg::rows_to_jobs(c.exec(S::flow_members, {std::to_string(id)}).get());
+      if (members.empty()) return std::nullopt;
+      FlowRecord f{members.front().flow_id, std::move(members)};
+      return f;
+    });
+  }
 
 
   // ------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 #pragma once
 // Inserting jobs, on a pool connection or on the caller's own (transactional enqueue): one
-// statement per job with a unique key, one per run of up to 5,000 jobs without.
+// statement per job with a unique key, one per run of up to 5,000 jobs without; a flow in one.
 
 #include <algorithm>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -12,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include "jobq/backend.hpp"
+#include "jobq/flow.hpp"
 #include "jobq/postgres/connection.hpp"
 #include "jobq/postgres/statements.hpp"
 #include "jobq/postgres/values.hpp"
@@ -73,6 +75,31 @@ EnqueueResult insert_one(C& c, const NewJob& job, const std::string& payload, Ti
   return {to_i64(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)[0] == 't'};
 }
 
+/// The per-job arrays of a multi-row insert (enqueue_batch, insert_flow). Backoff policies go
+/// once each with a 1-based index per job; queues once each, for their NOTIFY.
+struct BatchColumns {
+  std::vector<Param> q, n, p, pr, ma, ra, b, bi, to, uf, g, queues;
+  std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> index in b
+  std::unordered_set<std::string> seen;                        // queues so far
+
+  void add(const NewJob& j, const std::string& payload, TimePoint t) {
+    q.emplace_back(j.queue);
+    if (seen.insert(j.queue).second) queues.emplace_back(j.queue);
+    n.emplace_back(j.name);
+    p.emplace_back(payload);
+    g.emplace_back(group_param(j));
+    pr.emplace_back(std::to_string(j.priority));
+    ma.emplace_back(std::to_string(j.max_attempts));
+    ra.emplace_back(ms(j.run_at.value_or(t)));
+    auto policy = j.backoff.to_json().dump();
+    auto [at, added] = policy_index.try_emplace(policy, b.size() + 1);
+    if (added) b.emplace_back(std::move(policy));
+    bi.emplace_back(std::to_string(at->second));
+    to.emplace_back(std::to_string(j.timeout.count()));
+    uf.emplace_back(std::to_string(j.unique_for.count()));
+  }
+};
+
 /// Inserts jobs in order (inside the caller's transaction: all or nothing).
 template <class C>
 std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
@@ -89,33 +116,12 @@ std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
     // A run of jobs without unique keys: one INSERT for all of them, in order.
     std::size_t end = i;
     while (end < jobs.size() && jobs[end].unique_key.empty() && end - i < 5'000) ++end;
-    std::vector<Param> q, n, p, pr, ma, ra, b, bi, to, uf, g;
-    std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> 1-based index
-    for (std::size_t k = i; k < end; ++k) {
-      const auto& j = jobs[k];
-      q.emplace_back(j.queue);
-      n.emplace_back(j.name);
-      p.emplace_back(payloads[k]);
-      g.emplace_back(group_param(j));
-      pr.emplace_back(std::to_string(j.priority));
-      ma.emplace_back(std::to_string(j.max_attempts));
-      ra.emplace_back(ms(j.run_at.value_or(t)));
-      auto policy = j.backoff.to_json().dump();
-      auto [at, added] = policy_index.try_emplace(policy, b.size() + 1);
-      if (added) b.emplace_back(std::move(policy));
-      bi.emplace_back(std::to_string(at->second));
-      to.emplace_back(std::to_string(j.timeout.count()));
-      uf.emplace_back(std::to_string(j.unique_for.count()));
-    }
-    std::vector<Param> queues;
-    std::unordered_set<std::string> seen;
-    for (const auto& name : q) {
-      if (seen.insert(*name).second) queues.push_back(name);
-    }
+    BatchColumns cols;
+    for (std::size_t k = i; k < end; ++k) cols.add(jobs[k], payloads[k], t);
     auto r = c.exec(Statement::enqueue_batch,
-                    {text_array(q), text_array(n), text_array(p), text_array(pr), text_array(ma),
-                     text_array(ra), ms(t), text_array(b), text_array(bi), text_array(to),
-                     text_array(uf), text_array(queues), text_array(g)});
+                    {text_array(cols.q), text_array(cols.n), text_array(cols.p), text_array(cols.pr),
+                     text_array(cols.ma), text_array(cols.ra), ms(t), text_array(cols.b), text_array(cols.bi),
+                     text_array(cols.to), text_array(cols.uf), text_array(cols.queues), text_array(cols.g)});
     std::vector<JobId> ids;
     for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(to_i64(PQgetvalue(r.get(), row, 0)));
     std::sort(ids.begin(), ids.end());
@@ -123,6 +129,50 @@ std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
     i = end;
   }
   return out;
+}
+
+/// A flow's error callback as flows.on_failure: the columns flow_died (migration 4) inserts.
+inline std::string flow_doc(const NewJob& j, const std::string& payload) {
+  nlohmann::json doc = {{"queue", j.queue},
+                        {"name", j.name},
+                        {"payload", payload},  // the text as enqueue stores it
+                        {"priority", j.priority},
+                        {"max_attempts", j.max_attempts},
+                        {"run_at", j.run_at ? nlohmann::json(to_epoch_ms(*j.run_at)) : nlohmann::json()},
+                        {"backoff", j.backoff.to_json()},
+                        {"timeout_ms", j.timeout.count()},
+                        {"unique_for_ms", j.unique_for.count()},
+                        {"group", j.group.empty() ? nlohmann::json() : nlohmann::json(j.group)}};
+  return doc.dump();
+}
+
+/// Stores a validated flow inside the caller's transaction; the ids, in member order.
+/// payloads: the members' then (last) the on_failure job's, as stored.
+template <class C>
+std::vector<JobId> insert_flow(C& c, const NewFlow& flow, const std::vector<std::string>& payloads, TimePoint t) {
+  const auto n = flow.members.size();
+  auto r = c.exec(Statement::reserve_ids, {std::to_string(n)});
+  std::vector<JobId> ids;
+  ids.reserve(n);
+  for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(to_i64(PQgetvalue(r.get(), row, 0)));
+  BatchColumns cols;
+  std::vector<Param> deps, cont;
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto& m = flow.members[k];
+    cols.add(m.job, payloads[k], t);
+    std::vector<JobId> after;
+    after.reserve(m.after.size());
+    for (auto d : m.after) after.push_back(ids[d]);
+    deps.emplace_back(int_array(after));
+    cont.emplace_back(m.continue_on_failure ? "t" : "f");
+  }
+  const Param doc = flow.on_failure ? Param(flow_doc(*flow.on_failure, payloads.back())) : std::nullopt;
+  c.exec(Statement::insert_flow,
+         {int_array(ids), text_array(cols.q), text_array(cols.n), text_array(cols.p), text_array(cols.pr),
+          text_array(cols.ma), text_array(cols.ra), ms(t), text_array(cols.b), text_array(cols.bi),
+          text_array(cols.to), text_array(cols.uf), text_array(cols.g), text_array(deps), text_array(cont),
+          std::to_string(ids.front()), doc, text_array(cols.queues)});
+  return ids;
 }
 
 }  // namespace jobq::detail::pg

@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 3> migrations = {{
+inline constexpr std::array<Migration, 4> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -270,6 +270,137 @@ BEGIN
          led AS (INSERT INTO "{schema}".rate_ledger (queue, at_ms, n)
                  SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)
     SELECT * FROM u;
+END $fn$;
+)sql"},
+    {4, "flows: members' dependencies (job_deps), the flows table, the waiting state, release "
+        "and death propagation (flow_died, flow_revive)",
+     R"sql(
+ALTER TABLE "{schema}".jobs DROP CONSTRAINT jobs_state_check;
+ALTER TABLE "{schema}".jobs ADD CONSTRAINT jobs_state_check
+  CHECK (state IN ('queued','active','completed','dead','cancelled','waiting'));
+-- flow_id: the flow's first member (NULL = in no flow). depends_on is never changed; pending
+-- counts the unresolved dependencies of a waiting job.
+ALTER TABLE "{schema}".jobs ADD COLUMN flow_id bigint,
+  ADD COLUMN depends_on bigint[] NOT NULL DEFAULT '{}',
+  ADD COLUMN continue_on_failure boolean NOT NULL DEFAULT false,
+  ADD COLUMN pending int NOT NULL DEFAULT 0;
+CREATE INDEX jobs_flow ON "{schema}".jobs (flow_id) WHERE flow_id IS NOT NULL;
+CREATE INDEX jobs_flow_finished ON "{schema}".jobs (queue, flow_id)
+  WHERE flow_id IS NOT NULL AND finished_at IS NOT NULL;
+-- One row per dependency: the dependents of a job by dep_id.
+CREATE TABLE "{schema}".job_deps (dep_id bigint NOT NULL, job_id bigint NOT NULL,
+                                  PRIMARY KEY (dep_id, job_id));
+-- on_failure: the error callback's columns (see flow_doc in inserts.hpp); fired once it is
+-- enqueued or the flow is cancelled.
+CREATE TABLE "{schema}".flows (id bigint PRIMARY KEY, on_failure jsonb,
+                               fired boolean NOT NULL DEFAULT false);
+
+-- Jobs p_ids have just become dead (p_cancelled: cancelled) with last error p_msg: their
+-- waiting dependents are released (continue on failure) or finish the same way, down the flow,
+-- each error naming its own dependency and the root cause (as jobq::dead_dependency_error).
+-- p_own: they died by their own failure, so their flows' error callbacks fire (once per flow).
+-- Every waiting job below p_ids is locked first, in id order, as complete_many's release
+-- locks: level by level, a later level could hold smaller ids and deadlock with a release.
+CREATE FUNCTION "{schema}".flow_died(p_ids bigint[], p_cancelled boolean, p_msg text,
+                                     p_own boolean, p_now bigint) RETURNS int
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_ids bigint[] := p_ids;
+  v_msgs text[] := array_fill(p_msg, ARRAY[cardinality(p_ids)]);
+  v_next_ids bigint[]; v_next_msgs text[];
+  v_notes text[] := '{}';
+  v_queues text[] := '{}';
+  v_state text := CASE WHEN p_cancelled THEN 'cancelled' ELSE 'dead' END;
+  v_msg text; v_got text; v_id bigint; v_doc jsonb; v_n int := 0;
+  r record;
+BEGIN
+  PERFORM 1 FROM "{schema}".jobs w
+   WHERE w.id IN (WITH RECURSIVE down(id) AS (
+                    SELECT d.job_id FROM "{schema}".job_deps d WHERE d.dep_id = ANY(p_ids)
+                    UNION SELECT d.job_id FROM "{schema}".job_deps d JOIN down ON d.dep_id = down.id)
+                  SELECT id FROM down)
+     AND w.state = 'waiting' ORDER BY w.id FOR UPDATE;
+  WHILE cardinality(v_ids) > 0 LOOP
+    v_next_ids := '{}'; v_next_msgs := '{}';
+    FOR r IN SELECT w.id, w.queue, w.continue_on_failure, x.id AS dep, x.msg
+               FROM unnest(v_ids, v_msgs) AS x(id, msg)
+               JOIN "{schema}".job_deps d ON d.dep_id = x.id
+               JOIN "{schema}".jobs w ON w.id = d.job_id
+              WHERE w.state = 'waiting' ORDER BY w.id FOR UPDATE OF w LOOP
+      IF r.continue_on_failure THEN
+        v_got := NULL;
+        UPDATE "{schema}".jobs SET pending = pending - 1,
+               state = CASE WHEN pending <= 1 THEN 'queued' ELSE 'waiting' END,
+               run_at = CASE WHEN pending <= 1 THEN greatest(run_at, p_now) ELSE run_at END
+         WHERE id = r.id AND state = 'waiting' RETURNING state INTO v_got;
+        IF v_got = 'queued' THEN v_queues := v_queues || r.queue; END IF;
+        CONTINUE;
+      END IF;
+      v_msg := CASE WHEN p_cancelled THEN 'dependency ' || r.dep || ' was cancelled'
+                    ELSE 'dependency ' || r.dep || ' is dead: '
+                         || regexp_replace(r.msg, '^dependency [0-9]+ is dead: ', '') END;
+      UPDATE "{schema}".jobs SET state = v_state, finished_at = p_now,
+             errors = errors || jsonb_build_array(jsonb_build_object('attempt', 0, 'message', v_msg, 'at', p_now))
+       WHERE id = r.id AND state = 'waiting';
+      IF NOT FOUND THEN CONTINUE; END IF;
+      v_n := v_n + 1;
+      v_next_ids := v_next_ids || r.id;
+      v_next_msgs := v_next_msgs || v_msg;
+      v_notes := v_notes || json_build_object('kind', v_state, 'id', r.id, 'queue', r.queue,
+                   'attempt', 0, 'progress', 0, 'message', left(v_msg, 1000))::text;
+    END LOOP;
+    v_ids := v_next_ids; v_msgs := v_next_msgs;
+  END LOOP;
+  IF p_own THEN
+    FOR r IN SELECT DISTINCT ON (j.flow_id) j.flow_id, j.id FROM "{schema}".jobs j
+              WHERE j.id = ANY(p_ids) AND j.flow_id IS NOT NULL ORDER BY j.flow_id, j.id LOOP
+      UPDATE "{schema}".flows SET fired = true WHERE id = r.flow_id AND NOT fired AND on_failure IS NOT NULL
+        RETURNING on_failure INTO v_doc;
+      IF NOT FOUND THEN CONTINUE; END IF;
+      INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at,
+                                   backoff, timeout_ms, unique_key, unique_for_ms, group_key, flow_id,
+                                   depends_on, continue_on_failure, pending)
+        VALUES (v_doc->>'queue', v_doc->>'name', (v_doc->>'payload')::json, 'queued',
+                (v_doc->>'priority')::int, (v_doc->>'max_attempts')::int,
+                coalesce((v_doc->>'run_at')::bigint, p_now), p_now, v_doc->'backoff',
+                (v_doc->>'timeout_ms')::bigint, NULL, (v_doc->>'unique_for_ms')::bigint,
+                v_doc->>'group', r.flow_id, ARRAY[r.id], true, 0)
+        RETURNING id INTO v_id;
+      INSERT INTO "{schema}".job_deps (dep_id, job_id) VALUES (r.id, v_id);
+      v_queues := v_queues || (v_doc->>'queue');
+    END LOOP;
+  END IF;
+  PERFORM pg_notify('jobq:{schema}', q) FROM (SELECT DISTINCT unnest(v_queues) AS q) x;
+  IF cardinality(v_notes) > 0 AND EXISTS (SELECT 1 FROM "{schema}".event_listeners) THEN
+    PERFORM "{schema}".notify_events(v_notes);
+  END IF;
+  RETURN v_n;
+END $fn$;
+
+-- Job p_id was re-driven: what died because of it (dead, attempts 0) waits again unless
+-- another of its dependencies dooms it, down the flow; dependents that continue on failure
+-- count it as unresolved again.
+CREATE FUNCTION "{schema}".flow_revive(p_id bigint) RETURNS int LANGUAGE plpgsql AS $fn$
+DECLARE v_ids bigint[] := ARRAY[p_id]; v_n int := 0;
+BEGIN
+  WHILE cardinality(v_ids) > 0 LOOP
+    UPDATE "{schema}".jobs w SET pending = w.pending + x.n
+      FROM (SELECT d.job_id, count(*) AS n FROM "{schema}".job_deps d WHERE d.dep_id = ANY(v_ids)
+             GROUP BY d.job_id) x
+     WHERE w.id = x.job_id AND w.state = 'waiting' AND w.continue_on_failure;
+    WITH back AS (
+      UPDATE "{schema}".jobs w SET state = 'waiting', finished_at = NULL,
+             pending = (SELECT count(*) FROM unnest(w.depends_on) AS o(id)
+                          JOIN "{schema}".jobs oj ON oj.id = o.id WHERE oj.state <> 'completed')
+       WHERE w.id IN (SELECT d.job_id FROM "{schema}".job_deps d WHERE d.dep_id = ANY(v_ids))
+         AND w.state = 'dead' AND w.attempts = 0
+         AND NOT EXISTS (SELECT 1 FROM unnest(w.depends_on) AS o(id)
+                           JOIN "{schema}".jobs oj ON oj.id = o.id WHERE oj.state IN ('dead', 'cancelled'))
+      RETURNING w.id)
+    SELECT coalesce(array_agg(id), '{}') INTO v_ids FROM back;
+    v_n := v_n + cardinality(v_ids);
+  END LOOP;
+  RETURN v_n;
 END $fn$;
 )sql"},
 }};

@@ -58,6 +58,37 @@ WITH ins AS (INSERT INTO "{schema}".jobs (queue, name, payload, state, priority,
 SELECT ins.id FROM woke, ins
 )sql";
 
+// Flows: ids are taken first (reserve_ids, in order) so that dependencies, given as member
+// indexes, can be stored as ids in the same insert. jobs_id_seq is the identity's sequence,
+// named as a constant: pg_get_serial_sequence per row was a third of a 20,000-member flow.
+inline constexpr std::string_view reserve_ids = R"sql(
+SELECT nextval('"{schema}".jobs_id_seq'::regclass) FROM generate_series(1, $1::int) ORDER BY 1
+)sql";
+
+// All members of a flow, its flows row and its job_deps edges in one statement. A member
+// with dependencies waits with all of them pending. $1 ids $2 queues $3 names $4 payloads
+// $5 priorities $6 max_attempts $7 run_ats $8 now $9 distinct backoffs $10 backoff index
+// $11 timeouts $12 unique_fors $13 groups $14 depends_on (array literals) $15 continue on
+// failure $16 flow id $17 on_failure (flow_doc, NULL = none) $18 distinct queues
+inline constexpr std::string_view insert_flow = R"sql(
+WITH fl AS (INSERT INTO "{schema}".flows (id, on_failure) VALUES ($16::bigint, $17::jsonb) RETURNING id),
+  ins AS (INSERT INTO "{schema}".jobs (id, queue, name, payload, state, priority, max_attempts, run_at,
+                                       created_at, backoff, timeout_ms, unique_key, unique_for_ms,
+                                       group_key, flow_id, depends_on, continue_on_failure, pending)
+          OVERRIDING SYSTEM VALUE
+          SELECT i, q, n, p::json, CASE WHEN cardinality(d::bigint[]) = 0 THEN 'queued' ELSE 'waiting' END,
+                 pr, ma, ra, $8::bigint, ($9::jsonb[])[bi], t, NULL, uf, g, $16::bigint, d::bigint[], cf,
+                 cardinality(d::bigint[])
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                        $7::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[],
+                        $15::boolean[]) AS x(i, q, n, p, pr, ma, ra, bi, t, uf, g, d, cf)
+          RETURNING id, depends_on),
+  deps AS (INSERT INTO "{schema}".job_deps (dep_id, job_id) SELECT unnest(depends_on), id FROM ins),
+  woke AS (SELECT count(*) FROM unnest($18::text[]) AS q(name)
+           CROSS JOIN LATERAL pg_notify('jobq:{schema}', q.name) n)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woke), (SELECT count(*) FROM fl)
+)sql";
+
 // ---------------------------------------------------------------------------------------------
 // Claim and outcomes. Job notices (Backend::subscribe) are sent by the statement that makes
 // the change, so only committed changes are announced: one NOTIFY per statement carrying a
@@ -92,19 +123,25 @@ WITH picked AS (
            RETURNING j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
                      j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
                      j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-                     j.progress_message, j.group_key)
+                     j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure)
 SELECT * FROM fast
 UNION ALL
 SELECT j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
        j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
        j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-       j.progress_message, j.group_key
+       j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure
   FROM "{schema}".claim_limited($1::text[], $2::bigint, $3::int, $4::bigint, $5::text[]) j
  WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
 )sql";
 
-// $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done.
+// $1 ids $2 tokens $3 results (json texts) $4 now; returns the 1-based positions done, each
+// with the number of queues woken by releases.
 // done_token remembers which lease finished the job, for retries after a lost answer.
+// In the same statement, flow dependents waiting for the completed jobs (job_deps by dep_id)
+// count them resolved; those left with nothing pending become queued, and their queues are
+// woken. Concurrent completions decrement the same dependent: `locked` takes the dependents'
+// row locks in id order (no deadlock), and `rel` re-reads pending on the locked row
+// (READ COMMITTED re-checks an updated row), so each is released exactly once.
 inline constexpr std::string_view complete_many = R"sql(
 WITH done AS (
   UPDATE "{schema}".jobs j SET state = 'completed', finished_at = $4::bigint,
@@ -112,11 +149,21 @@ WITH done AS (
          done_token = j.lease_token
     FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c(id, token, ord)
    WHERE j.id = c.id AND j.state = 'active' AND j.lease_token = c.token
-  RETURNING c.ord, j.id, j.queue, j.attempts, j.progress),
+  RETURNING c.ord, j.id, j.queue, j.attempts, j.progress, j.flow_id),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'completed', 'id', id,
                     'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
-             FROM done WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
-SELECT ord FROM done WHERE (SELECT count(*) FROM note) >= 0
+             FROM done WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  freed AS (SELECT d.job_id AS id, count(*) AS n FROM done JOIN "{schema}".job_deps d ON d.dep_id = done.id
+             WHERE done.flow_id IS NOT NULL GROUP BY d.job_id),
+  locked AS (SELECT w.id, f.n FROM "{schema}".jobs w JOIN freed f ON f.id = w.id
+              WHERE w.state = 'waiting' ORDER BY w.id FOR UPDATE OF w),
+  rel AS (UPDATE "{schema}".jobs w SET pending = w.pending - l.n,
+                 state = CASE WHEN w.pending <= l.n THEN 'queued' ELSE 'waiting' END,
+                 run_at = CASE WHEN w.pending <= l.n THEN greatest(w.run_at, $4::bigint) ELSE w.run_at END
+            FROM locked l WHERE w.id = l.id AND w.state = 'waiting' RETURNING w.queue, w.state),
+  woke AS (SELECT count(pg_notify('jobq:{schema}', q.queue)) AS n
+             FROM (SELECT DISTINCT queue FROM rel WHERE state = 'queued') q)
+SELECT done.ord, woke.n FROM done, woke WHERE (SELECT count(*) FROM note) >= 0
 )sql";
 
 // $1 ids $2 tokens: which of them were finished by that very token, and their state now.
@@ -125,7 +172,8 @@ SELECT c.ord, j.state FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS c
   JOIN "{schema}".jobs j ON j.id = c.id AND j.done_token = c.token
 )sql";
 
-// $1 id $2 token $3 message $4 retry_at (NULL = dead) $5 now
+// $1 id $2 token $3 message $4 retry_at (NULL = dead) $5 now. A flow member that dies takes
+// its dependents with it (flow_died, migration 4) in the same statement.
 inline constexpr std::string_view fail = R"sql(
 WITH f AS (UPDATE "{schema}".jobs SET
     errors = errors || jsonb_build_array(jsonb_build_object(
@@ -136,12 +184,14 @@ WITH f AS (UPDATE "{schema}".jobs SET
                   ELSE $5::bigint END,
     lease_token = NULL, lease_until = NULL, done_token = lease_token
   WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text
-  RETURNING id, queue, state, attempts),
+  RETURNING id, queue, state, attempts, flow_id),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind',
                     CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END, 'id', id, 'queue', queue,
                     'attempt', attempts, 'progress', 0, 'message', left($3::text, 1000))::text))
-             FROM f WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
-SELECT state FROM f WHERE (SELECT count(*) FROM note) >= 0
+             FROM f WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  settle AS (SELECT "{schema}".flow_died(array_agg(id), false, $3::text, true, $5::bigint)
+               FROM f WHERE state = 'dead' AND flow_id IS NOT NULL HAVING count(*) > 0)
+SELECT state FROM f WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
 )sql";
 
 inline constexpr std::string_view extend = R"sql(
@@ -189,15 +239,19 @@ WITH r AS (UPDATE "{schema}".jobs SET
     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1::bigint END,
     lease_token = NULL, lease_until = NULL
   WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, 0)))
-    AND state = 'active' AND lease_until <= $1::bigint RETURNING id, queue, state, attempts),
+    AND state = 'active' AND lease_until <= $1::bigint RETURNING id, queue, state, attempts, flow_id),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind',
                     CASE state WHEN 'dead' THEN 'dead' ELSE 'failed' END, 'id', id, 'queue', queue,
                     'attempt', attempts, 'progress', 0,
                     'message', 'lease expired (worker lost or too slow)')::text))
-             FROM r WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
-SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0
+             FROM r WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  settle AS (SELECT "{schema}".flow_died(array_agg(id), false, 'lease expired (worker lost or too slow)',
+                                         true, $1::bigint)
+               FROM r WHERE state = 'dead' AND flow_id IS NOT NULL HAVING count(*) > 0)
+SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
 )sql";
 
+// Flow members are left to prune_flows.
 // Uses jobs_finished (queue, state, finished_at); at most 10,000 rows per statement so a
 // large backlog is deleted in short transactions. $1 queue $2 now $3..$5 keep ms (NULL =
 // forever) $6 lock name
@@ -206,7 +260,7 @@ SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0
 // sequential scan of the whole table.
 inline constexpr std::string_view prune = R"sql(
 DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
-  SELECT id FROM "{schema}".jobs WHERE queue = $1::text
+  SELECT id FROM "{schema}".jobs WHERE queue = $1::text AND flow_id IS NULL
      AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))
      AND ((state = 'completed' AND finished_at + $3::bigint < $2::bigint)
        OR (state = 'dead' AND finished_at + $4::bigint < $2::bigint)
@@ -214,12 +268,31 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
    LIMIT 10000))
 )sql";
 
+// Whole flows with a finished member in $1 (jobs_flow_finished) whose members, in any queue,
+// are all finished and expired (jobs_flow); at most 100 flows per statement. Params and lock
+// as prune; returns the jobs deleted.
+inline constexpr std::string_view prune_flows = R"sql(
+WITH gone AS (
+  SELECT DISTINCT c.flow_id AS id FROM "{schema}".jobs c
+   WHERE c.queue = $1::text AND c.flow_id IS NOT NULL AND c.finished_at IS NOT NULL
+     AND (SELECT pg_try_advisory_xact_lock(hashtextextended($6::text, 0)))
+     AND NOT EXISTS (SELECT 1 FROM "{schema}".jobs m WHERE m.flow_id = c.flow_id
+                      AND NOT coalesce((m.state = 'completed' AND m.finished_at + $3::bigint < $2::bigint)
+                                    OR (m.state = 'dead' AND m.finished_at + $4::bigint < $2::bigint)
+                                    OR (m.state = 'cancelled' AND m.finished_at + $5::bigint < $2::bigint), false))
+   LIMIT 100),
+  dj AS (DELETE FROM "{schema}".jobs j USING gone WHERE j.flow_id = gone.id RETURNING j.id),
+  dd AS (DELETE FROM "{schema}".job_deps d USING dj WHERE d.dep_id = dj.id),  -- both ends are members
+  df AS (DELETE FROM "{schema}".flows f USING gone WHERE f.id = gone.id)
+SELECT count(*) FROM dj
+)sql";
+
 // All but the newest $3 jobs of a finished state, by jobs_finished read backwards; batches and
 // lock as prune. $1 queue $2 state $3 jobs kept $4 lock name
 inline constexpr std::string_view prune_beyond = R"sql(
 DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
   SELECT id FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
-     AND finished_at IS NOT NULL
+     AND finished_at IS NOT NULL AND flow_id IS NULL
      AND (SELECT pg_try_advisory_xact_lock(hashtextextended($4::text, 0)))
    ORDER BY finished_at DESC, id DESC OFFSET $3::bigint LIMIT 10000))
 )sql";
@@ -231,26 +304,69 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
 inline constexpr std::string_view get = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
   FROM "{schema}".jobs WHERE id = $1::bigint
 )sql";
 
+// $1 ids
+inline constexpr std::string_view get_many = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
+       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+  FROM "{schema}".jobs WHERE id = ANY($1::bigint[])
+)sql";
+
+// Every member of job $1's flow, by id (jobs_flow).
+inline constexpr std::string_view flow_members = R"sql(
+SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
+       finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+  FROM "{schema}".jobs WHERE flow_id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint)
+ ORDER BY id
+)sql";
+
+// A queued or waiting job; its flow's dependents follow (flow_died).
 inline constexpr std::string_view cancel = R"sql(
 WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint
-            WHERE id = $1::bigint AND state = 'queued' RETURNING id, queue, attempts, progress),
+            WHERE id = $1::bigint AND state IN ('queued', 'waiting')
+           RETURNING id, queue, attempts, progress, flow_id),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
+                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
+             FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  settle AS (SELECT "{schema}".flow_died(array_agg(id), true, '', false, $2::bigint)
+               FROM c WHERE flow_id IS NOT NULL HAVING count(*) > 0)
+SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
+)sql";
+
+// Every queued or waiting member of job $1's flow, rows locked in id order first (as releases
+// lock them), then the flow's error callback disarmed. $2 now
+inline constexpr std::string_view cancel_flow = R"sql(
+WITH m AS (SELECT j.id FROM "{schema}".jobs j
+            WHERE j.flow_id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint)
+              AND j.state IN ('queued', 'waiting') ORDER BY j.id FOR UPDATE),
+  c AS (UPDATE "{schema}".jobs j SET state = 'cancelled', finished_at = $2::bigint
+          FROM m WHERE j.id = m.id AND j.state IN ('queued', 'waiting')
+        RETURNING j.id, j.queue, j.attempts, j.progress),
+  f AS (UPDATE "{schema}".flows SET fired = true
+         WHERE id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint)
+           AND (SELECT count(*) FROM c) >= 0 RETURNING id),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
                     'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
              FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0)
-SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0
+SELECT count(*) FROM c WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM f) >= 0
 )sql";
 
 // A re-driven job takes its unique key back unless the key's holder (holds_key: at most
 // one job per key, index jobs_unique_holder) still holds it. The old holder lets go first:
 // the InitPlan over `unhold` runs before the row is updated, so the unique index never
-// sees two holders.
+// sees two holders. A flow member is refused while a dependency it needs is not completed.
 inline constexpr std::string_view redrive = R"sql(
-WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs
-            WHERE id = $1::bigint AND state = 'dead' FOR UPDATE),
+WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs d
+            WHERE id = $1::bigint AND state = 'dead'
+              AND (continue_on_failure OR NOT EXISTS (
+                    SELECT 1 FROM unnest(d.depends_on) AS o(id) JOIN "{schema}".jobs oj ON oj.id = o.id
+                     WHERE oj.state <> 'completed'))
+            FOR UPDATE),
      h AS (SELECT o.id, (o.state IN ('queued', 'active') OR (o.state = 'completed'
                    AND o.finished_at + o.unique_for_ms > $2::bigint)) AS held
              FROM "{schema}".jobs o, t WHERE o.queue = t.queue AND o.unique_key = t.unique_key
@@ -260,8 +376,11 @@ WITH t AS (SELECT id, queue, unique_key FROM "{schema}".jobs
 UPDATE "{schema}".jobs j SET state = 'queued', run_at = $2::bigint, attempts = 0,
        finished_at = NULL,
        holds_key = j.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM h WHERE h.held)
-  FROM t WHERE j.id = t.id AND (SELECT count(*) FROM unhold) >= 0 RETURNING j.id
+  FROM t WHERE j.id = t.id AND (SELECT count(*) FROM unhold) >= 0 RETURNING j.id, j.flow_id
 )sql";
+
+// After redrive of flow member $1, in its transaction (flow_revive, migration 4).
+inline constexpr std::string_view revive = R"sql(SELECT "{schema}".flow_revive($1::bigint))sql";
 
 inline constexpr std::string_view pause = R"sql(
 INSERT INTO "{schema}".paused_queues (queue) VALUES ($1::text) ON CONFLICT DO NOTHING
@@ -298,7 +417,7 @@ UNION SELECT queue FROM "{schema}".paused_queues ORDER BY 1
 inline constexpr std::string_view list = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
   FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
  ORDER BY queue, state, id LIMIT $3::bigint OFFSET $4::bigint
 )sql";
@@ -424,6 +543,8 @@ enum class Statement : std::size_t {
   enqueue_one,
   enqueue_keyed,
   enqueue_batch,
+  reserve_ids,
+  insert_flow,
   claim,
   complete_many,
   done_check,
@@ -434,14 +555,19 @@ enum class Statement : std::size_t {
   progress,
   recover,
   get,
+  get_many,
+  flow_members,
   cancel,
+  cancel_flow,
   redrive,
+  revive,
   pause,
   resume,
   is_paused,
   counts,
   queues,
   prune,
+  prune_flows,
   prune_beyond,
   list,
   ready,
@@ -484,6 +610,8 @@ struct StatementTable {
     def(S::enqueue_one, "enqueue_one", sql::enqueue_one);
     def(S::enqueue_keyed, "enqueue_keyed", sql::enqueue_keyed);
     def(S::enqueue_batch, "enqueue_batch", sql::enqueue_batch);
+    def(S::reserve_ids, "reserve_ids", sql::reserve_ids);
+    def(S::insert_flow, "insert_flow", sql::insert_flow);
     def(S::claim, "claim", sql::claim);
     def(S::complete_many, "complete_many", sql::complete_many);
     def(S::done_check, "done_check", sql::done_check);
@@ -494,14 +622,19 @@ struct StatementTable {
     def(S::progress, "progress", sql::progress);
     def(S::recover, "recover", sql::recover);
     def(S::get, "get", sql::get);
+    def(S::get_many, "get_many", sql::get_many);
+    def(S::flow_members, "flow_members", sql::flow_members);
     def(S::cancel, "cancel", sql::cancel);
+    def(S::cancel_flow, "cancel_flow", sql::cancel_flow);
     def(S::redrive, "redrive", sql::redrive);
+    def(S::revive, "revive", sql::revive);
     def(S::pause, "pause", sql::pause);
     def(S::resume, "resume", sql::resume);
     def(S::is_paused, "is_paused", sql::is_paused);
     def(S::counts, "counts", sql::counts);
     def(S::queues, "queues", sql::queues);
     def(S::prune, "prune", sql::prune);
+    def(S::prune_flows, "prune_flows", sql::prune_flows);
     def(S::prune_beyond, "prune_beyond", sql::prune_beyond);
     def(S::list, "list", sql::list);
     def(S::ready, "ready", sql::ready);

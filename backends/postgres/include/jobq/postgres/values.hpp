@@ -63,6 +63,25 @@ std::string int_array(const std::vector<Int>& items) {
   return out;
 }
 
+/// The ids of an integer array in text form ({1,2,3}).
+inline std::vector<std::int64_t> int_array_from(std::string_view text) {
+  std::vector<std::int64_t> out;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    if (*p == '{' || *p == '}' || *p == ',') {
+      ++p;
+      continue;
+    }
+    std::int64_t v = 0;
+    auto [next, ec] = std::from_chars(p, end, v);
+    if (ec != std::errc{}) break;
+    out.push_back(v);
+    p = next;
+  }
+  return out;
+}
+
 /// Text safe to store in a text column: valid UTF-8 (bad bytes replaced) without NUL bytes.
 /// Used for error and progress messages, which come from arbitrary exceptions.
 inline std::string safe_text(const std::string& s) {
@@ -122,6 +141,9 @@ inline JobRecord row_to_job(const PGresult* r, int row) {
   j.progress = static_cast<int>(i64(19));
   j.progress_message = text(20);
   j.group = text(21);
+  if (!PQgetisnull(r, row, 22)) j.flow_id = i64(22);
+  j.depends_on = int_array_from(PQgetvalue(r, row, 23));
+  j.continue_on_failure = PQgetvalue(r, row, 24)[0] == 't';
   return j;
 }
 
