@@ -25,6 +25,14 @@
 
 namespace jobq {
 
+/// @brief Jobs per state as a JSON object keyed by state name, every state (jobq::all_job_states)
+/// in enum order: what the CLI, the metrics snapshot and the dashboard API print.
+inline nlohmann::json counts_to_json(Counts c) {
+  auto j = nlohmann::json::object();
+  for (const auto s : all_job_states) j[std::string(to_string(s))] = count_of(c, s);
+  return j;
+}
+
 /// @brief Options of a Metrics registry.
 struct MetricsOptions {
   ClockFn clock = system_clock();  ///< time for the per-minute throughput ring
@@ -217,12 +225,7 @@ class Metrics {
                           {"lost_leases", q.lost_leases}, {"duration_count", q.duration_count},
                           {"duration_sum_seconds", q.duration_sum}};
       if (q.sample) {
-        const auto& c = q.sample->counts;
-        j["counts"] = {{"queued", c.queued},
-                       {"active", c.active},
-                       {"completed", c.completed},
-                       {"dead", c.dead},
-                       {"cancelled", c.cancelled}};
+        j["counts"] = counts_to_json(q.sample->counts);
         j["paused"] = q.sample->paused;
         j["oldest_waiting_seconds"] =
             q.sample->oldest_waiting ? nlohmann::json(seconds(*q.sample->oldest_waiting)) : nullptr;
@@ -270,11 +273,10 @@ class Metrics {
     family("jobq_jobs", "gauge", "Jobs per queue and state when last sampled from the backend.");
     for (const auto& [name, q] : queues_) {
       if (!q.sample) continue;
-      const auto& c = q.sample->counts;
-      for (const auto& [state, v] : {std::pair{"queued", c.queued}, std::pair{"active", c.active},
-                                     std::pair{"completed", c.completed}, std::pair{"dead", c.dead},
-                                     std::pair{"cancelled", c.cancelled}}) {
-        line("jobq_jobs", ql(name) + ",state=\"" + state + "\"", static_cast<double>(v));
+      auto c = q.sample->counts;
+      for (const auto state : all_job_states) {
+        line("jobq_jobs", ql(name) + ",state=\"" + std::string(to_string(state)) + "\"",
+             static_cast<double>(count_of(c, state)));
       }
     }
     family("jobq_queue_paused", "gauge", "1 if the queue is paused.");

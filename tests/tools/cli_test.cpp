@@ -16,6 +16,9 @@
 #include <jobq/open.hpp>
 #include <jobq/queue.hpp>
 
+#include "flow_tree.hpp"
+#include "video_flow.hpp"
+
 namespace {
 
 struct Run {
@@ -87,6 +90,78 @@ std::string required_env(const char* name) {
     FAIL(name << " is not set: run the tests through scripts/test.sh, which starts the server");
   }
   return v;
+}
+
+// flow, cancel-flow, and the waiting state in queues, jobs and show.
+void exercise_flows(const Store& s, jobq::AnyBackend& b, const std::string& q) {
+  const auto mail = q + "-mail";
+  jobq::Queue<jobq::AnyBackend> queue{b, q};
+  const auto plain = queue.enqueue("plain", {});
+  const auto v = enqueue_video_flow(b, q, mail);
+  const auto& ids = v.ids;
+  const auto first = std::to_string(v.fetch), last = std::to_string(v.notify);
+
+  // the tree, from any member; the same as jobq::cli::flow_tree of the backend's record
+  auto r = jobq_cli(s.args({"flow", last}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out == jobq::cli::flow_tree(*b.flow(ids.id)));
+  CHECK(r.out.starts_with("flow " + first + ": 4 members, 1 queued, 3 waiting\n#" + first + " fetch [" + q + "]"));
+  CHECK(r.out.find("   └─ #" + last + " (see above)\n") != std::string::npos);
+  r = jobq_cli(s.args({"flow", std::to_string(v.low), "--json"}));
+  REQUIRE(r.rc == 0);
+  auto j = r.json();
+  CHECK(j.at("id") == ids.id);
+  REQUIRE(j.at("members").size() == 4);
+  CHECK(j["members"][3].at("queue") == mail);
+  CHECK(j["members"][3].at("depends_on") == nlohmann::json{v.low, v.high});
+  CHECK(j["members"][3].at("flow_id") == ids.id);
+
+  // a job in no flow, and one that does not exist: exit 3, JSON under --json
+  r = jobq_cli(s.args({"flow", std::to_string(plain)}));
+  CHECK(r.rc == 3);
+  CHECK(r.err == "jobq: job " + std::to_string(plain) + " is in no flow\n");
+  r = jobq_cli(s.args({"--json", "flow", std::to_string(plain)}));
+  CHECK(r.rc == 3);
+  CHECK(r.out.empty());
+  CHECK(nlohmann::json::parse(r.err) == nlohmann::json{{"error", "job " + std::to_string(plain) + " is in no flow"},
+                                                       {"code", 3}});
+  CHECK(jobq_cli(s.args({"flow", "987654321"})).rc == 3);
+
+  // waiting in queues, jobs and show
+  r = jobq_cli(s.args({"queues", "-q", q, "-q", mail, "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json()[0].at("counts").at("waiting") == 2);
+  CHECK(r.json()[1].at("counts").at("waiting") == 1);
+  r = jobq_cli(s.args({"queues", "-q", mail}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("CANCELLED  WAITING") != std::string::npos);
+  r = jobq_cli(s.args({"jobs", q, "--state", "waiting", "--json"}));
+  REQUIRE(r.rc == 0);
+  REQUIRE(r.json().at("jobs").size() == 2);
+  CHECK(r.json()["jobs"][0].at("id") == v.low);
+  r = jobq_cli(s.args({"jobs", q, "--state", "waiting"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("transcode-1080  waiting") != std::string::npos);
+  r = jobq_cli(s.args({"show", last}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("  flow:       " + first + " (jobq flow " + last + ")\n") != std::string::npos);
+  CHECK(r.out.find("  after:      " + std::to_string(v.low) + " " + std::to_string(v.high) + "\n") !=
+        std::string::npos);
+
+  // cancel takes a waiting job; cancel-flow the rest, then nothing is left
+  CHECK(jobq_cli(s.args({"cancel", last})).rc == 0);
+  CHECK(b.get(v.notify)->state == jobq::JobState::cancelled);
+  r = jobq_cli(s.args({"cancel-flow", std::to_string(v.high), "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json() == nlohmann::json{{"flow", ids.id}, {"cancelled", 3}});
+  for (auto id : ids.members) CHECK(b.get(id)->state == jobq::JobState::cancelled);
+  r = jobq_cli(s.args({"cancel-flow", first}));
+  CHECK(r.rc == 0);
+  CHECK(r.out == "cancelled 0 jobs of flow " + first + " (none was queued or waiting)\n");
+  r = jobq_cli(s.args({"cancel-flow", std::to_string(plain)}));
+  CHECK(r.rc == 3);
+  CHECK(r.err.find("is in no flow") != std::string::npos);
+  CHECK(b.get(plain)->state == jobq::JobState::queued);
 }
 
 // Every command against one store.
@@ -271,6 +346,8 @@ void exercise(const Store& s) {
   CHECK(jobq_cli(s.args({"jobs", q, "--offset", "-1"})).rc == 2);
   CHECK(jobq_cli(s.args({"limits", q, "--rate", "none", "--group-concurrency", "0"})).rc == 0);
   CHECK(b.queue_limits(q) == jobq::QueueLimits{});
+
+  exercise_flows(s, b, q + "-flow");
 }
 
 }  // namespace
@@ -372,6 +449,12 @@ TEST_CASE("jobq CLI: errors under --json are JSON on stderr") {
   CHECK(r.rc == 2);
   json_error(r);
   r = jobq_cli({"--url", "memory://", "show", "42", "--json"});
+  CHECK(r.rc == 3);
+  CHECK(json_error(r) == "job 42 not found");
+  r = jobq_cli({"--url", "memory://", "flow", "42", "--json"});
+  CHECK(r.rc == 3);
+  CHECK(json_error(r) == "job 42 not found");
+  r = jobq_cli({"--url", "memory://", "cancel-flow", "42", "--json"});
   CHECK(r.rc == 3);
   CHECK(json_error(r) == "job 42 not found");
   r = jobq_cli({"--json", "--url", "postgresql://app:s3cret-pw@127.0.0.1:1/app", "queues", "-q", "a"});

@@ -25,6 +25,8 @@
 #include <jobq/memory.hpp>
 #include <jobq/open.hpp>
 
+#include "video_flow.hpp"
+
 extern char** environ;
 
 namespace {
@@ -225,7 +227,7 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
     const auto name = q.at("queue").get<std::string>();
     INFO("queue " << name << " shown " << shown.dump());
     REQUIRE(shown.contains(name));
-    for (const char* state : {"queued", "active", "completed", "dead", "cancelled"}) {
+    for (const char* state : {"queued", "active", "completed", "dead", "cancelled", "waiting"}) {
       CHECK(shown[name][state] == std::to_string(q.at("counts").at(state).get<long>()));
     }
     CHECK(shown[name]["hour"] == std::to_string(q.at("completed_last_hour").get<long>()));
@@ -355,4 +357,98 @@ TEST_CASE("dashboard API: retrying jobs behind many delayed ones are listed; lis
   CHECK(page.at("jobs").empty());
   CHECK(page.at("more") == true);
   bounded.stop();
+}
+
+TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the API") {
+  jobq::MemoryBackend store;
+  jobq::Queue videos{store, "videos"};
+  jobq::Queue mail{store, "mail"};
+  // fetch, then two transcodes, then notify; fetch completes and one transcode dies (notify too)
+  const auto v = enqueue_video_flow(store, "videos", "mail");
+  const auto& ids = v.ids;
+  auto c = store.claim({{"videos"}, 1, 60s});
+  REQUIRE(store.complete(c.at(0).id, c.at(0).lease_token, {}));
+  c = store.claim({{"videos"}, 1, 60s});
+  REQUIRE(c.at(0).id == v.low);
+  REQUIRE(store.fail({v.low, c[0].lease_token, "codec missing", std::nullopt}) == jobq::FailOutcome::dead);
+  REQUIRE(store.get(v.notify)->state == jobq::JobState::dead);
+  // a second flow still waiting: 2 waiting in mail
+  jobq::Flow g;
+  g.chain({videos.make("cut", {}), mail.make("send", {}), mail.make("log", {})});
+  const auto waiting = videos.enqueue_flow(g);
+  const auto plain = mail.enqueue("plain", {});
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"videos", "mail"}}};
+  server.start();
+  httplib::Client http("127.0.0.1", server.port());
+  const auto get = [&](const std::string& path, int status = 200) {
+    auto r = http.Get(path.c_str());
+    REQUIRE(r);
+    INFO(path << ": " << r->body);
+    REQUIRE(r->status == status);
+    return json::parse(r->body);
+  };
+
+  auto queues = get("/api/queues");
+  REQUIRE(queues.at("queues").size() == 2);
+  CHECK(queues["queues"][0].at("queue") == "mail");
+  CHECK(queues["queues"][0].at("counts").at("waiting") == 2);
+  CHECK(get("/api/jobs?queue=mail&state=waiting").at("jobs").size() == 2);
+  auto r = http.Get("/metrics");
+  REQUIRE(r);
+  CHECK(r->body.find("jobq_jobs{queue=\"mail\",state=\"waiting\"} 2\n") != std::string::npos);
+
+  auto flow = get("/api/jobs/" + std::to_string(v.high) + "/flow");
+  CHECK(flow.at("id") == ids.id);
+  CHECK(flow.at("size") == 4);
+  CHECK(flow.at("more") == false);
+  CHECK(flow.at("counts") == json{{"queued", 1}, {"active", 0}, {"completed", 1}, {"dead", 2}, {"cancelled", 0},
+                                  {"waiting", 0}});
+  REQUIRE(flow.at("members").size() == 4);
+  CHECK(flow["members"][3].at("depends_on") == json{v.low, v.high});
+  CHECK(flow["members"][3].at("errors").at(0).at("message") ==
+        jobq::dead_dependency_error(v.low, "codec missing"));
+  flow = get("/api/jobs/" + std::to_string(waiting.id) + "/flow?limit=2");
+  CHECK(flow.at("size") == 3);
+  CHECK(flow.at("members").size() == 2);
+  CHECK(flow.at("more") == true);
+  CHECK(get("/api/jobs/" + std::to_string(plain) + "/flow", 404).at("error") ==
+        "job " + std::to_string(plain) + " is in no flow");
+  CHECK(get("/api/jobs/987654321/flow", 404).at("error") == "job 987654321 not found");
+  // cancel now takes a waiting job too
+  r = http.Post(("/api/jobs/" + std::to_string(waiting.members[2]) + "/cancel").c_str(),
+                httplib::Headers{{"X-Jobq-Action", "1"}}, "", "text/plain");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+
+  // the page: a waiting column, and a dead member's "flow" button shows its flow
+  Browser browser;
+  browser.go("http://127.0.0.1:" + std::to_string(server.port()) + "/");
+  browser.wait_for("Number(document.body.dataset.loaded) >= 1");
+  CHECK(browser.script(R"(return document.querySelector('#queues tr[data-queue="mail"] td[data-field="waiting"]').textContent;)") ==
+        "1");
+  CHECK(browser.script("return document.getElementById('flow').hidden;") == true);
+  browser.click("#dead-jobs tr[data-job-id=\"" + std::to_string(v.notify) + "\"] button.flow");
+  browser.wait_for("!document.getElementById('flow').hidden");
+  const auto rows = browser.script(R"(
+    return [...document.querySelectorAll("#flow tbody tr")].map(tr =>
+      [Number(tr.dataset.jobId), tr.dataset.state, tr.querySelector('td[data-field="after"]').textContent]);)");
+  CHECK(rows == json{{v.fetch, "completed", ""},
+                     {v.low, "dead", std::to_string(v.fetch)},
+                     {v.high, "queued", std::to_string(v.fetch)},
+                     {v.notify, "dead", std::to_string(v.low) + ", " + std::to_string(v.high)}});
+  CHECK(browser.script("return document.getElementById('flow-status').textContent;") ==
+        "flow " + std::to_string(ids.id) + ": 4 members, 1 queued, 1 completed, 2 dead");
+  // the shown flow follows the store; any job's flow by id
+  c = store.claim({{"videos"}, 1, 60s});
+  REQUIRE(c.at(0).id == v.high);
+  browser.wait_for(R"(document.querySelector('#flow tr[data-job-id=")" + std::to_string(v.high) +
+                   R"("]').dataset.state === "active")");
+  browser.script("document.getElementById('flow-job').value = '" + std::to_string(plain) + "';");
+  browser.click("#flow-show");
+  browser.wait_for("document.getElementById('flow').hidden");
+  CHECK(browser.script("return document.getElementById('flow-status').textContent;") ==
+        "job " + std::to_string(plain) + " is in no flow");
+  server.stop();
 }

@@ -40,6 +40,7 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   CHECK(has_line(text, "# TYPE jobq_jobs gauge"));
   CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="queued"} 4)"));
   CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="dead"} 2)"));
+  CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="waiting"} 0)"));  // every state, flows or not
   CHECK(has_line(text, R"(jobq_queue_paused{queue="emails"} 1)"));
   CHECK(has_line(text, R"(jobq_oldest_waiting_age_seconds{queue="emails"} 90)"));
   CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="emails"} 3)"));

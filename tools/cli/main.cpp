@@ -1,10 +1,13 @@
 // jobq: the admin CLI. Inspects and operates a jobq store given by URL:
 //   jobq --url sqlite:///var/lib/app/jobs.db queues --queue emails
 //   jobq --url postgresql://app@db/app jobs emails --state dead
+//   jobq --url redis://cache:6379/0 flow 42
 // Tables for people by default, --json for scripts. Exit codes: 0 ok, 1 backend or connection
-// error, 2 usage error or invalid argument, 3 job not found, 4 refused (job in the wrong state).
+// error, 2 usage error or invalid argument, 3 job (or flow) not found, 4 refused (job in the wrong
+// state).
 // Under --json, errors too are JSON: one line {"error": ..., "code": <exit code>} on stderr.
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -24,6 +27,8 @@
 #include <jobq/open.hpp>
 #include <jobq/queue.hpp>
 #include <jobq/schedule.hpp>
+
+#include "flow_tree.hpp"
 
 namespace {
 
@@ -64,11 +69,7 @@ std::string format_age(std::optional<jobq::Millis> d) {
   return std::to_string(s / 86400) + "d";
 }
 
-std::string one_line(std::string s, std::size_t max) {
-  std::replace(s.begin(), s.end(), '\n', ' ');
-  if (s.size() > max) s = s.substr(0, max - 3) + "...";
-  return s;
-}
+using jobq::cli::one_line;
 
 // Left-aligned columns, two spaces apart.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
@@ -87,11 +88,6 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
   };
   print_row(header);
   for (const auto& r : rows) print_row(r);
-}
-
-json counts_json(const jobq::Counts& c) {
-  return {{"queued", c.queued}, {"active", c.active}, {"completed", c.completed}, {"dead", c.dead},
-          {"cancelled", c.cancelled}};
 }
 
 // "30s", "5m", "24h", "7d", "250ms"; "never" -> nullopt (keep forever).
@@ -148,7 +144,7 @@ struct Cli {
     json out = json::array();
     std::vector<std::vector<std::string>> rows;
     for (const auto& q : names) {
-      const auto c = b.counts(q);
+      auto c = b.counts(q);
       const bool paused = b.is_paused(q);
       const auto per_minute = jobq::completions_per_minute(b, q);
       std::uint64_t hour = 0;
@@ -156,22 +152,28 @@ struct Cli {
       const auto oldest = jobq::oldest_waiting(b, q);
       out.push_back({{"queue", q},
                      {"paused", paused},
-                     {"counts", counts_json(c)},
+                     {"counts", jobq::counts_to_json(c)},
                      {"completed_last_minute", per_minute.back()},
                      {"completed_last_hour", hour},
                      {"oldest_waiting_seconds", oldest ? json(oldest->count() / 1000.0) : json(nullptr)}});
-      rows.push_back({q, paused ? "yes" : "no", std::to_string(c.queued), std::to_string(c.active),
-                      std::to_string(c.completed), std::to_string(c.dead), std::to_string(c.cancelled),
-                      std::to_string(per_minute.back()), std::to_string(hour), format_age(oldest)});
+      std::vector<std::string> row{q, paused ? "yes" : "no"};
+      for (const auto s : jobq::all_job_states) row.push_back(std::to_string(jobq::count_of(c, s)));
+      row.insert(row.end(), {std::to_string(per_minute.back()), std::to_string(hour), format_age(oldest)});
+      rows.push_back(std::move(row));
     }
     if (json_out) {
       std::cout << out.dump(2) << '\n';
     } else if (rows.empty()) {
       std::cout << "no queues\n";
     } else {
-      print_table({"QUEUE", "PAUSED", "QUEUED", "ACTIVE", "COMPLETED", "DEAD", "CANCELLED", "DONE/1M",
-                   "DONE/1H", "OLDEST-WAIT"},
-                  rows);
+      std::vector<std::string> header{"QUEUE", "PAUSED"};
+      for (const auto s : jobq::all_job_states) {
+        std::string name(jobq::to_string(s));
+        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::toupper(c); });
+        header.push_back(std::move(name));
+      }
+      header.insert(header.end(), {"DONE/1M", "DONE/1H", "OLDEST-WAIT"});
+      print_table(header, rows);
     }
     return ok;
   }
@@ -232,6 +234,14 @@ struct Cli {
     if (j->lease_until) std::cout << "  lease until: " << format_time(j->lease_until) << "\n";
     if (!j->unique_key.empty()) std::cout << "  unique key: " << j->unique_key << "\n";
     if (j->timeout.count() > 0) std::cout << "  timeout:    " << j->timeout.count() << " ms\n";
+    if (j->flow_id != 0) {
+      std::cout << "  flow:       " << j->flow_id << " (jobq flow " << j->id << ")\n";
+      if (!j->depends_on.empty()) {
+        std::cout << "  after:     ";
+        for (auto d : j->depends_on) std::cout << " " << d;
+        std::cout << (j->continue_on_failure ? " (continues on failure)" : "") << "\n";
+      }
+    }
     std::cout << "  progress:   " << j->progress << "%"
               << (j->progress_message.empty() ? "" : " (" + j->progress_message + ")") << "\n"
               << "  payload:    " << j->payload.dump() << "\n"
@@ -243,6 +253,31 @@ struct Cli {
       for (const auto& e : j->errors) {
         std::cout << "    attempt " << e.attempt << " at " << format_time(e.at) << ": " << e.message << "\n";
       }
+    }
+    return ok;
+  }
+
+  // Why job `id` has no flow: it does not exist, or it is in none (both: not found).
+  static jobq::NotFound no_flow(jobq::JobId id, bool exists) {
+    return jobq::NotFound("job " + std::to_string(id) + (exists ? " is in no flow" : " not found"));
+  }
+
+  int flow(jobq::AnyBackend& b, jobq::JobId id) {
+    const auto f = b.flow(id);
+    if (!f) throw no_flow(id, b.get(id).has_value());
+    std::cout << (json_out ? jobq::cli::flow_to_json(*f).dump(2) + "\n" : jobq::cli::flow_tree(*f));
+    return ok;
+  }
+
+  int cancel_flow(jobq::AnyBackend& b, jobq::JobId id) {
+    const auto n = b.cancel_flow(id);
+    const auto j = b.get(id);  // after: it explains a 0, and names the flow
+    if (!j || j->flow_id == 0) throw no_flow(id, j.has_value());
+    if (json_out) {
+      std::cout << json{{"flow", j->flow_id}, {"cancelled", n}}.dump(2) << '\n';
+    } else {
+      std::cout << "cancelled " << n << " job" << (n == 1 ? "" : "s") << " of flow " << j->flow_id
+                << (n == 0 ? " (none was queued or waiting)" : "") << "\n";
     }
     return ok;
   }
@@ -441,8 +476,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Backend URLs: sqlite:///abs/path.db, sqlite://relative.db, postgresql://user@host/db,\n"
       "redis://host:6379/0, memory:// (empty, for trying the CLI). Default: $JOBQ_URL.\n"
-      "Exit codes: 0 ok, 1 backend/connection error, 2 usage or invalid argument, 3 not found,\n"
-      "4 refused (the job is not in a state that allows it).");
+      "Exit codes: 0 ok, 1 backend/connection error, 2 usage or invalid argument, 3 not found\n"
+      "(a job, or the flow of a job in none), 4 refused (the job is not in a state that allows it).");
 
   std::string url;
   jobq::OpenOptions open_options;
@@ -460,8 +495,10 @@ int main(int argc, char** argv) {
   std::size_t offset = 0, limit = 50;
   auto* jobs_cmd = app.add_subcommand("jobs", "list the jobs of a queue in one state, paged");
   jobs_cmd->add_option("queue", jobs_queue, "queue name")->required();
-  jobs_cmd->add_option("-s,--state", jobs_state, "queued, active, completed, dead or cancelled")
-      ->check(CLI::IsMember({"queued", "active", "completed", "dead", "cancelled"}));
+  std::vector<std::string> state_names;
+  for (const auto s : jobq::all_job_states) state_names.emplace_back(jobq::to_string(s));
+  jobs_cmd->add_option("-s,--state", jobs_state, "queued, active, completed, dead, cancelled or waiting")
+      ->check(CLI::IsMember(state_names));
   jobs_cmd->add_option("--offset", offset, "jobs to skip")->check(CLI::NonNegativeNumber);
   jobs_cmd->add_option("--limit", limit, "jobs per page (1..10000)");
 
@@ -478,8 +515,15 @@ int main(int argc, char** argv) {
   redrive_cmd->add_flag("--all", redrive_all, "every dead job of the --queue(s)");
 
   std::vector<jobq::JobId> cancel_ids;
-  auto* cancel_cmd = app.add_subcommand("cancel", "cancel queued jobs");
-  cancel_cmd->add_option("ids", cancel_ids, "queued job ids")->required();
+  auto* cancel_cmd = app.add_subcommand("cancel", "cancel queued (or waiting) jobs");
+  cancel_cmd->add_option("ids", cancel_ids, "queued or waiting job ids")->required();
+
+  jobq::JobId flow_id = 0;
+  auto* flow_cmd = app.add_subcommand("flow", "the flow of a job, as a tree of its members and what they wait for");
+  flow_cmd->add_option("id", flow_id, "id of any member of the flow")->required();
+  jobq::JobId cancel_flow_id = 0;
+  auto* cancel_flow_cmd = app.add_subcommand("cancel-flow", "cancel every queued or waiting member of a job's flow");
+  cancel_flow_cmd->add_option("id", cancel_flow_id, "id of any member of the flow")->required();
 
   std::vector<std::string> pause_queues, resume_queues;
   auto* pause_cmd = app.add_subcommand("pause", "stop workers claiming from queues");
@@ -551,6 +595,8 @@ int main(int argc, char** argv) {
     if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups);
     if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);
     if (show_cmd->parsed()) return cli.show(backend, show_id);
+    if (flow_cmd->parsed()) return cli.flow(backend, flow_id);
+    if (cancel_flow_cmd->parsed()) return cli.cancel_flow(backend, cancel_flow_id);
     if (redrive_cmd->parsed()) {
       if (redrive_all) {
         if (!redrive_ids.empty()) throw jobq::InvalidArgument("redrive: give job ids or --all, not both");
@@ -563,7 +609,7 @@ int main(int argc, char** argv) {
     }
     if (cancel_cmd->parsed()) {
       return cli.each_job(backend, cancel_ids, [&](jobq::JobId id) { return backend.cancel(id); }, "cancelled",
-                          "queued");
+                          "queued or waiting");
     }
     if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true);
     if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false);

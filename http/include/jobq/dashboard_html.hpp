@@ -40,7 +40,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
 <h2>Queues</h2>
 <table id="queues">
   <thead><tr><th>queue</th><th>state</th><th>queued</th><th>active</th><th>completed</th><th>dead</th>
-  <th>cancelled</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
+  <th>cancelled</th><th>waiting</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
 
@@ -60,6 +60,14 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   <tbody></tbody>
 </table>
 <div id="retrying-more" class="muted"></div>
+
+<h2>Flow <span class="muted">(the members of a job's flow and what each runs after)</span></h2>
+<div>job <input id="flow-job" type="number" min="1" size="10"> <button id="flow-show">show its flow</button>
+<span id="flow-status" class="muted"></span></div>
+<table id="flow" hidden>
+  <thead><tr><th>id</th><th>queue</th><th>name</th><th>state</th><th>attempts</th><th>after</th><th>last error</th></tr></thead>
+  <tbody></tbody>
+</table>
 
 <script>
 "use strict";
@@ -121,12 +129,48 @@ function drawChart(series) {
   svg.setAttribute("data-total", series.reduce((a, b) => a + b, 0));
 }
 
+const lastError = j => j.errors.length ? j.errors[j.errors.length - 1].message : "";
+
 function jobRow(j, button) {
-  const last = j.errors.length ? j.errors[j.errors.length - 1].message : "";
+  const cell = el("td", {}, button);
+  if (j.flow_id) {
+    const f = el("button", { class: "flow" }, "flow");
+    f.onclick = () => showFlow(j.id);
+    cell.append(" ", f);
+  }
   return el("tr", { "data-job-id": j.id },
     el("td", { class: "num" }, j.id), el("td", {}, j.queue), el("td", {}, j.name),
-    el("td", { class: "num" }, j.attempts + "/" + j.max_attempts), el("td", { class: "err" }, last),
-    el("td", {}, button));
+    el("td", { class: "num" }, j.attempts + "/" + j.max_attempts), el("td", { class: "err" }, lastError(j)),
+    cell);
+}
+
+// The flow shown (a member's id), reloaded with every refresh so that its states move.
+let flowJob = null;
+const states = ["queued", "active", "completed", "dead", "cancelled", "waiting"];  // as jobq flow prints them
+
+async function showFlow(id) {
+  flowJob = id;
+  document.getElementById("flow-job").value = id;
+  await loadFlow();
+}
+
+async function loadFlow() {
+  if (flowJob == null) return;
+  const table = document.getElementById("flow"), status = document.getElementById("flow-status");
+  try {
+    const f = await api("/api/jobs/" + encodeURIComponent(flowJob) + "/flow");
+    status.textContent = "flow " + f.id + ": " + f.size + " members, " +
+      states.filter(s => f.counts[s] > 0).map(s => f.counts[s] + " " + s).join(", ") +
+      (f.more ? " (the first " + f.members.length + " shown; the CLI: jobq flow " + flowJob + ")" : "");
+    table.querySelector("tbody").replaceChildren(...f.members.map(m => el("tr", { "data-job-id": m.id, "data-state": m.state },
+      el("td", { class: "num" }, m.id), el("td", {}, m.queue), el("td", {}, m.name),
+      el("td", { "data-field": "state" }, m.state), el("td", { class: "num" }, m.attempts + "/" + m.max_attempts),
+      el("td", { "data-field": "after" }, m.depends_on.join(", ")), el("td", { class: "err" }, lastError(m)))));
+    table.hidden = false;
+  } catch (e) {
+    status.textContent = e.message;
+    table.hidden = true;
+  }
 }
 
 async function refresh() {
@@ -148,7 +192,7 @@ async function refresh() {
       rows.push(el("tr", { "data-queue": q.queue },
         el("td", {}, q.queue), el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
         cell("queued", c.queued), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
-        cell("cancelled", c.cancelled), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
+        cell("cancelled", c.cancelled), cell("waiting", c.waiting), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
       const enc = encodeURIComponent(q.queue);
       if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc).then(p => ({ ...p, total: c.dead })));
       if (c.queued > 0) retrying.push(api("/api/jobs?state=queued&failed=1&queue=" + enc));
@@ -184,6 +228,7 @@ async function refresh() {
       }
     }
     document.querySelector("#retrying-jobs tbody").replaceChildren(...retryRows);
+    await loadFlow();
     setStatus("updated " + new Date(data.now).toISOString().replace("T", " ").slice(0, 19) + " UTC" +
               (actions ? "" : " · read-only"), false);
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded) + 1);
@@ -193,6 +238,10 @@ async function refresh() {
     refreshing = false;
   }
 }
+document.getElementById("flow-show").onclick = () => {
+  const v = document.getElementById("flow-job").value;
+  if (/^[0-9]+$/.test(v)) showFlow(Number(v));
+};
 refresh();
 setInterval(refresh, 5000);
 </script>

@@ -109,9 +109,11 @@ struct HttpOptions {
 /// @brief Serves, on its own threads:
 /// - `GET /metrics`: Metrics::prometheus() after sampling the backend (counts, paused, oldest);
 /// - `GET /`: the dashboard page (queues with counts, throughput over the last hour, failed and
-///   dead jobs with their errors, re-drive / cancel buttons);
+///   dead jobs with their errors, re-drive / cancel buttons, the flow of a job);
 /// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
-///   whether the list goes on past `limit`), `GET /api/jobs/{id}`;
+///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow[?limit=]`
+///   (the flow of a member: `{id, size, counts, members[], more}`, the first `limit` (1000)
+///   members by id, each with its depends_on; 404 if the job is in no flow);
 /// - `POST /api/jobs/{id}/redrive|cancel`, `POST /api/queues/{name}/pause|resume` (need the
 ///   header `X-Jobq-Action: 1`, which a cross-site form cannot send; off with actions=false);
 ///   `POST /api/queues/pause|resume?queue={name}` too (a path cannot carry the names `.` / `..`).
@@ -355,9 +357,7 @@ class HttpServer {
     const auto per_minute = completions_per_minute(*backend_, q);
     json j = {{"queue", q},
               {"paused", backend_->is_paused(q)},
-              {"counts",
-               {{"queued", c.queued}, {"active", c.active}, {"completed", c.completed}, {"dead", c.dead},
-                {"cancelled", c.cancelled}}},
+              {"counts", counts_to_json(c)},
               {"oldest_waiting_seconds", oldest ? json(static_cast<double>(oldest->count()) / 1000.0) : json(nullptr)},
               {"completed_per_minute", per_minute}};
     if (snapshot.contains(q)) {
@@ -426,6 +426,27 @@ class HttpServer {
       if (!j) throw NotFound("job " + std::to_string(id) + " not found");
       send_json(res, to_json(*j));
     }));
+    server_.Get(R"(/api/jobs/(\d+)/flow)", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const auto id = id_of(req.matches[1]);
+      const auto flow = backend_->flow(id);
+      if (!flow) {
+        const bool exists = backend_->get(id).has_value();
+        throw NotFound("job " + std::to_string(id) + (exists ? " is in no flow" : " not found"));
+      }
+      // The record is read whole (Backend::flow); the answer is cut, a flow may have 100,000 members.
+      const auto limit = std::min<std::size_t>(number_param(req, "limit", 1000), 10'000);
+      Counts counts;
+      json members = json::array();
+      for (const auto& m : flow->members) {
+        ++count_of(counts, m.state);
+        if (members.size() < limit) members.push_back(to_json(m));
+      }
+      send_json(res, {{"id", flow->id},
+                      {"size", flow->members.size()},
+                      {"counts", counts_to_json(counts)},
+                      {"members", members},
+                      {"more", flow->members.size() > limit}});
+    }));
     server_.Post(R"(/api/jobs/(\d+)/(redrive|cancel))",
                  guarded([this](const httplib::Request& req, httplib::Response& res) {
                    if (!action_allowed(req, res)) return;
@@ -439,7 +460,7 @@ class HttpServer {
                              {{"ok", false},
                               {"id", id},
                               {"error", "job " + std::to_string(id) + " is " + std::string(to_string(j->state)) +
-                                            ", not " + (redrive ? "dead" : "queued")}},
+                                            ", not " + (redrive ? "dead" : "queued or waiting")}},
                              409);
                  }));
     const auto pause_or_resume = [this](const std::string& q, bool pause, httplib::Response& res) {
