@@ -78,7 +78,7 @@ int open_descriptors() {
   return n;
 }
 
-std::size_t resident_bytes() {
+[[maybe_unused]] std::size_t resident_bytes() {  // unused under ASan (no memory limit there)
   std::ifstream statm("/proc/self/statm");
   std::size_t pages = 0, resident = 0;
   statm >> pages >> resident;
