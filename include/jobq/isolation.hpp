@@ -538,24 +538,14 @@ class Isolated {
   /// and a stop token (requested on a timeout, a lost lease or a shutdown).
   template <Job T, class F>
   void handle(F fn) {
-    handlers_[std::string(T::job_name)] = [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
-      T value;
-      try {
-        value = job.payload.get<T>();
-      } catch (const nlohmann::json::exception& e) {
-        throw Permanent("payload does not match job type '" + std::string(T::job_name) + "': " + e.what());
-      }
-      return call(fn, value, ctx);
-    };
+    handlers_[std::string(T::job_name)] = detail::typed_handler<T>(std::move(fn));
   }
 
   /// @brief Registers the child-side handler of an untyped job: fn(const nlohmann::json&, JobContext&).
   template <class F>
   void handle(const std::string& name, F fn) {
     validate_job_name(name);
-    handlers_[name] = [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
-      return call(fn, job.payload, ctx);
-    };
+    handlers_[name] = detail::untyped_handler(std::move(fn));
   }
 
   /// @brief Forks the zygote that starts the children. Throws InvalidArgument when the process
@@ -596,26 +586,6 @@ class Isolated {
   }
 
  private:
-  template <class F, class V>
-  static nlohmann::json call(F& fn, const V& value, JobContext& ctx) {
-    if constexpr (std::is_invocable_v<F&, const V&, JobContext&>) {
-      if constexpr (std::is_void_v<std::invoke_result_t<F&, const V&, JobContext&>>) {
-        fn(value, ctx);
-        return nullptr;
-      } else {
-        return nlohmann::json(fn(value, ctx));
-      }
-    } else {
-      static_assert(std::is_invocable_v<F&, const V&>, "handler must be callable as fn(const T&, JobContext&) or fn(const T&)");
-      if constexpr (std::is_void_v<std::invoke_result_t<F&, const V&>>) {
-        fn(value);
-        return nullptr;
-      } else {
-        return nlohmann::json(fn(value));
-      }
-    }
-  }
-
   detail::iso::ChildHandlers handlers_;
 };
 

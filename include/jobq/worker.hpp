@@ -270,6 +270,54 @@ std::vector<Dependency> load_dependencies(B& backend, const JobRecord& job) {
 }
 
 namespace detail {
+
+// Calls a handler as fn(value, ctx) or fn(value); its result (or null for void) as JSON.
+template <class F, class V>
+nlohmann::json call_handler(F& fn, const V& value, JobContext& ctx) {
+  if constexpr (std::is_invocable_v<F&, const V&, JobContext&>) {
+    using R = std::invoke_result_t<F&, const V&, JobContext&>;
+    if constexpr (std::is_void_v<R>) {
+      fn(value, ctx);
+      return nullptr;
+    } else {
+      return nlohmann::json(fn(value, ctx));
+    }
+  } else {
+    static_assert(std::is_invocable_v<F&, const V&>,
+                  "handler must be callable as fn(const T&, JobContext&) or fn(const T&)");
+    using R = std::invoke_result_t<F&, const V&>;
+    if constexpr (std::is_void_v<R>) {
+      fn(value);
+      return nullptr;
+    } else {
+      return nlohmann::json(fn(value));
+    }
+  }
+}
+
+// A typed handler over a job record: a payload that does not deserialize into T is permanent.
+// Shared by Worker::handle and Isolated::handle (the child's side).
+template <Job T, class F>
+auto typed_handler(F fn) {
+  return [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
+    std::optional<T> value;
+    try {
+      value.emplace(job.payload.get<T>());
+    } catch (const nlohmann::json::exception& e) {
+      throw Permanent("payload does not match job type '" + std::string(T::job_name) + "': " + e.what());
+    }
+    return call_handler(fn, *value, ctx);
+  };
+}
+
+// An untyped handler over a job record: fn gets the payload as JSON.
+template <class F>
+auto untyped_handler(F fn) {
+  return [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
+    return call_handler(fn, job.payload, ctx);
+  };
+}
+
 // Raised inside the worker when no handler matches; an ordinary (retried) failure.
 struct NoHandler : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -333,16 +381,7 @@ class Worker {
   template <Job T, class F>
   void handle(F fn, HandlerOptions options = {}) {
     add_handler(std::string(T::job_name), std::move(options),
-                [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
-                  std::optional<T> value;
-                  try {
-                    value.emplace(job.payload.get<T>());
-                  } catch (const nlohmann::json::exception& e) {
-                    throw Permanent("payload does not match job type '" + std::string(T::job_name) +
-                                    "': " + e.what());
-                  }
-                  return invoke(fn, *value, ctx);
-                });
+                detail::typed_handler<T>(std::move(fn)));
   }
 
   /// @brief Registers the handler of an untyped job: fn(const nlohmann::json&, JobContext&).
@@ -350,9 +389,7 @@ class Worker {
   void handle(const std::string& job_name, F fn, HandlerOptions options = {}) {
     validate_job_name(job_name);
     add_handler(job_name, std::move(options),
-                [fn = std::move(fn)](const JobRecord& job, JobContext& ctx) -> nlohmann::json {
-                  return invoke(fn, job.payload, ctx);
-                });
+                detail::untyped_handler(std::move(fn)));
   }
 
   /// @brief Starts the threads and returns; stop() or the destructor ends them.
@@ -549,29 +586,6 @@ class Worker {
     } else {
       std::move(from.begin(), from.end(), std::back_inserter(to));
       from.clear();
-    }
-  }
-
-  template <class F, class V>
-  static nlohmann::json invoke(F& fn, const V& value, JobContext& ctx) {
-    if constexpr (std::is_invocable_v<F&, const V&, JobContext&>) {
-      using R = std::invoke_result_t<F&, const V&, JobContext&>;
-      if constexpr (std::is_void_v<R>) {
-        fn(value, ctx);
-        return nullptr;
-      } else {
-        return nlohmann::json(fn(value, ctx));
-      }
-    } else {
-      static_assert(std::is_invocable_v<F&, const V&>,
-                    "handler must be callable as fn(const T&, JobContext&) or fn(const T&)");
-      using R = std::invoke_result_t<F&, const V&>;
-      if constexpr (std::is_void_v<R>) {
-        fn(value);
-        return nullptr;
-      } else {
-        return nlohmann::json(fn(value));
-      }
     }
   }
 
