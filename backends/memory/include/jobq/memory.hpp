@@ -672,7 +672,7 @@ class MemoryBackend {
       for (JobId x : dt->second) {
         auto& job = jobs_.at(x);
         if (job.state != JobState::waiting) continue;
-        if (dep.state == JobState::completed || job.continue_on_failure) {
+        if (resolves(dep, job)) {  // dep has settled: completed, dead or cancelled
           if (--pending_.at(x) > 0) continue;
           pending_.erase(x);
           auto& q = queues_.at(job.queue);
