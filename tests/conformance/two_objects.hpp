@@ -17,13 +17,27 @@ namespace conformance {
 
 /// Runs `n` threads at once, the even ones on the fixture's first object and the odd ones on its
 /// second, and joins them. `fn(backend, index)` must not use Catch's assertions (not thread-safe).
+/// The first exception a thread throws is rethrown here after the join, so the case fails with
+/// its message instead of terminating the program.
 template <class F, class Fn>
 void race_on_both(F& fx, int n, Fn fn) {
   auto& a = fx.backend();
   auto& b = fx.second_backend();
+  std::mutex m;
+  std::exception_ptr first;
   std::vector<std::thread> threads;
-  for (int t = 0; t < n; ++t) threads.emplace_back([&, t] { fn(t % 2 == 0 ? a : b, t); });
+  for (int t = 0; t < n; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        fn(t % 2 == 0 ? a : b, t);
+      } catch (...) {
+        std::lock_guard lock(m);
+        if (!first) first = std::current_exception();
+      }
+    });
+  }
   for (auto& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
 }
 
 /// The notices a log holds so far, in arrival order.

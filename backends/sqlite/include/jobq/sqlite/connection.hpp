@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -142,7 +144,7 @@ class Connection {
     }
     try {
       sqlite3_extended_result_codes(db_, 1);
-      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
+      wait_when_busy(opt.busy_timeout);
       // The first statement reads the header: a file that is not a database fails here.
       std::string mode;
       // Before WAL mode is set: it only takes effect on a file that has no page yet.
@@ -243,7 +245,7 @@ class Connection {
         throw SqliteError(category_of(rc), msg, rc);
       }
       sqlite3_extended_result_codes(db_, 1);
-      sqlite3_busy_timeout(db_, static_cast<int>(std::min<Millis::rep>(opt.busy_timeout.count(), INT32_MAX)));
+      wait_when_busy(opt.busy_timeout);
       const int probe = sqlite3_exec(db_, sql::probe_schema.data(), nullptr, nullptr, nullptr);
       if (probe == SQLITE_OK) return;
       auto err = error_from(db_, sqlite3_extended_errcode(db_), "open database read-only");
@@ -257,6 +259,25 @@ class Connection {
     return prepare_once(db_, sql, what);
   }
 
+  // SQLite's own busy timeout sleeps in steps growing to 100 ms, so a process waiting for the
+  // file lock keeps missing the short gaps between another busy process's transactions and
+  // starves until it times out (two objects on one file, 8 threads, a loaded machine). Polling
+  // every 50-500 us, jittered so waiters do not move in step, catches those gaps.
+  void wait_when_busy(Millis timeout) {
+    busy_timeout_ = timeout;
+    sqlite3_busy_handler(db_, timeout > Millis{0} ? &Connection::on_busy : nullptr, this);
+  }
+
+  static int on_busy(void* self, int attempt) noexcept {
+    auto& c = *static_cast<Connection*>(self);
+    const auto now = std::chrono::steady_clock::now();
+    if (attempt == 0) c.busy_since_ = now;
+    if (now - c.busy_since_ >= c.busy_timeout_) return 0;
+    c.busy_jitter_ = c.busy_jitter_ * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::this_thread::sleep_for(std::chrono::microseconds(50 + (c.busy_jitter_ >> 33) % 450));
+    return 1;
+  }
+
   void close() noexcept {
     for (auto& [sql, s] : cache_) sqlite3_finalize(s);
     cache_.clear();
@@ -265,6 +286,9 @@ class Connection {
   }
 
   sqlite3* db_ = nullptr;
+  Millis busy_timeout_{0};
+  std::chrono::steady_clock::time_point busy_since_{};
+  std::uint64_t busy_jitter_ = reinterpret_cast<std::uintptr_t>(this);
   // Found by the statement's text without copying it (a string_view constant or a built text).
   struct TextHash {
     using is_transparent = void;
