@@ -305,6 +305,21 @@ void exercise(const Store& s) {
   CHECK(b.is_paused(q));
   CHECK(jobq_cli(s.args({"resume", q})).rc == 0);
   CHECK_FALSE(b.is_paused(q));
+  // a queue the store does not know is not made by a typo, only on request
+  const auto unknown = q + "-typo";
+  r = jobq_cli(s.args({"pause", unknown}));
+  CHECK(r.rc == 3);
+  CHECK(r.err.find("--create") != std::string::npos);
+  CHECK_FALSE(b.is_paused(unknown));
+  const auto is_listed = [&](const std::string& name) {
+    const auto all = b.queues();
+    return std::find(all.begin(), all.end(), name) != all.end();
+  };
+  CHECK_FALSE(is_listed(unknown));
+  CHECK(jobq_cli(s.args({"pause", "--create", unknown})).rc == 0);
+  CHECK(b.is_paused(unknown));
+  CHECK(is_listed(unknown));
+  CHECK(jobq_cli(s.args({"resume", unknown})).rc == 0);
 
   // prune: nothing is old enough by default
   r = jobq_cli(s.args({"prune", q, "--json"}));
@@ -377,6 +392,61 @@ TEST_CASE("jobq CLI on Redis") {
   jobq::OpenOptions o;
   o.redis_prefix = prefix;
   exercise({url, {"--redis-prefix", prefix}, o});
+}
+
+// Only enqueue (and pause --create, limits --rate/--group-concurrency) may create a store: any
+// other command on a store that is not there fails with exit 3, and finds it still not there.
+void no_store_is_created(const Store& s) {
+  for (const auto& cmd :
+       {std::vector<std::string>{"queues"}, {"queues", "-q", "a"}, {"jobs", "a"}, {"show", "1"}, {"flow", "1"},
+        {"schedules"}, {"limits", "a"}, {"cancel", "1"}, {"redrive", "--all", "-q", "a"}, {"pause", "a"},
+        {"resume", "a"}, {"prune", "a"}, {"unschedule", "nightly"}}) {
+    INFO(cmd.front());
+    for (int twice = 0; twice < 2; ++twice) {  // had the first made the store, the second would find it
+      const auto r = jobq_cli(s.args(cmd));
+      CHECK(r.rc == 3);
+      CHECK(r.err.find("no jobq store") != std::string::npos);
+      CHECK(r.err.find("nothing was created") != std::string::npos);
+    }
+  }
+  CHECK(jobq_cli(s.args({"enqueue", "a", "hello"})).rc == 0);  // this one creates it
+  CHECK(jobq_cli(s.args({"jobs", "a"})).rc == 0);
+}
+
+TEST_CASE("jobq CLI: commands that only look at a store never create one") {
+  const auto dir = std::filesystem::temp_directory_path() / ("jobq-cli-nostore-" + random_suffix());
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{dir};
+
+  SECTION("SQLite: a mistyped path") {
+    const auto path = dir / "typo.db";
+    no_store_is_created({"sqlite://" + path.string(), {}, {}});
+  }
+  SECTION("SQLite: a database of another program is left as it was") {
+    const auto path = dir / "other.db";
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "CREATE TABLE accounts(id INTEGER PRIMARY KEY)", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    const auto before = slurp(path);
+    for (const std::string cmd : {"queues", "jobs"}) {
+      auto r = jobq_cli({"--url", "sqlite://" + path.string(), cmd, "a"});
+      if (cmd == "queues") r = jobq_cli({"--url", "sqlite://" + path.string(), cmd});
+      CHECK(r.rc == 3);
+      CHECK(r.err.find("holds no jobq tables") != std::string::npos);
+    }
+    CHECK(slurp(path) == before);  // not even put in WAL mode
+    CHECK_FALSE(std::filesystem::exists(path.string() + "-wal"));
+  }
+  SECTION("PostgreSQL: a mistyped schema") {
+    no_store_is_created({required_env("JOBQ_TEST_POSTGRES_URL"), {"--pg-schema", "jobq_typo_" + random_suffix()}, {}});
+  }
+  SECTION("Redis: a mistyped prefix") {
+    no_store_is_created({required_env("JOBQ_TEST_REDIS_URL"), {"--redis-prefix", "jobq-typo-" + random_suffix()}, {}});
+  }
 }
 
 TEST_CASE("jobq CLI: usage and connection errors") {

@@ -330,10 +330,21 @@ struct Cli {
     return ok;
   }
 
-  int pause(jobq::AnyBackend& b, const std::vector<std::string>& queues, bool paused) {
+  // Pausing a queue the store does not know would make one (listed from then on): refused
+  // unless asked for, e.g. to pause a queue before its first job.
+  int pause(jobq::AnyBackend& b, const std::vector<std::string>& queues, bool paused, bool create) {
+    for (const auto& q : queues) jobq::validate_queue_name(q);
+    if (paused && !create && b.can_list_queues()) {
+      const auto known = b.queues();
+      for (const auto& q : queues) {
+        if (std::find(known.begin(), known.end(), q) == known.end()) {
+          throw jobq::NotFound("no queue '" + q + "' in this store (it has no jobs); to pause it before its first job, "
+                               "pass --create");
+        }
+      }
+    }
     json out = json::array();
     for (const auto& q : queues) {
-      jobq::validate_queue_name(q);
       paused ? b.pause(q) : b.resume(q);
       out.push_back(q);
       if (!json_out) std::cout << "queue " << q << (paused ? " paused" : " resumed") << "\n";
@@ -528,6 +539,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> pause_queues, resume_queues;
   auto* pause_cmd = app.add_subcommand("pause", "stop workers claiming from queues");
   pause_cmd->add_option("queues", pause_queues, "queue names")->required();
+  bool pause_create = false;
+  pause_cmd->add_flag("--create", pause_create, "pause a queue that has no jobs yet");
   auto* resume_cmd = app.add_subcommand("resume", "let workers claim from queues again");
   resume_cmd->add_option("queues", resume_queues, "queue names")->required();
 
@@ -588,6 +601,10 @@ int main(int argc, char** argv) {
       return report(cli.json_out, "no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)",
                     usage);
     }
+    // A mistyped URL, schema or prefix must not leave a new store behind: only the commands
+    // that add to a store may create one.
+    open_options.create = enqueue_cmd->parsed() || (pause_cmd->parsed() && pause_create) ||
+                          (limits_cmd->parsed() && (!limits_rate.empty() || limits_groups >= 0));
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
     if (schedules_cmd->parsed()) return cli.schedules(backend);
@@ -611,8 +628,8 @@ int main(int argc, char** argv) {
       return cli.each_job(backend, cancel_ids, [&](jobq::JobId id) { return backend.cancel(id); }, "cancelled",
                           "queued or waiting");
     }
-    if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true);
-    if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false);
+    if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true, pause_create);
+    if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false, false);
     if (prune_cmd->parsed()) {
       jobq::Retention r;
       r.completed = parse_duration(keep_completed);

@@ -31,6 +31,9 @@ struct OpenOptions {
   ClockFn clock = system_clock();  ///< the backend's clock
   std::string postgres_schema{};   ///< PostgreSQL schema; empty = the backend's default ("jobq")
   std::string redis_prefix{};      ///< Redis key prefix; empty = the backend's default ("jobq")
+  /// false: open only an existing store (SQLite file, PostgreSQL schema, Redis prefix) and
+  /// create nothing; a missing one is a `not_found` error. `memory://` is always a new store.
+  bool create = true;
 };
 
 /// @brief What a backend URL names, found without opening or connecting to anything.
@@ -84,6 +87,7 @@ inline AnyBackend open_backend(std::string_view url, const OpenOptions& options 
 #if JOBQ_OPEN_WITH_SQLITE
     SqliteOptions o;
     o.clock = options.clock;
+    o.create = options.create;
     return AnyBackend(std::make_unique<SqliteBackend>(parsed.target, std::move(o)), "sqlite");
 #else
     throw missing("SQLite", "JOBQ_WITH_SQLITE");
@@ -93,6 +97,7 @@ inline AnyBackend open_backend(std::string_view url, const OpenOptions& options 
 #if JOBQ_OPEN_WITH_POSTGRES
     PostgresOptions o;
     o.clock = options.clock;
+    o.create = options.create;
     if (!options.postgres_schema.empty()) o.schema = options.postgres_schema;
     return AnyBackend(std::make_unique<PostgresBackend>(parsed.target, std::move(o)), "postgres");
 #else
@@ -102,6 +107,7 @@ inline AnyBackend open_backend(std::string_view url, const OpenOptions& options 
 #if JOBQ_OPEN_WITH_REDIS
   RedisOptions o;
   o.clock = options.clock;
+  o.create = options.create;
   if (!options.redis_prefix.empty()) o.prefix = options.redis_prefix;
   return AnyBackend(std::make_unique<RedisBackend>(parsed.target, std::move(o)), "redis");
 #else

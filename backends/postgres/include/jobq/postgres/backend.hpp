@@ -57,7 +57,7 @@ class PostgresBackend {
         pool_(connector_, statements_, opt_),
         wake_(connector_, statements_, opt_),
         notices_(connector_, statements_, opt_) {
-    detail::pg::migrate(pool_, statements_, opt_.schema, connector_.target());
+    detail::pg::migrate(pool_, statements_, opt_.schema, connector_.target(), opt_.create);
   }
 
   PostgresBackend(const PostgresBackend&) = delete;

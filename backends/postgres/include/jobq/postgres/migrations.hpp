@@ -428,9 +428,10 @@ inline std::string schema_owner(Conn& c, const std::string& schema) {
 }
 
 /// Creates or upgrades the schema under a transaction-scoped advisory lock, so any number of
-/// processes may start at once: one migrates, the others wait and then find it done.
+/// processes may start at once: one migrates, the others wait and then find it done. With
+/// `create` false, a schema that holds no jobq store is refused (not_found) and left alone.
 inline void migrate(ConnectionPool& pool, const StatementTable& statements, const std::string& schema,
-                    const std::string& target) {
+                    const std::string& target, bool create = true) {
   auto lease = [&] {
     try {
       return pool.acquire();
@@ -443,12 +444,16 @@ inline void migrate(ConnectionPool& pool, const StatementTable& statements, cons
   try {
     in_transaction(c, [&] {
       exec_text(pg, sql::migration_lock, {"jobq:migrate:" + schema});
-      if (PQntuples(exec_text(pg, sql::find_schema, {schema}).get()) == 0) {
-        exec_text(pg, statements.create_schema);
+      const bool has_schema = PQntuples(exec_text(pg, sql::find_schema, {schema}).get()) != 0;
+      const bool has_table = has_schema && PQntuples(exec_text(pg, sql::find_migrations_table, {schema}).get()) != 0;
+      if (!has_table && !create) {
+        throw PostgresError(ErrorCategory::not_found,
+                            "postgres: no jobq store in schema \"" + schema + "\" on " + target +
+                                (has_schema ? ": the schema holds no jobq tables" : ": the schema does not exist") +
+                                " (nothing was created)");
       }
-      if (PQntuples(exec_text(pg, sql::find_migrations_table, {schema}).get()) == 0) {
-        exec_text(pg, statements.create_migrations_table);
-      }
+      if (!has_schema) exec_text(pg, statements.create_schema);
+      if (!has_table) exec_text(pg, statements.create_migrations_table);
       auto v = exec_text(pg, statements.schema_version);
       const auto version = static_cast<int>(to_i64(PQgetvalue(v.get(), 0, 0)));
       if (version > latest_schema_version) {

@@ -42,6 +42,10 @@ struct PostgresOptions {
   Millis reconnect_give_up{15'000};               ///< a call gives up (ConnectionError) after this
   std::string application_name = "jobq";          ///< shown in pg_stat_activity
   std::size_t max_payload_bytes = default_max_payload_bytes;  ///< larger payloads are refused
+  /// false: open only a schema that already holds a jobq store; a missing schema (or one
+  /// without jobq's tables) is a `not_found` error and nothing is created. For tools that only
+  /// look at a store, so a mistyped schema or database creates nothing.
+  bool create = true;
 };
 
 /// @brief Counters of connection trouble a PostgresBackend survived (for logs and tests).

@@ -63,7 +63,8 @@ class RedisBackend {
     auto first = pool_.open();
     scripts_ = detail::redis::ScriptRunner(detail::redis::load_scripts(*first, url_.masked));
     detail::redis::check_store_format(*first, keys_.global("version"), format_version,
-                                      "prefix '" + opt_.prefix + "' on " + url_.masked);
+                                      "prefix '" + opt_.prefix + "' on " + url_.masked, opt_.create,
+                                      keys_.global("queues"));
     pool_.adopt(std::move(first));
   }
 

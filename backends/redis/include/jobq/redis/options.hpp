@@ -19,6 +19,10 @@ struct RedisOptions {
   Millis reconnect_window{5'000};        ///< how long a call keeps reconnecting before it throws
   std::size_t id_block = 64;             ///< job ids reserved per round trip to the id counter
   std::size_t max_payload_bytes = default_max_payload_bytes;  ///< larger serialized payloads are refused
+  /// false: open only a store that exists under the prefix (its `<prefix>:version` key); else a
+  /// `not_found` error and no key is written. For tools that only look at a store, so a
+  /// mistyped prefix or database number creates nothing.
+  bool create = true;
   /// Tests only: how far an operation takes the flow records it left for other queues (see
   /// lua_flow.hpp): 2 applies and removes them, 1 applies without removing (a crash before the
   /// removal), 0 leaves them (a crash after the first step). recover_expired always takes both.

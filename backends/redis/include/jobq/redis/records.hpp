@@ -300,14 +300,25 @@ inline QueueLimits parse_limits(const redisReply* const* e, const std::string& k
 /// @brief Checks the store format (`key`, <prefix>:version) on the first connection: format 1
 /// (before jobq #7) had no version key and is a subset of format 2, so an absent key is set to
 /// `version`; a newer format is refused (its records may not parse here). `store` names the
-/// store in the message ("prefix 'p' on <url>").
-inline void check_store_format(Connection& c, const std::string& key, int version, const std::string& store) {
-  const std::vector<Args> cmds{{"SET", key, std::to_string(version), "NX"}, {"GET", key}};
+/// store in the message ("prefix 'p' on <url>"). With `create` false nothing is written, and a
+/// store with neither the key nor a queue list (`queues_key`) is refused (not_found).
+inline void check_store_format(Connection& c, const std::string& key, int version, const std::string& store,
+                               bool create = true, const std::string& queues_key = {}) {
+  std::vector<Args> cmds;
+  if (create) cmds.push_back({"SET", key, std::to_string(version), "NX"});
+  cmds.push_back({"GET", key});
+  if (!create) cmds.push_back({"EXISTS", queues_key});
   const auto replies = c.pipeline(cmds);
   for (const auto& r : replies) expect_ok(r, "reading the store format (" + key + ")");
+  const auto& got = replies[create ? 1 : 0];
+  if (got->type == REDIS_REPLY_NIL) {
+    if (replies.back()->type == REDIS_REPLY_INTEGER && replies.back()->integer == 1) return;  // format 1
+    throw RedisError(ErrorCategory::not_found,
+                     "redis: no jobq store under " + store + " (no " + key + " key; nothing was created)");
+  }
   std::int64_t v = 0;
   try {
-    v = to_i64(text(replies[1].get()));
+    v = to_i64(text(got.get()));
   } catch (const std::exception&) {
     throw RedisError(ErrorCategory::backend, "redis: " + key + " is not a jobq store format version");
   }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -128,15 +129,21 @@ class Connection {
       return;
     }
     const int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                   SQLITE_OPEN_READWRITE | (opt.create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX,
                                    nullptr);
     if (rc != SQLITE_OK) {
       std::string msg = "sqlite: cannot open database '" + path + "': " +
                         (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-      if ((rc & 0xff) == SQLITE_CANTOPEN) msg += " (does its directory exist and is it writable?)";
+      auto category = category_of(rc);
+      if ((rc & 0xff) == SQLITE_CANTOPEN && !opt.create && !std::filesystem::exists(path)) {
+        msg = "sqlite: no jobq store at '" + path + "': the file does not exist (nothing was created)";
+        category = ErrorCategory::not_found;
+      } else if ((rc & 0xff) == SQLITE_CANTOPEN) {
+        msg += " (does its directory exist and is it writable?)";
+      }
       sqlite3_close_v2(db_);
       db_ = nullptr;
-      throw SqliteError(category_of(rc), msg, rc);
+      throw SqliteError(category, msg, rc);
     }
     if (sqlite3_db_readonly(db_, "main") == 1) {  // SQLite fell back to read-only: not writable
       close();
@@ -146,6 +153,7 @@ class Connection {
       sqlite3_extended_result_codes(db_, 1);
       wait_when_busy(opt.busy_timeout);
       // The first statement reads the header: a file that is not a database fails here.
+      if (!opt.create) refuse_unless_jobq_store(path);
       std::string mode;
       // Before WAL mode is set: it only takes effect on a file that has no page yet.
       exec(sql::with_number(sql::set_page_size, static_cast<std::int64_t>(opt.page_size)).c_str(), "set page_size");
@@ -220,6 +228,17 @@ class Connection {
   }
 
  private:
+  // Before anything changes the file (page size, WAL mode): a file without jobq's tables is
+  // left exactly as it was.
+  void refuse_unless_jobq_store(const std::string& path) {
+    auto s = prepare(sql::has_version_table, "open database: look for jobq's tables");
+    if (s.step() && s.integer(0) == 0) {
+      throw SqliteError(ErrorCategory::not_found,
+                        "sqlite: no jobq store at '" + path + "': the file holds no jobq tables (nothing was changed)",
+                        SQLITE_NOTFOUND);
+    }
+  }
+
   // SQLITE_OPEN_READONLY; if even reading fails because the WAL index (-shm) cannot be made
   // (a read-only directory or mount), again as immutable: nobody can be writing such a file.
   void open_read_only(const std::string& path, const SqliteOptions& opt) {
@@ -240,14 +259,26 @@ class Connection {
       if (rc != SQLITE_OK) {
         std::string msg = "sqlite: cannot open database '" + path + "' read-only: " +
                           (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-        if ((rc & 0xff) == SQLITE_CANTOPEN) msg += " (does it exist?)";
+        auto category = category_of(rc);
+        if ((rc & 0xff) == SQLITE_CANTOPEN && !std::filesystem::exists(path)) {
+          msg = "sqlite: no jobq store at '" + path + "': the file does not exist";
+          category = ErrorCategory::not_found;
+        }
         close();
-        throw SqliteError(category_of(rc), msg, rc);
+        throw SqliteError(category, msg, rc);
       }
       sqlite3_extended_result_codes(db_, 1);
       wait_when_busy(opt.busy_timeout);
       const int probe = sqlite3_exec(db_, sql::probe_schema.data(), nullptr, nullptr, nullptr);
-      if (probe == SQLITE_OK) return;
+      if (probe == SQLITE_OK) {
+        try {
+          refuse_unless_jobq_store(path);
+        } catch (...) {
+          close();
+          throw;
+        }
+        return;
+      }
       auto err = error_from(db_, sqlite3_extended_errcode(db_), "open database read-only");
       close();
       if ((probe & 0xff) != SQLITE_CANTOPEN) throw err;

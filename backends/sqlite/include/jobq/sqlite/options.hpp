@@ -39,6 +39,10 @@ struct SqliteOptions {
   /// write fails with a clear error. Chosen by itself when the file cannot be written (a
   /// read-only file, directory or mount), so `jobq queues` works on a read-only copy.
   bool read_only = false;
+  /// false: open only a file that already holds a jobq store. A missing file, or one without
+  /// jobq's tables, is a `not_found` error and is left as it was (no file, no WAL mode, no
+  /// tables): what tools that only look at a store use, so a mistyped path creates nothing.
+  bool create = true;
 };
 
 
