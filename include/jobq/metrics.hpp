@@ -38,6 +38,11 @@ struct MetricsOptions {
   ClockFn clock = system_clock();  ///< time for the per-minute throughput ring
   /// Upper bounds (seconds) of the processing-time histogram buckets (+Inf is implied).
   std::vector<double> buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  /// Upper bounds (seconds) of the queue-wait histogram (due to started) buckets.
+  std::vector<double> wait_buckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+  /// Job names labelled per queue; the events of further names are counted under job="other",
+  /// so a producer that sends many distinct (or unknown) names cannot blow up the series.
+  std::size_t max_job_names = 50;
 };
 
 /// @brief What one queue looked like when the backend was last sampled.
@@ -112,6 +117,7 @@ class Metrics {
   /// @brief An empty registry.
   explicit Metrics(MetricsOptions options = {}) : opt_(std::move(options)) {
     std::sort(opt_.buckets.begin(), opt_.buckets.end());
+    std::sort(opt_.wait_buckets.begin(), opt_.wait_buckets.end());
   }
 
   Metrics(const Metrics&) = delete;
@@ -119,25 +125,30 @@ class Metrics {
 
   /// @brief Records one worker event (thread-safe).
   void observe(const JobEvent& e) {
+    if (e.kind == JobEvent::Kind::progress) return;  // progress is the job's state, not a counter
     std::lock_guard lock(mutex_);
     auto& q = queue_locked(e.queue);
+    auto& j = job_locked(q, e.name);
     using K = JobEvent::Kind;
     switch (e.kind) {
-      case K::started: ++q.started; break;
+      case K::started:
+        ++j.started;
+        j.wait.observe(opt_.wait_buckets, seconds(e.waited));
+        break;
       case K::completed:
-        ++q.completed;
+        ++j.completed;
         ++minute_locked(q).completed;
-        observe_duration_locked(q, e.duration);
+        j.duration.observe(opt_.buckets, seconds(e.duration));
         break;
       case K::failed:
-        ++q.failed;
+        ++j.failed;
         ++minute_locked(q).failed;
-        observe_duration_locked(q, e.duration);
+        j.duration.observe(opt_.buckets, seconds(e.duration));
         break;
-      case K::retried: ++q.retried; break;
-      case K::dead: ++q.dead; break;
-      case K::lost_lease: ++q.lost_leases; break;
-      case K::progress: break;  // progress is the job's state, not a counter
+      case K::retried: ++j.retried; break;
+      case K::dead: ++j.dead; break;
+      case K::lost_lease: ++j.lost_leases; break;
+      case K::progress: break;
     }
   }
 
@@ -219,11 +230,23 @@ class Metrics {
     std::lock_guard lock(mutex_);
     const auto minute = current_minute();
     auto out = nlohmann::json::object();
+    const auto totals = [](const JobMetrics& m) {
+      return nlohmann::json{{"started", m.started},         {"completed", m.completed},
+                            {"failed", m.failed},           {"retried", m.retried},
+                            {"dead", m.dead},               {"lost_leases", m.lost_leases},
+                            {"duration_count", m.duration.count}, {"duration_sum_seconds", m.duration.sum},
+                            {"wait_count", m.wait.count},   {"wait_sum_seconds", m.wait.sum}};
+    };
     for (const auto& [name, q] : queues_) {
-      nlohmann::json j = {{"enqueued", q.enqueued},   {"started", q.started}, {"completed", q.completed},
-                          {"failed", q.failed},       {"retried", q.retried}, {"dead", q.dead},
-                          {"lost_leases", q.lost_leases}, {"duration_count", q.duration_count},
-                          {"duration_sum_seconds", q.duration_sum}};
+      JobMetrics all;
+      auto by_job = nlohmann::json::object();
+      for (const auto& [job, m] : q.jobs) {
+        all.add(m);
+        by_job[job] = totals(m);
+      }
+      nlohmann::json j = totals(all);
+      j["enqueued"] = q.enqueued;
+      j["jobs"] = std::move(by_job);
       if (q.sample) {
         j["counts"] = counts_to_json(q.sample->counts);
         j["paused"] = q.sample->paused;
@@ -291,19 +314,28 @@ class Metrics {
              q.sample->oldest_waiting ? seconds(*q.sample->oldest_waiting) : 0.0);
       }
     }
-    const auto counter = [&](const char* name, const char* help, std::uint64_t QueueMetrics::*field) {
-      family(name, "counter", help);
-      for (const auto& [qname, q] : queues_) line(name, ql(qname), static_cast<double>(q.*field));
+    // The worker series are per queue and job name; a queue no job of which has been seen yet
+    // has its series at 0 with the queue label only (an absent label and "" are the same).
+    const auto per_job = [&](const QueueMetrics& q, auto&& each) {
+      if (q.jobs.empty()) each(JobMetrics{}, std::string{});
+      for (const auto& [job, m] : q.jobs) each(m, ",job=\"" + escape_label(job) + "\"");
     };
-    counter("jobq_jobs_enqueued_total", "Jobs enqueued by this process.", &QueueMetrics::enqueued);
-    counter("jobq_jobs_started_total", "Attempts started by this process's workers.", &QueueMetrics::started);
+    family("jobq_jobs_enqueued_total", "counter", "Jobs enqueued by this process.");
+    for (const auto& [qname, q] : queues_) line("jobq_jobs_enqueued_total", ql(qname), static_cast<double>(q.enqueued));
+    const auto counter = [&](const char* name, const char* help, std::uint64_t JobMetrics::*field) {
+      family(name, "counter", help);
+      for (const auto& [qname, q] : queues_) {
+        per_job(q, [&](const JobMetrics& m, const std::string& jl) { line(name, ql(qname) + jl, static_cast<double>(m.*field)); });
+      }
+    };
+    counter("jobq_jobs_started_total", "Attempts started by this process's workers.", &JobMetrics::started);
     counter("jobq_jobs_completed_total", "Attempts completed successfully by this process's workers.",
-            &QueueMetrics::completed);
-    counter("jobq_jobs_failed_total", "Attempts that failed in this process's workers.", &QueueMetrics::failed);
-    counter("jobq_jobs_retried_total", "Failed attempts scheduled for a retry.", &QueueMetrics::retried);
-    counter("jobq_jobs_dead_total", "Jobs moved to dead by this process's workers.", &QueueMetrics::dead);
+            &JobMetrics::completed);
+    counter("jobq_jobs_failed_total", "Attempts that failed in this process's workers.", &JobMetrics::failed);
+    counter("jobq_jobs_retried_total", "Failed attempts scheduled for a retry.", &JobMetrics::retried);
+    counter("jobq_jobs_dead_total", "Jobs moved to dead by this process's workers.", &JobMetrics::dead);
     counter("jobq_leases_lost_total", "Outcomes refused because the lease was no longer held.",
-            &QueueMetrics::lost_leases);
+            &JobMetrics::lost_leases);
 
     family("jobq_worker_errors_total", "counter",
            "Errors the workers of this process survived (backend unreachable, ...), by category.");
@@ -331,18 +363,29 @@ class Metrics {
       line("jobq_worker_last_error_timestamp_seconds", "", 0);
     }
 
-    family("jobq_job_duration_seconds", "histogram", "Handler run time of completed and failed attempts.");
-    for (const auto& [name, q] : queues_) {
-      std::uint64_t cumulative = 0;
-      for (std::size_t i = 0; i < opt_.buckets.size(); ++i) {
-        cumulative += i < q.bucket_counts.size() ? q.bucket_counts[i] : 0;
-        line("jobq_job_duration_seconds_bucket", ql(name) + ",le=\"" + number(opt_.buckets[i]) + "\"",
-             static_cast<double>(cumulative));
+    const auto histogram = [&](const std::string& name, const char* help, Histogram JobMetrics::*field,
+                               const std::vector<double>& bounds) {
+      family(name.c_str(), "histogram", help);
+      for (const auto& [qname, q] : queues_) {
+        per_job(q, [&](const JobMetrics& m, const std::string& jl) {
+          const auto& h = m.*field;
+          const auto labels = ql(qname) + jl;
+          std::uint64_t cumulative = 0;
+          for (std::size_t i = 0; i < bounds.size(); ++i) {
+            cumulative += i < h.buckets.size() ? h.buckets[i] : 0;
+            line(name + "_bucket", labels + ",le=\"" + number(bounds[i]) + "\"", static_cast<double>(cumulative));
+          }
+          line(name + "_bucket", labels + ",le=\"+Inf\"", static_cast<double>(h.count));
+          line(name + "_sum", labels, h.sum);
+          line(name + "_count", labels, static_cast<double>(h.count));
+        });
       }
-      line("jobq_job_duration_seconds_bucket", ql(name) + ",le=\"+Inf\"", static_cast<double>(q.duration_count));
-      line("jobq_job_duration_seconds_sum", ql(name), q.duration_sum);
-      line("jobq_job_duration_seconds_count", ql(name), static_cast<double>(q.duration_count));
-    }
+    };
+    histogram("jobq_job_duration_seconds", "Handler run time of completed and failed attempts.",
+              &JobMetrics::duration, opt_.buckets);
+    histogram("jobq_job_queue_wait_seconds",
+              "How long a job was due (since its enqueue, delay or retry time) before an attempt started.",
+              &JobMetrics::wait, opt_.wait_buckets);
     return out;
   }
 
@@ -352,11 +395,37 @@ class Metrics {
     std::uint64_t completed = 0;
     std::uint64_t failed = 0;
   };
+  struct Histogram {
+    std::vector<std::uint64_t> buckets;  // non-cumulative, one per finite bound
+    std::uint64_t count = 0;
+    double sum = 0;
+    void observe(const std::vector<double>& bounds, double v) {
+      if (buckets.size() != bounds.size()) buckets.assign(bounds.size(), 0);
+      ++count;
+      sum += v;
+      const auto it = std::lower_bound(bounds.begin(), bounds.end(), v);
+      if (it != bounds.end()) ++buckets[static_cast<std::size_t>(it - bounds.begin())];
+    }
+    void add(const Histogram& h) {
+      if (buckets.size() < h.buckets.size()) buckets.resize(h.buckets.size(), 0);
+      for (std::size_t i = 0; i < h.buckets.size(); ++i) buckets[i] += h.buckets[i];
+      count += h.count;
+      sum += h.sum;
+    }
+  };
+  struct JobMetrics {  // one job name of one queue
+    std::uint64_t started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0;
+    Histogram duration, wait;
+    void add(const JobMetrics& m) {
+      started += m.started, completed += m.completed, failed += m.failed;
+      retried += m.retried, dead += m.dead, lost_leases += m.lost_leases;
+      duration.add(m.duration);
+      wait.add(m.wait);
+    }
+  };
   struct QueueMetrics {
-    std::uint64_t enqueued = 0, started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0;
-    std::vector<std::uint64_t> bucket_counts;  // non-cumulative, one per finite bucket
-    std::uint64_t duration_count = 0;
-    double duration_sum = 0;
+    std::uint64_t enqueued = 0;
+    std::map<std::string, JobMetrics> jobs;  // by job name, at most max_job_names + "other"
     std::array<Minute, 60> minutes{};  // ring indexed by epoch minute % 60
     std::optional<QueueSample> sample;
   };
@@ -373,10 +442,26 @@ class Metrics {
 
   std::int64_t current_minute() const { return to_epoch_ms(opt_.clock()) / 60'000; }
 
-  QueueMetrics& queue_locked(const std::string& name) {
-    auto& q = queues_[name];
-    if (q.bucket_counts.size() != opt_.buckets.size()) q.bucket_counts.assign(opt_.buckets.size(), 0);
-    return q;
+  QueueMetrics& queue_locked(const std::string& name) { return queues_[name]; }
+
+  JobMetrics& job_locked(QueueMetrics& q, const std::string& name) {
+    if (auto it = q.jobs.find(name); it != q.jobs.end()) return it->second;
+    const auto named = q.jobs.size() - q.jobs.count("other");
+    return q.jobs[named < opt_.max_job_names ? name : std::string("other")];
+  }
+
+  // A Prometheus label value: backslash, double quote and newline escaped.
+  static std::string escape_label(const std::string& v) {
+    std::string out;
+    for (const char c : v) {
+      if (c == '\\' || c == '"') out += '\\';
+      if (c == '\n') {
+        out += "\\n";
+        continue;
+      }
+      out += c;
+    }
+    return out;
   }
 
   Minute& minute_locked(QueueMetrics& q) {
@@ -384,14 +469,6 @@ class Metrics {
     auto& slot = q.minutes[static_cast<std::size_t>(m % 60)];
     if (slot.minute != m) slot = Minute{m, 0, 0};
     return slot;
-  }
-
-  void observe_duration_locked(QueueMetrics& q, Millis d) {
-    const auto s = seconds(d);
-    ++q.duration_count;
-    q.duration_sum += s;
-    const auto it = std::lower_bound(opt_.buckets.begin(), opt_.buckets.end(), s);
-    if (it != opt_.buckets.end()) ++q.bucket_counts[static_cast<std::size_t>(it - opt_.buckets.begin())];
   }
 
   MetricsOptions opt_;

@@ -49,6 +49,10 @@ struct JobEvent {
   std::string error{};        ///< the failure message (failed and outcomes; else empty)
   int progress = 0;           ///< percent (progress events)
   std::string message{};      ///< the progress message (progress events)
+  /// started: how long the job had been due when this attempt began (the backend's now() −
+  /// run_at: since the enqueue for an immediate job, since the delay or the retry backoff ran
+  /// out otherwise; 0 if a clock runs behind); else 0.
+  Millis waited{0};
 };
 
 /// @brief One on_event observer that calls each of `observers` in turn, empty ones skipped:
@@ -554,6 +558,7 @@ class Worker {
     std::atomic<bool> succeeded{false};  // handed to the committer: never give it back
     std::string queue, name;            // for JobEvents
     int attempt = 0;
+    TimePoint run_at{};                 // for the started event's wait
     std::chrono::steady_clock::time_point started{};
     Millis ran{0};                      // handler run time, once it returned
   };
@@ -718,6 +723,7 @@ class Worker {
             f->queue = j.queue;
             f->name = j.name;
             f->attempt = j.attempts;
+            f->run_at = j.run_at;
           }
           flights_[j.id] = f;
           tasks_.push_back(Task{std::move(j), std::move(f)});
@@ -946,8 +952,10 @@ class Worker {
   void emit(const Flight& f, JobEvent::Kind kind, const std::string& error = {}) noexcept {
     if (!observe_) return;
     try {
-      publish(JobEvent{kind, f.id, f.queue, f.name, f.attempt,
-                       kind == JobEvent::Kind::started ? Millis{0} : f.ran, error});
+      const bool started = kind == JobEvent::Kind::started;
+      JobEvent e{kind, f.id, f.queue, f.name, f.attempt, started ? Millis{0} : f.ran, error};
+      if (started) e.waited = std::max(Millis{0}, std::chrono::duration_cast<Millis>(backend_->now() - f.run_at));
+      publish(e);
     } catch (...) {
     }
   }

@@ -45,17 +45,20 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   CHECK(has_line(text, R"(jobq_oldest_waiting_age_seconds{queue="emails"} 90)"));
   CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="emails"} 3)"));
   CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="images"} 0)"));
-  CHECK(has_line(text, R"(jobq_jobs_completed_total{queue="emails"} 1)"));
-  CHECK(has_line(text, R"(jobq_jobs_failed_total{queue="emails"} 2)"));
-  CHECK(has_line(text, R"(jobq_jobs_retried_total{queue="emails"} 1)"));
-  CHECK(has_line(text, R"(jobq_jobs_dead_total{queue="emails"} 1)"));
-  CHECK(has_line(text, R"(jobq_leases_lost_total{queue="emails"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_completed_total{queue="emails",job="send"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_failed_total{queue="emails",job="send"} 2)"));
+  CHECK(has_line(text, R"(jobq_jobs_retried_total{queue="emails",job="send"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_dead_total{queue="emails",job="send"} 1)"));
+  CHECK(has_line(text, R"(jobq_leases_lost_total{queue="emails",job="send"} 1)"));
   CHECK(has_line(text, "# TYPE jobq_job_duration_seconds histogram"));
-  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="0.1"} 1)"));
-  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="1"} 2)"));
-  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",le="+Inf"} 3)"));
-  CHECK(has_line(text, R"(jobq_job_duration_seconds_sum{queue="emails"} 2.55)"));
-  CHECK(has_line(text, R"(jobq_job_duration_seconds_count{queue="emails"} 3)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",job="send",le="0.1"} 1)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",job="send",le="1"} 2)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_bucket{queue="emails",job="send",le="+Inf"} 3)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_sum{queue="emails",job="send"} 2.55)"));
+  CHECK(has_line(text, R"(jobq_job_duration_seconds_count{queue="emails",job="send"} 3)"));
+  // a queue nothing ran in yet has its series at 0, labelled by queue only
+  CHECK(has_line(text, R"(jobq_jobs_completed_total{queue="images"} 0)"));
+  CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_count{queue="images"} 0)"));
 
   auto snap = m.snapshot();
   CHECK(snap["emails"]["completed_per_minute"].size() == 60);
@@ -70,6 +73,35 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   snap = m.snapshot();
   CHECK(snap["emails"]["completed_per_minute"] == nlohmann::json(std::vector<int>(60, 0)));
   CHECK(m.queues() == std::vector<std::string>{"emails", "images"});
+}
+
+TEST_CASE("Metrics: queue wait per job name, names beyond the cap counted as other") {
+  jobq::ManualClock clock;
+  jobq::Metrics m{{.clock = clock.fn(), .wait_buckets = {1, 10}, .max_job_names = 2}};
+  using K = jobq::JobEvent::Kind;
+  const auto started = [&](const std::string& name, jobq::Millis waited) {
+    jobq::JobEvent e{K::started, 1, "emails", name, 1};
+    e.waited = waited;
+    m.observe(e);
+  };
+  started("send", 500ms);
+  started("send", 4s);
+  started(R"(say"hi\)", 20s);  // quoted in the label as Prometheus wants
+  started("third", 1s);         // a third name: over the cap of 2
+  started("fourth", 1s);
+  const auto text = m.prometheus();
+  INFO(text);
+  CHECK(has_line(text, "# TYPE jobq_job_queue_wait_seconds histogram"));
+  CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_bucket{queue="emails",job="send",le="1"} 1)"));
+  CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_bucket{queue="emails",job="send",le="10"} 2)"));
+  CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_sum{queue="emails",job="send"} 4.5)"));
+  CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_bucket{queue="emails",job="say\"hi\\",le="+Inf"} 1)"));
+  CHECK(has_line(text, R"(jobq_jobs_started_total{queue="emails",job="other"} 2)"));
+  CHECK(text.find("third") == std::string::npos);
+  const auto snap = m.snapshot();
+  CHECK(snap["emails"]["started"] == 5);
+  CHECK(snap["emails"]["wait_count"] == 5);
+  CHECK(snap["emails"]["jobs"]["send"]["wait_sum_seconds"] == 4.5);
 }
 
 TEST_CASE("Metrics from a running Worker, a CountingQueue and the backend") {
@@ -92,10 +124,13 @@ TEST_CASE("Metrics from a running Worker, a CountingQueue and the backend") {
                          }}};
   w.handle("ok", [](const nlohmann::json&, jobq::JobContext&) {});
   w.handle("bad", [](const nlohmann::json&, jobq::JobContext&) { throw std::runtime_error("nope"); });
+  clock.advance(3s);  // each job has been due for 3 s when it starts
   REQUIRE(w.run_until_idle(10s));
 
   using K = jobq::JobEvent::Kind;
   CHECK(std::count(kinds.begin(), kinds.end(), K::started) == 3);
+  CHECK(metrics.snapshot()["work"]["wait_sum_seconds"] == 9.0);
+  CHECK(metrics.snapshot()["work"]["jobs"]["bad"]["wait_sum_seconds"] == 3.0);
   CHECK(std::count(kinds.begin(), kinds.end(), K::completed) == 2);
   CHECK(std::count(kinds.begin(), kinds.end(), K::failed) == 1);
   CHECK(std::count(kinds.begin(), kinds.end(), K::dead) == 1);
