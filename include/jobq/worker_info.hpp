@@ -19,16 +19,16 @@ namespace jobq {
 
 /// @brief One live Worker, as it registered itself (see Backend: register_worker).
 struct WorkerInfo {
-  std::string id;                   ///< unique per Worker object ("host:pid:n-random")
-  std::string host;                 ///< gethostname()
+  std::string id{};                 ///< unique per Worker object ("host:pid:n-random")
+  std::string host{};               ///< gethostname()
   int pid = 0;                      ///< its process
-  std::vector<std::string> queues;  ///< the queues it serves
+  std::vector<std::string> queues{}; ///< the queues it serves
   int concurrency = 0;              ///< handlers it runs at once
   TimePoint started_at{};           ///< when it started (backend clock)
   TimePoint heartbeat_at{};         ///< its last registration (backend clock)
   TimePoint expires_at{};           ///< the entry is gone after this unless renewed
-  std::vector<JobId> running;       ///< jobs whose handler is running, by id
-  std::vector<JobId> leased;        ///< jobs leased ahead of a free slot, not started yet
+  std::vector<JobId> running{};     ///< jobs whose handler is running, by id
+  std::vector<JobId> leased{};      ///< jobs leased ahead of a free slot, not started yet
 
   friend bool operator==(const WorkerInfo&, const WorkerInfo&) = default;
 };
