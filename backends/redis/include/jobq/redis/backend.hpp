@@ -853,9 +853,14 @@ class RedisBackend {
       }
       return scripts_.exec(c, cmds);
     });
+    // The queues whose script did run have their records settled before an error is thrown.
     std::vector<std::string> sent;
+    const Reply* failed = nullptr;
     for (std::size_t k = 0; k < names.size(); ++k) {
-      expect_ok(replies[k], what);
+      if (detail::redis::is_error(replies[k])) {
+        failed = failed != nullptr ? failed : &replies[k];
+        continue;
+      }
       const auto* r = replies[k].get();
       const auto n = which[k].size();
       if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 1) unexpected(what);
@@ -863,6 +868,7 @@ class RedisBackend {
       if (detail::redis::reply_int(r->element[n], what) > 0) sent.push_back(names[k]);
     }
     if (!sent.empty()) settle_records(std::move(sent));
+    if (failed != nullptr) expect_ok(*failed, what);
     return out;
   }
 
