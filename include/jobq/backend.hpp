@@ -11,12 +11,24 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobq/error.hpp"
 #include "jobq/events.hpp"
 #include "jobq/flow.hpp"
 #include "jobq/job.hpp"
 #include "jobq/time.hpp"
 
 namespace jobq {
+
+/// @brief Most ids one cancel_many / redrive_many call takes (a bounded transaction or script).
+inline constexpr std::size_t max_bulk_ids = 1000;
+
+/// @brief Throws InvalidArgument when `n` ids are more than one bulk call takes.
+inline void check_bulk_size(std::size_t n, const char* op) {
+  if (n > max_bulk_ids) {
+    throw InvalidArgument(std::string(op) + ": " + std::to_string(n) + " ids, more than " +
+                          std::to_string(max_bulk_ids) + " per call; send them in chunks");
+  }
+}
 
 /// @brief The storage contract every backend satisfies. Each operation is one atomic state
 /// change in the backend, and every backend is safe to share between threads.
@@ -59,6 +71,11 @@ namespace jobq {
 /// - `cancel(id)`: a queued (or waiting) job becomes cancelled (finished_at = now, unique key released);
 ///   any other state: false.
 /// - `redrive(id)`: a dead job becomes queued, run_at = now, attempts 0, errors kept; else false.
+/// - `cancel_many(ids)` / `redrive_many(ids)`: cancel / redrive of each id in input order, as
+///   if called one after another (a repeated id: false after its first time; unknown: false),
+///   in one transaction / round trip; one bool per id. At most max_bulk_ids (1000) ids per
+///   call, else InvalidArgument with nothing changed. On Redis the ids of one queue go in one
+///   script; a flow dependent in another queue is settled after that script (as for cancel).
 /// - `pause(queue)` / `resume(queue)` / `is_paused(queue)`: paused queues are not claimed from.
 /// - `counts(queue)`: exact jobs per state.
 /// - `prune(queue, retention)`: delete finished jobs of the queue whose finished_at is older
@@ -156,6 +173,8 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.get(id) } -> std::same_as<std::optional<JobRecord>>;
   { b.cancel(id) } -> std::same_as<bool>;
   { b.redrive(id) } -> std::same_as<bool>;
+  { b.cancel_many(ids) } -> std::same_as<std::vector<bool>>;
+  { b.redrive_many(ids) } -> std::same_as<std::vector<bool>>;
   { b.pause(queue) } -> std::same_as<void>;
   { b.resume(queue) } -> std::same_as<void>;
   { b.is_paused(queue) } -> std::same_as<bool>;

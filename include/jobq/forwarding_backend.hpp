@@ -44,6 +44,8 @@ class BackendInterface {
   virtual std::optional<JobRecord> get(JobId id) = 0;
   virtual bool cancel(JobId id) = 0;
   virtual bool redrive(JobId id) = 0;
+  virtual std::vector<bool> cancel_many(std::span<const JobId> ids) = 0;
+  virtual std::vector<bool> redrive_many(std::span<const JobId> ids) = 0;
   virtual void pause(const std::string& queue) = 0;
   virtual void resume(const std::string& queue) = 0;
   virtual bool is_paused(const std::string& queue) = 0;
@@ -124,6 +126,10 @@ class ForwardingBackend : public Interface {
   bool cancel(JobId id) { return forward("cancel").cancel(id); }
   /// @brief See Backend::redrive.
   bool redrive(JobId id) { return forward("redrive").redrive(id); }
+  /// @brief See Backend::cancel_many.
+  std::vector<bool> cancel_many(std::span<const JobId> ids) { return forward("cancel_many").cancel_many(ids); }
+  /// @brief See Backend::redrive_many.
+  std::vector<bool> redrive_many(std::span<const JobId> ids) { return forward("redrive_many").redrive_many(ids); }
   /// @brief See Backend::pause.
   void pause(const std::string& queue) { forward("pause").pause(queue); }
   /// @brief See Backend::resume.

@@ -104,6 +104,124 @@ TEMPLATE_LIST_TEST_CASE("a queued job can be cancelled, an active one cannot", "
   CHECK(b.claim(claim_from({"q"})).empty());
 }
 
+// ---------------------------------------------------------------------------------------------
+// cancel_many and redrive_many: cancel / redrive of each id in order, in one call
+
+TEMPLATE_LIST_TEST_CASE("cancel_many cancels each queued job once, in input order, and refuses the rest",
+                        "[conformance][bulk]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq_test::NoticeLog log;
+  auto sub = b.subscribe({}, log.fn());
+  const auto active = b.enqueue(make_job()).id;
+  const auto done = b.enqueue(make_job()).id;
+  for (const auto& j : b.claim(claim_from({"q"}, 2))) {
+    if (j.id == done) REQUIRE(b.complete(done, j.lease_token, nullptr));
+  }
+  const auto queued = b.enqueue(make_job()).id;
+  auto later = make_job("other");
+  later.run_at = fx.clock.now() + 1h;
+  const auto delayed = b.enqueue(later).id;
+  const std::vector<jobq::JobId> ids{queued, active, done, queued + 1'000'000, queued, delayed};
+  CHECK(b.cancel_many(ids) == std::vector<bool>{true, false, false, false, false, true});
+  CHECK(state_of(b, queued) == JobState::cancelled);
+  CHECK(b.get(queued)->finished_at == fx.clock.now());
+  CHECK(state_of(b, delayed) == JobState::cancelled);
+  CHECK(state_of(b, active) == JobState::active);
+  CHECK(state_of(b, done) == JobState::completed);
+  CHECK(b.counts("q") == jobq::Counts{.active = 1, .completed = 1, .cancelled = 1});
+  CHECK(b.counts("other") == jobq::Counts{.cancelled = 1});
+  using K = jobq::JobNotice::Kind;
+  CHECK(eventually([&] { return log.has(K::cancelled, queued) && log.has(K::cancelled, delayed); }));
+  CHECK(b.cancel_many(std::vector<jobq::JobId>{queued, delayed}) == std::vector<bool>{false, false});
+}
+
+TEMPLATE_LIST_TEST_CASE("redrive_many re-drives the dead jobs of two queues, each once", "[conformance][bulk]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto d1 = b.enqueue(with_attempts(1)).id;
+  const auto d2 = b.enqueue(with_attempts(1)).id;
+  const auto d3 = b.enqueue(with_attempts(1, make_job("other"))).id;
+  for (const auto& j : b.claim(claim_from({"q", "other"}, 3))) {
+    REQUIRE(b.fail({j.id, j.lease_token, "broke", std::nullopt}) == jobq::FailOutcome::dead);
+  }
+  const auto queued = b.enqueue(make_job()).id;
+  fx.clock.advance(1min);
+  const std::vector<jobq::JobId> ids{d3, queued, d1, d3, d2, d2 + 1'000'000};
+  CHECK(b.redrive_many(ids) == std::vector<bool>{true, false, true, false, true, false});
+  for (auto id : {d1, d2, d3}) {
+    const auto j = b.get(id);
+    REQUIRE(j);
+    CHECK(j->state == JobState::queued);
+    CHECK(j->attempts == 0);
+    CHECK(j->run_at == fx.clock.now());
+    CHECK_FALSE(j->finished_at.has_value());
+    CHECK(j->errors.size() == 1);  // kept
+  }
+  CHECK(b.counts("q") == jobq::Counts{.queued = 3});
+  CHECK(b.counts("other") == jobq::Counts{.queued = 1});
+  CHECK(b.claim(claim_from({"q", "other"}, 10)).size() == 4);
+}
+
+TEMPLATE_LIST_TEST_CASE("cancel_many and redrive_many follow the flow rules item by item", "[conformance][bulk][flow]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  {  // b is cancelled first, so c dies with it and is no longer cancellable
+    jobq::Flow flow;
+    flow.chain({make_job(), make_job(), make_job()});
+    const auto ids = b.enqueue_flow(flow.spec());
+    CHECK(b.cancel_many(std::vector<jobq::JobId>{ids[1], ids[2]}) == std::vector<bool>{true, false});
+    CHECK(state_of(b, ids[2]) == JobState::cancelled);
+    const auto c = b.get(ids[2]);
+    REQUIRE_FALSE(c->errors.empty());
+    CHECK(c->errors.back().message == jobq::cancelled_dependency_error(ids[1]));
+    CHECK(state_of(b, ids[0]) == JobState::queued);
+    CHECK(b.cancel_many(std::vector<jobq::JobId>{ids[0]}) == std::vector<bool>{true});
+  }
+  {  // the dependent first: refused while its dependency is dead; after it, already waiting again
+    jobq::Flow flow;
+    flow.chain({with_attempts(1, make_job("f")), make_job("f")});
+    const auto ids = b.enqueue_flow(flow.spec());
+    const auto j = claim_one(b, "f");
+    REQUIRE(b.fail({j.id, j.lease_token, "boom", std::nullopt}) == jobq::FailOutcome::dead);
+    REQUIRE(state_of(b, ids[1]) == JobState::dead);
+    CHECK(b.redrive_many(std::vector<jobq::JobId>{ids[1], ids[0], ids[1]}) == std::vector<bool>{false, true, false});
+    CHECK(state_of(b, ids[0]) == JobState::queued);
+    CHECK(state_of(b, ids[1]) == JobState::waiting);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("cancel_many and redrive_many take at most 1000 ids; empty input is empty output",
+                        "[conformance][bulk]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto queued = b.enqueue(make_job()).id;
+  const auto dead = b.enqueue(with_attempts(1, make_job("d"))).id;
+  auto j = claim_one(b, "d");
+  REQUIRE(b.fail({dead, j.lease_token, "x", std::nullopt}) == jobq::FailOutcome::dead);
+  std::vector<jobq::JobId> many(jobq::max_bulk_ids + 1, queued);
+  many.back() = dead;
+  CHECK_THROWS_AS(b.cancel_many(many), jobq::InvalidArgument);
+  CHECK_THROWS_AS(b.redrive_many(many), jobq::InvalidArgument);
+  CHECK(state_of(b, queued) == JobState::queued);
+  CHECK(state_of(b, dead) == JobState::dead);
+  CHECK(b.cancel_many({}).empty());
+  CHECK(b.redrive_many({}).empty());
+
+  many.pop_back();  // exactly the cap: the first of a repeated id is the one that counts
+  many.back() = dead;
+  std::vector<bool> want(jobq::max_bulk_ids, false);
+  want.front() = true;
+  CHECK(b.cancel_many(many) == want);
+  want.front() = false;
+  want.back() = true;
+  CHECK(b.redrive_many(many) == want);
+  CHECK(state_of(b, queued) == JobState::cancelled);
+  CHECK(state_of(b, dead) == JobState::queued);
+}
+
 TEMPLATE_LIST_TEST_CASE("pause stops claims from a queue and resume restores them", "[conformance]",
                         Backends) {
   TestType fx;

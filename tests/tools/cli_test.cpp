@@ -164,6 +164,47 @@ void exercise_flows(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   CHECK(b.get(plain)->state == jobq::JobState::queued);
 }
 
+// redrive --all and cancel over more jobs than one batch (the CLI sends 500 ids per call).
+void exercise_bulk(const Store& s, jobq::AnyBackend& b, const std::string& q) {
+  std::vector<jobq::NewJob> jobs(1'200);
+  for (auto& j : jobs) {
+    j.queue = q;
+    j.name = "bulk";
+    j.max_attempts = 1;
+  }
+  b.enqueue_many(jobs);
+  for (;;) {
+    const auto got = b.claim({{q}, 1000, jobq::Millis{60'000}});
+    if (got.empty()) break;
+    for (const auto& j : got) REQUIRE(b.fail({j.id, j.lease_token, "boom", std::nullopt}) == jobq::FailOutcome::dead);
+  }
+  REQUIRE(b.counts(q).dead == 1'200);
+  auto r = jobq_cli(s.args({"redrive", "--all", "--queue", q}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out == "re-drove 1200 dead jobs of queue " + q + "\n");
+  CHECK(r.err.empty());  // no progress when stderr is not a terminal
+  CHECK(b.counts(q) == jobq::Counts{.queued = 1'200});
+
+  std::vector<std::string> args{"cancel"};
+  std::string want;
+  for (const auto& j : b.list(q, jobq::JobState::queued, {0, 600})) {
+    args.push_back(std::to_string(j.id));
+    want += "cancelled job " + std::to_string(j.id) + "\n";
+  }
+  REQUIRE(args.size() == 601);
+  args.push_back("987654321");
+  args.push_back(args[1]);  // a repeat: refused, it is cancelled by then
+  r = jobq_cli(s.args(args));
+  CHECK(r.rc == 3);
+  CHECK(r.out == want);
+  CHECK(r.err == "jobq: job 987654321: not found\njobq: job " + args[1] + ": it is cancelled, not queued or waiting\n");
+  CHECK(b.counts(q) == jobq::Counts{.queued = 600, .cancelled = 600});
+  r = jobq_cli(s.args({"cancel", args[1], args[600], "--json"}));
+  CHECK(r.rc == 4);
+  CHECK(r.json().at("ok").empty());
+  CHECK(r.json().at("refused").size() == 2);
+}
+
 // Every command against one store.
 void exercise(const Store& s) {
   auto b = jobq::open_backend(s.url, s.open);
@@ -363,6 +404,7 @@ void exercise(const Store& s) {
   CHECK(b.queue_limits(q) == jobq::QueueLimits{});
 
   exercise_flows(s, b, q + "-flow");
+  exercise_bulk(s, b, q + "-bulk");
 }
 
 }  // namespace

@@ -14,10 +14,13 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -282,31 +285,72 @@ struct Cli {
     return ok;
   }
 
-  // Applies op (redrive or cancel) to each id; explains every refusal.
+  // Ids per redrive_many / cancel_many call (the backends take up to jobq::max_bulk_ids).
+  static constexpr std::size_t bulk_chunk = 500;
+
+  // "\r<verb> N of M" on stderr after each chunk of a bulk command, for people at a terminal.
+  struct Progress {
+    bool on;
+    const char* verb;
+    std::size_t total;
+    bool shown = false;
+    void update(std::size_t n) {
+      if (!on) return;
+      std::cout.flush();  // stdout first when both are the terminal
+      std::cerr << '\r' << verb << ' ' << n << " of " << std::max(total, n) << std::flush;
+      shown = true;
+    }
+    // Before more lines are printed: the progress line is erased, then drawn again below them.
+    void clear() {
+      if (shown) std::cerr << "\r\033[K";
+    }
+    void finish() {
+      if (shown) std::cerr << '\n';
+      shown = false;
+    }
+  };
+  bool show_progress() const { return !json_out && isatty(STDERR_FILENO) == 1; }
+
+  // Applies op (redrive_many or cancel_many) to the ids in chunks; explains every refusal.
   template <class Op>
   int each_job(jobq::AnyBackend& b, const std::vector<jobq::JobId>& ids, Op op, const char* verb,
                const char* required_state) {
     int rc = ok;
     json done = json::array();
     json failed = json::array();
-    for (auto id : ids) {
-      if (op(id)) {
-        done.push_back(id);
-        if (!json_out) std::cout << verb << " job " << id << "\n";
-        continue;
+    Progress progress{show_progress(), verb, ids.size()};
+    for (std::size_t at = 0; at < ids.size(); at += bulk_chunk) {
+      const std::span<const jobq::JobId> chunk(ids.data() + at, std::min(bulk_chunk, ids.size() - at));
+      const auto oks = op(chunk);
+      std::vector<jobq::JobId> not_done;
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        if (!oks[i]) not_done.push_back(chunk[i]);
       }
-      const auto j = b.get(id);
-      std::string why;
-      if (!j) {
-        why = "not found";
-        rc = std::max(rc, static_cast<int>(not_found));
-      } else {
-        why = "it is " + std::string(jobq::to_string(j->state)) + ", not " + required_state;
-        rc = rc == not_found ? rc : static_cast<int>(refused);
+      // what the refused ones are now, read in one call, explains each refusal
+      const auto now = not_done.empty() ? std::vector<std::optional<jobq::JobRecord>>{} : b.get_many(not_done);
+      progress.clear();
+      for (std::size_t i = 0, r = 0; i < chunk.size(); ++i) {
+        const auto id = chunk[i];
+        if (oks[i]) {
+          done.push_back(id);
+          if (!json_out) std::cout << verb << " job " << id << "\n";
+          continue;
+        }
+        const auto& j = now[r++];
+        std::string why;
+        if (!j) {
+          why = "not found";
+          rc = std::max(rc, static_cast<int>(not_found));
+        } else {
+          why = "it is " + std::string(jobq::to_string(j->state)) + ", not " + required_state;
+          rc = rc == not_found ? rc : static_cast<int>(refused);
+        }
+        failed.push_back({{"id", id}, {"error", why}});
+        if (!json_out) std::cerr << "jobq: job " << id << ": " << why << "\n";  // else in "refused"
       }
-      failed.push_back({{"id", id}, {"error", why}});
-      if (!json_out) std::cerr << "jobq: job " << id << ": " << why << "\n";  // else in "refused"
+      progress.update(at + chunk.size());
     }
+    progress.finish();
     if (json_out) std::cout << json{{"ok", done}, {"refused", failed}}.dump(2) << '\n';
     return rc;
   }
@@ -315,14 +359,22 @@ struct Cli {
     json out = json::object();
     for (const auto& q : queues) {
       jobq::validate_queue_name(q);
-      std::size_t n = 0;
-      for (;;) {  // each pass re-reads the first page: re-driven jobs leave the dead list
-        const auto page = b.list(q, jobq::JobState::dead, {0, 500});
-        std::size_t moved = 0;
-        for (const auto& j : page) moved += b.redrive(j.id) ? 1 : 0;
+      const bool shown = show_progress();
+      Progress progress{shown, "re-drove", shown ? static_cast<std::size_t>(b.counts(q).dead) : 0};
+      std::size_t n = 0, kept = 0;
+      for (;;) {  // re-driven jobs leave the dead list: each page starts after the refused ones
+        const auto page = b.list(q, jobq::JobState::dead, {kept, bulk_chunk});
+        std::vector<jobq::JobId> ids;
+        ids.reserve(page.size());
+        for (const auto& j : page) ids.push_back(j.id);
+        const auto oks = b.redrive_many(ids);
+        const auto moved = static_cast<std::size_t>(std::count(oks.begin(), oks.end(), true));
         n += moved;
-        if (page.size() < 500 || moved == 0) break;
+        kept += ids.size() - moved;
+        if (!page.empty()) progress.update(n);
+        if (page.size() < bulk_chunk) break;
       }
+      progress.finish();
       out[q] = n;
       if (!json_out) std::cout << "re-drove " << n << " dead job" << (n == 1 ? "" : "s") << " of queue " << q << "\n";
     }
@@ -621,12 +673,12 @@ int main(int argc, char** argv) {
         return cli.redrive_all(backend, redrive_queues);
       }
       if (redrive_ids.empty()) throw jobq::InvalidArgument("redrive: give job ids, or --all --queue NAME");
-      return cli.each_job(backend, redrive_ids, [&](jobq::JobId id) { return backend.redrive(id); }, "re-drove",
-                          "dead");
+      return cli.each_job(backend, redrive_ids, [&](std::span<const jobq::JobId> ids) { return backend.redrive_many(ids); },
+                          "re-drove", "dead");
     }
     if (cancel_cmd->parsed()) {
-      return cli.each_job(backend, cancel_ids, [&](jobq::JobId id) { return backend.cancel(id); }, "cancelled",
-                          "queued or waiting");
+      return cli.each_job(backend, cancel_ids, [&](std::span<const jobq::JobId> ids) { return backend.cancel_many(ids); },
+                          "cancelled", "queued or waiting");
     }
     if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true, pause_create);
     if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false, false);

@@ -244,18 +244,21 @@ class MemoryBackend {
   }
 
   /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
-  bool cancel(JobId id) {
+  bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief cancel() of each id in order, under one lock; one bool per id.
+  std::vector<bool> cancel_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "cancel_many");
     std::vector<JobNotice> notices;
+    std::vector<bool> out;
+    out.reserve(ids.size());
     {
       std::unique_lock lock(mutex_);
-      auto it = jobs_.find(id);
-      if (it == jobs_.end() || !cancellable(it->second.state)) return false;
       const auto t = now();
-      cancel_locked(it->second, t, notices);
-      resolved_locked(it->second, t, notices);
+      for (JobId id : ids) out.push_back(cancel_one_locked(id, t, notices));
     }
     hub_.publish(notices);
-    return true;
+    return out;
   }
 
   /// @brief Stores a flow's members and dependencies, all or nothing.
@@ -348,28 +351,22 @@ class MemoryBackend {
  public:
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget.
-  bool redrive(JobId id) {
+  bool redrive(JobId id) { return redrive_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief redrive() of each id in order, under one lock; one bool per id.
+  std::vector<bool> redrive_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "redrive_many");
+    std::vector<bool> out;
+    out.reserve(ids.size());
     std::unique_lock lock(mutex_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second.state != JobState::dead) return false;
-    auto& job = it->second;
-    if (!job.continue_on_failure) {
-      for (JobId d : job.depends_on) {
-        if (jobs_.at(d).state != JobState::completed) return false;  // re-drive that one instead
-      }
+    const auto t = now();
+    bool any = false;
+    for (JobId id : ids) {
+      out.push_back(redrive_one_locked(id, t));
+      any = any || out.back();
     }
-    job.attempts = 0;
-    job.finished_at.reset();
-    auto& q = queues_.at(job.queue);
-    if (!job.unique_key.empty()) {
-      auto it = q.unique.find(job.unique_key);
-      auto jt = it == q.unique.end() ? jobs_.end() : jobs_.find(it->second);
-      if (jt == jobs_.end() || !unique_held_locked(jt->second, now())) q.unique[job.unique_key] = id;
-    }
-    requeue_locked(job, now());
-    revive_dependents_locked(job);
-    notify_locked();
-    return true;
+    if (any) notify_locked();
+    return out;
   }
 
   /// @brief Stops claims from a queue.
@@ -591,6 +588,36 @@ class MemoryBackend {
   };
 
   static bool cancellable(JobState s) noexcept { return s == JobState::queued || s == JobState::waiting; }
+
+  bool cancel_one_locked(JobId id, TimePoint t, std::vector<JobNotice>& notices) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !cancellable(it->second.state)) return false;
+    cancel_locked(it->second, t, notices);
+    resolved_locked(it->second, t, notices);
+    return true;
+  }
+
+  bool redrive_one_locked(JobId id, TimePoint t) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.state != JobState::dead) return false;
+    auto& job = it->second;
+    if (!job.continue_on_failure) {
+      for (JobId d : job.depends_on) {
+        if (jobs_.at(d).state != JobState::completed) return false;  // re-drive that one instead
+      }
+    }
+    job.attempts = 0;
+    job.finished_at.reset();
+    auto& q = queues_.at(job.queue);
+    if (!job.unique_key.empty()) {
+      auto it = q.unique.find(job.unique_key);
+      auto jt = it == q.unique.end() ? jobs_.end() : jobs_.find(it->second);
+      if (jt == jobs_.end() || !unique_held_locked(jt->second, t)) q.unique[job.unique_key] = id;
+    }
+    requeue_locked(job, t);
+    revive_dependents_locked(job);
+    return true;
+  }
 
   FlowState* flow_of_locked(JobId id) {
     auto it = jobs_.find(id);

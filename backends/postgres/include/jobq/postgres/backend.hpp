@@ -262,27 +262,52 @@ class PostgresBackend {
   }
 
   /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
-  bool cancel(JobId id) {
-    const bool ok = pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
-      return PQntuples(c.exec(S::cancel, {std::to_string(id), ms(now())}).get()) == 1;
+  bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief cancel() of each id in order, in one transaction (one id: one statement, no
+  /// transaction needed); one bool per id. Two batches locking the same jobs in opposite
+  /// orders may deadlock: one fails (ErrorCategory::conflict) with nothing changed.
+  std::vector<bool> cancel_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "cancel_many");
+    if (ids.empty()) return {};
+    const auto out = pool_.with_retry("cancel", Replay::never, [&](Conn& c, bool) {
+      const auto t = ms(now());
+      const auto each = [&] {
+        std::vector<bool> done;
+        done.reserve(ids.size());
+        for (JobId id : ids) done.push_back(PQntuples(c.exec(S::cancel, {std::to_string(id), t}).get()) == 1);
+        return done;
+      };
+      return ids.size() == 1 ? each() : detail::pg::in_transaction(c, each);
     });
-    if (ok) wake_.wake();  // dependents that continue on failure may have been released
-    return ok;
+    // dependents that continue on failure may have been released
+    if (std::find(out.begin(), out.end(), true) != out.end()) wake_.wake();
+    return out;
   }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget; in a flow, what
   /// died because of it waits again (same transaction).
-  bool redrive(JobId id) {
-    const bool ok = pool_.with_retry("redrive", Replay::never, [&](Conn& c, bool) {
+  bool redrive(JobId id) { return redrive_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief redrive() of each id in order, in one transaction; one bool per id.
+  std::vector<bool> redrive_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "redrive_many");
+    if (ids.empty()) return {};
+    const auto out = pool_.with_retry("redrive", Replay::never, [&](Conn& c, bool) {
       return detail::pg::in_transaction(c, [&] {
-        auto r = c.exec(S::redrive, {std::to_string(id), ms(now())});
-        if (PQntuples(r.get()) != 1) return false;
-        if (!PQgetisnull(r.get(), 0, 1)) c.exec(S::revive, {std::to_string(id)});
-        return true;
+        const auto t = ms(now());
+        std::vector<bool> done;
+        done.reserve(ids.size());
+        for (JobId id : ids) {
+          auto r = c.exec(S::redrive, {std::to_string(id), t});
+          done.push_back(PQntuples(r.get()) == 1);
+          if (done.back() && !PQgetisnull(r.get(), 0, 1)) c.exec(S::revive, {std::to_string(id)});
+        }
+        return done;
       });
     });
-    if (ok) wake_.wake();
-    return ok;
+    if (std::find(out.begin(), out.end(), true) != out.end()) wake_.wake();
+    return out;
   }
 
   /// @brief Stops claims from a queue (all processes).

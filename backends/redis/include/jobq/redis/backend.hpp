@@ -278,19 +278,19 @@ class RedisBackend {
   }
 
   /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
-  bool cancel(JobId id) {
-    const auto q = queue_of(id);
-    if (!q) return false;
-    return flow_call("cancel", Script::cancel, *q, {std::to_string(id), now_str()});
-  }
+  bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget (a flow member: what
   /// died because of it waits again).
-  bool redrive(JobId id) {
-    const auto q = queue_of(id);
-    if (!q) return false;
-    return flow_call("redrive", Script::redrive, *q, {std::to_string(id), now_str()});
-  }
+  bool redrive(JobId id) { return redrive_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief cancel() of each id in order: one cancel script per queue for all of that queue's
+  /// ids, in one round trip; one bool per id. A flow dependent in another queue is settled
+  /// after the scripts (settle_records), as for cancel.
+  std::vector<bool> cancel_many(std::span<const JobId> ids) { return each_in_queue("cancel_many", Script::cancel, ids); }
+
+  /// @brief redrive() of each id in order, grouped by queue as cancel_many is.
+  std::vector<bool> redrive_many(std::span<const JobId> ids) { return each_in_queue("redrive_many", Script::redrive, ids); }
 
   /// @brief Stops claims from a queue.
   void pause(const std::string& queue) { pause_or_resume(queue, Script::pause); }
@@ -805,18 +805,9 @@ class RedisBackend {
   std::vector<std::optional<JobRecord>> fetch_jobs(const std::vector<JobId>& ids,
                                                    const std::vector<std::optional<std::string>>& queues) {
     std::vector<std::optional<JobRecord>> out(ids.size());
-    std::vector<std::string> names;
-    std::vector<std::vector<std::size_t>> which;
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (!queues[i]) continue;
-      auto at = std::find(names.begin(), names.end(), *queues[i]);
-      if (at == names.end()) {
-        names.push_back(*queues[i]);
-        which.emplace_back();
-        at = std::prev(names.end());
-      }
-      which[static_cast<std::size_t>(at - names.begin())].push_back(i);
-    }
+    const auto groups = detail::redis::group_by_queue(queues);
+    const auto& names = groups.names;
+    const auto& which = groups.which;
     if (names.empty()) return out;
     const auto replies = run(true, [&](Connection& c, bool) {
       std::vector<Cmd> cmds;
@@ -841,12 +832,45 @@ class RedisBackend {
     return out;
   }
 
-  // cancel and redrive: {done, records sent}.
-  bool flow_call(const char* what, Script s, const std::string& queue, const Args& argv) {
-    const auto reply = call(false, what, s, queue, [&](bool) { return argv; });
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) unexpected(what);
-    if (detail::redis::reply_int(reply->element[1], what) > 0) settle_records({queue});
-    return detail::redis::reply_int(reply->element[0], what) == 1;
+  // cancel_many and redrive_many: script `s` once per queue with that queue's ids (in input
+  // order; keys of one hash tag each), the calls in one round trip. Each replies {1 or 0 per
+  // id, flow records sent}.
+  std::vector<bool> each_in_queue(const char* what, Script s, std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), what);
+    std::vector<bool> out(ids.size(), false);
+    if (ids.empty()) return out;
+    const std::vector<JobId> all(ids.begin(), ids.end());
+    const auto groups = detail::redis::group_by_queue(queues_of(all));
+    const auto& names = groups.names;
+    const auto& which = groups.which;
+    if (names.empty()) return out;
+    const auto replies = run(false, [&](Connection& c, bool) {
+      std::vector<Cmd> cmds;
+      const auto t = now_str();
+      for (std::size_t k = 0; k < names.size(); ++k) {
+        Args argv{t};
+        for (auto i : which[k]) argv.push_back(std::to_string(all[i]));
+        cmds.push_back(scripts_.cmd(s, keys_for(names[k], s), std::move(argv)));
+      }
+      return scripts_.exec(c, cmds);
+    });
+    // The queues whose script did run have their records settled before an error is thrown.
+    std::vector<std::string> sent;
+    const Reply* failed = nullptr;
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      if (detail::redis::is_error(replies[k])) {
+        failed = failed != nullptr ? failed : &replies[k];
+        continue;
+      }
+      const auto* r = replies[k].get();
+      const auto n = which[k].size();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 1) unexpected(what);
+      for (std::size_t j = 0; j < n; ++j) out[which[k][j]] = detail::redis::reply_int(r->element[j], what) == 1;
+      if (detail::redis::reply_int(r->element[n], what) > 0) sent.push_back(names[k]);
+    }
+    if (!sent.empty()) settle_records(std::move(sent));
+    if (failed != nullptr) expect_ok(*failed, what);
+    return out;
   }
 
   // The second step of a cross-slot release: applies the records in the outboxes of `queues`

@@ -19,6 +19,29 @@
 
 namespace jobq::detail::redis {
 
+/// @brief Positions of jobs grouped by queue (one script call per queue): `which[k]` are the
+/// positions, in input order, of the jobs of `names[k]`; queues in order of first appearance.
+struct JobsByQueue {
+  std::vector<std::string> names;
+  std::vector<std::vector<std::size_t>> which;
+};
+
+/// @brief `queues[i]` is the queue of job i (nullopt: no such job, left out).
+inline JobsByQueue group_by_queue(const std::vector<std::optional<std::string>>& queues) {
+  JobsByQueue g;
+  for (std::size_t i = 0; i < queues.size(); ++i) {
+    if (!queues[i]) continue;
+    auto at = std::find(g.names.begin(), g.names.end(), *queues[i]);
+    if (at == g.names.end()) {
+      g.names.push_back(*queues[i]);
+      g.which.emplace_back();
+      at = std::prev(g.names.end());
+    }
+    g.which[static_cast<std::size_t>(at - g.names.begin())].push_back(i);
+  }
+  return g;
+}
+
 /// @brief Job ids reserved for this process in blocks, so most enqueues need no round trip for
 /// their ids.
 class IdBlock {

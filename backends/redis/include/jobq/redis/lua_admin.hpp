@@ -6,70 +6,84 @@
 
 namespace jobq::detail::redis::lua {
 
-// cancel (a queued or waiting job). ARGV: id, now. Returns {1 or 0, flow records sent}.
+// cancel (queued or waiting jobs: cancel, cancel_many), each id in turn as if alone. ARGV: now,
+// ids. Returns {1 or 0 per id, flow records sent}.
 inline constexpr std::string_view cancel = R"lua(
 errors().check_types(1)
-local h = hot(1, ARGV[1])
-if not h then return {0, 0} end
-check_doc(1, ARGV[1], redis.call('HGET', key(1, JOBS), ARGV[1]))
-if h.state ~= 'queued' and h.state ~= 'waiting' then return {0, 0} end
-local was = h.state
-finish(1, ARGV[1], h, 'cancelled', tonumber(ARGV[2]))
-local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), ARGV[1])
-if g then refill(1, g) end
-local ch = channel()
-if listening(ch) then
-  local p = percent(redis.call('HGET', key(1, PROGRESS), ARGV[1]))
-  publish(ch, {notice('cancelled', ARGV[1], qname(1), h.attempts, p, '')})
+local now = tonumber(ARGV[1])
+local out, sent = {}, 0
+local function one(id)
+  local h = hot(1, id)
+  if not h then return 0 end
+  check_doc(1, id, redis.call('HGET', key(1, JOBS), id))
+  if h.state ~= 'queued' and h.state ~= 'waiting' then return 0 end
+  local was = h.state
+  finish(1, id, h, 'cancelled', now)
+  local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), id)
+  if g then refill(1, g) end
+  local ch = channel()
+  if listening(ch) then
+    local p = percent(redis.call('HGET', key(1, PROGRESS), id))
+    publish(ch, {notice('cancelled', id, qname(1), h.attempts, p, '')})
+  end
+  if redis.call('HEXISTS', key(1, MEMBER), id) == 1 then
+    local notes, n = flow_spread(now, {{id, 'x', ''}}, {})
+    flow_notices(notes)
+    sent = sent + n
+  end
+  return 1
 end
-local sent = 0
-if redis.call('HEXISTS', key(1, MEMBER), ARGV[1]) == 1 then
-  local notes
-  notes, sent = flow_spread(tonumber(ARGV[2]), {{ARGV[1], 'x', ''}}, {})
-  flow_notices(notes)
-end
-return {1, sent}
+for i = 2, #ARGV do out[#out + 1] = one(ARGV[i]) end
+out[#out + 1] = sent
+return out
 )lua";
 
-// redrive. ARGV: id, now. Returns {1 or 0, flow records sent}. A flow member that does not
-// continue on failure is refused while one of its dependencies is not completed (as last
-// settled here); its dependents that died because of it wait again (flow_spread).
+// redrive (redrive, redrive_many), each id in turn as if alone. ARGV: now, ids. Returns {1 or 0
+// per id, flow records sent}. A flow member that does not continue on failure is refused while
+// one of its dependencies is not completed (as last settled here); its dependents that died
+// because of it wait again (flow_spread).
 inline constexpr std::string_view redrive = R"lua(
 errors().check_types(1)
-local id, now = ARGV[1], tonumber(ARGV[2])
-local h = hot(1, id)
-if not h or h.state ~= 'dead' then return {0, 0} end
-local member = redis.call('HEXISTS', key(1, MEMBER), id) == 1
-local pe = member and redis.call('HGET', key(1, PENDING), id)
-if pe and string.match(pe, ' (%d)$') ~= '1' then
-  local doc = cjson.decode(redis.call('HGET', key(1, JOBS), id))
-  for d in string.gmatch(doc.depends_on or '', '%d+') do
-    local r = redis.call('HGET', key(1, RESOLVED), id .. ':' .. d)
-    if not r or string.sub(r, -1) ~= 'c' then return {0, 0} end
+local now = tonumber(ARGV[1])
+local out, sent, woke = {}, 0, 0
+local function one(id)
+  local h = hot(1, id)
+  if not h or h.state ~= 'dead' then return 0 end
+  local member = redis.call('HEXISTS', key(1, MEMBER), id) == 1
+  local pe = member and redis.call('HGET', key(1, PENDING), id)
+  if pe and string.match(pe, ' (%d)$') ~= '1' then
+    local doc = cjson.decode(redis.call('HGET', key(1, JOBS), id))
+    for d in string.gmatch(doc.depends_on or '', '%d+') do
+      local r = redis.call('HGET', key(1, RESOLVED), id .. ':' .. d)
+      if not r or string.sub(r, -1) ~= 'c' then return 0 end
+    end
   end
+  local uk = h.unique_for ~= '-' and unique_key_of(1, id)
+  local take = false
+  if uk then
+    local hid = redis.call('HGET', key(1, UNIQUE), uk)
+    local other = hid and hid ~= id and hot(1, hid)
+    take = not other or not holds_unique(other, now)
+  end
+  unindex(1, id, h)
+  h.state = 'queued'
+  h.attempts = 0
+  h.finished_at = '-'
+  h.run_at = int(now)
+  if take then redis.call('HSET', key(1, UNIQUE), uk, id) end
+  index(1, id, h, now)
+  save(1, id, h)
+  woke = woke + 1
+  if member then
+    local _, n = flow_spread(now, {{id, '-', ''}}, {})
+    sent = sent + n
+  end
+  return 1
 end
-local uk = h.unique_for ~= '-' and unique_key_of(1, id)
-local take = false
-if uk then
-  local hid = redis.call('HGET', key(1, UNIQUE), uk)
-  local other = hid and hid ~= id and hot(1, hid)
-  take = not other or not holds_unique(other, now)
-end
-unindex(1, id, h)
-h.state = 'queued'
-h.attempts = 0
-h.finished_at = '-'
-h.run_at = int(now)
-if take then redis.call('HSET', key(1, UNIQUE), uk, id) end
-index(1, id, h, now)
-save(1, id, h)
-wake(1, 1)
-local sent = 0
-if member then
-  local _
-  _, sent = flow_spread(now, {{id, '-', ''}}, {})
-end
-return {1, sent}
+for i = 2, #ARGV do out[#out + 1] = one(ARGV[i]) end
+if woke > 0 then wake(1, woke) end
+out[#out + 1] = sent
+return out
 )lua";
 
 // pause

@@ -295,53 +295,43 @@ class SqliteBackend {
   }
 
   /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
-  bool cancel(JobId id) {
-    std::string queue;
+  bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief cancel() of each id in order, in one transaction; one bool per id.
+  std::vector<bool> cancel_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "cancel_many");
+    if (ids.empty()) return {};
     detail::sqlite::FlowEffects fx;
-    const bool ok = pool_.write("cancel", [&](Connection& c) {
+    auto out = pool_.write("cancel", [&](Connection& c) {
       fx = {};
       const auto t = now();
-      JobId flow_id = 0;
-      {
-        auto s = c.query(detail::sqlite::sql::cancel, "cancel");
-        s.bind(1, id).bind(2, to_epoch_ms(t));
-        if (!s.step()) return false;
-        queue = s.text(0);
-        flow_id = s.is_null(1) ? 0 : s.integer(1);
-        s.run();
-      }
-      if (flow_id != 0) {
-        c.query(detail::sqlite::sql::forget_waiting, "cancel").bind(1, id).run();
-        detail::sqlite::settle_dependents(c, id, JobState::cancelled, {}, t, fx);
-      }
-      return true;
+      std::vector<bool> done;
+      done.reserve(ids.size());
+      for (JobId id : ids) done.push_back(cancel_in(c, id, t, fx));
+      return done;
     });
-    if (ok) hub_->publish(JobNotice{JobNotice::Kind::cancelled, id, queue, 0, 0, {}});
     after(fx);
-    return ok;
+    return out;
   }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget (errors kept). A flow
   /// member: false while a dependency is not completed (unless it continues on failure); what
   /// died because of it waits again.
-  bool redrive(JobId id) {
-    const bool ok = pool_.write("redrive", [&](Connection& c) {
-      JobId flow_id = 0;
-      {
-        auto s = c.query(detail::sqlite::sql::redrive_check, "redrive");
-        s.bind(1, id);
-        if (!s.step()) return false;
-        flow_id = s.is_null(0) ? 0 : s.integer(0);
-        if (flow_id != 0 && s.integer(1) == 0 && s.integer(2) > 0) return false;  // re-drive that one instead
-      }
-      if (c.query(detail::sqlite::sql::redrive, "redrive").bind(1, id).bind(2, to_epoch_ms(now())).run() != 1) {
-        return false;
-      }
-      if (flow_id != 0) detail::sqlite::revive_dependents(c, id);
-      return true;
+  bool redrive(JobId id) { return redrive_many(std::span<const JobId>(&id, 1)).front(); }
+
+  /// @brief redrive() of each id in order, in one transaction; one bool per id.
+  std::vector<bool> redrive_many(std::span<const JobId> ids) {
+    check_bulk_size(ids.size(), "redrive_many");
+    if (ids.empty()) return {};
+    auto out = pool_.write("redrive", [&](Connection& c) {
+      const auto t = now();
+      std::vector<bool> done;
+      done.reserve(ids.size());
+      for (JobId id : ids) done.push_back(redrive_in(c, id, t));
+      return done;
     });
-    if (ok) notify();
-    return ok;
+    if (std::find(out.begin(), out.end(), true) != out.end()) notify();
+    return out;
   }
 
   /// @brief Stops claims from a queue (kept in jobq_queues, so every process sees it).
@@ -635,6 +625,41 @@ class SqliteBackend {
   static std::string file_of(sqlite3* db) {
     const char* f = sqlite3_db_filename(db, "main");
     return f != nullptr ? f : "";
+  }
+
+  // cancel of job `id` inside the caller's transaction; its notice, then its flow's, go to fx.
+  static bool cancel_in(Connection& c, JobId id, TimePoint t, detail::sqlite::FlowEffects& fx) {
+    JobId flow_id = 0;
+    {
+      auto s = c.query(detail::sqlite::sql::cancel, "cancel");
+      s.bind(1, id).bind(2, to_epoch_ms(t));
+      if (!s.step()) return false;
+      fx.notices.push_back(JobNotice{JobNotice::Kind::cancelled, id, s.text(0), 0, 0, {}});
+      flow_id = s.is_null(1) ? 0 : s.integer(1);
+      s.run();
+    }
+    if (flow_id != 0) {
+      c.query(detail::sqlite::sql::forget_waiting, "cancel").bind(1, id).run();
+      detail::sqlite::settle_dependents(c, id, JobState::cancelled, {}, t, fx);
+    }
+    return true;
+  }
+
+  // redrive of job `id` inside the caller's transaction.
+  static bool redrive_in(Connection& c, JobId id, TimePoint t) {
+    JobId flow_id = 0;
+    {
+      auto s = c.query(detail::sqlite::sql::redrive_check, "redrive");
+      s.bind(1, id);
+      if (!s.step()) return false;
+      flow_id = s.is_null(0) ? 0 : s.integer(0);
+      if (flow_id != 0 && s.integer(1) == 0 && s.integer(2) > 0) return false;  // re-drive that one instead
+    }
+    if (c.query(detail::sqlite::sql::redrive, "redrive").bind(1, id).bind(2, to_epoch_ms(t)).run() != 1) {
+      return false;
+    }
+    if (flow_id != 0) detail::sqlite::revive_dependents(c, id);
+    return true;
   }
 
   // After the commit: announce what a flow change did to other members, wake for released ones.
