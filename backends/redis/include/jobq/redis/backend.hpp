@@ -479,12 +479,13 @@ class RedisBackend {
 
   /// @brief The entries not expired, by id (one script: one snapshot).
   std::vector<WorkerInfo> workers() {
-    const auto reply = run(true, [&](Connection& c, bool) { return scripts_.eval(c, Script::workers, worker_keys(), {now_str()}); });
+    const auto keys = worker_keys();
+    const auto reply = run(true, [&](Connection& c, bool) { return scripts_.eval(c, Script::workers, keys, {now_str()}); });
     expect_ok(reply, "workers");
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) unexpected("workers");
     std::vector<WorkerInfo> out;
     for (std::size_t i = 0; i < reply->elements; i += 2) {
-      out.push_back(detail::redis::parse_worker(text(reply->element[i]), text(reply->element[i + 1]), worker_keys().front()));
+      out.push_back(detail::redis::parse_worker(text(reply->element[i]), text(reply->element[i + 1]), keys.front()));
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
     return out;
