@@ -16,6 +16,7 @@
 #include "jobq/flow.hpp"
 #include "jobq/job.hpp"
 #include "jobq/time.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -90,6 +91,13 @@ inline void check_bulk_size(std::size_t n, const char* op) {
 ///   next_run == expected: set next_run = next and, if job is set, enqueue it exactly as
 ///   enqueue(job) does; return true. Else change nothing and return false. This compare-and-set
 ///   is what makes each tick enqueue once with any number of schedulers.
+/// - Worker registry (jobq/worker_info.hpp): what live Workers say about themselves.
+///   `register_worker(w)`: validate_worker_id(w.id) first (InvalidArgument, nothing written);
+///   then in one atomic step store w exactly as given (insert, or replace the entry of the same
+///   id; the caller sets heartbeat_at and expires_at from now()) and delete every other entry
+///   whose expires_at < now. `unregister_worker(id)`: delete the entry; false when absent (an
+///   invalid id is never stored: false). `workers()`: every entry with expires_at >= now, by id;
+///   an expired entry is never returned, pruned or not.
 /// - `subscribe(queues, fn)`: fn gets a JobNotice for every complete (completed), fail
 ///   (failed when retried, else dead), recover_expired (failed/dead, "lease expired"),
 ///   set_progress (progress) and cancel (cancelled) of those queues (all when empty), in any
@@ -158,7 +166,7 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
                            std::span<const std::string> queues, std::stop_token stop,
                            const QueueLimits& limits, const StoredSchedule& schedule,
                            TimePoint at, const std::optional<NewJob>& maybe_job, NoticeFn fn,
-                           const NewFlow& flow, std::span<const JobId> ids) {
+                           const NewFlow& flow, std::span<const JobId> ids, const WorkerInfo& worker) {
   { cb.now() } -> std::same_as<TimePoint>;
   { b.enqueue(job) } -> std::same_as<EnqueueResult>;
   { b.enqueue_many(jobs) } -> std::same_as<std::vector<EnqueueResult>>;
@@ -188,6 +196,9 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.remove_schedule(queue) } -> std::same_as<bool>;
   { b.schedules() } -> std::same_as<std::vector<StoredSchedule>>;
   { b.fire_schedule(queue, at, at, maybe_job) } -> std::same_as<bool>;
+  { b.register_worker(worker) } -> std::same_as<void>;
+  { b.unregister_worker(token) } -> std::same_as<bool>;
+  { b.workers() } -> std::same_as<std::vector<WorkerInfo>>;
   { b.subscribe(queues, fn) } -> std::same_as<Subscription>;
   { b.get_many(ids) } -> std::same_as<std::vector<std::optional<JobRecord>>>;
   { b.enqueue_flow(flow) } -> std::same_as<std::vector<JobId>>;

@@ -60,6 +60,9 @@ class BackendInterface {
   virtual std::vector<StoredSchedule> schedules() = 0;
   virtual bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next,
                              const std::optional<NewJob>& job) = 0;
+  virtual void register_worker(const WorkerInfo& w) = 0;
+  virtual bool unregister_worker(const std::string& id) = 0;
+  virtual std::vector<WorkerInfo> workers() = 0;
   virtual Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) = 0;
   virtual std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) = 0;
   virtual std::vector<JobId> enqueue_flow(const NewFlow& flow) = 0;
@@ -166,6 +169,12 @@ class ForwardingBackend : public Interface {
   bool fire_schedule(const std::string& name, TimePoint expected, TimePoint next, const std::optional<NewJob>& job) {
     return forward("fire_schedule").fire_schedule(name, expected, next, job);
   }
+  /// @brief See Backend::register_worker.
+  void register_worker(const WorkerInfo& w) { forward("register_worker").register_worker(w); }
+  /// @brief See Backend::unregister_worker.
+  bool unregister_worker(const std::string& id) { return forward("unregister_worker").unregister_worker(id); }
+  /// @brief See Backend::workers.
+  std::vector<WorkerInfo> workers() { return forward("workers").workers(); }
   /// @brief See Backend::subscribe.
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     return forward("subscribe").subscribe(queues, std::move(fn));

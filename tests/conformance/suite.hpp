@@ -36,3 +36,5 @@
 #include "conformance/two_objects.hpp"
 // Chains, groups, chords, DAGs: waiting, release, failure policies, cancel, redrive, retention.
 #include "conformance/flows.hpp"
+// The worker registry: register, replace, expiry, unregister, ids, two objects.
+#include "conformance/workers.hpp"

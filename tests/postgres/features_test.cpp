@@ -191,3 +191,30 @@ TEST_CASE("a version 2 schema is upgraded: jobs kept and claimable, unique keys 
   b.enqueue(g);
   CHECK(b.claim({{"old"}, 10, 1h}).size() == 2);  // the keyed job and one of group t
 }
+
+TEST_CASE("a version 4 schema is upgraded to the worker registry: jobs kept, workers stored",
+          "[postgres][migration][workers]") {
+  pgtest::TempSchema schema;
+  const std::string q = "\"" + schema.name + "\"";
+  jobq::ManualClock clock;
+  {
+    jobq::PostgresBackend b{pgtest::url(), {.clock = clock.fn(), .schema = schema.name}};
+    b.enqueue(job("old"));
+  }
+  auto c = pgtest::connect();
+  pgtest::downgrade_to_v4(c.get(), q);
+  CHECK(pgtest::exec(c.get(), "SELECT max(version) FROM " + q + ".schema_migrations") == "4");
+  CHECK(pgtest::exec(c.get(), "SELECT count(*) FROM pg_tables WHERE schemaname = '" + schema.name +
+                                  "' AND tablename = 'workers'") == "0");
+
+  jobq::PostgresBackend b{pgtest::url(), {.clock = clock.fn(), .schema = schema.name}};
+  CHECK(b.schema_version() == jobq::PostgresBackend::latest_schema_version);
+  CHECK(b.counts("old").queued == 1);
+  jobq::WorkerInfo w;
+  w.id = "host:1:1-ab";
+  w.heartbeat_at = clock.now();
+  w.expires_at = clock.now() + 30s;
+  b.register_worker(w);
+  CHECK(b.workers() == std::vector<jobq::WorkerInfo>{w});
+  CHECK(pgtest::exec(c.get(), "SELECT expires_at FROM " + q + ".workers") == std::to_string(jobq::to_epoch_ms(w.expires_at)));
+}

@@ -77,8 +77,16 @@ struct TempSchema {
   }
 };
 
+/// Undoes migration 5 of schema `q` (quoted), keeping the jobs: a store written before the
+/// worker registry.
+inline void downgrade_to_v4(PGconn* c, const std::string& q) {
+  exec(c, "DROP TABLE " + q + ".workers");
+  exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 4");
+}
+
 /// Undoes migration 4 of schema `q` (quoted), keeping the jobs: a store written before flows.
 inline void downgrade_to_v3(PGconn* c, const std::string& q) {
+  downgrade_to_v4(c, q);
   for (const char* sql : {
            "DROP FUNCTION %s.flow_died(bigint[], boolean, text, boolean, bigint)",
            "DROP FUNCTION %s.flow_revive(bigint)",

@@ -414,6 +414,36 @@ TEST_CASE("a key of the wrong type where a queue key should be is a clear error,
   CHECK_THROWS_WITH(b.claim(from({"q"})), Catch::Contains("WRONGTYPE"));
 }
 
+TEST_CASE("the worker registry is two keys of one slot; a key of the wrong type there writes nothing",
+          "[redis][workers][bad-data]") {
+  jobq::ManualClock clock;
+  Store s(clock.fn());
+  auto& b = s.backend;
+  const std::string info = s.prefix + ":{~workers}:info", expiry = s.prefix + ":{~workers}:expiry";
+  jobq::WorkerInfo w;
+  w.id = "w1";
+  w.expires_at = clock.now() + 30s;
+  b.register_worker(w);
+  CHECK(type_of(b, info) == "hash");
+  CHECK(type_of(b, expiry) == "zset");
+  CHECK(key_slot(info) == key_slot(expiry));
+  CHECK(b.command({"ZSCORE", expiry, "w1"}).str == std::to_string(jobq::to_epoch_ms(w.expires_at)));
+  CHECK(jobq::worker_info_from_json(nlohmann::json::parse(b.command({"HGET", info, "w1"}).str)) == w);
+
+  // Each key of the wrong type in turn: the registration fails and neither key changes.
+  for (const auto& bad : {info, expiry}) {
+    CAPTURE(bad);
+    b.purge();
+    b.command({"SET", bad, "not jobq's"});
+    auto other = w;
+    other.id = "w2";
+    CHECK_THROWS_WITH(b.register_worker(other), Catch::Contains("WRONGTYPE"));
+    if (bad == expiry) CHECK_THROWS_AS(b.workers(), jobq::RedisError);  // with no entry, info is never read
+    CHECK(b.command({"EXISTS", bad == info ? expiry : info}).integer == 0);
+    CHECK(b.command({"GET", bad}).str == "not jobq's");
+  }
+}
+
 // The hot scripts check the keys they write in one ZDIFF (+HLEN/LLEN) and read the others
 // before their first write: a wrong type anywhere still fails before anything changes.
 TEST_CASE("claim and complete refuse a key of the wrong type before writing anything", "[redis][bad-data]") {

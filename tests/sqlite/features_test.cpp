@@ -322,3 +322,30 @@ TEST_CASE("new files get the page_size option; existing files keep theirs", "[sq
     CHECK_THROWS_AS((jobq::SqliteBackend{dir.file("bad.db"), {.page_size = bad}}), jobq::InvalidArgument);
   }
 }
+
+TEST_CASE("a schema 7 file is upgraded to 8: old jobs kept, the worker registry works", "[sqlite][migrations][workers]") {
+  TempDir dir;
+  REQUIRE(jobq::detail::sqlite::migrations().size() >= 8);
+  {
+    RawDb raw(dir.file());
+    sqlite_test::write_old_schema(raw, 7);
+    raw.exec(
+        "INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at, "
+        "backoff) VALUES ('old', 'noop', '{\"n\":1}', 'queued', 0, 3, 0, 0, '{\"kind\":\"fixed\",\"delay_ms\":0,\"jitter\":0.0}')");
+    CHECK(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'jobq_workers'") == "0");
+  }
+  jobq::ManualClock clock;
+  jobq::SqliteBackend store{dir.file(), {.clock = clock.fn()}};
+  CHECK(store.schema_version() == jobq::detail::sqlite::latest_schema_version());
+  CHECK(store.counts("old").queued == 1);
+  jobq::WorkerInfo w;
+  w.id = "host:1:1-ab";
+  w.heartbeat_at = clock.now();
+  w.expires_at = clock.now() + 30s;
+  store.register_worker(w);
+  CHECK(store.workers() == std::vector<jobq::WorkerInfo>{w});
+  RawDb raw(dir.file());
+  CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
+  CHECK(raw.scalar("SELECT expires_at FROM jobq_workers") == std::to_string(jobq::to_epoch_ms(w.expires_at)));
+  CHECK(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'jobq_workers_expiry'") == "1");
+}

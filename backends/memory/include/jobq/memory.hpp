@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "jobq/backend.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -559,6 +560,32 @@ class MemoryBackend {
     return true;
   }
 
+  /// @brief Stores (or replaces) a worker's entry, dropping every other expired one.
+  void register_worker(const WorkerInfo& w) {
+    validate_worker_id(w.id);
+    std::unique_lock lock(mutex_);
+    const auto t = now();
+    std::erase_if(workers_, [&](const auto& e) { return e.second.expires_at < t; });
+    workers_[w.id] = w;
+  }
+
+  /// @brief Removes a worker's entry; false if there was none.
+  bool unregister_worker(const std::string& id) {
+    std::unique_lock lock(mutex_);
+    return workers_.erase(id) > 0;
+  }
+
+  /// @brief The entries not expired, by id.
+  std::vector<WorkerInfo> workers() {
+    std::unique_lock lock(mutex_);
+    const auto t = now();
+    std::vector<WorkerInfo> out;
+    for (const auto& [id, w] : workers_) {
+      if (w.expires_at >= t) out.push_back(w);
+    }
+    return out;
+  }
+
   /// @brief Calls fn for every notice of `queues` (all when empty) until the subscription ends.
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     return hub_.subscribe(queues, std::move(fn));
@@ -964,6 +991,7 @@ class MemoryBackend {
   std::size_t max_payload_bytes_;
   NoticeHub hub_;
   std::map<std::string, StoredSchedule> schedules_;
+  std::map<std::string, WorkerInfo> workers_;  // by id: workers() lists in this order
   std::mutex mutex_;
   std::condition_variable_any cv_;
   std::uint64_t generation_ = 0;

@@ -29,6 +29,7 @@
 #include "jobq/postgres/statements.hpp"
 #include "jobq/postgres/values.hpp"
 #include "jobq/postgres/wake_listener.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -497,6 +498,41 @@ class PostgresBackend {
     });
     if (fired && job) wake_.wake();
     return fired;
+  }
+
+  /// @brief Stores (or replaces) a worker's entry and deletes the expired ones, in one
+  /// statement. Sent again after a lost connection: the same write twice is the same state.
+  void register_worker(const WorkerInfo& w) {
+    validate_worker_id(w.id);
+    const auto info = dump_for_storage(to_json(w), "worker info");
+    pool_.with_retry("register_worker", Replay::safe, [&](Conn& c, bool) {
+      return c.exec(S::register_worker, {w.id, ms(w.expires_at), info, ms(now())}) != nullptr;
+    });
+  }
+
+  /// @brief Deletes a worker's entry; false if there was none.
+  bool unregister_worker(const std::string& id) {
+    if (id.find('\0') != std::string::npos) return false;  // never stored, and libpq would cut it short
+    return pool_.with_retry("unregister_worker", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(c.exec(S::unregister_worker, {id}).get()) == 1;
+    });
+  }
+
+  /// @brief The entries not expired, by id.
+  std::vector<WorkerInfo> workers() {
+    return pool_.with_retry("workers", Replay::safe, [&](Conn& c, bool) {
+      auto r = c.exec(S::list_workers, {ms(now())});
+      std::vector<WorkerInfo> out;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        const std::string id = PQgetvalue(r.get(), row, 0);
+        try {
+          out.push_back(worker_info_from_json(nlohmann::json::parse(PQgetvalue(r.get(), row, 1))));
+        } catch (const std::exception& e) {  // not JSON, or not a WorkerInfo
+          throw PostgresError(ErrorCategory::backend, "postgres: stored worker '" + id + "' is corrupted: " + e.what());
+        }
+      }
+      return out;
+    });
   }
 
   /// @brief Calls fn for each notice of `queues` (all when empty) made by any process on this

@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 4> migrations = {{
+inline constexpr std::array<Migration, 5> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -402,6 +402,13 @@ BEGIN
   END LOOP;
   RETURN v_n;
 END $fn$;
+)sql"},
+    {5, "(issue 18) the worker registry",
+     R"sql(
+-- One row per registered Worker: its WorkerInfo as JSON text (kept verbatim, as a payload is),
+-- and its expiry beside it so that each registration deletes the expired rows by index.
+CREATE TABLE "{schema}".workers (id text PRIMARY KEY, expires_at bigint NOT NULL, info text NOT NULL);
+CREATE INDEX workers_expiry ON "{schema}".workers (expires_at);
 )sql"},
 }};
 

@@ -484,6 +484,30 @@ UPDATE "{schema}".schedules SET next_run = $3::bigint
 )sql";
 
 // ---------------------------------------------------------------------------------------------
+// The worker registry
+
+// One statement: the prune and the upsert. The prune skips rows another registration holds
+// (it is deleting them, or renewing one), so registrations never wait on each other's prune and
+// cannot deadlock; it spares $1, which the upsert writes (a row changes once per statement).
+// $1 id $2 expires_at $3 info $4 now
+inline constexpr std::string_view register_worker = R"sql(
+WITH gone AS (DELETE FROM "{schema}".workers WHERE id IN (
+    SELECT id FROM "{schema}".workers WHERE expires_at < $4::bigint AND id <> $1::text
+       FOR UPDATE SKIP LOCKED))
+INSERT INTO "{schema}".workers (id, expires_at, info) VALUES ($1::text, $2::bigint, $3::text)
+ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, info = EXCLUDED.info
+)sql";
+
+inline constexpr std::string_view unregister_worker = R"sql(
+DELETE FROM "{schema}".workers WHERE id = $1::text RETURNING 1
+)sql";
+
+// Byte order (COLLATE "C"), as std::string compares. $1 now
+inline constexpr std::string_view list_workers = R"sql(
+SELECT id, info FROM "{schema}".workers WHERE expires_at >= $1::bigint ORDER BY id COLLATE "C"
+)sql";
+
+// ---------------------------------------------------------------------------------------------
 // Not prepared: run once per connection or per backend object.
 
 inline constexpr std::string_view schema_version = R"sql(
@@ -578,6 +602,9 @@ enum class Statement : std::size_t {
   remove_schedule,
   list_schedules,
   fire_schedule,
+  register_worker,
+  unregister_worker,
+  list_workers,
   count_,
 };
 
@@ -645,6 +672,9 @@ struct StatementTable {
     def(S::remove_schedule, "remove_schedule", sql::remove_schedule);
     def(S::list_schedules, "list_schedules", sql::list_schedules);
     def(S::fire_schedule, "fire_schedule", sql::fire_schedule);
+    def(S::register_worker, "register_worker", sql::register_worker);
+    def(S::unregister_worker, "unregister_worker", sql::unregister_worker);
+    def(S::list_workers, "list_workers", sql::list_workers);
     schema_version = with_schema(sql::schema_version, schema);
     create_schema = with_schema(sql::create_schema, schema);
     create_migrations_table = with_schema(sql::create_migrations_table, schema);

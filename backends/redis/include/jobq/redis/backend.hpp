@@ -30,6 +30,7 @@
 #include "jobq/redis/records.hpp"
 #include "jobq/redis/scripts.hpp"
 #include "jobq/redis/url.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -456,6 +457,38 @@ class RedisBackend {
     const auto cas = name + ' ' + std::to_string(to_epoch_ms(expected)) + ' ' + std::to_string(to_epoch_ms(next));
     if (job) return enqueue_impl(std::span<const NewJob>(&*job, 1), cas).first;
     return enqueue_impl({}, cas).first;
+  }
+
+  /// @brief Stores (or replaces) a worker's entry and deletes the expired ones, in one script
+  /// (`<prefix>:{~workers}:info` and `:expiry`, one slot).
+  void register_worker(const WorkerInfo& w) {
+    validate_worker_id(w.id);
+    const Args argv{now_str(), w.id, std::to_string(to_epoch_ms(w.expires_at)), dump_for_storage(to_json(w), "worker info")};
+    const auto reply = run(true, [&](Connection& c, bool) { return scripts_.eval(c, Script::worker_register, worker_keys(), argv); });
+    expect_ok(reply, "register_worker");
+  }
+
+  /// @brief Deletes a worker's entry; false if there was none.
+  bool unregister_worker(const std::string& id) {
+    const auto reply = run(false, [&](Connection& c, bool) {
+      return scripts_.eval(c, Script::worker_unregister, worker_keys(), {id});
+    });
+    expect_ok(reply, "unregister_worker");
+    return detail::redis::reply_int(reply.get(), "unregister_worker") == 1;
+  }
+
+  /// @brief The entries not expired, by id (one script: one snapshot).
+  std::vector<WorkerInfo> workers() {
+    const auto keys = worker_keys();
+    const auto reply = run(true, [&](Connection& c, bool) { return scripts_.eval(c, Script::workers, keys, {now_str()}); });
+    expect_ok(reply, "workers");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) unexpected("workers");
+    std::vector<WorkerInfo> out;
+    for (std::size_t i = 0; i < reply->elements; i += 2) {
+      out.push_back(detail::redis::parse_worker(text(reply->element[i]), text(reply->element[i + 1]), keys.front()));
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return out;
   }
 
   /// @brief Calls fn for every notice of `queues` (all when empty), from any process on this
@@ -1013,6 +1046,9 @@ class RedisBackend {
 
   // The keys of `queue` that script `s` receives (see detail::redis::script_keys).
   void append_keys(Args& keys, std::string_view queue, Script s) { keys_.append(keys, queue, detail::redis::script_keys(s)); }
+
+  // The worker registry's keys, as the worker scripts receive them (lua_workers.hpp).
+  Args worker_keys() const { return {keys_.workers("info"), keys_.workers("expiry")}; }
 
   Args keys_for(std::string_view queue, Script s) {
     Args keys;

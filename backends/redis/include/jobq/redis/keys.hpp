@@ -70,6 +70,9 @@
 // Global keys (outside any queue's slot): <prefix>:id (the job id counter), <prefix>:jobqueue
 // (hash id -> queue), <prefix>:queues (set of queue names, for recover_expired),
 // <prefix>:schedules (hash name -> "next_run nonce spec") and <prefix>:version (store format).
+//
+// The worker registry (slot {~workers}, see KeyNames::workers): <prefix>:{~workers}:info (hash
+// worker id -> to_json(WorkerInfo)) and <prefix>:{~workers}:expiry (zset, score expires_at).
 
 #include <algorithm>
 #include <array>
@@ -173,6 +176,12 @@ class KeyNames {
 
   /// @brief A global key: "<prefix>:<name>".
   [[nodiscard]] std::string global(std::string_view name) const { return prefix_ + ":" + std::string(name); }
+
+  /// @brief A key of the worker registry: "<prefix>:{~workers}:<name>". One hash tag for all of
+  /// them (one slot, one script); '~' is not allowed in queue names, so no queue shares it.
+  [[nodiscard]] std::string workers(std::string_view name) const {
+    return prefix_ + ":{~workers}:" + std::string(name);
+  }
 
   /// @brief The SCAN pattern of every key under the prefix ("<prefix>:*", glob characters of
   /// the prefix escaped).

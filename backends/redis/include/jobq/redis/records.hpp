@@ -19,6 +19,7 @@
 #include "jobq/job.hpp"
 #include "jobq/redis/connection.hpp"
 #include "jobq/redis/keys.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq::detail::redis {
 
@@ -279,6 +280,16 @@ inline StoredSchedule parse_schedule(const std::string& name, std::string_view v
     return {name, nlohmann::json::parse(v.substr(sp2 + 1)), from_epoch_ms(to_i64(v.substr(0, sp1)))};
   } catch (const std::exception& e) {
     throw RedisError(ErrorCategory::backend, "redis: schedule '" + name + "' in " + key + " is corrupted: " + e.what());
+  }
+}
+
+/// @brief A worker entry of <prefix>:{~workers}:info (to_json(WorkerInfo)); `key` names the hash
+/// in error messages.
+inline WorkerInfo parse_worker(std::string_view id, std::string_view v, const std::string& key) {
+  try {
+    return worker_info_from_json(nlohmann::json::parse(v));
+  } catch (const std::exception& e) {
+    throw RedisError(ErrorCategory::backend, "redis: worker '" + std::string(id) + "' in " + key + " is corrupted: " + e.what());
   }
 }
 

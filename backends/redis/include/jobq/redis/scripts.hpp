@@ -18,6 +18,7 @@
 #include "jobq/redis/lua_lease.hpp"
 #include "jobq/redis/lua_linker.hpp"
 #include "jobq/redis/lua_read.hpp"
+#include "jobq/redis/lua_workers.hpp"
 
 namespace jobq::detail::redis {
 
@@ -26,7 +27,9 @@ enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
   cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
   flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
-  flow_expired, flow_drop, count_
+  flow_expired, flow_drop,
+  worker_register, worker_unregister, workers,
+  count_
 };
 
 /// @brief A script: its id, its name (for messages) and its body (see lua_linker.hpp).
@@ -67,6 +70,9 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
     ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
     ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
+    ScriptDef{Script::worker_register, "worker_register", lua::worker_register},
+    ScriptDef{Script::worker_unregister, "worker_unregister", lua::worker_unregister},
+    ScriptDef{Script::workers, "workers", lua::workers},
 };
 
 /// @brief How many scripts there are.

@@ -32,6 +32,7 @@
 #include "jobq/sqlite/statements.hpp"
 #include "jobq/sqlite/waiting.hpp"
 #include "jobq/time.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -498,6 +499,34 @@ class SqliteBackend {
     });
     if (wake) notify();
     return fired;
+  }
+
+  /// @brief Stores (or replaces) a worker's entry and deletes the expired ones, in one
+  /// transaction.
+  void register_worker(const WorkerInfo& w) {
+    validate_worker_id(w.id);
+    const auto info = dump_for_storage(to_json(w), "worker info");
+    pool_.write("register worker", [&](Connection& c) {
+      c.query(detail::sqlite::sql::prune_workers, "register worker: prune").bind(1, to_epoch_ms(now())).run();
+      c.query(detail::sqlite::sql::put_worker, "register worker")
+          .bind(1, w.id)
+          .bind(2, to_epoch_ms(w.expires_at))
+          .bind(3, info)
+          .run();
+    });
+  }
+
+  /// @brief Deletes a worker's entry; false if there was none.
+  bool unregister_worker(const std::string& id) {
+    return pool_.write("unregister worker", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::remove_worker, "unregister worker").bind(1, id).run() == 1;
+    });
+  }
+
+  /// @brief The entries not expired, by id.
+  std::vector<WorkerInfo> workers() {
+    const auto t = to_epoch_ms(now());
+    return pool_.read("list workers", [&](Connection& c) { return detail::sqlite::read_workers(c, t); });
   }
 
   /// @brief Calls fn for every notice of `queues` (all when empty) from this process: changes

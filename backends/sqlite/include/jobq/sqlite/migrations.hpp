@@ -30,7 +30,7 @@ struct Migration {
 
 /// @brief Every migration, oldest first. Append only: never edit one that has shipped (a file's
 /// stored table definitions are these texts, and migrations 6 and 7 rewrite one of them).
-inline constexpr std::array<Migration, 7> all_migrations{{
+inline constexpr std::array<Migration, 8> all_migrations{{
   {1, "jobs table",
    R"sql(
 CREATE TABLE jobq_jobs (
@@ -192,6 +192,17 @@ UPDATE sqlite_schema SET sql = replace(sql,
   WHERE type = 'table' AND name = 'jobq_jobs';
 PRAGMA writable_schema = OFF;
 )sql", true},
+  {8, "worker registry",
+   R"sql(
+-- One row per registered Worker: its WorkerInfo as JSON, and its expiry beside it so that each
+-- registration deletes the expired rows by index.
+CREATE TABLE jobq_workers (
+  id         TEXT    PRIMARY KEY,
+  expires_at INTEGER NOT NULL,  -- epoch ms
+  info       TEXT    NOT NULL   -- JSON (to_json(WorkerInfo))
+) WITHOUT ROWID;
+CREATE INDEX jobq_workers_expiry ON jobq_workers (expires_at);
+)sql"},
 }};
 
 static_assert([] {

@@ -15,6 +15,7 @@
 #include "jobq/sqlite/error.hpp"
 #include "jobq/sqlite/statements.hpp"
 #include "jobq/time.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq::detail::sqlite {
 
@@ -113,6 +114,26 @@ inline std::vector<StoredSchedule> read_schedules(Connection& c) {
                         "sqlite: schedule '" + s.text(0) + "' is corrupted: its spec is not valid JSON");
     }
     out.push_back({s.text(0), std::move(spec), from_epoch_ms(s.integer(2))});
+  }
+  return out;
+}
+
+/// @brief The worker entries with expires_at >= `now_ms`, by id.
+inline std::vector<WorkerInfo> read_workers(Connection& c, std::int64_t now_ms) {
+  std::vector<WorkerInfo> out;
+  auto s = c.query(sql::workers, "list workers");
+  s.bind(1, now_ms);
+  while (s.step()) {
+    const auto corrupted = [&](const std::string& why) {
+      return SqliteError(ErrorCategory::backend, "sqlite: worker '" + s.text(0) + "' is corrupted: " + why);
+    };
+    auto info = nlohmann::json::parse(s.text(1), nullptr, false);
+    if (info.is_discarded()) throw corrupted("its info is not valid JSON");
+    try {
+      out.push_back(worker_info_from_json(info));
+    } catch (const InvalidArgument& e) {
+      throw corrupted(e.what());
+    }
   }
   return out;
 }

@@ -357,6 +357,20 @@ inline constexpr std::string_view fire_schedule = R"sql(
 UPDATE jobq_schedules SET next_run = ?3 WHERE name = ?1 AND next_run = ?2
 )sql";
 
+// The worker registry (migration 8): id is the primary key; jobq_workers_expiry for the rest.
+
+// register_worker, in one transaction: the expired entries go, then the upsert.
+inline constexpr std::string_view prune_workers = R"sql(DELETE FROM jobq_workers WHERE expires_at < ?1)sql";
+inline constexpr std::string_view put_worker = R"sql(
+INSERT INTO jobq_workers (id, expires_at, info) VALUES (?1, ?2, ?3)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, info = excluded.info
+)sql";
+inline constexpr std::string_view remove_worker = R"sql(DELETE FROM jobq_workers WHERE id = ?1)sql";
+// By id in BINARY collation: byte order, as std::string compares.
+inline constexpr std::string_view workers = R"sql(
+SELECT id, info FROM jobq_workers WHERE expires_at >= ?1 ORDER BY id
+)sql";
+
 // Flows (migration 7).
 
 // get_many: primary key, once per id of the JSON array ?1 (in no particular order).
