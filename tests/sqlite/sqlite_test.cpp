@@ -577,7 +577,18 @@ TEST_CASE("a database that cannot be written opens read-only for inspection", "[
     CHECK_THROWS_WITH(store.pause("mail"), Catch::Contains("read-only"));
     const auto missing = src.file("nosuch.db");
     const auto e = error_of([&] { jobq::SqliteBackend none{missing, {.read_only = true}}; });
-    CHECK_THAT(e.what(), Catch::Contains("cannot open database") && Catch::Contains("read-only"));
+    CHECK_THAT(e.what(), Catch::Contains("no jobq store at") && Catch::Contains("does not exist"));
+    CHECK(e.category() == jobq::ErrorCategory::not_found);
+    CHECK_FALSE(std::filesystem::exists(missing));
+    // nor is a file without jobq's tables changed by looking
+    const auto empty = src.file("empty.db");
+    std::ofstream{empty};
+    const auto e2 = error_of([&] { jobq::SqliteBackend none{empty, {.read_only = true}}; });
+    CHECK_THAT(e2.what(), Catch::Contains("holds no jobq tables"));
+    CHECK(std::filesystem::file_size(empty) == 0);
+    // and a writable open that may not create refuses the same
+    const auto e3 = error_of([&] { jobq::SqliteBackend none{missing, {.create = false}}; });
+    CHECK(e3.category() == jobq::ErrorCategory::not_found);
     CHECK_FALSE(std::filesystem::exists(missing));
   }
 }
