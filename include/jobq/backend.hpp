@@ -63,14 +63,19 @@ inline void check_bulk_size(std::size_t n, const char* op) {
 ///   f.retry_at and attempts < max_attempts: queued with run_at = *f.retry_at, else dead with
 ///   finished_at = now. Stale token: FailOutcome::rejected, nothing changed.
 /// - `extend_lease(id, token, lease)`: heartbeat; lease_until = now + lease if still held.
-/// - `release(id, token)`: give a leased job back untouched (graceful shutdown): queued,
-///   run_at = now, attempts - 1 (the attempt did not happen), lease cleared.
+/// - `snooze(id, token, run_at)`: if active with that token: queued at the given run_at,
+///   attempts - 1 (the attempt does not count), lease cleared, errors untouched; wait_for_work
+///   wakes. Stale token: false, nothing changed.
+/// - `release(id, token)`: snooze(id, token, now): give a leased job back untouched (graceful
+///   shutdown).
 /// - `set_progress(id, token, percent 0..100, message)`: progress of an active job.
 /// - `recover_expired()`: every active job with lease_until <= now: an error "lease expired"
 ///   appended; queued at run_at = now if attempts < max_attempts, else dead. Returns counts.
 /// - `get(id)`: the job, or nullopt.
-/// - `cancel(id)`: a queued (or waiting) job becomes cancelled (finished_at = now, unique key released);
-///   any other state: false.
+/// - `cancel(id)`: a queued, waiting or active job becomes cancelled (finished_at = now, lease
+///   and lease token cleared, unique key released, a cancelled notice); any other state: false.
+///   The worker holding an active one finds out at its next heartbeat (extend_lease: false);
+///   its complete, fail and set_progress are refused, and recover_expired never sees it.
 /// - `redrive(id)`: a dead job becomes queued, run_at = now, attempts 0, errors kept; else false.
 /// - `cancel_many(ids)` / `redrive_many(ids)`: cancel / redrive of each id in input order, as
 ///   if called one after another (a repeated id: false after its first time; unknown: false),
@@ -78,7 +83,8 @@ inline void check_bulk_size(std::size_t n, const char* op) {
 ///   call, else InvalidArgument with nothing changed. On Redis the ids of one queue go in one
 ///   script; a flow dependent in another queue is settled after that script (as for cancel).
 /// - `pause(queue)` / `resume(queue)` / `is_paused(queue)`: paused queues are not claimed from.
-/// - `counts(queue)`: exact jobs per state.
+/// - `counts(queue)`: exact jobs per state, and `delayed`: of the queued ones, those with
+///   run_at > now.
 /// - `prune(queue, retention)`: delete finished jobs of the queue whose finished_at is older
 ///   than now - the retention of their state; returns how many. Never touches queued/active.
 /// - `list(queue, state, page)`: jobs of that state, in a stable order (by id) so that pages
@@ -135,7 +141,8 @@ inline void check_bulk_size(std::size_t n, const char* op) {
 ///     returns to waiting (finished_at cleared, errors kept), unless another of its
 ///     dependencies is dead or cancelled and it does not continue on failure; and so on down
 ///     the flow.
-///   - `cancel(id)` also cancels a waiting job.
+///   - `cancel(id)` also cancels a waiting job, and an active member (its dependents as for a
+///     queued one).
 ///   - `cancel_flow(id)`: cancels every queued or waiting member of the flow of job `id` (a
 ///     member that is active finishes its attempt; what depends on it is already cancelled).
 ///     Returns how many; 0 when the job is in no flow or absent.
@@ -176,6 +183,7 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.fail(failure) } -> std::same_as<FailOutcome>;
   { b.extend_lease(id, token, lease) } -> std::same_as<bool>;
   { b.release(id, token) } -> std::same_as<bool>;
+  { b.snooze(id, token, at) } -> std::same_as<bool>;
   { b.set_progress(id, token, 50, token) } -> std::same_as<bool>;
   { b.recover_expired() } -> std::same_as<Recovered>;
   { b.get(id) } -> std::same_as<std::optional<JobRecord>>;

@@ -39,6 +39,7 @@ class BackendInterface {
   virtual FailOutcome fail(const Failure& f) = 0;
   virtual bool extend_lease(JobId id, const std::string& token, Millis lease) = 0;
   virtual bool release(JobId id, const std::string& token) = 0;
+  virtual bool snooze(JobId id, const std::string& token, TimePoint run_at) = 0;
   virtual bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) = 0;
   virtual Recovered recover_expired() = 0;
   virtual std::optional<JobRecord> get(JobId id) = 0;
@@ -117,6 +118,10 @@ class ForwardingBackend : public Interface {
   }
   /// @brief See Backend::release.
   bool release(JobId id, const std::string& token) { return forward("release").release(id, token); }
+  /// @brief See Backend::snooze.
+  bool snooze(JobId id, const std::string& token, TimePoint run_at) {
+    return forward("snooze").snooze(id, token, run_at);
+  }
   /// @brief See Backend::set_progress.
   bool set_progress(JobId id, const std::string& token, int percent, const std::string& message) {
     return forward("set_progress").set_progress(id, token, percent, message);

@@ -345,6 +345,9 @@ struct Counts {
   std::int64_t dead = 0;       ///< out of attempts (until pruned or re-driven)
   std::int64_t cancelled = 0;  ///< cancelled (until pruned)
   std::int64_t waiting = 0;    ///< flow members waiting for their dependencies
+  /// Of the queued jobs, how many have run_at > now (a delay or a retry backoff): part of
+  /// `queued`, not a state of its own, so queued - delayed are ready now.
+  std::int64_t delayed = 0;
   friend bool operator==(const Counts&, const Counts&) = default;
 };
 

@@ -26,10 +26,12 @@
 namespace jobq {
 
 /// @brief Jobs per state as a JSON object keyed by state name, every state (jobq::all_job_states)
-/// in enum order: what the CLI, the metrics snapshot and the dashboard API print.
+/// in enum order, then "delayed" (of the queued, those not due yet; not a state): what the CLI,
+/// the metrics snapshot and the dashboard API print.
 inline nlohmann::json counts_to_json(Counts c) {
   auto j = nlohmann::json::object();
   for (const auto s : all_job_states) j[std::string(to_string(s))] = count_of(c, s);
+  j["delayed"] = c.delayed;
   return j;
 }
 
@@ -301,6 +303,12 @@ class Metrics {
         line("jobq_jobs", ql(name) + ",state=\"" + std::string(to_string(state)) + "\"",
              static_cast<double>(count_of(c, state)));
       }
+    }
+    // Its own family: delayed jobs are part of state="queued", and a sum over the states of
+    // jobq_jobs stays the number of jobs.
+    family("jobq_jobs_delayed", "gauge", "Queued jobs whose run_at is still ahead (part of state=\"queued\").");
+    for (const auto& [name, q] : queues_) {
+      if (q.sample) line("jobq_jobs_delayed", ql(name), static_cast<double>(q.sample->counts.delayed));
     }
     family("jobq_queue_paused", "gauge", "1 if the queue is paused.");
     for (const auto& [name, q] : queues_) {

@@ -133,7 +133,8 @@ class Queue {
 
   /// @brief The job, if it exists.
   std::optional<JobRecord> get(JobId id) { return backend_->get(id); }
-  /// @brief Cancels a queued or waiting job; false otherwise.
+  /// @brief Cancels a queued, waiting or active job (an active one's worker is refused from then
+  /// on); false otherwise.
   bool cancel(JobId id) { return backend_->cancel(id); }
   /// @brief Re-drives a dead job; false if it is not dead.
   bool redrive(JobId id) { return backend_->redrive(id); }

@@ -83,31 +83,102 @@ TEMPLATE_LIST_TEST_CASE("a unique key inside one bulk enqueue dedups too", "[con
 // ---------------------------------------------------------------------------------------------
 // Cancel, pause, counts, retention, listing
 
-TEMPLATE_LIST_TEST_CASE("a queued job can be cancelled, an active one cannot", "[conformance]",
+TEMPLATE_LIST_TEST_CASE("queued, delayed and active jobs can be cancelled, finished ones cannot", "[conformance][cancel]",
                         Backends) {
   TestType fx;
   auto& b = fx.backend();
+  jobq_test::NoticeLog log;
+  auto sub = b.subscribe({}, log.fn());
   const auto a = b.enqueue(make_job()).id;
   auto later = make_job();
   later.run_at = fx.clock.now() + 1h;
   const auto d = b.enqueue(later).id;
   CHECK(b.cancel(d));  // delayed jobs are queued too
-  const auto c = claim_one(b).id;
-  REQUIRE(c == a);
-  CHECK_FALSE(b.cancel(a));
-  CHECK(state_of(b, a) == JobState::active);
+  const auto j = claim_one(b, "q", 10s);
+  REQUIRE(j.id == a);
+  fx.clock.advance(1s);
+  CHECK(b.cancel(a));  // active: its worker finds out at its next heartbeat
+  auto s = b.get(a);
+  REQUIRE(s);
+  CHECK(s->state == JobState::cancelled);
+  CHECK(s->finished_at == fx.clock.now());
+  CHECK_FALSE(s->lease_until);
+  CHECK(s->lease_token.empty());
+  CHECK(s->attempts == 1);
   CHECK(state_of(b, d) == JobState::cancelled);
   CHECK(b.get(d)->finished_at);
+  CHECK(b.counts("q") == jobq::Counts{.cancelled = 2});
   CHECK_FALSE(b.cancel(d));
+  CHECK_FALSE(b.cancel(a));
   CHECK_FALSE(b.cancel(a + 1000000));
+
+  const auto done = b.enqueue(make_job()).id;
+  const auto dj = claim_one(b);
+  REQUIRE(b.complete(done, dj.lease_token, nullptr));
+  CHECK_FALSE(b.cancel(done));
+  CHECK(state_of(b, done) == JobState::completed);
   fx.clock.advance(2h);
   CHECK(b.claim(claim_from({"q"})).empty());
+  using K = jobq::JobNotice::Kind;
+  CHECK(eventually([&] { return log.has(K::cancelled, a) && log.has(K::cancelled, d); }));
+}
+
+TEMPLATE_LIST_TEST_CASE("the worker of a cancelled active job is refused and changes nothing", "[conformance][cancel]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto id = b.enqueue(make_job()).id;
+  const auto j = claim_one(b, "q", 10s);
+  REQUIRE(b.set_progress(id, j.lease_token, 30, "a third"));
+  REQUIRE(b.cancel(id));
+  CHECK_FALSE(b.extend_lease(id, j.lease_token, 10s));  // the heartbeat tells the worker
+  CHECK_FALSE(b.complete(id, j.lease_token, {{"late", true}}));
+  CHECK(b.complete_many(std::vector<jobq::Completion>{{id, j.lease_token, nullptr}}) == std::vector<bool>{false});
+  CHECK(b.fail({id, j.lease_token, "late", b.now()}) == jobq::FailOutcome::rejected);
+  CHECK(b.fail({id, j.lease_token, "late", std::nullopt}) == jobq::FailOutcome::rejected);
+  CHECK_FALSE(b.set_progress(id, j.lease_token, 90, "late"));
+  CHECK_FALSE(b.snooze(id, j.lease_token, b.now() + 1min));
+  CHECK_FALSE(b.release(id, j.lease_token));
+  fx.clock.advance(1h);  // far past the lease it had
+  CHECK(b.recover_expired() == jobq::Recovered{0, 0});
+  auto s = b.get(id);
+  REQUIRE(s);
+  CHECK(s->state == JobState::cancelled);
+  CHECK(s->finished_at == fx.clock.now() - 1h);
+  CHECK(s->result.is_null());
+  CHECK(s->errors.empty());
+  CHECK(s->attempts == 1);
+  CHECK(s->progress == 30);
+  CHECK(b.counts("q") == jobq::Counts{.cancelled = 1});
+  CHECK(b.claim(claim_from({"q"})).empty());
+}
+
+TEMPLATE_LIST_TEST_CASE("cancelling an active job releases its unique key and its group's slot",
+                        "[conformance][cancel][limits]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  b.set_queue_limits("q", {std::nullopt, 1});
+  auto keyed = make_job();
+  keyed.unique_key = "only-one";
+  keyed.group = "g";
+  const auto first = b.enqueue(keyed).id;
+  auto other = make_job();
+  other.group = "g";
+  const auto next = b.enqueue(other).id;
+  REQUIRE(claim_one(b).id == first);
+  CHECK(b.claim(claim_from({"q"})).empty());  // the group is at its limit
+  CHECK(b.enqueue(keyed).id == first);         // the active job holds the key
+  REQUIRE(b.cancel(first));
+  CHECK(claim_one(b).id == next);
+  const auto again = b.enqueue(keyed);
+  CHECK(again.created);
+  CHECK(again.id != first);
 }
 
 // ---------------------------------------------------------------------------------------------
 // cancel_many and redrive_many: cancel / redrive of each id in order, in one call
 
-TEMPLATE_LIST_TEST_CASE("cancel_many cancels each queued job once, in input order, and refuses the rest",
+TEMPLATE_LIST_TEST_CASE("cancel_many cancels each queued or active job once, in input order, and refuses the rest",
                         "[conformance][bulk]", Backends) {
   TestType fx;
   auto& b = fx.backend();
@@ -122,18 +193,21 @@ TEMPLATE_LIST_TEST_CASE("cancel_many cancels each queued job once, in input orde
   auto later = make_job("other");
   later.run_at = fx.clock.now() + 1h;
   const auto delayed = b.enqueue(later).id;
-  const std::vector<jobq::JobId> ids{queued, active, done, queued + 1'000'000, queued, delayed};
-  CHECK(b.cancel_many(ids) == std::vector<bool>{true, false, false, false, false, true});
+  const std::vector<jobq::JobId> ids{queued, active, done, queued + 1'000'000, queued, delayed, active};
+  CHECK(b.cancel_many(ids) == std::vector<bool>{true, true, false, false, false, true, false});
   CHECK(state_of(b, queued) == JobState::cancelled);
   CHECK(b.get(queued)->finished_at == fx.clock.now());
   CHECK(state_of(b, delayed) == JobState::cancelled);
-  CHECK(state_of(b, active) == JobState::active);
+  CHECK(state_of(b, active) == JobState::cancelled);
+  CHECK(b.get(active)->lease_token.empty());
   CHECK(state_of(b, done) == JobState::completed);
-  CHECK(b.counts("q") == jobq::Counts{.active = 1, .completed = 1, .cancelled = 1});
+  CHECK(b.counts("q") == jobq::Counts{.completed = 1, .cancelled = 2});
   CHECK(b.counts("other") == jobq::Counts{.cancelled = 1});
   using K = jobq::JobNotice::Kind;
-  CHECK(eventually([&] { return log.has(K::cancelled, queued) && log.has(K::cancelled, delayed); }));
-  CHECK(b.cancel_many(std::vector<jobq::JobId>{queued, delayed}) == std::vector<bool>{false, false});
+  CHECK(eventually([&] {
+    return log.has(K::cancelled, queued) && log.has(K::cancelled, delayed) && log.has(K::cancelled, active);
+  }));
+  CHECK(b.cancel_many(std::vector<jobq::JobId>{queued, delayed, active}) == std::vector<bool>{false, false, false});
 }
 
 TEMPLATE_LIST_TEST_CASE("redrive_many re-drives the dead jobs of two queues, each once", "[conformance][bulk]",
@@ -261,8 +335,48 @@ TEMPLATE_LIST_TEST_CASE("counts per state are exact", "[conformance]", Backends)
   b.complete(got[1].id, got[1].lease_token, nullptr);
   b.fail({got[2].id, got[2].lease_token, "x", b.now()});  // last attempt: dead
   b.cancel(ids[6]);
-  CHECK(b.counts("q") == jobq::Counts{.queued = 3, .active = 1, .completed = 2, .dead = 1, .cancelled = 1});
+  CHECK(b.counts("q") ==
+        jobq::Counts{.queued = 3, .active = 1, .completed = 2, .dead = 1, .cancelled = 1, .delayed = 1});
   CHECK(b.counts("other") == jobq::Counts{.queued = 1});
+  CHECK(b.counts("empty") == jobq::Counts{});
+}
+
+TEMPLATE_LIST_TEST_CASE("counts tell the delayed queued jobs from the ready ones", "[conformance][counts]",
+                        Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto t0 = fx.clock.now();
+  b.enqueue(make_job());
+  auto due_now = make_job();
+  due_now.run_at = t0;  // run_at == now: ready
+  b.enqueue(due_now);
+  for (const auto in : {1min, 2min}) {
+    auto later = make_job();
+    later.run_at = t0 + in;
+    b.enqueue(later);
+  }
+  auto long_ago = make_job();
+  long_ago.run_at = t0 - 1h;
+  b.enqueue(long_ago);
+  CHECK(b.counts("q") == jobq::Counts{.queued = 5, .delayed = 2});
+
+  // A retry with a backoff waits as a delayed job; the attempt that failed is not queued.
+  auto retried = with_attempts(3, make_job("r"));
+  const auto r = b.enqueue(retried).id;
+  const auto j = claim_one(b, "r");
+  CHECK(b.counts("r") == jobq::Counts{.active = 1});
+  REQUIRE(b.fail({r, j.lease_token, "busy", t0 + 90s}) == jobq::FailOutcome::retried);
+  CHECK(b.counts("r") == jobq::Counts{.queued = 1, .delayed = 1});
+
+  fx.clock.advance(1min);  // the first delayed job comes due, the second is still ahead
+  CHECK(b.counts("q") == jobq::Counts{.queued = 5, .delayed = 1});
+  CHECK(b.counts("r").delayed == 1);
+  fx.clock.advance(30s);  // the retry's run_at: due
+  CHECK(b.counts("r") == jobq::Counts{.queued = 1});
+  fx.clock.advance(30s);
+  CHECK(b.counts("q") == jobq::Counts{.queued = 5});
+  CHECK(b.claim(claim_from({"q"}, 10)).size() == 5);
+  CHECK(b.counts("q") == jobq::Counts{.active = 5});
   CHECK(b.counts("empty") == jobq::Counts{});
 }
 

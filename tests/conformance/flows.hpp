@@ -362,6 +362,35 @@ TEMPLATE_LIST_TEST_CASE("cancelling one waiting member cancels what depends on i
   CHECK_FALSE(b.cancel(ids[2]));
 }
 
+TEMPLATE_LIST_TEST_CASE("cancelling an active member settles its dependents as for a queued one",
+                        "[conformance][flow][cancel]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Flow flow;
+  auto a = flow.add(make_job("q"));
+  auto strict = flow.add(make_job("q2"), {a});
+  flow.add(make_job("q2"), {strict});
+  flow.add(make_job("q3"), {a}, {.continue_on_failure = true});
+  flow.on_failure(make_job("errors"));
+  const auto ids = b.enqueue_flow(flow.spec());
+  const auto running = claim_one(b, "q");
+  REQUIRE(running.id == ids[0]);
+  REQUIRE(b.cancel(ids[0]));
+  CHECK(state_of(b, ids[0]) == JobState::cancelled);
+  CHECK(state_of(b, ids[1]) == JobState::cancelled);
+  CHECK(last_error(b, ids[1]) == "dependency " + std::to_string(ids[0]) + " was cancelled");
+  CHECK(state_of(b, ids[2]) == JobState::cancelled);  // and so on down the flow
+  CHECK(last_error(b, ids[2]) == "dependency " + std::to_string(ids[1]) + " was cancelled");
+  CHECK_FALSE(b.complete(ids[0], running.lease_token, nullptr));  // too late to complete
+  const auto cont = claim_one(b, "q3");
+  CHECK(cont.id == ids[3]);
+  const auto deps = jobq::load_dependencies(b, cont);
+  REQUIRE(deps.size() == 1);
+  CHECK(deps[0].state == JobState::cancelled);
+  CHECK(b.counts("errors") == jobq::Counts{});  // a cancel is not a failure of its own
+  CHECK(b.counts("q2") == jobq::Counts{.cancelled = 2});
+}
+
 TEMPLATE_LIST_TEST_CASE("re-driving a dead member resumes the flow from there",
                         "[conformance][flow][redrive]", Backends) {
   TestType fx;

@@ -89,6 +89,69 @@ TEMPLATE_LIST_TEST_CASE("release gives a job back without burning an attempt", "
   CHECK(claim_one(b).attempts == 1);
 }
 
+TEMPLATE_LIST_TEST_CASE("snooze gives a job back until a chosen time without burning an attempt",
+                        "[conformance][snooze]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto id = b.enqueue(with_attempts(2)).id;
+  auto j = claim_one(b);
+  REQUIRE(b.fail({id, j.lease_token, "first try", fx.clock.now()}) == jobq::FailOutcome::retried);
+  j = claim_one(b, "q", 10s);
+  CHECK(j.attempts == 2);
+  const auto wake_at = fx.clock.now() + 5min;
+  CHECK(b.snooze(id, j.lease_token, wake_at));
+  auto s = b.get(id);
+  REQUIRE(s);
+  CHECK(s->state == JobState::queued);
+  CHECK(s->run_at == wake_at);
+  CHECK(s->attempts == 1);  // the snoozed attempt does not count
+  CHECK_FALSE(s->lease_until);
+  CHECK(s->lease_token.empty());
+  REQUIRE(s->errors.size() == 1);  // the earlier failure stays
+  CHECK(s->errors[0].message == "first try");
+  CHECK(b.counts("q") == jobq::Counts{.queued = 1, .delayed = 1});
+
+  CHECK_FALSE(b.snooze(id, j.lease_token, fx.clock.now()));  // the lease is gone
+  CHECK_FALSE(b.extend_lease(id, j.lease_token, 10s));
+  fx.clock.advance(4min + 59s);
+  CHECK(b.recover_expired() == jobq::Recovered{0, 0});  // past the old lease: nothing is leased
+  CHECK(b.claim(claim_from({"q"})).empty());
+  fx.clock.advance(1s);
+  const auto again = claim_one(b);
+  CHECK(again.id == id);
+  CHECK(again.attempts == 2);  // the last one allowed: the snooze gave it back
+  CHECK(b.complete(id, again.lease_token, nullptr));
+}
+
+TEMPLATE_LIST_TEST_CASE("a job claimed once and snoozed has used no attempt", "[conformance][snooze]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const auto id = b.enqueue(make_job()).id;
+  const auto other = b.enqueue(make_job()).id;
+  const auto j = claim_one(b);
+  REQUIRE(j.id == id);
+  CHECK(b.snooze(id, j.lease_token, fx.clock.now() + 10s));
+  CHECK(b.get(id)->attempts == 0);
+  CHECK(claim_one(b).id == other);  // not claimable before its run_at
+  CHECK(b.claim(claim_from({"q"})).empty());
+  fx.clock.advance(10s);
+  const auto again = claim_one(b);
+  CHECK(again.id == id);
+  CHECK(again.attempts == 1);
+  CHECK(again.lease_token != j.lease_token);
+  CHECK_FALSE(b.snooze(id, j.lease_token, fx.clock.now()));  // an old token, on a job leased again
+  CHECK_FALSE(b.snooze(id, "", fx.clock.now()));
+  CHECK_FALSE(b.snooze(id + 1000000, again.lease_token, fx.clock.now()));
+  auto s = b.get(id);
+  CHECK(s->state == JobState::active);
+  CHECK(s->lease_token == again.lease_token);
+  CHECK(s->attempts == 1);
+  // A run_at in the past: ready at once, as release is.
+  CHECK(b.snooze(id, again.lease_token, fx.clock.now() - 1min));
+  CHECK(b.counts("q") == jobq::Counts{.queued = 1, .active = 1});
+  CHECK(claim_one(b).id == id);
+}
+
 TEMPLATE_LIST_TEST_CASE("progress of an active job is visible through get", "[conformance]", Backends) {
   TestType fx;
   auto& b = fx.backend();

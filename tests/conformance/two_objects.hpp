@@ -301,6 +301,29 @@ TEMPLATE_LIST_TEST_CASE("a subscriber on one object hears every change made thro
   CHECK(other_log.size() == 0);
 }
 
+TEMPLATE_LIST_TEST_CASE("a job one object claimed and another cancelled is lost to the first",
+                        "[conformance][two-objects][cancel]", Backends) {
+  TestType fx;
+  auto& a = fx.backend();          // the worker's
+  auto& b = fx.second_backend();   // the operator's
+  const auto id = a.enqueue(make_job()).id;
+  const auto j = claim_one(a, "q", 10s);
+  REQUIRE(b.cancel(id));
+  CHECK_FALSE(a.extend_lease(id, j.lease_token, 10s));
+  CHECK_FALSE(a.complete(id, j.lease_token, {{"late", true}}));
+  CHECK(a.fail({id, j.lease_token, "late", std::nullopt}) == jobq::FailOutcome::rejected);
+  CHECK_FALSE(a.snooze(id, j.lease_token, a.now()));
+  fx.clock.advance(1min);
+  CHECK(a.recover_expired() == jobq::Recovered{0, 0});
+  for (auto* be : {&a, &b}) {
+    auto s = be->get(id);
+    REQUIRE(s);
+    CHECK(s->state == JobState::cancelled);
+    CHECK(s->result.is_null());
+    CHECK(s->errors.empty());
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("max_payload_bytes is per object and refuses before anything is written",
                         "[conformance][two-objects][bad-input][limits]", Backends) {
   TestType fx;

@@ -197,7 +197,7 @@ void exercise_bulk(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   r = jobq_cli(s.args(args));
   CHECK(r.rc == 3);
   CHECK(r.out == want);
-  CHECK(r.err == "jobq: job 987654321: not found\njobq: job " + args[1] + ": it is cancelled, not queued or waiting\n");
+  CHECK(r.err == "jobq: job 987654321: not found\njobq: job " + args[1] + ": it is cancelled, not queued, waiting or active\n");
   CHECK(b.counts(q) == jobq::Counts{.queued = 600, .cancelled = 600});
   r = jobq_cli(s.args({"cancel", args[1], args[600], "--json"}));
   CHECK(r.rc == 4);
@@ -271,6 +271,7 @@ void exercise(const Store& s) {
   CHECK(qs[0].at("counts").at("queued") == c.queued);
   CHECK(qs[0].at("counts").at("completed") == c.completed);
   CHECK(qs[0].at("counts").at("dead") == c.dead);
+  CHECK(qs[0].at("counts").at("delayed") == c.delayed);
   CHECK(c.queued == 1);
   CHECK(c.completed == 1);
   CHECK(c.dead == 1);
@@ -278,6 +279,7 @@ void exercise(const Store& s) {
   r = jobq_cli(s.args({"queues", "-q", q}));
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("QUEUE") != std::string::npos);
+  CHECK(r.out.find("QUEUED  DELAYED  ACTIVE") != std::string::npos);  // of the queued, those not due yet
   CHECK(r.out.find(q) != std::string::npos);
   r = jobq_cli(s.args({"queues", "--json"}));
   if (b.can_list_queues()) {

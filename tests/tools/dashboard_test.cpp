@@ -230,11 +230,13 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
     for (const char* state : {"queued", "active", "completed", "dead", "cancelled", "waiting"}) {
       CHECK(shown[name][state] == std::to_string(q.at("counts").at(state).get<long>()));
     }
+    CHECK(shown[name]["delayed"] == std::to_string(q.at("counts").at("delayed").get<long>()));
     CHECK(shown[name]["hour"] == std::to_string(q.at("completed_last_hour").get<long>()));
     CHECK(shown[name]["paused"] == "running");
   }
   CHECK(shown["emails"]["dead"] == "2");
   CHECK(shown["emails"]["queued"] == "3");
+  CHECK(shown["emails"]["delayed"] == "1");  // the retry in an hour
   CHECK(shown["images"]["dead"] == "1");
 
   // throughput chart: 60 one-minute bars, the 3 completions in the last one
@@ -404,7 +406,7 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   CHECK(flow.at("size") == 4);
   CHECK(flow.at("more") == false);
   CHECK(flow.at("counts") == json{{"queued", 1}, {"active", 0}, {"completed", 1}, {"dead", 2}, {"cancelled", 0},
-                                  {"waiting", 0}});
+                                  {"waiting", 0}, {"delayed", 0}});
   REQUIRE(flow.at("members").size() == 4);
   CHECK(flow["members"][3].at("depends_on") == json{v.low, v.high});
   CHECK(flow["members"][3].at("errors").at(0).at("message") ==

@@ -50,7 +50,7 @@ TEST_CASE("jobq flow: a DAG as a tree, a member reached twice printed once; --js
 
   // waiting in the counts the CLI and the dashboard print, and in the gauge
   CHECK(jobq::counts_to_json(b.counts("mail")) ==
-        nlohmann::json{{"queued", 0}, {"active", 0}, {"completed", 0}, {"dead", 0}, {"cancelled", 0}, {"waiting", 1}});
+        nlohmann::json{{"queued", 0}, {"active", 0}, {"completed", 0}, {"dead", 0}, {"cancelled", 0}, {"waiting", 1}, {"delayed", 0}});
   jobq::Metrics m;
   const std::vector<std::string> queues{"videos", "mail"};
   m.sample(b, queues);

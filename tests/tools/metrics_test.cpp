@@ -33,7 +33,7 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   m.observe({K::lost_lease, 4, "emails", "send", 1, 10ms, ""});
   m.enqueued("emails", 3);
   m.track("images");
-  m.set_sample("emails", {{4, 1, 7, 2, 1}, true, 90s});
+  m.set_sample("emails", {{.queued = 4, .active = 1, .completed = 7, .dead = 2, .cancelled = 1, .delayed = 3}, true, 90s});
 
   const auto text = m.prometheus();
   INFO(text);
@@ -41,6 +41,9 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="queued"} 4)"));
   CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="dead"} 2)"));
   CHECK(has_line(text, R"(jobq_jobs{queue="emails",state="waiting"} 0)"));  // every state, flows or not
+  CHECK(has_line(text, "# TYPE jobq_jobs_delayed gauge"));
+  CHECK(has_line(text, R"(jobq_jobs_delayed{queue="emails"} 3)"));  // of the 4 queued
+  CHECK(text.find("state=\"delayed\"") == std::string::npos);     // not a state: sums stay right
   CHECK(has_line(text, R"(jobq_queue_paused{queue="emails"} 1)"));
   CHECK(has_line(text, R"(jobq_oldest_waiting_age_seconds{queue="emails"} 90)"));
   CHECK(has_line(text, R"(jobq_jobs_enqueued_total{queue="emails"} 3)"));
@@ -61,6 +64,7 @@ TEST_CASE("Metrics: events, samples and the Prometheus text") {
   CHECK(has_line(text, R"(jobq_job_queue_wait_seconds_count{queue="images"} 0)"));
 
   auto snap = m.snapshot();
+  CHECK(snap["emails"]["counts"]["delayed"] == 3);
   CHECK(snap["emails"]["completed_per_minute"].size() == 60);
   CHECK(snap["emails"]["completed_per_minute"].back() == 1);
   CHECK(snap["emails"]["failed_per_minute"].back() == 2);

@@ -160,7 +160,10 @@ struct Cli {
                      {"completed_last_hour", hour},
                      {"oldest_waiting_seconds", oldest ? json(oldest->count() / 1000.0) : json(nullptr)}});
       std::vector<std::string> row{q, paused ? "yes" : "no"};
-      for (const auto s : jobq::all_job_states) row.push_back(std::to_string(jobq::count_of(c, s)));
+      for (const auto s : jobq::all_job_states) {
+        row.push_back(std::to_string(jobq::count_of(c, s)));
+        if (s == jobq::JobState::queued) row.push_back(std::to_string(c.delayed));  // of those, not due yet
+      }
       row.insert(row.end(), {std::to_string(per_minute.back()), std::to_string(hour), format_age(oldest)});
       rows.push_back(std::move(row));
     }
@@ -174,6 +177,7 @@ struct Cli {
         std::string name(jobq::to_string(s));
         std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::toupper(c); });
         header.push_back(std::move(name));
+        if (s == jobq::JobState::queued) header.emplace_back("DELAYED");
       }
       header.insert(header.end(), {"DONE/1M", "DONE/1H", "OLDEST-WAIT"});
       print_table(header, rows);
@@ -578,8 +582,8 @@ int main(int argc, char** argv) {
   redrive_cmd->add_flag("--all", redrive_all, "every dead job of the --queue(s)");
 
   std::vector<jobq::JobId> cancel_ids;
-  auto* cancel_cmd = app.add_subcommand("cancel", "cancel queued (or waiting) jobs");
-  cancel_cmd->add_option("ids", cancel_ids, "queued or waiting job ids")->required();
+  auto* cancel_cmd = app.add_subcommand("cancel", "cancel queued, waiting or active jobs");
+  cancel_cmd->add_option("ids", cancel_ids, "queued, waiting or active job ids")->required();
 
   jobq::JobId flow_id = 0;
   auto* flow_cmd = app.add_subcommand("flow", "the flow of a job, as a tree of its members and what they wait for");
@@ -678,7 +682,7 @@ int main(int argc, char** argv) {
     }
     if (cancel_cmd->parsed()) {
       return cli.each_job(backend, cancel_ids, [&](std::span<const jobq::JobId> ids) { return backend.cancel_many(ids); },
-                          "cancelled", "queued or waiting");
+                          "cancelled", "queued, waiting or active");
     }
     if (pause_cmd->parsed()) return cli.pause(backend, pause_queues, true, pause_create);
     if (resume_cmd->parsed()) return cli.pause(backend, resume_queues, false, false);

@@ -39,7 +39,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
 
 <h2>Queues</h2>
 <table id="queues">
-  <thead><tr><th>queue</th><th>state</th><th>queued</th><th>active</th><th>completed</th><th>dead</th>
+  <thead><tr><th>queue</th><th>state</th><th>queued</th><th title="of the queued, not due yet">delayed</th><th>active</th><th>completed</th><th>dead</th>
   <th>cancelled</th><th>waiting</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
@@ -191,7 +191,7 @@ async function refresh() {
       const cell = (field, v) => el("td", { class: "num", "data-field": field }, v);
       rows.push(el("tr", { "data-queue": q.queue },
         el("td", {}, q.queue), el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
-        cell("queued", c.queued), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
+        cell("queued", c.queued), cell("delayed", c.delayed), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
         cell("cancelled", c.cancelled), cell("waiting", c.waiting), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
       const enc = encodeURIComponent(q.queue);
       if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc).then(p => ({ ...p, total: c.dead })));

@@ -437,8 +437,10 @@ class HttpServer {
       const auto limit = std::min<std::size_t>(number_param(req, "limit", 1000), 10'000);
       Counts counts;
       json members = json::array();
+      const auto now = backend_->now();
       for (const auto& m : flow->members) {
         ++count_of(counts, m.state);
+        if (m.state == JobState::queued && m.run_at > now) ++counts.delayed;
         if (members.size() < limit) members.push_back(to_json(m));
       }
       send_json(res, {{"id", flow->id},
@@ -460,7 +462,7 @@ class HttpServer {
                              {{"ok", false},
                               {"id", id},
                               {"error", "job " + std::to_string(id) + " is " + std::string(to_string(j->state)) +
-                                            ", not " + (redrive ? "dead" : "queued or waiting")}},
+                                            ", not " + (redrive ? "dead" : "queued, waiting or active")}},
                              409);
                  }));
     const auto pause_or_resume = [this](const std::string& q, bool pause, httplib::Response& res) {

@@ -187,13 +187,16 @@ class MemoryBackend {
   }
 
   /// @brief Gives a leased job back without counting the attempt.
-  bool release(JobId id, const std::string& token) {
+  bool release(JobId id, const std::string& token) { return snooze(id, token, now()); }
+
+  /// @brief Gives a leased job back to run at run_at, without counting the attempt.
+  bool snooze(JobId id, const std::string& token, TimePoint run_at) {
     std::unique_lock lock(mutex_);
     auto* job = leased_locked(id, token);
     if (job == nullptr) return false;
     job->attempts -= 1;
-    requeue_locked(*job, now());
-    notify_locked();
+    requeue_locked(*job, run_at);
+    notify_locked();  // also when delayed: a sleeping waiter's deadline may now be too late
     return true;
   }
 
@@ -244,7 +247,7 @@ class MemoryBackend {
     return out;
   }
 
-  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
+  /// @brief Cancels a queued, waiting or active job (and, per their policy, what waits for it).
   bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
   /// @brief cancel() of each id in order, under one lock; one bool per id.
@@ -410,7 +413,12 @@ class MemoryBackend {
     validate_queue_name(queue);
     std::unique_lock lock(mutex_);
     auto it = queues_.find(queue);
-    return it == queues_.end() ? Counts{} : it->second.counts;
+    if (it == queues_.end()) return Counts{};
+    auto& q = it->second;
+    promote_due_locked(q, now());  // then the delayed set holds exactly the jobs not yet due
+    auto c = q.counts;
+    c.delayed = static_cast<std::int64_t>(q.delayed.size());
+    return c;
   }
 
   /// @brief Deletes finished jobs older than the retention of their state.
@@ -614,11 +622,12 @@ class MemoryBackend {
     bool fired = false;                  // on_failure enqueued (or the flow cancelled)
   };
 
+  // Not started: what cancel_flow takes (an active member finishes its attempt).
   static bool cancellable(JobState s) noexcept { return s == JobState::queued || s == JobState::waiting; }
 
   bool cancel_one_locked(JobId id, TimePoint t, std::vector<JobNotice>& notices) {
     auto it = jobs_.find(id);
-    if (it == jobs_.end() || !cancellable(it->second.state)) return false;
+    if (it == jobs_.end() || !(cancellable(it->second.state) || it->second.state == JobState::active)) return false;
     cancel_locked(it->second, t, notices);
     resolved_locked(it->second, t, notices);
     return true;

@@ -209,11 +209,14 @@ class PostgresBackend {
   }
 
   /// @brief Gives a leased job back without counting the attempt.
-  bool release(JobId id, const std::string& token) {
+  bool release(JobId id, const std::string& token) { return snooze(id, token, now()); }
+
+  /// @brief Gives a leased job back to run at run_at, without counting the attempt.
+  bool snooze(JobId id, const std::string& token, TimePoint run_at) {
     if (token.empty()) return false;
     const auto tok = strip_nul(token);
-    const bool ok = pool_.outcome_retry("release", {tok}, [&](Conn& c, bool uncertain) {
-      if (PQntuples(c.exec(S::release, {std::to_string(id), tok, ms(now())}).get()) == 1) return true;
+    const bool ok = pool_.outcome_retry("snooze", {tok}, [&](Conn& c, bool uncertain) {
+      if (PQntuples(c.exec(S::release, {std::to_string(id), tok, ms(run_at)}).get()) == 1) return true;
       if (!uncertain) return false;
       auto again = c.exec(S::done_check, {"{" + std::to_string(id) + "}", detail::pg::text_array({tok})});
       return PQntuples(again.get()) == 1;
@@ -262,7 +265,7 @@ class PostgresBackend {
     });
   }
 
-  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
+  /// @brief Cancels a queued, waiting or active job (and, per their policy, what waits for it).
   bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
   /// @brief cancel() of each id in order, in one transaction (one id: one statement, no
@@ -337,11 +340,12 @@ class PostgresBackend {
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
     return pool_.with_retry("counts", Replay::safe, [&](Conn& c, bool) {
-      auto r = c.exec(S::counts, {queue});
+      auto r = c.exec(S::counts, {queue, ms(now())});
       Counts out;
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         const auto n = detail::pg::to_i64(PQgetvalue(r.get(), row, 1));
-        count_of(out, job_state_from_string(PQgetvalue(r.get(), row, 0))) = n;
+        const std::string_view state = PQgetvalue(r.get(), row, 0);
+        (state == "delayed" ? out.delayed : count_of(out, job_state_from_string(state))) = n;
       }
       return out;
     });

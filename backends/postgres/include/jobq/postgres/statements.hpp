@@ -199,6 +199,7 @@ UPDATE "{schema}".jobs SET lease_until = $3::bigint
  WHERE id = $1::bigint AND state = 'active' AND lease_token = $2::text RETURNING id
 )sql";
 
+// snooze, and release ($3 = now).
 inline constexpr std::string_view release = R"sql(
 UPDATE "{schema}".jobs SET state = 'queued', run_at = $3::bigint, attempts = attempts - 1,
        lease_token = NULL, lease_until = NULL, done_token = lease_token
@@ -325,10 +326,12 @@ SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at
  ORDER BY id
 )sql";
 
-// A queued or waiting job; its flow's dependents follow (flow_died).
+// A queued, waiting or active job (its lease goes: the worker's calls are refused); its flow's
+// dependents follow (flow_died). done_token stays: it names a lease that finished the job.
 inline constexpr std::string_view cancel = R"sql(
-WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint
-            WHERE id = $1::bigint AND state IN ('queued', 'waiting')
+WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint,
+                  lease_token = NULL, lease_until = NULL
+            WHERE id = $1::bigint AND state IN ('queued', 'waiting', 'active')
            RETURNING id, queue, attempts, progress, flow_id),
   note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
                     'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
@@ -396,8 +399,13 @@ inline constexpr std::string_view is_paused = R"sql(
 SELECT 1 FROM "{schema}".paused_queues WHERE queue = $1::text
 )sql";
 
+// Per state, then a row 'delayed': the queued jobs with run_at > $2 (now), read from jobs_ready
+// alone. One statement: one snapshot, so delayed never exceeds queued.
 inline constexpr std::string_view counts = R"sql(
 SELECT state, count(*) FROM "{schema}".jobs WHERE queue = $1::text GROUP BY state
+UNION ALL
+SELECT 'delayed', count(*) FROM "{schema}".jobs
+ WHERE queue = $1::text AND state = 'queued' AND run_at > $2::bigint
 )sql";
 
 // A skip scan over jobs_queue_state (queue, state, id): one index probe per queue, not one

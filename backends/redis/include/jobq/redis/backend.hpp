@@ -202,11 +202,15 @@ class RedisBackend {
   }
 
   /// @brief Gives a leased job back without counting the attempt.
-  bool release(JobId id, const std::string& token) {
+  bool release(JobId id, const std::string& token) { return snooze(id, token, now()); }
+
+  /// @brief Gives a leased job back to run at run_at, without counting the attempt.
+  bool snooze(JobId id, const std::string& token, TimePoint run_at) {
     const auto q = queue_of(id);
     if (!q) return false;
-    return job_call(true, "release", Script::release, *q, [&](bool retry) {
-      return Args{std::to_string(id), token, now_str(), retry ? "1" : "0"};
+    const auto at = std::to_string(to_epoch_ms(run_at));
+    return job_call(true, "snooze", Script::release, *q, [&](bool retry) {
+      return Args{std::to_string(id), token, now_str(), retry ? "1" : "0", at};
     });
   }
 
@@ -278,7 +282,7 @@ class RedisBackend {
     return detail::redis::parse_job(text(e[0]), text(e[1]), text(e[2]), text(e[3]), text(e[4]), keys_.queue_base(*q));
   }
 
-  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
+  /// @brief Cancels a queued, waiting or active job (and, per their policy, what waits for it).
   bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
   /// @brief Puts a dead job back in its queue with a fresh attempt budget (a flow member: what
@@ -310,12 +314,11 @@ class RedisBackend {
   /// @brief Jobs per state in a queue (exact).
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
-    const auto reply = call(true, "counts", Script::counts, queue, [](bool) { return Args{}; });
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) unexpected("counts");
+    const auto reply = call(true, "counts", Script::counts, queue, [&](bool) { return Args{now_str()}; });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 7) unexpected("counts");
     auto n = [&](std::size_t i) { return detail::redis::reply_int(reply->element[i], "counts"); };
-    Counts c{n(0), n(1), n(2), n(3), n(4)};
-    c.waiting = n(5);
-    return c;
+    return Counts{.queued = n(0), .active = n(1), .completed = n(2), .dead = n(3), .cancelled = n(4),
+                  .waiting = n(5), .delayed = n(6)};
   }
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the

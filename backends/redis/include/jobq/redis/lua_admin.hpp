@@ -6,8 +6,9 @@
 
 namespace jobq::detail::redis::lua {
 
-// cancel (queued or waiting jobs: cancel, cancel_many), each id in turn as if alone. ARGV: now,
-// ids. Returns {1 or 0 per id, flow records sent}.
+// cancel (queued, waiting or active jobs: cancel, cancel_many), each id in turn as if alone.
+// ARGV: now, ids. Returns {1 or 0 per id, flow records sent}. An active job's lease token goes
+// (finish), so its worker's calls are refused; its group's slot is freed as when it ends.
 inline constexpr std::string_view cancel = R"lua(
 errors().check_types(1)
 local now = tonumber(ARGV[1])
@@ -16,11 +17,15 @@ local function one(id)
   local h = hot(1, id)
   if not h then return 0 end
   check_doc(1, id, redis.call('HGET', key(1, JOBS), id))
-  if h.state ~= 'queued' and h.state ~= 'waiting' then return 0 end
+  if h.state ~= 'queued' and h.state ~= 'waiting' and h.state ~= 'active' then return 0 end
   local was = h.state
   finish(1, id, h, 'cancelled', now)
-  local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), id)
-  if g then refill(1, g) end
+  if was == 'active' then
+    left_active(1, {id})
+  else
+    local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), id)
+    if g then refill(1, g) end
+  end
   local ch = channel()
   if listening(ch) then
     local p = percent(redis.call('HGET', key(1, PROGRESS), id))

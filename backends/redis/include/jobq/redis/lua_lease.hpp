@@ -160,7 +160,8 @@ save(1, id, h)
 return 1
 )lua";
 
-// release. ARGV: id, token, now, retry flag. Returns 1 or 0.
+// release, and snooze (release at a chosen time). ARGV: id, token, now, retry flag, run_at.
+// Returns 1 or 0.
 inline constexpr std::string_view release = R"lua(
 errors().check_types(1)
 local id, token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -172,7 +173,7 @@ if not h then
 end
 h.attempts = math.max(h.attempts - 1, 0)
 h.last_token, h.outcome = token, 'released'
-requeue(1, id, h, int(now), now)
+requeue(1, id, h, int(tonumber(ARGV[5])), now)
 left_active(1, {id})
 return 1
 )lua";

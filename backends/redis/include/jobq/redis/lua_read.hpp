@@ -5,12 +5,15 @@
 
 namespace jobq::detail::redis::lua {
 
-// counts. Returns {queued, active, completed, dead, cancelled, waiting}.
+// counts. ARGV: now. Returns {queued, active, completed, dead, cancelled, waiting, delayed}:
+// delayed are the queued jobs not yet due, in Q:delayed by run_at (one that came due stays
+// there until a claim moves it, and is ready).
 inline constexpr std::string_view counts = R"lua(
 errors().check_types(1)
 return {redis.call('ZCARD', key(1, IDS.queued)), redis.call('ZCARD', key(1, IDS.active)),
         redis.call('ZCARD', key(1, IDS.completed)), redis.call('ZCARD', key(1, IDS.dead)),
-        redis.call('ZCARD', key(1, IDS.cancelled)), redis.call('ZCARD', key(1, IDS.waiting))}
+        redis.call('ZCARD', key(1, IDS.cancelled)), redis.call('ZCARD', key(1, IDS.waiting)),
+        redis.call('ZCOUNT', key(1, DELAYED), '(' .. ARGV[1], '+inf')}
 )lua";
 
 // list. ARGV: state, offset, limit (> 0). Returns 5 values per job (see row), ordered by id.

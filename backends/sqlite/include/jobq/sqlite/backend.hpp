@@ -228,10 +228,13 @@ class SqliteBackend {
   }
 
   /// @brief Gives a leased job back without counting the attempt.
-  bool release(JobId id, const std::string& token) {
+  bool release(JobId id, const std::string& token) { return snooze(id, token, now()); }
+
+  /// @brief Gives a leased job back to run at run_at, without counting the attempt.
+  bool snooze(JobId id, const std::string& token, TimePoint run_at) {
     if (token.empty()) return false;
-    const bool ok = pool_.write("release", [&](Connection& c) {
-      return c.query(detail::sqlite::sql::release, "release").bind(1, id).bind(2, token).bind(3, to_epoch_ms(now())).run() ==
+    const bool ok = pool_.write("snooze", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::release, "snooze").bind(1, id).bind(2, token).bind(3, to_epoch_ms(run_at)).run() ==
              1;
     });
     if (ok) notify();
@@ -295,7 +298,7 @@ class SqliteBackend {
     });
   }
 
-  /// @brief Cancels a queued or waiting job (and, per their policy, what waits for it).
+  /// @brief Cancels a queued, waiting or active job (and, per their policy, what waits for it).
   bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
   /// @brief cancel() of each id in order, in one transaction; one bool per id.
@@ -357,7 +360,7 @@ class SqliteBackend {
   /// @brief Jobs per state in a queue.
   Counts counts(const std::string& queue) {
     validate_queue_name(queue);
-    return pool_.read("counts", [&](Connection& c) { return detail::sqlite::read_counts(c, queue); });
+    return pool_.read("counts", [&](Connection& c) { return detail::sqlite::read_counts(c, queue, now()); });
   }
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the

@@ -92,13 +92,14 @@ inline QueueSettings read_settings(Connection& c, const std::string& queue) {
 }
 
 /// @brief Jobs per state in a queue (jobq_counts).
-inline Counts read_counts(Connection& c, const std::string& queue) {
+inline Counts read_counts(Connection& c, const std::string& queue, TimePoint now) {
   Counts n;
   auto s = c.query(sql::counts, "counts");
-  s.bind(1, queue);
+  s.bind(1, queue).bind(2, to_epoch_ms(now));
   while (s.step()) {
     const auto v = s.integer(1);
-    count_of(n, job_state_from_string(s.text(0))) = v;
+    const auto state = s.text(0);
+    (state == "delayed" ? n.delayed : count_of(n, job_state_from_string(state))) = v;
   }
   return n;
 }

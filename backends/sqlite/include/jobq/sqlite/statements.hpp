@@ -253,6 +253,7 @@ inline constexpr std::string_view extend_lease = R"sql(
 UPDATE jobq_jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'active' AND lease_token = ?2
 )sql";
 
+// snooze, and release (run_at = now).
 inline constexpr std::string_view release = R"sql(
 UPDATE jobq_jobs SET state = 'queued', run_at = ?3, attempts = attempts - 1,
   lease_token = NULL, lease_until = NULL
@@ -287,9 +288,10 @@ FROM jobq_jobs WHERE id = ?1
 )sql";
 static_assert(has_job_columns(read_job));
 
+// Queued, waiting or active: an active job's lease goes, so its worker's calls are refused.
 inline constexpr std::string_view cancel = R"sql(
-UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2
-WHERE id = ?1 AND (state = 'queued' OR state = 'waiting') RETURNING queue, flow_id
+UPDATE jobq_jobs SET state = 'cancelled', finished_at = ?2, lease_token = NULL, lease_until = NULL
+WHERE id = ?1 AND (state = 'queued' OR state = 'waiting' OR state = 'active') RETURNING queue, flow_id
 )sql";
 
 inline constexpr std::string_view redrive = R"sql(
@@ -311,8 +313,22 @@ inline constexpr std::string_view queues = R"sql(
 SELECT queue FROM jobq_counts WHERE n > 0 UNION SELECT name FROM jobq_queues ORDER BY 1
 )sql";
 
-// jobq_counts (migration 3), kept by triggers.
-inline constexpr std::string_view counts = R"sql(SELECT state, n FROM jobq_counts WHERE queue = ?1)sql";
+// jobq_counts (migration 3), kept by triggers, and a row 'delayed': the queued jobs with
+// run_at > ?2, counted per distinct priority in jobq_jobs_ready (the skip scan of next_due
+// below), so ready jobs are stepped over by seeks, not counted one by one. One statement: one
+// snapshot, so delayed never exceeds queued.
+inline constexpr std::string_view counts = R"sql(
+WITH RECURSIVE p(pr) AS (
+  SELECT (SELECT priority FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued'
+          AND queue = ?1 ORDER BY priority DESC LIMIT 1)
+  UNION ALL SELECT (SELECT priority FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued'
+          AND queue = ?1 AND priority < p.pr ORDER BY priority DESC LIMIT 1) FROM p WHERE p.pr IS NOT NULL)
+SELECT state, n FROM jobq_counts WHERE queue = ?1
+UNION ALL
+SELECT 'delayed', coalesce(sum((SELECT count(*) FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued'
+                                  AND queue = ?1 AND priority = p.pr AND run_at > ?2)), 0)
+FROM p WHERE p.pr IS NOT NULL
+)sql";
 
 // jobq_jobs_finished.
 inline constexpr std::string_view prune = R"sql(
