@@ -30,6 +30,13 @@ inline void check_bulk_size(std::size_t n, const char* op) {
   }
 }
 
+/// @brief find_unique's check of its key: empty, too long or not UTF-8 is InvalidArgument (no
+/// job can hold such a key).
+inline void check_unique_key(const std::string& unique_key) {
+  if (unique_key.empty()) throw InvalidArgument("find_unique: the unique key is empty");
+  validate_text_key(unique_key, "unique key", max_unique_key_length);
+}
+
 /// @brief The storage contract every backend satisfies. Each operation is one atomic state
 /// change in the backend, and every backend is safe to share between threads.
 ///
