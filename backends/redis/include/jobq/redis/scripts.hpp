@@ -15,6 +15,7 @@
 #include "jobq/redis/lua_claim.hpp"
 #include "jobq/redis/lua_enqueue.hpp"
 #include "jobq/redis/lua_flow.hpp"
+#include "jobq/redis/lua_job_admin.hpp"
 #include "jobq/redis/lua_lease.hpp"
 #include "jobq/redis/lua_linker.hpp"
 #include "jobq/redis/lua_read.hpp"
@@ -26,7 +27,7 @@ enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
   cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
   flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
-  flow_expired, flow_drop, count_
+  flow_expired, flow_drop, run_now, remove, find_unique, count_
 };
 
 /// @brief A script: its id, its name (for messages) and its body (see lua_linker.hpp).
@@ -67,6 +68,9 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
     ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
     ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
+    ScriptDef{Script::run_now, "run_now", lua::run_now},
+    ScriptDef{Script::remove, "remove", lua::remove},
+    ScriptDef{Script::find_unique, "find_unique", lua::find_unique},
 };
 
 /// @brief How many scripts there are.
