@@ -36,3 +36,5 @@
 #include "conformance/two_objects.hpp"
 // Chains, groups, chords, DAGs: waiting, release, failure policies, cancel, redrive, retention.
 #include "conformance/flows.hpp"
+// The job page's actions and search: run_now, remove, find_unique.
+#include "conformance/job_admin.hpp"
