@@ -31,6 +31,13 @@ inline void check_bulk_size(std::size_t n, const char* op) {
   }
 }
 
+/// @brief find_unique's check of its key: empty, too long or not UTF-8 is InvalidArgument (no
+/// job can hold such a key).
+inline void check_unique_key(const std::string& unique_key) {
+  if (unique_key.empty()) throw InvalidArgument("find_unique: the unique key is empty");
+  validate_text_key(unique_key, "unique key", max_unique_key_length);
+}
+
 /// @brief The storage contract every backend satisfies. Each operation is one atomic state
 /// change in the backend, and every backend is safe to share between threads.
 ///
@@ -111,6 +118,20 @@ inline void check_bulk_size(std::size_t n, const char* op) {
 ///   Delivery is best effort (a dropped connection may lose notices): callers that must know
 ///   poll get() as well (Queue::wait_for does).
 /// - `get_many(ids)`: get() of each id, in one round trip; nullopt for a missing one.
+/// - `run_now(id)`: a queued job whose run_at is still in the future (delayed, or waiting out a
+///   retry backoff) gets run_at = now, and wait_for_work wakes for its queue; attempts, errors
+///   and everything else are kept. Any other state, a queued job already due, or an unknown
+///   id: false, nothing changed. One atomic step.
+/// - `remove(id)`: deletes a finished job (completed, dead or cancelled) and everything stored
+///   for it, as prune deletes a job: get is nullopt, counts and list drop it, and a unique key
+///   it held is free (the next enqueue with the key creates a job). A flow member is refused
+///   (false, nothing changed): flows are deleted whole, by prune. Not finished, or unknown:
+///   false. One atomic step.
+/// - `find_unique(queue, unique_key)`: validate_queue_name and check_unique_key (empty key:
+///   InvalidArgument). The job that holds the key in the queue, i.e. the one a plain enqueue
+///   with the key (no throttle or debounce) would return instead of storing a new job: the
+///   key's holder while queued or active, or completed with finished_at + unique_for > now.
+///   Otherwise (no holder, or it finished and let the key go) nullopt. A read only.
 /// - Flows (jobq/flow.hpp, docs/workflows.md). A job's flow_id, depends_on and
 ///   continue_on_failure are set when its flow is stored and never change; claim, get, list and
 ///   flow return them. "Resolved" dependency: completed, or dead/cancelled when the dependent
@@ -209,6 +230,9 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.workers() } -> std::same_as<std::vector<WorkerInfo>>;
   { b.subscribe(queues, fn) } -> std::same_as<Subscription>;
   { b.get_many(ids) } -> std::same_as<std::vector<std::optional<JobRecord>>>;
+  { b.run_now(id) } -> std::same_as<bool>;
+  { b.remove(id) } -> std::same_as<bool>;
+  { b.find_unique(queue, token) } -> std::same_as<std::optional<JobId>>;
   { b.enqueue_flow(flow) } -> std::same_as<std::vector<JobId>>;
   { b.cancel_flow(id) } -> std::same_as<std::size_t>;
   { b.flow(id) } -> std::same_as<std::optional<FlowRecord>>;

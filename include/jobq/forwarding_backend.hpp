@@ -66,6 +66,9 @@ class BackendInterface {
   virtual std::vector<WorkerInfo> workers() = 0;
   virtual Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) = 0;
   virtual std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) = 0;
+  virtual bool run_now(JobId id) = 0;
+  virtual bool remove(JobId id) = 0;
+  virtual std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) = 0;
   virtual std::vector<JobId> enqueue_flow(const NewFlow& flow) = 0;
   virtual std::size_t cancel_flow(JobId id) = 0;
   virtual std::optional<FlowRecord> flow(JobId id) = 0;
@@ -187,6 +190,14 @@ class ForwardingBackend : public Interface {
   /// @brief See Backend::get_many.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
     return forward("get_many").get_many(ids);
+  }
+  /// @brief See Backend::run_now.
+  bool run_now(JobId id) { return forward("run_now").run_now(id); }
+  /// @brief See Backend::remove.
+  bool remove(JobId id) { return forward("remove").remove(id); }
+  /// @brief See Backend::find_unique.
+  std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) {
+    return forward("find_unique").find_unique(queue, unique_key);
   }
   /// @brief See Backend::enqueue_flow.
   std::vector<JobId> enqueue_flow(const NewFlow& flow) { return forward("enqueue_flow").enqueue_flow(flow); }

@@ -38,3 +38,5 @@
 #include "conformance/flows.hpp"
 // The worker registry: register, replace, expiry, unregister, ids, two objects.
 #include "conformance/workers.hpp"
+// The job page's actions and search: run_now, remove, find_unique.
+#include "conformance/job_admin.hpp"

@@ -247,6 +247,42 @@ class MemoryBackend {
     return out;
   }
 
+  /// @brief Makes a queued job that is not yet due due now (and wakes waiters); else false.
+  bool run_now(JobId id) {
+    std::unique_lock lock(mutex_);
+    const auto t = now();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.state != JobState::queued || it->second.run_at <= t) return false;
+    auto& job = it->second;
+    unlink_queued_locked(job);
+    job.run_at = t;
+    link_queued_locked(queues_.at(job.queue), job, t);
+    notify_locked();
+    return true;
+  }
+
+  /// @brief Deletes a finished job outside flows, as prune does; else false.
+  bool remove(JobId id) {
+    std::unique_lock lock(mutex_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !is_finished(it->second.state) || it->second.flow_id != 0) return false;
+    erase_finished_locked(it);
+    return true;
+  }
+
+  /// @brief The job holding a unique key of a queue, if one does.
+  std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) {
+    validate_queue_name(queue);
+    check_unique_key(unique_key);
+    std::unique_lock lock(mutex_);
+    auto qit = queues_.find(queue);
+    if (qit == queues_.end()) return std::nullopt;
+    auto it = qit->second.unique.find(unique_key);
+    auto jt = it == qit->second.unique.end() ? jobs_.end() : jobs_.find(it->second);
+    if (jt == jobs_.end() || !unique_held_locked(jt->second, now())) return std::nullopt;
+    return jt->first;
+  }
+
   /// @brief Cancels a queued, waiting or active job (and, per their policy, what waits for it).
   bool cancel(JobId id) { return cancel_many(std::span<const JobId>(&id, 1)).front(); }
 
@@ -430,10 +466,8 @@ class MemoryBackend {
     const auto t = now();
     std::size_t n = 0;
     const auto erase = [&](std::map<JobId, JobRecord>::iterator it) {
-      move_counts(qit->second, it->second.state, std::nullopt);
-      release_unique_locked(it->second);
       ++n;
-      return jobs_.erase(it);
+      return erase_finished_locked(it);
     };
     // Survivors by age, per finished state, collected only for a count cap.
     std::array<std::vector<std::map<JobId, JobRecord>::iterator>, 3> kept;
@@ -963,6 +997,13 @@ class MemoryBackend {
     job.lease_until.reset();
     // The key map keeps pointing here (throttle windows count from this job's enqueue);
     // unique_held_locked decides whether the key is still held.
+  }
+
+  // Deletes a finished job outside flows (prune, remove); returns the next job.
+  std::map<JobId, JobRecord>::iterator erase_finished_locked(std::map<JobId, JobRecord>::iterator it) {
+    move_counts(queues_.at(it->second.queue), it->second.state, std::nullopt);
+    release_unique_locked(it->second);
+    return jobs_.erase(it);
   }
 
   void release_unique_locked(const JobRecord& job) {

@@ -564,6 +564,35 @@ class PostgresBackend {
     return out;
   }
 
+  /// @brief Makes a queued job that is not yet due due now, in one statement that also wakes
+  /// its queue's waiters in every process (NOTIFY).
+  bool run_now(JobId id) {
+    const bool ok = pool_.with_retry("run_now", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(c.exec(S::run_now, {std::to_string(id), ms(now())}).get()) == 1;
+    });
+    if (ok) wake_.wake();
+    return ok;
+  }
+
+  /// @brief Deletes a finished job outside flows, in one statement, as prune does.
+  bool remove(JobId id) {
+    return pool_.with_retry("remove", Replay::never, [&](Conn& c, bool) {
+      return PQntuples(c.exec(S::remove_job, {std::to_string(id)}).get()) == 1;
+    });
+  }
+
+  /// @brief The job holding a unique key of a queue (the holder enqueue_keyed reads).
+  std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) {
+    validate_queue_name(queue);
+    check_unique_key(unique_key);
+    detail::pg::require_no_nul(unique_key, "unique key");
+    return pool_.with_retry("find_unique", Replay::safe, [&](Conn& c, bool) -> std::optional<JobId> {
+      auto r = c.exec(S::find_unique, {queue, unique_key, ms(now())});
+      if (PQntuples(r.get()) == 0) return std::nullopt;
+      return detail::pg::to_i64(PQgetvalue(r.get(), 0, 0));
+    });
+  }
+
   /// @brief Stores a flow (members, dependencies, error callback) in one transaction.
   std::vector<JobId> enqueue_flow(const NewFlow& flow) {
     validate(flow);

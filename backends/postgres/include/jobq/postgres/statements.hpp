@@ -317,6 +317,29 @@ SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at
   FROM "{schema}".jobs WHERE id = ANY($1::bigint[])
 )sql";
 
+// run_now: a queued job not yet due becomes due now ($2), waking waiters on its queue (the
+// requeue trigger fires on a change of state only). $1 id $2 now
+inline constexpr std::string_view run_now = R"sql(
+WITH r AS (UPDATE "{schema}".jobs SET run_at = $2::bigint
+            WHERE id = $1::bigint AND state = 'queued' AND run_at > $2::bigint RETURNING id, queue)
+SELECT r.id FROM r CROSS JOIN LATERAL pg_notify('jobq:{schema}', r.queue) n
+)sql";
+
+// remove: a finished job outside flows, deleted as prune deletes one (with it goes its
+// holds_key, so the key has no holder). $1 id
+inline constexpr std::string_view remove_job = R"sql(
+DELETE FROM "{schema}".jobs WHERE id = $1::bigint AND state IN ('completed', 'dead', 'cancelled')
+   AND flow_id IS NULL RETURNING id
+)sql";
+
+// find_unique: the key's holder (jobs_unique_holder), when it holds the key as enqueue_keyed
+// decides (throttle aside). $1 queue $2 key $3 now
+inline constexpr std::string_view find_unique = R"sql(
+SELECT id FROM "{schema}".jobs
+ WHERE queue = $1::text AND unique_key = $2::text AND holds_key
+   AND (state IN ('queued', 'active') OR (state = 'completed' AND finished_at + unique_for_ms > $3::bigint))
+)sql";
+
 // Every member of job $1's flow, by id (jobs_flow).
 inline constexpr std::string_view flow_members = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
@@ -588,6 +611,9 @@ enum class Statement : std::size_t {
   recover,
   get,
   get_many,
+  run_now,
+  remove_job,
+  find_unique,
   flow_members,
   cancel,
   cancel_flow,
@@ -658,6 +684,9 @@ struct StatementTable {
     def(S::recover, "recover", sql::recover);
     def(S::get, "get", sql::get);
     def(S::get_many, "get_many", sql::get_many);
+    def(S::run_now, "run_now", sql::run_now);
+    def(S::remove_job, "remove_job", sql::remove_job);
+    def(S::find_unique, "find_unique", sql::find_unique);
     def(S::flow_members, "flow_members", sql::flow_members);
     def(S::cancel, "cancel", sql::cancel);
     def(S::cancel_flow, "cancel_flow", sql::cancel_flow);

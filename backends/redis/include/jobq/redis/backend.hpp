@@ -508,6 +508,37 @@ class RedisBackend {
     return fetch_jobs(all, queues_of(all));
   }
 
+  /// @brief Makes a queued job that is not yet due due now and wakes a worker of its queue: the
+  /// job's queue from the id map (cached), then one script in the queue's slot.
+  bool run_now(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    return job_call(false, "run_now", Script::run_now, *q, [&](bool) { return Args{now_str(), std::to_string(id)}; });
+  }
+
+  /// @brief Deletes a finished job outside flows as prune does: one script in its queue's slot,
+  /// then the id leaves the global id map (forget_pruned, as after prune).
+  bool remove(JobId id) {
+    const auto q = queue_of(id);
+    if (!q) return false;
+    const auto reply = call(false, "remove", Script::remove, *q, [&](bool) { return Args{std::to_string(id)}; });
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > 1) unexpected("remove");
+    if (reply->elements == 0) return false;
+    forget_pruned(reply);
+    return true;
+  }
+
+  /// @brief The job holding a unique key of a queue (Q:unique, as enqueue reads it): one
+  /// read-only script.
+  std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) {
+    validate_queue_name(queue);
+    check_unique_key(unique_key);
+    const auto reply = call(true, "find_unique", Script::find_unique, queue, [&](bool) { return Args{unique_key, now_str()}; });
+    const auto id = text(reply.get());
+    if (id.empty()) return std::nullopt;
+    return detail::redis::to_i64(id);
+  }
+
   /// @brief Stores a flow (see lua_flow.hpp for what is atomic where): one flow_write per
   /// queue, the other queues' members first (waiting on the commit), the home queue's last
   /// (the commit point: a flow that fails before it leaves no claimable member).

@@ -120,10 +120,7 @@ local function drop(id, state)
     redis.call('ZREM', key(1, DONE[state]), id)
     return
   end
-  if h then release_unique(1, id, h) end
-  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS}) do redis.call('HDEL', key(1, k), id) end
-  redis.call('ZREM', key(1, IDS[state]), id)
-  redis.call('ZREM', key(1, DONE[state]), id)
+  drop_finished(1, id, state, h)
   deleted[#deleted + 1] = id
 end
 for i, state in ipairs({'completed', 'dead', 'cancelled'}) do

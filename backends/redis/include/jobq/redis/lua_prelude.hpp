@@ -203,6 +203,17 @@ local function release_unique(q, id, h)
 end
 
 -- §
+-- Deletes finished job id of index `state` and everything stored for it in its queue (prune,
+-- remove); h: its parsed Q:state entry, nil when that is gone. The client then drops the id
+-- from the global id map (forget_pruned).
+local function drop_finished(q, id, state, h)
+  if h then release_unique(q, id, h) end
+  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS}) do redis.call('HDEL', key(q, k), id) end
+  redis.call('ZREM', key(q, IDS[state]), id)
+  redis.call('ZREM', key(q, DONE[state]), id)
+end
+
+-- §
 local function holds_unique(h, now)
   if h.state == 'queued' or h.state == 'active' then return true end
   return h.state == 'completed' and tonumber(h.finished_at) ~= nil

@@ -15,6 +15,7 @@
 #include "jobq/redis/lua_claim.hpp"
 #include "jobq/redis/lua_enqueue.hpp"
 #include "jobq/redis/lua_flow.hpp"
+#include "jobq/redis/lua_job_admin.hpp"
 #include "jobq/redis/lua_lease.hpp"
 #include "jobq/redis/lua_linker.hpp"
 #include "jobq/redis/lua_read.hpp"
@@ -29,6 +30,7 @@ enum class Script : std::size_t {
   flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
   flow_expired, flow_drop,
   worker_register, worker_unregister, workers,
+  run_now, remove, find_unique,
   count_
 };
 
@@ -73,6 +75,9 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::worker_register, "worker_register", lua::worker_register},
     ScriptDef{Script::worker_unregister, "worker_unregister", lua::worker_unregister},
     ScriptDef{Script::workers, "workers", lua::workers},
+    ScriptDef{Script::run_now, "run_now", lua::run_now},
+    ScriptDef{Script::remove, "remove", lua::remove},
+    ScriptDef{Script::find_unique, "find_unique", lua::find_unique},
 };
 
 /// @brief How many scripts there are.

@@ -564,6 +564,37 @@ class SqliteBackend {
     return out;
   }
 
+  /// @brief Makes a queued job that is not yet due due now, in one statement (and wakes this
+  /// process's waiters; other processes see it at their next poll).
+  bool run_now(JobId id) {
+    const auto changed = pool_.write("run now", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::run_now, "run now").bind(1, id).bind(2, to_epoch_ms(now())).run();
+    });
+    if (changed != 1) return false;
+    notify();
+    return true;
+  }
+
+  /// @brief Deletes a finished job outside flows, in one statement, as prune does.
+  bool remove(JobId id) {
+    return pool_.write("remove", [&](Connection& c) {
+      return c.query(detail::sqlite::sql::remove_job, "remove").bind(1, id).run() == 1;
+    });
+  }
+
+  /// @brief The job holding a unique key of a queue (enqueue's holder lookup, one read).
+  std::optional<JobId> find_unique(const std::string& queue, const std::string& unique_key) {
+    validate_queue_name(queue);
+    check_unique_key(unique_key);
+    const auto t_ms = to_epoch_ms(now());
+    return pool_.read("find unique", [&](Connection& c) -> std::optional<JobId> {
+      auto s = c.query(detail::sqlite::sql::find_holder, "find unique");
+      s.bind(1, queue).bind(2, unique_key);
+      if (!s.step() || !detail::sqlite::holds_key(s, s.text(1), t_ms)) return std::nullopt;
+      return s.integer(0);
+    });
+  }
+
   /// @brief Stores a flow's members, dependencies and error callback in one transaction, all or
   /// nothing; returns the members' ids in the flow's order.
   std::vector<JobId> enqueue_flow(const NewFlow& flow) {

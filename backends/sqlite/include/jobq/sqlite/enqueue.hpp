@@ -39,6 +39,15 @@ inline Encoded encode(const NewJob& job, std::size_t max_payload_bytes) {
   return e;
 }
 
+/// @brief Whether the key holder in row `s` of sql::find_holder (in state `state`) holds its key
+/// at `t_ms`: queued or active, or completed less than unique_for ago (throttle aside). What
+/// enqueue dedupes on and find_unique reports.
+template <class Row>
+bool holds_key(Row& s, std::string_view state, std::int64_t t_ms) {
+  return state == "queued" || state == "active" ||
+         (state == "completed" && !s.is_null(2) && s.integer(2) + s.integer(3) > t_ms);
+}
+
 /// @brief Unique-key rules (throttle, debounce) then insert; the caller holds the write lock
 /// (BEGIN IMMEDIATE) or is in its own transaction, so no other writer can slip in between.
 /// `prepare(text)` gives the Stmt; `own_writer`: the backend's writer connection, under its
@@ -58,9 +67,7 @@ EnqueueResult insert_job(Prepare&& prepare, const NewJob& job, const Encoded& e,
       if (s.step()) {
         holder = s.integer(0);
         state = s.text(1);
-        held = state == "queued" || state == "active" ||
-               (state == "completed" && !s.is_null(2) && s.integer(2) + s.integer(3) > t_ms) ||
-               (job.throttle > Millis{0} && s.integer(4) > t_ms - job.throttle.count());
+        held = holds_key(s, state, t_ms) || (job.throttle > Millis{0} && s.integer(4) > t_ms - job.throttle.count());
       }
     }
     if (job.debounce > Millis{0}) {

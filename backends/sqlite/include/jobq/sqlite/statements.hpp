@@ -399,6 +399,20 @@ FROM jobq_jobs WHERE id IN (SELECT value FROM json_each(?1))
 )sql";
 static_assert(has_job_columns(read_jobs));
 
+// run_now: a queued job not yet due (?2: now) becomes due now; primary key.
+inline constexpr std::string_view run_now = R"sql(
+UPDATE jobq_jobs SET run_at = ?2 WHERE id = ?1 AND state = 'queued' AND run_at > ?2
+)sql";
+
+// remove: a finished job outside flows, as prune deletes one (the counts triggers follow; its
+// unique key goes with the row: find_holder then finds an older job with the key, or none).
+inline constexpr std::string_view remove_job = R"sql(
+DELETE FROM jobq_jobs WHERE id = ?1 AND state IN ('completed', 'dead', 'cancelled')
+AND finished_at IS NOT NULL AND flow_id IS NULL
+)sql";
+
+// find_unique reads the key's holder with find_holder (as enqueue does) and decides as enqueue.
+
 // jobq_jobs_flow: every member of the flow job ?1 belongs to, by id.
 inline constexpr std::string_view read_flow = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
