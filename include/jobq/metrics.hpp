@@ -207,6 +207,7 @@ class Metrics {
 
   /// @brief Samples counts, paused flag and oldest-waiting age of each queue from the backend:
   /// per queue one counts(), one is_paused() and the list() pages oldest_waiting() reads.
+  /// Also reads the worker registry once (workers()) for the jobq_workers gauges.
   template <Backend B>
   void sample(B& backend, std::span<const std::string> queues) {
     for (const auto& q : queues) {
@@ -216,6 +217,14 @@ class Metrics {
       s.oldest_waiting = oldest_waiting(backend, q);
       set_sample(q, s);
     }
+    WorkersSample w;
+    for (const auto& e : backend.workers()) {
+      ++w.workers;
+      w.running += e.running.size();
+      w.leased += e.leased.size();
+    }
+    std::lock_guard lock(mutex_);
+    workers_ = w;
   }
 
   /// @brief Every queue the registry has seen, sorted.
@@ -309,6 +318,13 @@ class Metrics {
     family("jobq_jobs_delayed", "gauge", "Queued jobs whose run_at is still ahead (part of state=\"queued\").");
     for (const auto& [name, q] : queues_) {
       if (q.sample) line("jobq_jobs_delayed", ql(name), static_cast<double>(q.sample->counts.delayed));
+    }
+    if (workers_) {
+      family("jobq_workers", "gauge", "Live workers in the store's registry when last sampled (every process).");
+      line("jobq_workers", "", static_cast<double>(workers_->workers));
+      family("jobq_worker_jobs", "gauge", "Active jobs of the live workers: running a handler, or leased ahead.");
+      line("jobq_worker_jobs", "state=\"running\"", static_cast<double>(workers_->running));
+      line("jobq_worker_jobs", "state=\"leased\"", static_cast<double>(workers_->leased));
     }
     family("jobq_queue_paused", "gauge", "1 if the queue is paused.");
     for (const auto& [name, q] : queues_) {
@@ -479,8 +495,13 @@ class Metrics {
     return slot;
   }
 
+  struct WorkersSample {
+    std::size_t workers = 0, running = 0, leased = 0;
+  };
+
   MetricsOptions opt_;
   mutable std::mutex mutex_;
+  std::optional<WorkersSample> workers_;  // from the last sample()
   std::map<std::string, QueueMetrics> queues_;
   std::map<std::string, std::uint64_t> errors_;  // by error category
   std::optional<TimePoint> last_error_;

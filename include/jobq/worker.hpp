@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -24,12 +25,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
 #include "jobq/log.hpp"
 #include "jobq/schedule.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -130,6 +133,10 @@ struct WorkerOptions {
   /// finished state and queue; nullopt keeps everything.
   std::optional<Retention> retention = Retention{.max_jobs = 100'000};
   Millis prune_interval{60'000};       ///< how often to prune (the first right at start); 0 = never
+  /// Register in the store's worker registry (jobq workers, the dashboard, jobq show's
+  /// running/leased), renewed every heartbeat_interval with the jobs it runs and holds; the
+  /// entry goes at stop(), or by itself max(lease, 3 heartbeats) after the last renewal.
+  bool registry = true;
   /// Called with errors the loops survive (backend down, ...). Default: logged at error level.
   std::function<void(const std::exception&)> on_error{};
   /// Called on worker threads for every JobEvent (metrics, custom hooks); must be thread-safe and
@@ -371,6 +378,7 @@ class Worker {
       };
     }
     observe_ = opt_.on_event || opt_.log.enabled(LogLevel::error);
+    id_ = make_worker_id();
   }
 
   Worker(const Worker&) = delete;
@@ -401,6 +409,7 @@ class Worker {
     std::lock_guard lock(mutex_);
     if (running_) return;
     running_ = true;
+    started_at_ = backend_->now();
     fetch_stop_ = std::stop_source{};
     tasks_.reserve(max_window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
@@ -464,6 +473,13 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    if (opt_.registry) {
+      try {
+        backend_->unregister_worker(id_);
+      } catch (const std::exception& e) {
+        report(e);
+      }
+    }
     pruner_.request_stop();
     if (pruner_.joinable()) pruner_.join();
 
@@ -541,6 +557,9 @@ class Worker {
   /// @brief The options in force (with defaults filled in).
   [[nodiscard]] const WorkerOptions& options() const noexcept { return opt_; }
 
+  /// @brief Its id in the worker registry ("host:pid:n-random"), fixed for the object's life.
+  [[nodiscard]] const std::string& id() const noexcept { return id_; }
+
  private:
   using Fn = std::function<nlohmann::json(const JobRecord&, JobContext&)>;
   struct Handler {
@@ -555,6 +574,8 @@ class Worker {
     std::optional<std::chrono::steady_clock::time_point> deadline;  // set when it starts
     std::atomic<bool> timed_out{false};
     std::atomic<bool> released{false};   // lease given back at shutdown: record nothing
+    TimePoint started_at{};              // backend clock; written before `running` is set
+    std::atomic<bool> running{false};    // its handler has started (the registry tells leased apart)
     std::atomic<bool> succeeded{false};  // handed to the committer: never give it back
     std::string queue, name;            // for JobEvents
     int attempt = 0;
@@ -769,6 +790,8 @@ class Worker {
     }, [this](const JobRecord& j) { return load_dependencies(*backend_, j); });
 
     flight.started = std::chrono::steady_clock::now();
+    if (opt_.registry) flight.started_at = backend_->now();
+    flight.running = true;
     emit(flight, JobEvent::Kind::started);
     nlohmann::json result;
     std::string error;
@@ -1008,7 +1031,8 @@ class Worker {
       steady::time_point next = steady::now();
     };
     std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
-                      Chore{opt_.schedule_interval, &Worker::fire_schedules}};
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
+                      Chore{opt_.registry ? opt_.heartbeat_interval : Millis{0}, &Worker::announce}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -1059,6 +1083,56 @@ class Worker {
     } catch (const std::exception& e) {
       report(e);
     }
+  }
+
+  // The registry entry: what this worker runs and holds now. Read under the mutex, written
+  // outside it (a slow store must not hold up the runners).
+  void announce() {
+    WorkerInfo w;
+    w.id = id_;
+    w.host = host_name();
+    w.pid = static_cast<int>(::getpid());
+    w.queues = opt_.queues;
+    w.concurrency = opt_.concurrency;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, f] : flights_) {
+        if (f->running) {
+          w.running.push_back({id, f->started_at});
+        } else {
+          w.leased.push_back(id);
+        }
+      }
+      w.started_at = started_at_;
+    }
+    try {
+      w.heartbeat_at = backend_->now();
+      w.expires_at = w.heartbeat_at + std::max(opt_.lease, 3 * opt_.heartbeat_interval);
+      backend_->register_worker(w);
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  static std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+    return buf;
+  }
+
+  // Unique among the workers of a store: host and pid tell processes apart, the counter the
+  // workers of one process, the random part a pid reused after a restart.
+  static std::string make_worker_id() {
+    static std::atomic<std::uint64_t> next{0};
+    std::random_device rd;
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string tag;
+    for (int i = 0; i < 6; ++i) tag += hex[rd() % 16];
+    std::string host = host_name();
+    for (auto& c : host) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) c = '_';
+    }
+    return host.substr(0, 100) + ":" + std::to_string(::getpid()) + ":" + std::to_string(++next) + "-" + tag;
   }
 
   void fire_schedules() {
@@ -1113,6 +1187,8 @@ class Worker {
   std::atomic<std::size_t> uncommitted_{0};  // successes in flights_ handed to the committer
   bool fetching_ = false;                    // a runner is claiming or waiting for work
   bool running_ = false;
+  std::string id_;          // in the worker registry
+  TimePoint started_at_{};  // of the last start(), for the registry
   bool stopping_ = false;                    // stop() began: no more claims or starts
   bool shutting_down_ = false;
   std::atomic<bool> stop_requested_{false};

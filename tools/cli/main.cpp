@@ -220,13 +220,39 @@ struct Cli {
     return ok;
   }
 
+  // Who holds an active job, from the worker registry: running since when, or leased ahead of
+  // a free slot (prefetched, its attempt counted but not started).
+  struct Holder {
+    jobq::WorkerInfo worker;
+    std::optional<jobq::TimePoint> running_since;
+  };
+  static std::optional<Holder> holder_of(jobq::AnyBackend& b, jobq::JobId id) {
+    for (auto& w : b.workers()) {
+      for (const auto& r : w.running) {
+        if (r.id == id) return Holder{w, r.started_at};
+      }
+      if (std::find(w.leased.begin(), w.leased.end(), id) != w.leased.end()) return Holder{w, std::nullopt};
+    }
+    return std::nullopt;
+  }
+
   int show(jobq::AnyBackend& b, jobq::JobId id) {
     const auto j = b.get(id);
     if (!j) {
       return report(json_out, "job " + std::to_string(id) + " not found", not_found);
     }
+    const auto holder = j->state == jobq::JobState::active ? holder_of(b, id) : std::nullopt;
     if (json_out) {
-      std::cout << jobq::to_json(*j).dump(2) << '\n';
+      auto out = jobq::to_json(*j);
+      if (j->state == jobq::JobState::active) {
+        out["holder"] = nullptr;
+        if (holder) {
+          out["holder"] = {{"worker", holder->worker.id}, {"host", holder->worker.host}, {"pid", holder->worker.pid},
+                           {"running", holder->running_since.has_value()}};
+          if (holder->running_since) out["holder"]["started_at"] = jobq::to_epoch_ms(*holder->running_since);
+        }
+      }
+      std::cout << out.dump(2) << '\n';
       return ok;
     }
     std::cout << "job " << j->id << "\n"
@@ -239,6 +265,17 @@ struct Cli {
               << "  run at:     " << format_time(j->run_at) << "\n"
               << "  finished:   " << format_time(j->finished_at) << "\n";
     if (j->lease_until) std::cout << "  lease until: " << format_time(j->lease_until) << "\n";
+    if (j->state == jobq::JobState::active) {
+      std::cout << "  held by:    ";
+      if (!holder) {
+        std::cout << "no live worker (a lost one: the lease runs out, then the job is retried)\n";
+      } else {
+        std::cout << "worker " << holder->worker.id << " (" << holder->worker.host << ", pid " << holder->worker.pid
+                  << "), " << (holder->running_since ? "running since " + format_time(*holder->running_since)
+                                                     : std::string("leased ahead, not started yet"))
+                  << "\n";
+      }
+    }
     if (!j->unique_key.empty()) std::cout << "  unique key: " << j->unique_key << "\n";
     if (j->timeout.count() > 0) std::cout << "  timeout:    " << j->timeout.count() << " ms\n";
     if (j->flow_id != 0) {
@@ -357,6 +394,29 @@ struct Cli {
     progress.finish();
     if (json_out) std::cout << json{{"ok", done}, {"refused", failed}}.dump(2) << '\n';
     return rc;
+  }
+
+  int workers(jobq::AnyBackend& b) {
+    const auto all = b.workers();
+    if (json_out) {
+      auto out = json::array();
+      for (const auto& w : all) out.push_back(jobq::to_json(w));
+      std::cout << out.dump(2) << '\n';
+      return ok;
+    }
+    const auto now = b.now();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& w : all) {
+      std::string queues;
+      for (const auto& q : w.queues) queues += (queues.empty() ? "" : ",") + q;
+      std::string running;
+      for (const auto& r : w.running) running += (running.empty() ? "" : " ") + std::to_string(r.id);
+      rows.push_back({w.id, w.host, std::to_string(w.pid), queues, std::to_string(w.concurrency),
+                      running.empty() ? "-" : running, std::to_string(w.leased.size()), format_time(w.started_at),
+                      format_age(std::chrono::duration_cast<jobq::Millis>(now - w.heartbeat_at)) + " ago"});
+    }
+    print_table({"ID", "HOST", "PID", "QUEUES", "CONCURRENCY", "RUNNING", "LEASED", "STARTED", "LAST-BEAT"}, rows);
+    return ok;
   }
 
   int redrive_all(jobq::AnyBackend& b, const std::vector<std::string>& queues) {
@@ -625,6 +685,8 @@ int main(int argc, char** argv) {
   enqueue_cmd->add_option("--unique-key", enq.unique_key, "dedup key within the queue");
   enqueue_cmd->add_option("--unique-for", enq_unique_for, "hold the key this long after completion");
 
+  auto* workers_cmd = app.add_subcommand("workers", "live workers: host, pid, queues, the jobs each runs and holds");
+
   auto* schedules_cmd = app.add_subcommand("schedules", "list recurring (cron) schedules and their next run");
   std::string unschedule_name;
   auto* unschedule_cmd = app.add_subcommand("unschedule", "remove a recurring schedule");
@@ -664,6 +726,7 @@ int main(int argc, char** argv) {
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
     if (schedules_cmd->parsed()) return cli.schedules(backend);
+    if (workers_cmd->parsed()) return cli.workers(backend);
     if (unschedule_cmd->parsed()) return cli.unschedule(backend, unschedule_name);
     if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups);
     if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);
