@@ -202,6 +202,12 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   auto img = store.claim({{"images"}, 1, 60s});
   REQUIRE(store.fail({img.at(0).id, img.at(0).lease_token, "decoder crashed", std::nullopt}) == jobq::FailOutcome::dead);
   const auto dead_email = claimed[3].id;
+  // a worker of another process, as the registry holds it
+  const jobq::WorkerInfo worker{.id = "web-1:4242:1-abc", .host = "web-1", .pid = 4242, .queues = {"emails"},
+                                .concurrency = 4, .started_at = store.now() - 5min, .heartbeat_at = store.now(),
+                                .expires_at = store.now() + 1h, .running = {{claimed[0].id, store.now() - 30s}},
+                                .leased = {7, 8}};
+  store.register_worker(worker);
 
   jobq::Metrics metrics;
   jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"emails", "images"}}};
@@ -238,6 +244,16 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   CHECK(shown["emails"]["queued"] == "3");
   CHECK(shown["emails"]["delayed"] == "1");  // the retry in an hour
   CHECK(shown["images"]["dead"] == "1");
+
+  // the live workers, with what each runs and holds
+  const auto workers = browser.script(R"(
+    return [...document.querySelectorAll("#workers tbody tr")].map(tr => ({ id: tr.dataset.worker,
+      running: tr.querySelector('[data-field="running"]').textContent,
+      leased: tr.querySelector('[data-field="leased"]').textContent }));)");
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0]["id"] == worker.id);
+  CHECK(workers[0]["running"].get<std::string>().starts_with(std::to_string(claimed[0].id) + " (3"));
+  CHECK(workers[0]["leased"] == "2");
 
   // throughput chart: 60 one-minute bars, the 3 completions in the last one
   CHECK(browser.script(R"(return document.querySelectorAll("#chart rect").length;)") == 60);

@@ -44,6 +44,14 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   <tbody></tbody>
 </table>
 
+<h2>Workers <span class="muted">(live, from every process)</span></h2>
+<table id="workers">
+  <thead><tr><th>worker</th><th>host</th><th>pid</th><th>queues</th><th>concurrency</th><th>running</th>
+  <th>leased ahead</th><th>started</th><th>last beat</th></tr></thead>
+  <tbody></tbody>
+</table>
+<div id="workers-none" class="muted"></div>
+
 <h2>Throughput, last hour <span class="muted">(completed jobs per minute, all queues)</span></h2>
 <svg id="chart" width="720" height="160" role="img" aria-label="completed jobs per minute"></svg>
 
@@ -199,6 +207,15 @@ async function refresh() {
     }
     tbody.replaceChildren(...rows);
     drawChart(total);
+    const w = await api("/api/workers");
+    const when = ms => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+    document.querySelector("#workers tbody").replaceChildren(...w.workers.map(x => el("tr", { "data-worker": x.id },
+      el("td", {}, x.id), el("td", {}, x.host), el("td", { class: "num" }, x.pid), el("td", {}, x.queues.join(", ")),
+      el("td", { class: "num" }, x.concurrency),
+      el("td", { "data-field": "running" }, x.running.map(r => r.id + " (" + age((w.now - r.started_at) / 1000) + ")").join(", ")),
+      el("td", { class: "num", "data-field": "leased" }, x.leased.length), el("td", {}, when(x.started_at)),
+      el("td", {}, age((w.now - x.heartbeat_at) / 1000) + " ago"))));
+    document.getElementById("workers-none").textContent = w.workers.length ? "" : "no live worker";
     // Lists are cut per queue: say how many more there are (dead: from the counts; retrying: unknown).
     const more = (id, pages) => {
       const parts = pages.filter(p => p.more).map(p =>

@@ -385,6 +385,11 @@ class HttpServer {
       for (const auto& q : queues()) out.push_back(queue_json(q, snapshot));
       send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"actions", opt_.actions}, {"queues", out}});
     }));
+    server_.Get("/api/workers", guarded([this](const httplib::Request&, httplib::Response& res) {
+      json out = json::array();
+      for (const auto& w : backend_->workers()) out.push_back(to_json(w));
+      send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"workers", out}});
+    }));
     server_.Get("/api/jobs", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const auto queue = req.get_param_value("queue");
       validate_queue_name(queue);
