@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -469,4 +470,76 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   CHECK(browser.script("return document.getElementById('flow-status').textContent;") ==
         "job " + std::to_string(plain) + " is in no flow");
   server.stop();
+}
+
+TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a public address needs one") {
+  const auto dir = std::filesystem::temp_directory_path() / ("jobq-dash-cmd-" + random_suffix());
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{dir};
+  const std::string url = "sqlite://" + (dir / "jobs.db").string();
+  {
+    auto store = jobq::open_backend(url);
+    jobq::Queue{store, "emails"}.enqueue("send", {});
+  }
+  const auto cli = quote(JOBQ_CLI_PATH) + " --url " + quote(url);
+  int status = std::system((cli + " dashboard --host 0.0.0.0 --port 0 >/dev/null 2>&1").c_str());
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 2));  // no token, not loopback
+  status = std::system((quote(JOBQ_CLI_PATH) + " --url " + quote("sqlite://" + (dir / "typo.db").string()) +
+                        " dashboard --port 0 >/dev/null 2>&1").c_str());
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));  // no store there, and none made
+  CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
+
+  const std::string token = "tok-0123456789abcdef";
+  std::ofstream(dir / "token") << token << "\n";
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  const std::string token_file = (dir / "token").string();
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::execl(JOBQ_CLI_PATH, "jobq", "--url", url.c_str(), "dashboard", "--port", "0", "--token-file",
+            token_file.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string printed;
+  char buf[512];
+  for (int i = 0; i < 200 && printed.find('\n') == std::string::npos; ++i) {
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      const auto n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      printed.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  INFO(printed);
+  const auto at = printed.find("http://127.0.0.1:");
+  REQUIRE(at != std::string::npos);
+  CHECK(printed.find(", token required") != std::string::npos);
+  const int port = std::stoi(printed.substr(at + 17));
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get("/api/queues");
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = c.Get("/api/queues", {{"Authorization", "Bearer " + token}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.find("\"emails\"") != std::string::npos);
+
+  ::kill(pid, SIGINT);  // Ctrl-C
+  int st = 0;
+  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  while (true) {
+    const auto n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    printed.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  CHECK(printed.find("jobq dashboard stopped") != std::string::npos);
 }

@@ -266,4 +266,31 @@ setInterval(refresh, 5000);
 </html>
 )JOBQ";
 
+/// @brief The login page's policy: as the dashboard's, but its form may post to the server.
+inline constexpr std::string_view login_csp =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// @brief The login form (no script): the token is posted to /login, which sets the cookie.
+inline constexpr std::string_view login_html = R"JOBQ(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>jobq dashboard: log in</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 3rem auto; max-width: 28rem; color: #1d2433; background: #f7f8fa; }
+  input { width: 100%; padding: .4rem; margin: .5rem 0; box-sizing: border-box; } button { padding: .3rem 1rem; }
+</style>
+</head>
+<body>
+<h1>jobq</h1>
+<form method="post" action="/login">
+  <label for="token">Access token</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" autofocus required>
+  <button type="submit">Log in</button>
+</form>
+</body>
+</html>
+)JOBQ";
+
 }  // namespace jobq::detail

@@ -87,6 +87,33 @@ inline std::string http_error_text(int status) {
 
 }  // namespace detail
 
+namespace detail {
+
+/// @brief Whether a bind address is loopback only (127.0.0.0/8, ::1, localhost).
+inline bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+
+/// @brief The cookie the login form sets.
+inline constexpr std::string_view token_cookie = "jobq_token";
+
+/// @brief The value of cookie `name` in a Cookie header, if present.
+inline std::optional<std::string_view> cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    const auto end = header.find(';');
+    auto part = header.substr(0, end);
+    while (part.starts_with(' ')) part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=') {
+      return part.substr(name.size() + 1);
+    }
+    if (end == std::string_view::npos) break;
+    header.remove_prefix(end + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
 /// @brief Options of HttpServer.
 struct HttpOptions {
   std::string host = "127.0.0.1";  ///< address to bind (loopback by default: no auth is built in)
@@ -104,6 +131,14 @@ struct HttpOptions {
   Millis read_timeout{1'000};        ///< longest silence inside a request; then 408 and closed
   std::size_t max_header_bytes = 32 * 1024;  ///< request line + headers; larger: 431 and closed
   std::size_t max_body_bytes = 1024;  ///< larger or chunked bodies: 413 and closed, before being read
+  /// Access token (at least 16 characters); empty = none. With one, every request must carry
+  /// it: `Authorization: Bearer <token>` (the JSON API, /metrics) or the HttpOnly SameSite
+  /// cookie that the login form at /login sets (the dashboard). Read it from a file or the
+  /// environment, never from a command line (other users see argv in ps).
+  std::string token{};
+  /// Serve an address other than loopback without a token (behind a proxy that authenticates).
+  /// Without it, such a host and no token is refused when the server is made.
+  bool no_auth = false;
 };
 
 /// @brief Serves, on its own threads:
@@ -175,6 +210,9 @@ class HttpServer {
   /// @brief The bound port (after start()).
   [[nodiscard]] int port() const noexcept { return port_; }
 
+  /// @brief The options in force.
+  [[nodiscard]] const HttpOptions& options() const noexcept { return opt_; }
+
   /// @brief The queues shown: the configured ones, the backend's own list when it has one,
   /// and every queue the metrics registry has seen.
   std::vector<std::string> queues() {
@@ -199,7 +237,37 @@ class HttpServer {
       throw InvalidArgument(
           "http: max_connections and the timeouts must be positive, max_header_bytes at least 1024");
     }
+    if (!o.token.empty() && (o.token.size() < 16 || o.token.size() > 256 ||
+                             std::any_of(o.token.begin(), o.token.end(), [](char c) {
+                               return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == ';' || c == ',';
+                             }))) {
+      throw InvalidArgument("http: the access token must be 16 to 256 printable characters, without spaces, ';' or ','");
+    }
+    if (o.token.empty() && !o.no_auth && !detail::is_loopback_host(o.host)) {
+      throw InvalidArgument("http: serving " + o.host +
+                            " (not loopback) needs an access token (HttpOptions::token; jobq dashboard: "
+                            "--token-file or JOBQ_DASHBOARD_TOKEN), or no_auth (--no-auth) behind a proxy that "
+                            "authenticates");
+    }
     return o;
+  }
+
+  // Constant time in the length of `given`: how much of a guess was right must not show.
+  bool token_matches(std::string_view given) const {
+    const std::string_view want = opt_.token;
+    unsigned diff = given.size() == want.size() ? 0U : 1U;
+    for (std::size_t i = 0; i < given.size(); ++i) {
+      diff |= static_cast<unsigned char>(given[i]) ^ static_cast<unsigned char>(want[i % want.size()]);
+    }
+    return diff == 0;
+  }
+
+  bool authenticated(const httplib::Request& req) const {
+    if (opt_.token.empty()) return true;
+    const auto auth = req.get_header_value("Authorization");
+    if (auth.starts_with("Bearer ") && token_matches(std::string_view(auth).substr(7))) return true;
+    const auto cookie = detail::cookie_value(req.get_header_value("Cookie"), detail::token_cookie);
+    return cookie && token_matches(*cookie);
   }
 
   static detail::HttpLimits limits(const HttpOptions& o) {
@@ -238,6 +306,11 @@ class HttpServer {
         return Refusal{413, "request body over " + std::to_string(opt_.max_body_bytes) + " bytes"};
       }
     }
+    if (!authenticated(req) && req.path != "/login") {
+      // people are sent to the login form; programs get 401
+      if (req.method == "GET" && req.path == "/") return Refusal{303, "log in first"};
+      return Refusal{401, "authentication required: send Authorization: Bearer <token>, or log in at /login"};
+    }
     if (req.method != "GET" && req.method != "HEAD" && req.has_header("Origin")) {
       const auto origin = req.get_header_value("Origin");
       std::string_view rest = origin;
@@ -252,6 +325,8 @@ class HttpServer {
 
   static void refuse(const Refusal& r, httplib::Response& res) {
     send_json(res, {{"error", r.error}}, r.status);
+    if (r.status == 303) res.set_header("Location", "/login");
+    if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer");
     res.set_header("Connection", "close");
     if (auto* control = detail::http_current_request) control->close = true;  // its body stays unread
   }
@@ -370,6 +445,32 @@ class HttpServer {
   }
 
   void routes() {
+    server_.Get("/login", [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Cache-Control", "no-store");
+      res.set_header("Content-Security-Policy", std::string(detail::login_csp));
+      res.set_content(std::string(detail::login_html), "text/html; charset=utf-8");
+    });
+    // The form posts the token; a right one is kept in a cookie scripts cannot read (HttpOnly)
+    // and other sites' requests do not carry (SameSite=Strict).
+    server_.Post("/login", [this](const httplib::Request& req, httplib::Response& res) {
+      const auto given = req.has_param("token") ? req.get_param_value("token") : std::string{};
+      res.set_header("Cache-Control", "no-store");
+      if (opt_.token.empty()) {
+        res.status = 303;
+        res.set_header("Location", "/");
+        return;
+      }
+      if (!token_matches(given)) {
+        res.status = 401;
+        res.set_header("Content-Security-Policy", std::string(detail::login_csp));
+        res.set_content(std::string(detail::login_html), "text/html; charset=utf-8");
+        return;
+      }
+      res.status = 303;
+      res.set_header("Location", "/");
+      res.set_header("Set-Cookie", std::string(detail::token_cookie) + "=" + opt_.token +
+                                       "; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+    });
     server_.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_header("Cache-Control", "no-store");
       res.set_header("Content-Security-Policy", std::string(detail::dashboard_csp));
