@@ -150,6 +150,7 @@ class Metrics {
       case K::retried: ++j.retried; break;
       case K::dead: ++j.dead; break;
       case K::lost_lease: ++j.lost_leases; break;
+      case K::snoozed: ++j.snoozed; break;
       case K::progress: break;
     }
   }
@@ -245,6 +246,7 @@ class Metrics {
       return nlohmann::json{{"started", m.started},         {"completed", m.completed},
                             {"failed", m.failed},           {"retried", m.retried},
                             {"dead", m.dead},               {"lost_leases", m.lost_leases},
+                            {"snoozed", m.snoozed},
                             {"duration_count", m.duration.count}, {"duration_sum_seconds", m.duration.sum},
                             {"wait_count", m.wait.count},   {"wait_sum_seconds", m.wait.sum}};
     };
@@ -360,6 +362,8 @@ class Metrics {
     counter("jobq_jobs_dead_total", "Jobs moved to dead by this process's workers.", &JobMetrics::dead);
     counter("jobq_leases_lost_total", "Outcomes refused because the lease was no longer held.",
             &JobMetrics::lost_leases);
+    counter("jobq_jobs_snoozed_total", "Attempts that asked to run again later (no attempt used).",
+            &JobMetrics::snoozed);
 
     family("jobq_worker_errors_total", "counter",
            "Errors the workers of this process survived (backend unreachable, ...), by category.");
@@ -438,11 +442,11 @@ class Metrics {
     }
   };
   struct JobMetrics {  // one job name of one queue
-    std::uint64_t started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0;
+    std::uint64_t started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0, snoozed = 0;
     Histogram duration, wait;
     void add(const JobMetrics& m) {
       started += m.started, completed += m.completed, failed += m.failed;
-      retried += m.retried, dead += m.dead, lost_leases += m.lost_leases;
+      retried += m.retried, dead += m.dead, lost_leases += m.lost_leases, snoozed += m.snoozed;
       duration.add(m.duration);
       wait.add(m.wait);
     }

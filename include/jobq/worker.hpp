@@ -42,7 +42,9 @@ struct JobEvent {
   /// failed, followed by its outcome: retried, dead, or lost_lease (the lease was no longer
   /// ours, so nothing was recorded; also sent when a success is refused for that reason);
   /// progress: the handler reported progress (recorded in the backend).
-  enum class Kind { started, completed, failed, retried, dead, lost_lease, progress };
+  /// snoozed: the handler asked to run again later (JobContext::snooze; duration = the
+  /// delay): queued again, no attempt used.
+  enum class Kind { started, completed, failed, retried, dead, lost_lease, progress, snoozed };
   Kind kind = Kind::started;  ///< what happened
   JobId id = 0;               ///< the job
   std::string queue{};        ///< its queue
@@ -77,6 +79,7 @@ constexpr std::string_view to_string(JobEvent::Kind k) noexcept {
     case JobEvent::Kind::dead: return "dead";
     case JobEvent::Kind::lost_lease: return "lost_lease";
     case JobEvent::Kind::progress: return "progress";
+    case JobEvent::Kind::snoozed: return "snoozed";
   }
   return "unknown";
 }
@@ -88,7 +91,8 @@ constexpr LogLevel log_level_of(JobEvent::Kind k) noexcept {
     case JobEvent::Kind::started:
     case JobEvent::Kind::progress: return LogLevel::debug;
     case JobEvent::Kind::completed:
-    case JobEvent::Kind::retried: return LogLevel::info;
+    case JobEvent::Kind::retried:
+    case JobEvent::Kind::snoozed: return LogLevel::info;
     case JobEvent::Kind::failed:
     case JobEvent::Kind::lost_lease: return LogLevel::warning;
     case JobEvent::Kind::dead: return LogLevel::error;
@@ -109,6 +113,7 @@ inline std::string describe(const JobEvent& e) {
     case JobEvent::Kind::retried: s += "will be retried (attempt " + attempt + " failed)"; break;
     case JobEvent::Kind::dead: s += "dead after attempt " + attempt + ": " + e.error; break;
     case JobEvent::Kind::lost_lease: s += "lease lost on attempt " + attempt + ": its outcome was not recorded"; break;
+    case JobEvent::Kind::snoozed: s += "snoozed for " + std::to_string(e.duration.count()) + " ms"; break;
     case JobEvent::Kind::progress:
       s += "progress " + std::to_string(e.progress) + "%";
       if (!e.message.empty()) s += ": " + e.message;
@@ -159,6 +164,7 @@ struct WorkerStats {
   std::uint64_t retried = 0;      ///< failed attempts scheduled for retry
   std::uint64_t dead = 0;         ///< jobs moved to dead by this worker
   std::uint64_t lost_leases = 0;  ///< results refused because the lease was no longer ours
+  std::uint64_t snoozed = 0;      ///< attempts that asked to run again later (no attempt used)
   std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
   std::uint64_t prefetch = 0;     ///< jobs it may lease ahead of busy threads, now (adaptive: as sized)
 };
@@ -210,6 +216,17 @@ class JobContext {
   /// @brief Records progress (0..100) and an optional message; false if the lease is lost.
   bool progress(int percent, const std::string& message = {}) { return progress_(percent, message); }
 
+  /// @brief Asks to run this job again `delay` from now instead of finishing it: when the
+  /// handler returns (normally; a throw still fails the attempt), the job goes back to queued
+  /// at now + delay and the attempt is not counted (River's JobSnooze, Oban's {:snooze, n}).
+  /// Its result, if any, is dropped. A rate limit's or an upstream's "try again in 30 s".
+  void snooze(Millis delay) {
+    check_duration(delay, "snooze");
+    snooze_ = std::max(delay, Millis{0});
+  }
+  /// @brief The delay snooze() asked for, if it was called.
+  [[nodiscard]] std::optional<Millis> snoozed() const noexcept { return snooze_; }
+
   /// @brief The jobs this flow member depends on, in the order the flow gave them (empty
   /// outside flows); read from the backend once, on first use.
   const std::vector<Dependency>& dependencies() {
@@ -255,6 +272,7 @@ class JobContext {
   }
 
   const JobRecord* job_;
+  std::optional<Millis> snooze_;
   std::stop_token stop_;
   std::function<bool(int, const std::string&)> progress_;
   DependencyLoader load_;
@@ -548,6 +566,7 @@ class Worker {
     s.retried = retried_.load();
     s.dead = dead_.load();
     s.lost_leases = lost_leases_.load();
+    s.snoozed = snoozed_.load();
     s.in_flight = in_flight();
     std::lock_guard lock(mutex_);
     s.prefetch = window_ - static_cast<std::size_t>(opt_.concurrency);
@@ -828,6 +847,20 @@ class Worker {
     }
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
+    if (ok && ctx.snoozed()) {
+      const auto delay = *ctx.snoozed();
+      record([&] { return "the snooze of job " + std::to_string(job.id); }, [&] {
+        if (backend_->snooze(job.id, flight.token, backend_->now() + delay)) {
+          ++snoozed_;
+          flight.ran = delay;  // the event's duration: how long it sleeps
+          emit(flight, JobEvent::Kind::snoozed);
+        } else {
+          ++lost_leases_;
+          emit(flight, JobEvent::Kind::lost_lease, "snooze refused: the lease was no longer held");
+        }
+      });
+      return false;
+    }
     if (ok) {
       flight.succeeded = true;
       ++uncommitted_;  // frees this job's window slot: the runner may claim again at once
@@ -1209,7 +1242,7 @@ class Worker {
   std::jthread keeper_;
   std::jthread pruner_;  // only with a retention and a prune interval
 
-  std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
+  std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0}, snoozed_{0};
   std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed
 };
 
