@@ -6,6 +6,7 @@
 /// each is running or holding leased ahead.
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,33 @@ inline WorkerInfo worker_info_from_json(const nlohmann::json& j) {
   } catch (const nlohmann::json::exception& e) {
     throw InvalidArgument(std::string("malformed worker record: ") + e.what());
   }
+}
+
+/// @brief Who holds an active job: the worker, and since when its handler runs (nullopt: leased
+/// ahead of a free slot, its attempt counted but not started).
+struct JobHolder {
+  WorkerInfo worker;                          ///< the live worker that leased it
+  std::optional<TimePoint> running_since{};  ///< when its handler began; nullopt: not started
+};
+
+/// @brief The holder of job `id` among `workers` (Backend::workers()), if one of them has it.
+inline std::optional<JobHolder> holder_of(const std::vector<WorkerInfo>& workers, JobId id) {
+  for (const auto& w : workers) {
+    for (const auto& r : w.running) {
+      if (r.id == id) return JobHolder{w, r.started_at};
+    }
+    if (std::find(w.leased.begin(), w.leased.end(), id) != w.leased.end()) return JobHolder{w, std::nullopt};
+  }
+  return std::nullopt;
+}
+
+/// @brief {worker, host, pid, running, started_at (when running)}: `jobq show --json`'s and the
+/// dashboard's "holder".
+inline nlohmann::json to_json(const JobHolder& h) {
+  nlohmann::json j = {{"worker", h.worker.id}, {"host", h.worker.host}, {"pid", h.worker.pid},
+                      {"running", h.running_since.has_value()}};
+  if (h.running_since) j["started_at"] = to_epoch_ms(*h.running_since);
+  return j;
 }
 
 }  // namespace jobq

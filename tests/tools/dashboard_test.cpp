@@ -543,3 +543,112 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
   ::close(out[0]);
   CHECK(printed.find("jobq dashboard stopped") != std::string::npos);
 }
+
+TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and its actions, search, bulk, schedules") {
+  const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-pages-" + random_suffix() + ".db");
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() {
+      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
+    }
+  } cleanup{db};
+  const std::string url = "sqlite://" + db.string();
+  auto store = jobq::open_backend(url);
+  // mail: 60 dead "welcome" jobs and 60 dead "digest" ones, one of them with <script> in its error;
+  // a delayed job holding a unique key; a completed one; a nightly schedule
+  jobq::Queue mail{store, "mail"};
+  for (int i = 0; i < 120; ++i) {
+    mail.enqueue(i % 2 ? "digest" : "welcome", {{"to", "user" + std::to_string(i) + "@example.com"}}, {.max_attempts = 1});
+  }
+  for (;;) {
+    const auto got = store.claim({{"mail"}, 100, 60s});
+    if (got.empty()) break;
+    for (const auto& j : got) {
+      const auto error = j.payload.at("to") == "user7@example.com" ? "<script>alert(1)</script>" : "mailbox full";
+      REQUIRE(store.fail({j.id, j.lease_token, error, std::nullopt}) == jobq::FailOutcome::dead);
+    }
+  }
+  const auto delayed = mail.enqueue("digest", {{"to", "later@example.com"}}, {.delay = 1h, .unique_key = "digest:42"});
+  const auto done = mail.enqueue("welcome", {{"to", "done@example.com"}});
+  {
+    const auto c = store.claim({{"mail"}, 1, 60s});
+    REQUIRE(c.size() == 1);
+    REQUIRE(c[0].id == done);
+    REQUIRE(store.complete(done, c[0].lease_token, {{"sent", true}}));
+  }
+  mail.schedule("nightly", "0 3 * * *", {.tz = "Europe/Paris"}, "digest", {});
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"mail"}}};
+  server.start();
+  const auto base = "http://127.0.0.1:" + std::to_string(server.port());
+  Browser browser;
+  browser.script("window.confirm = () => true;");  // WebDriver cannot answer a dialog; a page load resets it
+  browser.go(base + "/#/queue/mail");
+  browser.wait_for(R"(!document.getElementById("view-queue").hidden && document.querySelectorAll("#q-jobs tbody tr").length > 0)");
+  browser.click(R"(#q-tabs button[data-state="dead"])");
+  browser.wait_for(R"(document.querySelector('#q-tabs button.on').dataset.state === "dead" &&
+                      document.querySelectorAll("#q-jobs tbody tr").length === 50)");
+  // newest first, 50 a page; the next page goes on where this one ended
+  const auto ids = [&] {
+    return browser.script(R"(return [...document.querySelectorAll("#q-jobs tbody tr")].map(tr => Number(tr.dataset.jobId));)");
+  };
+  auto first_page = ids();
+  CHECK(first_page[0].get<jobq::JobId>() > first_page[49].get<jobq::JobId>());
+  browser.click("#q-older");
+  browser.wait_for("document.getElementById('q-page').textContent.startsWith('jobs 51')");
+  CHECK(ids()[0].get<jobq::JobId>() == first_page[49].get<jobq::JobId>() - 1);
+  // filter by name, then by text in the error
+  browser.script("document.getElementById('q-filter-name').value = 'digest';");
+  browser.click("#q-filter-go");
+  browser.wait_for(R"([...document.querySelectorAll("#q-jobs tbody tr td:nth-child(2)")].every(td => td.textContent === "digest") &&
+                      document.querySelectorAll("#q-jobs tbody tr").length === 50)");
+  browser.script("document.getElementById('q-filter-name').value = ''; document.getElementById('q-filter-text').value = '<script>';");
+  browser.click("#q-filter-go");
+  browser.wait_for(R"(document.querySelectorAll("#q-jobs tbody tr").length === 1)");
+  // shown as text, never run
+  CHECK(browser.script(R"(return document.querySelector("#q-jobs tbody tr td.err").textContent;)") == "<script>alert(1)</script>");
+  CHECK(browser.script("return document.querySelectorAll('#q-jobs script').length;") == 0);
+
+  // bulk: re-drive every dead "welcome" job, confirmed with the count
+  browser.script("window.confirm = () => true; document.getElementById('q-filter-text').value = '';"
+                 "document.getElementById('q-filter-name').value = 'welcome';");
+  browser.click("#q-filter-go");
+  browser.wait_for("!document.getElementById('q-bulk').hidden");
+  browser.click("#q-bulk");
+  browser.wait_for("document.getElementById('q-bulk-status').textContent === 're-drove 60'");
+  CHECK(store.counts("mail").dead == 60);
+  for (const auto& j : store.list("mail", jobq::JobState::dead, {0, 100})) CHECK(j.name == "digest");
+
+  // a job page: fields, payload, attempts; run now on the delayed one
+  browser.go(base + "/#/job/" + std::to_string(delayed));
+  browser.wait_for(R"(!document.getElementById("view-job").hidden && document.querySelector('#j-fields dd[data-field="unique key"]'))");
+  CHECK(browser.script(R"(return document.querySelector('#j-fields dd[data-field="unique key"]').textContent;)") == "digest:42");
+  CHECK(browser.script("return document.getElementById('j-payload').textContent;") ==
+        "{\n  \"to\": \"later@example.com\"\n}");
+  browser.click(R"(#j-actions button[data-action="run_now"])");
+  browser.wait_for(R"(!document.querySelector('#j-actions button[data-action="run_now"]'))");
+  CHECK(store.get(delayed)->run_at <= store.now());
+  // delete a finished job
+  browser.script("window.confirm = () => true;");
+  browser.go(base + "/#/job/" + std::to_string(done));
+  browser.wait_for(R"(document.querySelector('#j-actions button[data-action="remove"]'))");
+  browser.script("window.confirm = () => true;");
+  browser.click(R"(#j-actions button[data-action="remove"])");
+  browser.wait_for("location.hash === '#/queue/mail'");
+  CHECK_FALSE(store.get(done));
+
+  // search by unique key and by id, from any page
+  browser.script("document.getElementById('search').value = 'digest:42';");
+  browser.click("#search-go");
+  browser.wait_for("location.hash === '#/job/" + std::to_string(delayed) + "'");
+  browser.script("document.getElementById('search').value = 'no-such-key';");
+  browser.click("#search-go");
+  browser.wait_for("document.getElementById('search-status').textContent === 'nothing found for no-such-key'");
+
+  // schedules
+  browser.go(base + "/#/schedules");
+  browser.wait_for(R"(document.querySelector('#schedules tr[data-schedule="nightly"]'))");
+  CHECK(browser.script(R"(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)") ==
+        "Europe/Paris");
+}

@@ -227,37 +227,17 @@ struct Cli {
     return ok;
   }
 
-  // Who holds an active job, from the worker registry: running since when, or leased ahead of
-  // a free slot (prefetched, its attempt counted but not started).
-  struct Holder {
-    jobq::WorkerInfo worker;
-    std::optional<jobq::TimePoint> running_since;
-  };
-  static std::optional<Holder> holder_of(jobq::AnyBackend& b, jobq::JobId id) {
-    for (auto& w : b.workers()) {
-      for (const auto& r : w.running) {
-        if (r.id == id) return Holder{w, r.started_at};
-      }
-      if (std::find(w.leased.begin(), w.leased.end(), id) != w.leased.end()) return Holder{w, std::nullopt};
-    }
-    return std::nullopt;
-  }
-
   int show(jobq::AnyBackend& b, jobq::JobId id) {
     const auto j = b.get(id);
     if (!j) {
       return report(json_out, "job " + std::to_string(id) + " not found", not_found);
     }
-    const auto holder = j->state == jobq::JobState::active ? holder_of(b, id) : std::nullopt;
+    // an active job is running, or leased ahead of a free slot: the worker registry tells which
+    const auto holder = j->state == jobq::JobState::active ? jobq::holder_of(b.workers(), id) : std::nullopt;
     if (json_out) {
       auto out = jobq::to_json(*j);
       if (j->state == jobq::JobState::active) {
-        out["holder"] = nullptr;
-        if (holder) {
-          out["holder"] = {{"worker", holder->worker.id}, {"host", holder->worker.host}, {"pid", holder->worker.pid},
-                           {"running", holder->running_since.has_value()}};
-          if (holder->running_since) out["holder"]["started_at"] = jobq::to_epoch_ms(*holder->running_since);
-        }
+        out["holder"] = holder ? jobq::to_json(*holder) : json(nullptr);
       }
       std::cout << out.dump(2) << '\n';
       return ok;
