@@ -404,8 +404,12 @@ async function refreshSchedules() {
 }
 
 // #/ (overview), #/queue/NAME, #/job/ID, #/schedules
+let again = false;  // a click during a refresh: refresh once more when it ends
 async function route() {
-  if (refreshing) return;
+  if (refreshing) {
+    again = true;
+    return;
+  }
   refreshing = true;
   const [, view, arg] = (location.hash.match(/^#\/([a-z]+)\/?(.*)$/) || []);
   const show = id => { for (const v of ["overview", "queue", "job", "schedules"]) document.getElementById("view-" + v).hidden = v !== id; };
@@ -433,6 +437,10 @@ async function route() {
     setStatus("cannot load: " + e.message, true);
   } finally {
     refreshing = false;
+    if (again) {
+      again = false;
+      route();
+    }
   }
 }
 const refresh = route;
