@@ -430,6 +430,11 @@ class HttpServer {
     return {req.get_param_value("name"), req.get_param_value("text"), req.get_param_value("failed") == "1"};
   }
 
+  std::size_t count_in(const std::string& queue, JobState state) {
+    auto c = backend_->counts(queue);
+    return static_cast<std::size_t>(std::max<std::int64_t>(0, count_of(c, state)));
+  }
+
   struct JobPage {
     std::vector<JobRecord> jobs;
     bool more = false;  // the list goes on (or, past max_failed_scan, may go on)
@@ -441,9 +446,7 @@ class HttpServer {
   JobPage find_jobs(const std::string& queue, JobState state, const JobFilter& filter, std::size_t skip,
                     std::size_t limit, bool desc) {
     JobPage p;
-    const auto total = [&] {
-      return static_cast<std::size_t>(std::max<std::int64_t>(0, count_of(backend_->counts(queue), state)));
-    };
+    const auto total = [&] { return count_in(queue, state); };
     if (!filter.any() && !desc) {
       p.jobs = backend_->list(queue, state, {skip, limit + 1});  // one extra tells "more"
       p.more = p.jobs.size() > limit;
@@ -453,7 +456,8 @@ class HttpServer {
     if (!filter.any()) {
       const auto n = total();
       if (skip >= n) return p;
-      const auto end = n - skip, start = end > limit ? end - limit : 0;
+      const std::size_t end = n - skip;
+      const std::size_t start = end > limit ? end - limit : 0;
       p.jobs = backend_->list(queue, state, {start, end - start});
       std::reverse(p.jobs.begin(), p.jobs.end());
       p.more = start > 0;
@@ -590,7 +594,7 @@ class HttpServer {
       validate_queue_name(queue);
       const auto state = state_param(req);
       const auto filter = filter_of(req);
-      auto total = static_cast<std::size_t>(std::max<std::int64_t>(0, count_of(backend_->counts(queue), state)));
+      const auto total = count_in(queue, state);
       if (!filter.any()) return send_json(res, {{"count", total}, {"exact", true}});
       std::size_t n = 0, scanned = 0;
       for (std::size_t at = 0; scanned < opt_.max_failed_scan;) {
