@@ -270,6 +270,7 @@ extern "C" inline void on_child_sigterm(int) {
       if (it == handlers.end()) throw Permanent("no isolated handler registered for job '" + job.name + "'");
       try {
         reply = {{"result", it->second(job, ctx)}};
+        if (ctx.snoozed()) reply["snooze_ms"] = ctx.snoozed()->count();  // the parent snoozes it
       } catch (const Permanent& e) {
         reply = {{"error", e.what()}, {"permanent", true}};
       } catch (const std::bad_alloc&) {
@@ -499,6 +500,7 @@ class ProcessPool {
         } else {
           give_back(c);
         }
+        if (frame->contains("snooze_ms")) ctx.snooze(Millis{frame->at("snooze_ms").get<Millis::rep>()});
         if (frame->contains("result")) return std::move(frame->at("result"));
         const auto error = frame->value("error", std::string("handler failed"));
         if (frame->value("permanent", false)) throw Permanent(error);

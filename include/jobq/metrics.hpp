@@ -150,6 +150,7 @@ class Metrics {
       case K::retried: ++j.retried; break;
       case K::dead: ++j.dead; break;
       case K::lost_lease: ++j.lost_leases; break;
+      case K::snoozed: ++j.snoozed; break;
       case K::progress: break;
     }
   }
@@ -207,6 +208,7 @@ class Metrics {
 
   /// @brief Samples counts, paused flag and oldest-waiting age of each queue from the backend:
   /// per queue one counts(), one is_paused() and the list() pages oldest_waiting() reads.
+  /// Also reads the worker registry once (workers()) for the jobq_workers gauges.
   template <Backend B>
   void sample(B& backend, std::span<const std::string> queues) {
     for (const auto& q : queues) {
@@ -216,6 +218,14 @@ class Metrics {
       s.oldest_waiting = oldest_waiting(backend, q);
       set_sample(q, s);
     }
+    WorkersSample w;
+    for (const auto& e : backend.workers()) {
+      ++w.workers;
+      w.running += e.running.size();
+      w.leased += e.leased.size();
+    }
+    std::lock_guard lock(mutex_);
+    workers_ = w;
   }
 
   /// @brief Every queue the registry has seen, sorted.
@@ -236,6 +246,7 @@ class Metrics {
       return nlohmann::json{{"started", m.started},         {"completed", m.completed},
                             {"failed", m.failed},           {"retried", m.retried},
                             {"dead", m.dead},               {"lost_leases", m.lost_leases},
+                            {"snoozed", m.snoozed},
                             {"duration_count", m.duration.count}, {"duration_sum_seconds", m.duration.sum},
                             {"wait_count", m.wait.count},   {"wait_sum_seconds", m.wait.sum}};
     };
@@ -310,6 +321,13 @@ class Metrics {
     for (const auto& [name, q] : queues_) {
       if (q.sample) line("jobq_jobs_delayed", ql(name), static_cast<double>(q.sample->counts.delayed));
     }
+    if (workers_) {
+      family("jobq_workers", "gauge", "Live workers in the store's registry when last sampled (every process).");
+      line("jobq_workers", "", static_cast<double>(workers_->workers));
+      family("jobq_worker_jobs", "gauge", "Active jobs of the live workers: running a handler, or leased ahead.");
+      line("jobq_worker_jobs", "state=\"running\"", static_cast<double>(workers_->running));
+      line("jobq_worker_jobs", "state=\"leased\"", static_cast<double>(workers_->leased));
+    }
     family("jobq_queue_paused", "gauge", "1 if the queue is paused.");
     for (const auto& [name, q] : queues_) {
       if (q.sample) line("jobq_queue_paused", ql(name), q.sample->paused ? 1 : 0);
@@ -344,6 +362,8 @@ class Metrics {
     counter("jobq_jobs_dead_total", "Jobs moved to dead by this process's workers.", &JobMetrics::dead);
     counter("jobq_leases_lost_total", "Outcomes refused because the lease was no longer held.",
             &JobMetrics::lost_leases);
+    counter("jobq_jobs_snoozed_total", "Attempts that asked to run again later (no attempt used).",
+            &JobMetrics::snoozed);
 
     family("jobq_worker_errors_total", "counter",
            "Errors the workers of this process survived (backend unreachable, ...), by category.");
@@ -422,11 +442,11 @@ class Metrics {
     }
   };
   struct JobMetrics {  // one job name of one queue
-    std::uint64_t started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0;
+    std::uint64_t started = 0, completed = 0, failed = 0, retried = 0, dead = 0, lost_leases = 0, snoozed = 0;
     Histogram duration, wait;
     void add(const JobMetrics& m) {
       started += m.started, completed += m.completed, failed += m.failed;
-      retried += m.retried, dead += m.dead, lost_leases += m.lost_leases;
+      retried += m.retried, dead += m.dead, lost_leases += m.lost_leases, snoozed += m.snoozed;
       duration.add(m.duration);
       wait.add(m.wait);
     }
@@ -479,8 +499,13 @@ class Metrics {
     return slot;
   }
 
+  struct WorkersSample {
+    std::size_t workers = 0, running = 0, leased = 0;
+  };
+
   MetricsOptions opt_;
   mutable std::mutex mutex_;
+  std::optional<WorkersSample> workers_;  // from the last sample()
   std::map<std::string, QueueMetrics> queues_;
   std::map<std::string, std::uint64_t> errors_;  // by error category
   std::optional<TimePoint> last_error_;

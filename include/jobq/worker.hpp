@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -24,12 +25,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "jobq/backend.hpp"
 #include "jobq/log.hpp"
 #include "jobq/schedule.hpp"
+#include "jobq/worker_info.hpp"
 
 namespace jobq {
 
@@ -39,7 +42,9 @@ struct JobEvent {
   /// failed, followed by its outcome: retried, dead, or lost_lease (the lease was no longer
   /// ours, so nothing was recorded; also sent when a success is refused for that reason);
   /// progress: the handler reported progress (recorded in the backend).
-  enum class Kind { started, completed, failed, retried, dead, lost_lease, progress };
+  /// snoozed: the handler asked to run again later (JobContext::snooze; duration = the
+  /// delay): queued again, no attempt used.
+  enum class Kind { started, completed, failed, retried, dead, lost_lease, progress, snoozed };
   Kind kind = Kind::started;  ///< what happened
   JobId id = 0;               ///< the job
   std::string queue{};        ///< its queue
@@ -74,6 +79,7 @@ constexpr std::string_view to_string(JobEvent::Kind k) noexcept {
     case JobEvent::Kind::dead: return "dead";
     case JobEvent::Kind::lost_lease: return "lost_lease";
     case JobEvent::Kind::progress: return "progress";
+    case JobEvent::Kind::snoozed: return "snoozed";
   }
   return "unknown";
 }
@@ -85,7 +91,8 @@ constexpr LogLevel log_level_of(JobEvent::Kind k) noexcept {
     case JobEvent::Kind::started:
     case JobEvent::Kind::progress: return LogLevel::debug;
     case JobEvent::Kind::completed:
-    case JobEvent::Kind::retried: return LogLevel::info;
+    case JobEvent::Kind::retried:
+    case JobEvent::Kind::snoozed: return LogLevel::info;
     case JobEvent::Kind::failed:
     case JobEvent::Kind::lost_lease: return LogLevel::warning;
     case JobEvent::Kind::dead: return LogLevel::error;
@@ -106,6 +113,7 @@ inline std::string describe(const JobEvent& e) {
     case JobEvent::Kind::retried: s += "will be retried (attempt " + attempt + " failed)"; break;
     case JobEvent::Kind::dead: s += "dead after attempt " + attempt + ": " + e.error; break;
     case JobEvent::Kind::lost_lease: s += "lease lost on attempt " + attempt + ": its outcome was not recorded"; break;
+    case JobEvent::Kind::snoozed: s += "snoozed for " + std::to_string(e.duration.count()) + " ms"; break;
     case JobEvent::Kind::progress:
       s += "progress " + std::to_string(e.progress) + "%";
       if (!e.message.empty()) s += ": " + e.message;
@@ -130,6 +138,10 @@ struct WorkerOptions {
   /// finished state and queue; nullopt keeps everything.
   std::optional<Retention> retention = Retention{.max_jobs = 100'000};
   Millis prune_interval{60'000};       ///< how often to prune (the first right at start); 0 = never
+  /// Register in the store's worker registry (jobq workers, the dashboard, jobq show's
+  /// running/leased), renewed every heartbeat_interval with the jobs it runs and holds; the
+  /// entry goes at stop(), or by itself max(lease, 3 heartbeats) after the last renewal.
+  bool registry = true;
   /// Called with errors the loops survive (backend down, ...). Default: logged at error level.
   std::function<void(const std::exception&)> on_error{};
   /// Called on worker threads for every JobEvent (metrics, custom hooks); must be thread-safe and
@@ -152,6 +164,7 @@ struct WorkerStats {
   std::uint64_t retried = 0;      ///< failed attempts scheduled for retry
   std::uint64_t dead = 0;         ///< jobs moved to dead by this worker
   std::uint64_t lost_leases = 0;  ///< results refused because the lease was no longer ours
+  std::uint64_t snoozed = 0;      ///< attempts that asked to run again later (no attempt used)
   std::uint64_t in_flight = 0;    ///< jobs claimed and not yet finished, now
   std::uint64_t prefetch = 0;     ///< jobs it may lease ahead of busy threads, now (adaptive: as sized)
 };
@@ -203,6 +216,17 @@ class JobContext {
   /// @brief Records progress (0..100) and an optional message; false if the lease is lost.
   bool progress(int percent, const std::string& message = {}) { return progress_(percent, message); }
 
+  /// @brief Asks to run this job again `delay` from now instead of finishing it: when the
+  /// handler returns (normally; a throw still fails the attempt), the job goes back to queued
+  /// at now + delay and the attempt is not counted (River's JobSnooze, Oban's {:snooze, n}).
+  /// Its result, if any, is dropped. A rate limit's or an upstream's "try again in 30 s".
+  void snooze(Millis delay) {
+    check_duration(delay, "snooze");
+    snooze_ = std::max(delay, Millis{0});
+  }
+  /// @brief The delay snooze() asked for, if it was called.
+  [[nodiscard]] std::optional<Millis> snoozed() const noexcept { return snooze_; }
+
   /// @brief The jobs this flow member depends on, in the order the flow gave them (empty
   /// outside flows); read from the backend once, on first use.
   const std::vector<Dependency>& dependencies() {
@@ -248,6 +272,7 @@ class JobContext {
   }
 
   const JobRecord* job_;
+  std::optional<Millis> snooze_;
   std::stop_token stop_;
   std::function<bool(int, const std::string&)> progress_;
   DependencyLoader load_;
@@ -371,6 +396,7 @@ class Worker {
       };
     }
     observe_ = opt_.on_event || opt_.log.enabled(LogLevel::error);
+    id_ = make_worker_id();
   }
 
   Worker(const Worker&) = delete;
@@ -401,6 +427,7 @@ class Worker {
     std::lock_guard lock(mutex_);
     if (running_) return;
     running_ = true;
+    started_at_ = backend_->now();
     fetch_stop_ = std::stop_source{};
     tasks_.reserve(max_window_);  // never reallocated while running (a Task is large to move)
     committer_ = std::thread([this] { commit_loop(); });
@@ -464,6 +491,13 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    if (opt_.registry) {
+      try {
+        backend_->unregister_worker(id_);
+      } catch (const std::exception& e) {
+        report(e);
+      }
+    }
     pruner_.request_stop();
     if (pruner_.joinable()) pruner_.join();
 
@@ -532,6 +566,7 @@ class Worker {
     s.retried = retried_.load();
     s.dead = dead_.load();
     s.lost_leases = lost_leases_.load();
+    s.snoozed = snoozed_.load();
     s.in_flight = in_flight();
     std::lock_guard lock(mutex_);
     s.prefetch = window_ - static_cast<std::size_t>(opt_.concurrency);
@@ -540,6 +575,9 @@ class Worker {
 
   /// @brief The options in force (with defaults filled in).
   [[nodiscard]] const WorkerOptions& options() const noexcept { return opt_; }
+
+  /// @brief Its id in the worker registry ("host:pid:n-random"), fixed for the object's life.
+  [[nodiscard]] const std::string& id() const noexcept { return id_; }
 
  private:
   using Fn = std::function<nlohmann::json(const JobRecord&, JobContext&)>;
@@ -555,6 +593,8 @@ class Worker {
     std::optional<std::chrono::steady_clock::time_point> deadline;  // set when it starts
     std::atomic<bool> timed_out{false};
     std::atomic<bool> released{false};   // lease given back at shutdown: record nothing
+    TimePoint started_at{};              // backend clock; written before `running` is set
+    std::atomic<bool> running{false};    // its handler has started (the registry tells leased apart)
     std::atomic<bool> succeeded{false};  // handed to the committer: never give it back
     std::string queue, name;            // for JobEvents
     int attempt = 0;
@@ -769,6 +809,8 @@ class Worker {
     }, [this](const JobRecord& j) { return load_dependencies(*backend_, j); });
 
     flight.started = std::chrono::steady_clock::now();
+    if (opt_.registry) flight.started_at = backend_->now();
+    flight.running = true;
     emit(flight, JobEvent::Kind::started);
     nlohmann::json result;
     std::string error;
@@ -805,6 +847,20 @@ class Worker {
     }
     if (flight.released) return false;  // shutdown gave the lease back; another worker runs it
 
+    if (ok && ctx.snoozed()) {
+      const auto delay = *ctx.snoozed();
+      record([&] { return "the snooze of job " + std::to_string(job.id); }, [&] {
+        if (backend_->snooze(job.id, flight.token, backend_->now() + delay)) {
+          ++snoozed_;
+          flight.ran = delay;  // the event's duration: how long it sleeps
+          emit(flight, JobEvent::Kind::snoozed);
+        } else {
+          ++lost_leases_;
+          emit(flight, JobEvent::Kind::lost_lease, "snooze refused: the lease was no longer held");
+        }
+      });
+      return false;
+    }
     if (ok) {
       flight.succeeded = true;
       ++uncommitted_;  // frees this job's window slot: the runner may claim again at once
@@ -1008,7 +1064,8 @@ class Worker {
       steady::time_point next = steady::now();
     };
     std::array chores{Chore{opt_.maintenance_interval, &Worker::maintain},
-                      Chore{opt_.schedule_interval, &Worker::fire_schedules}};
+                      Chore{opt_.schedule_interval, &Worker::fire_schedules},
+                      Chore{opt_.registry ? opt_.heartbeat_interval : Millis{0}, &Worker::announce}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
       std::vector<std::shared_ptr<Flight>> flights;
@@ -1059,6 +1116,56 @@ class Worker {
     } catch (const std::exception& e) {
       report(e);
     }
+  }
+
+  // The registry entry: what this worker runs and holds now. Read under the mutex, written
+  // outside it (a slow store must not hold up the runners).
+  void announce() {
+    WorkerInfo w;
+    w.id = id_;
+    w.host = host_name();
+    w.pid = static_cast<int>(::getpid());
+    w.queues = opt_.queues;
+    w.concurrency = opt_.concurrency;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, f] : flights_) {
+        if (f->running) {
+          w.running.push_back({id, f->started_at});
+        } else {
+          w.leased.push_back(id);
+        }
+      }
+      w.started_at = started_at_;
+    }
+    try {
+      w.heartbeat_at = backend_->now();
+      w.expires_at = w.heartbeat_at + std::max(opt_.lease, 3 * opt_.heartbeat_interval);
+      backend_->register_worker(w);
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  static std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+    return buf;
+  }
+
+  // Unique among the workers of a store: host and pid tell processes apart, the counter the
+  // workers of one process, the random part a pid reused after a restart.
+  static std::string make_worker_id() {
+    static std::atomic<std::uint64_t> next{0};
+    std::random_device rd;
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string tag;
+    for (int i = 0; i < 6; ++i) tag += hex[rd() % 16];
+    std::string host = host_name();
+    for (auto& c : host) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) c = '_';
+    }
+    return host.substr(0, 100) + ":" + std::to_string(::getpid()) + ":" + std::to_string(++next) + "-" + tag;
   }
 
   void fire_schedules() {
@@ -1113,6 +1220,8 @@ class Worker {
   std::atomic<std::size_t> uncommitted_{0};  // successes in flights_ handed to the committer
   bool fetching_ = false;                    // a runner is claiming or waiting for work
   bool running_ = false;
+  std::string id_;          // in the worker registry
+  TimePoint started_at_{};  // of the last start(), for the registry
   bool stopping_ = false;                    // stop() began: no more claims or starts
   bool shutting_down_ = false;
   std::atomic<bool> stop_requested_{false};
@@ -1133,7 +1242,7 @@ class Worker {
   std::jthread keeper_;
   std::jthread pruner_;  // only with a retention and a prune interval
 
-  std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0};
+  std::atomic<std::uint64_t> processed_{0}, failed_{0}, retried_{0}, dead_{0}, lost_leases_{0}, snoozed_{0};
   std::vector<std::size_t> refused_;  // committer only: batch positions complete_each failed
 };
 

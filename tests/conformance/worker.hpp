@@ -272,6 +272,89 @@ TEMPLATE_LIST_TEST_CASE("a worker heartbeats the leases of running jobs", "[conf
   CHECK(q.get(id)->attempts == 1);
 }
 
+TEMPLATE_LIST_TEST_CASE("a worker registers itself with the jobs it runs and holds, and leaves at stop",
+                        "[conformance][worker][registry]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto first = q.enqueue(Greet{"first"}, {.priority = 9});
+  std::vector<jobq::JobId> rest;
+  for (int i = 0; i < 3; ++i) rest.push_back(q.enqueue(Greet{"later"}));
+  auto opt = fast_worker(1);
+  opt.prefetch = 3;
+  opt.lease = 300ms;  // renewed every 100 ms
+  std::atomic<bool> finish{false};
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  const auto mine = [&]() -> std::optional<jobq::WorkerInfo> {
+    for (auto& e : b.workers()) {
+      if (e.id == w.id()) return e;
+    }
+    return std::nullopt;
+  };
+  w.start();
+  // the handler runs the first job; the other three wait, leased, for the one slot
+  REQUIRE(eventually([&] {
+    const auto e = mine();
+    return e && e->running.size() == 1 && e->running[0].id == first && e->leased.size() == 3;
+  }, 10s));
+  const auto e = *mine();
+  auto leased = e.leased;
+  std::sort(leased.begin(), leased.end());
+  CHECK(leased == rest);
+  CHECK(e.queues == std::vector<std::string>{"q"});
+  CHECK(e.concurrency == 1);
+  CHECK(e.pid == static_cast<int>(::getpid()));
+  CHECK_FALSE(e.host.empty());
+  CHECK(e.started_at == fx.clock.now());
+  CHECK(e.running[0].started_at == fx.clock.now());
+  CHECK(e.expires_at == e.heartbeat_at + 300ms);
+  finish = true;
+  w.stop();
+  CHECK_FALSE(mine());
+}
+
+TEMPLATE_LIST_TEST_CASE("a handler that snoozes runs again later without using an attempt",
+                        "[conformance][worker][snooze]", Backends) {
+  auto&& [fx, b, q] = WorkerCase<TestType>{};
+  const auto id = q.enqueue(Greet{"ada"}, {.max_attempts = 1});
+  std::atomic<int> runs{0};
+  std::mutex mu;
+  std::vector<jobq::JobEvent> events;
+  auto opt = fast_worker(1);
+  opt.on_event = [&](const jobq::JobEvent& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  };
+  jobq::Worker w{b, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    if (++runs == 1) ctx.snooze(30s);  // "the upstream said: try again in 30 s"
+    return std::string("done");
+  });
+  w.start();
+  REQUIRE(eventually([&] { return runs.load() == 1 && q.get(id)->state == JobState::queued; }, 10s));
+  auto j = q.get(id);
+  CHECK(j->run_at == fx.clock.now() + 30s);
+  CHECK(j->attempts == 0);
+  CHECK(j->errors.empty());
+  CHECK(j->result.is_null());  // a snoozed attempt's result is dropped
+  std::this_thread::sleep_for(50ms);
+  CHECK(runs.load() == 1);  // not before its time
+  fx.clock.advance(30s);
+  REQUIRE(eventually([&] { return q.get(id)->state == JobState::completed; }, 10s));
+  w.stop();
+  j = q.get(id);
+  CHECK(j->attempts == 1);  // max_attempts 1, and it still ran: the snooze used none
+  CHECK(j->result == "done");
+  CHECK(w.stats().snoozed == 1);
+  std::lock_guard lock(mu);
+  const auto snoozed = std::find_if(events.begin(), events.end(),
+                                    [](const auto& e) { return e.kind == jobq::JobEvent::Kind::snoozed; });
+  REQUIRE(snoozed != events.end());
+  CHECK(snoozed->duration == 30s);
+  CHECK(jobq::describe(*snoozed).ends_with("snoozed for 30000 ms"));
+}
+
 namespace conformance {
 /// A backend whose prune blocks until released: a prune of a huge store.
 template <class B>

@@ -19,7 +19,7 @@ inline jobq::WorkerInfo make_worker(std::string id, jobq::TimePoint now, jobq::M
   w.started_at = now - 1min;
   w.heartbeat_at = now;
   w.expires_at = now + ttl;
-  w.running = {1, 9'007'199'254'740'993};  // above 2^53: not squeezed through a double
+  w.running = {{1, now - 5s}, {9'007'199'254'740'993, now - 1s}};  // above 2^53: not squeezed through a double
   w.leased = {3};
   return w;
 }
@@ -60,7 +60,7 @@ TEMPLATE_LIST_TEST_CASE("re-registering a worker replaces its entry", "[conforma
   fx.clock.advance(5s);
   w.heartbeat_at = fx.clock.now();
   w.expires_at = fx.clock.now() + 30s;
-  w.running = {7};
+  w.running = {{7, fx.clock.now()}};
   w.leased = {};
   b.register_worker(w);
   const auto got = b.workers();

@@ -447,3 +447,65 @@ TEST_CASE("http: pause and resume take the queue name in the query too", "[http]
                                          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")) == 403);
   CHECK_FALSE(s.store.is_paused("emails"));
 }
+
+TEST_CASE("http: with a token every request needs it; the login form sets an HttpOnly SameSite cookie", "[http][auth]") {
+  const std::string token = "s3cret-token-0123456789";
+  Served s{{.token = token}};
+  const auto req = [&](const std::string& line, const std::string& extra, const std::string& body = "") {
+    return round_trip(s.port, line + " HTTP/1.1\r\nHost: " + s.host + "\r\n" + extra + "Content-Length: " +
+                                  std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  };
+  // nothing without it: programs get 401, people the login form
+  auto out = get(s.port, "/api/queues", s.host);
+  CHECK(status_of(out) == 401);
+  CHECK(header_of(out, "WWW-Authenticate") == "Bearer");
+  CHECK(out.find("emails") == std::string::npos);
+  CHECK(status_of(get(s.port, "/metrics", s.host)) == 401);
+  CHECK(status_of(get(s.port, "/api/jobs/" + std::to_string(s.job), s.host)) == 401);
+  out = get(s.port, "/", s.host);
+  CHECK(status_of(out) == 303);
+  CHECK(header_of(out, "Location") == "/login");
+  CHECK(status_of(post(s.port, "/api/jobs/" + std::to_string(s.job) + "/cancel", s.host)) == 401);
+  CHECK(s.store.get(s.job)->state == jobq::JobState::queued);
+  CHECK(status_of(req("GET /api/queues", "Authorization: Bearer wrong-token-0123456789\r\n")) == 401);
+  CHECK(status_of(req("GET /api/queues", "Authorization: Bearer " + token + "x\r\n")) == 401);
+  CHECK(status_of(req("GET /api/queues", "Cookie: jobq_token=" + token.substr(1) + "\r\n")) == 401);
+  // the login page needs none; it is a form without script
+  out = get(s.port, "/login", s.host);
+  CHECK(status_of(out) == 200);
+  CHECK(out.find(R"(<form method="post" action="/login">)") != std::string::npos);
+  CHECK(out.find("<script") == std::string::npos);
+  CHECK(header_of(out, "Content-Security-Policy").find("form-action 'self'") != std::string::npos);
+  // a wrong token: no cookie
+  out = req("POST /login", "Content-Type: application/x-www-form-urlencoded\r\n", "token=guess-guess-guess-guess");
+  CHECK(status_of(out) == 401);
+  CHECK(header_of(out, "Set-Cookie").empty());
+  // the right one, as a bearer header or through the form's cookie
+  CHECK(status_of(req("GET /api/queues", "Authorization: Bearer " + token + "\r\n")) == 200);
+  out = req("POST /login", "Content-Type: application/x-www-form-urlencoded\r\n", "token=" + token);
+  CHECK(status_of(out) == 303);
+  CHECK(header_of(out, "Location") == "/");
+  const auto cookie = header_of(out, "Set-Cookie");
+  CHECK(cookie.starts_with("jobq_token=" + token + ";"));
+  CHECK(cookie.find("HttpOnly") != std::string::npos);
+  CHECK(cookie.find("SameSite=Strict") != std::string::npos);
+  const auto with_cookie = "Cookie: theme=dark; jobq_token=" + token + "\r\n";
+  CHECK(status_of(req("GET /", with_cookie)) == 200);
+  CHECK(status_of(req("GET /api/queues", with_cookie)) == 200);
+  CHECK(status_of(req("POST /api/jobs/" + std::to_string(s.job) + "/cancel", with_cookie + "X-Jobq-Action: 1\r\n")) ==
+        200);
+  CHECK(s.store.get(s.job)->state == jobq::JobState::cancelled);
+}
+
+TEST_CASE("http: a non-loopback address needs a token or an explicit no_auth", "[http][auth]") {
+  jobq::MemoryBackend store;
+  jobq::Metrics m;
+  using Server = jobq::HttpServer<jobq::MemoryBackend>;
+  CHECK_THROWS_WITH((Server{store, m, {.host = "0.0.0.0", .port = 0}}), Catch::Contains("needs an access token"));
+  CHECK_THROWS_AS((Server{store, m, {.host = "::", .port = 0}}), jobq::InvalidArgument);
+  CHECK_NOTHROW(Server{store, m, {.host = "0.0.0.0", .port = 0, .no_auth = true}});
+  CHECK_NOTHROW(Server{store, m, {.host = "0.0.0.0", .port = 0, .token = "0123456789abcdef"}});
+  CHECK_NOTHROW(Server{store, m, {.host = "127.0.0.1", .port = 0}});
+  CHECK_THROWS_AS((Server{store, m, {.port = 0, .token = "short"}}), jobq::InvalidArgument);
+  CHECK_THROWS_AS((Server{store, m, {.port = 0, .token = "with space 0123456789"}}), jobq::InvalidArgument);
+}

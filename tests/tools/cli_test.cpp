@@ -15,6 +15,7 @@
 
 #include <jobq/open.hpp>
 #include <jobq/queue.hpp>
+#include <jobq/worker.hpp>
 
 #include "flow_tree.hpp"
 #include "video_flow.hpp"
@@ -203,6 +204,60 @@ void exercise_bulk(const Store& s, jobq::AnyBackend& b, const std::string& q) {
   CHECK(r.rc == 4);
   CHECK(r.json().at("ok").empty());
   CHECK(r.json().at("refused").size() == 2);
+}
+
+// workers, and show telling a running job from one leased ahead
+void exercise_workers(const Store& s, jobq::AnyBackend& b, const std::string& q) {
+  jobq::Queue<jobq::AnyBackend> queue{b, q};
+  const auto first = queue.enqueue("block", {}, {.priority = 5});
+  const auto second = queue.enqueue("block", {});
+  std::atomic<bool> finish{false};
+  jobq::Worker w{b, {.queues = {q}, .concurrency = 1, .prefetch = 1, .lease = 3'000ms, .poll_interval = 10ms,
+                     .log = {jobq::LogLevel::off, {}}}};
+  w.handle("block", [&](const nlohmann::json&, jobq::JobContext& ctx) {
+    while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  w.start();
+  const auto registered = [&] {
+    for (const auto& e : b.workers()) {
+      if (e.id == w.id() && e.running.size() == 1 && e.leased.size() == 1) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 1000 && !registered(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(registered());
+
+  auto r = jobq_cli(s.args({"workers", "--json"}));
+  REQUIRE(r.rc == 0);
+  bool found = false;
+  for (const auto& e : r.json()) {
+    if (e.at("id") != w.id()) continue;
+    found = true;
+    CHECK(e.at("queues") == nlohmann::json{q});
+    CHECK(e.at("running").at(0).at("id") == first);
+    CHECK(e.at("leased") == nlohmann::json{second});
+  }
+  CHECK(found);
+  r = jobq_cli(s.args({"workers"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.starts_with("ID  "));
+  CHECK(r.out.find(w.id()) != std::string::npos);
+
+  r = jobq_cli(s.args({"show", std::to_string(first)}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("held by:    worker " + w.id()) != std::string::npos);
+  CHECK(r.out.find("running since") != std::string::npos);
+  r = jobq_cli(s.args({"show", std::to_string(second)}));
+  CHECK(r.out.find("leased ahead, not started yet") != std::string::npos);
+  r = jobq_cli(s.args({"show", std::to_string(second), "--json"}));
+  CHECK(r.json().at("holder").at("running") == false);
+  CHECK(r.json().at("holder").at("worker") == w.id());
+
+  finish = true;
+  w.stop();
+  r = jobq_cli(s.args({"workers", "--json"}));
+  REQUIRE(r.rc == 0);
+  for (const auto& e : r.json()) CHECK(e.at("id") != w.id());  // gone at a clean stop
 }
 
 // Every command against one store.
@@ -407,6 +462,7 @@ void exercise(const Store& s) {
 
   exercise_flows(s, b, q + "-flow");
   exercise_bulk(s, b, q + "-bulk");
+  exercise_workers(s, b, q + "-work");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -202,6 +203,12 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   auto img = store.claim({{"images"}, 1, 60s});
   REQUIRE(store.fail({img.at(0).id, img.at(0).lease_token, "decoder crashed", std::nullopt}) == jobq::FailOutcome::dead);
   const auto dead_email = claimed[3].id;
+  // a worker of another process, as the registry holds it
+  const jobq::WorkerInfo worker{.id = "web-1:4242:1-abc", .host = "web-1", .pid = 4242, .queues = {"emails"},
+                                .concurrency = 4, .started_at = store.now() - 5min, .heartbeat_at = store.now(),
+                                .expires_at = store.now() + 1h, .running = {{claimed[0].id, store.now() - 30s}},
+                                .leased = {7, 8}};
+  store.register_worker(worker);
 
   jobq::Metrics metrics;
   jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"emails", "images"}}};
@@ -238,6 +245,16 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   CHECK(shown["emails"]["queued"] == "3");
   CHECK(shown["emails"]["delayed"] == "1");  // the retry in an hour
   CHECK(shown["images"]["dead"] == "1");
+
+  // the live workers, with what each runs and holds
+  const auto workers = browser.script(R"(
+    return [...document.querySelectorAll("#workers tbody tr")].map(tr => ({ id: tr.dataset.worker,
+      running: tr.querySelector('[data-field="running"]').textContent,
+      leased: tr.querySelector('[data-field="leased"]').textContent }));)");
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0]["id"] == worker.id);
+  CHECK(workers[0]["running"].get<std::string>().starts_with(std::to_string(claimed[0].id) + " (3"));
+  CHECK(workers[0]["leased"] == "2");
 
   // throughput chart: 60 one-minute bars, the 3 completions in the last one
   CHECK(browser.script(R"(return document.querySelectorAll("#chart rect").length;)") == 60);
@@ -453,4 +470,185 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   CHECK(browser.script("return document.getElementById('flow-status').textContent;") ==
         "job " + std::to_string(plain) + " is in no flow");
   server.stop();
+}
+
+TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a public address needs one") {
+  const auto dir = std::filesystem::temp_directory_path() / ("jobq-dash-cmd-" + random_suffix());
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{dir};
+  const std::string url = "sqlite://" + (dir / "jobs.db").string();
+  {
+    auto store = jobq::open_backend(url);
+    jobq::Queue{store, "emails"}.enqueue("send", {});
+  }
+  const auto cli = quote(JOBQ_CLI_PATH) + " --url " + quote(url);
+  int status = std::system((cli + " dashboard --host 0.0.0.0 --port 0 >/dev/null 2>&1").c_str());
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 2));  // no token, not loopback
+  status = std::system((quote(JOBQ_CLI_PATH) + " --url " + quote("sqlite://" + (dir / "typo.db").string()) +
+                        " dashboard --port 0 >/dev/null 2>&1").c_str());
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));  // no store there, and none made
+  CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
+
+  const std::string token = "tok-0123456789abcdef";
+  std::ofstream(dir / "token") << token << "\n";
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  const std::string token_file = (dir / "token").string();
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::execl(JOBQ_CLI_PATH, "jobq", "--url", url.c_str(), "dashboard", "--port", "0", "--token-file",
+            token_file.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string printed;
+  char buf[512];
+  for (int i = 0; i < 200 && printed.find('\n') == std::string::npos; ++i) {
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      const auto n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      printed.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  INFO(printed);
+  const auto at = printed.find("http://127.0.0.1:");
+  REQUIRE(at != std::string::npos);
+  CHECK(printed.find(", token required") != std::string::npos);
+  const int port = std::stoi(printed.substr(at + 17));
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get("/api/queues");
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = c.Get("/api/queues", {{"Authorization", "Bearer " + token}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.find("\"emails\"") != std::string::npos);
+
+  ::kill(pid, SIGINT);  // Ctrl-C
+  int st = 0;
+  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  while (true) {
+    const auto n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    printed.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  CHECK(printed.find("jobq dashboard stopped") != std::string::npos);
+}
+
+TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and its actions, search, bulk, schedules") {
+  const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-pages-" + random_suffix() + ".db");
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() {
+      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
+    }
+  } cleanup{db};
+  const std::string url = "sqlite://" + db.string();
+  auto store = jobq::open_backend(url);
+  // mail: 60 dead "welcome" jobs and 60 dead "digest" ones, one of them with <script> in its error;
+  // a delayed job holding a unique key; a completed one; a nightly schedule
+  jobq::Queue mail{store, "mail"};
+  for (int i = 0; i < 120; ++i) {
+    mail.enqueue(i % 2 ? "digest" : "welcome", {{"to", "user" + std::to_string(i) + "@example.com"}}, {.max_attempts = 1});
+  }
+  for (;;) {
+    const auto got = store.claim({{"mail"}, 100, 60s});
+    if (got.empty()) break;
+    for (const auto& j : got) {
+      const auto error = j.payload.at("to") == "user7@example.com" ? "<script>alert(1)</script>" : "mailbox full";
+      REQUIRE(store.fail({j.id, j.lease_token, error, std::nullopt}) == jobq::FailOutcome::dead);
+    }
+  }
+  const auto delayed = mail.enqueue("digest", {{"to", "later@example.com"}}, {.delay = 1h, .unique_key = "digest:42"});
+  const auto done = mail.enqueue("welcome", {{"to", "done@example.com"}});
+  {
+    const auto c = store.claim({{"mail"}, 1, 60s});
+    REQUIRE(c.size() == 1);
+    REQUIRE(c[0].id == done);
+    REQUIRE(store.complete(done, c[0].lease_token, {{"sent", true}}));
+  }
+  mail.schedule("nightly", "0 3 * * *", {.tz = "Europe/Paris"}, "digest", {});
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"mail"}}};
+  server.start();
+  const auto base = "http://127.0.0.1:" + std::to_string(server.port());
+  Browser browser;
+  browser.script("window.confirm = () => true;");  // WebDriver cannot answer a dialog; a page load resets it
+  browser.go(base + "/#/queue/mail");
+  browser.wait_for(R"(!document.getElementById("view-queue").hidden && document.querySelectorAll("#q-jobs tbody tr").length > 0)");
+  browser.click(R"(#q-tabs button[data-state="dead"])");
+  browser.wait_for(R"(document.querySelector('#q-tabs button.on').dataset.state === "dead" &&
+                      document.querySelectorAll("#q-jobs tbody tr").length === 50)");
+  // newest first, 50 a page; the next page goes on where this one ended
+  const auto ids = [&] {
+    return browser.script(R"(return [...document.querySelectorAll("#q-jobs tbody tr")].map(tr => Number(tr.dataset.jobId));)");
+  };
+  auto first_page = ids();
+  CHECK(first_page[0].get<jobq::JobId>() > first_page[49].get<jobq::JobId>());
+  browser.click("#q-older");
+  browser.wait_for("document.getElementById('q-page').textContent.startsWith('jobs 51')");
+  CHECK(ids()[0].get<jobq::JobId>() == first_page[49].get<jobq::JobId>() - 1);
+  // filter by name, then by text in the error
+  browser.script("document.getElementById('q-filter-name').value = 'digest';");
+  browser.click("#q-filter-go");
+  browser.wait_for(R"([...document.querySelectorAll("#q-jobs tbody tr td:nth-child(2)")].every(td => td.textContent === "digest") &&
+                      document.querySelectorAll("#q-jobs tbody tr").length === 50)");
+  browser.script("document.getElementById('q-filter-name').value = ''; document.getElementById('q-filter-text').value = '<script>';");
+  browser.click("#q-filter-go");
+  browser.wait_for(R"(document.querySelectorAll("#q-jobs tbody tr").length === 1)");
+  // shown as text, never run
+  CHECK(browser.script(R"(return document.querySelector("#q-jobs tbody tr td.err").textContent;)") == "<script>alert(1)</script>");
+  CHECK(browser.script("return document.querySelectorAll('#q-jobs script').length;") == 0);
+
+  // bulk: re-drive every dead "welcome" job, confirmed with the count
+  browser.script("window.confirm = () => true; document.getElementById('q-filter-text').value = '';"
+                 "document.getElementById('q-filter-name').value = 'welcome';");
+  browser.click("#q-filter-go");
+  browser.wait_for("!document.getElementById('q-bulk').hidden");
+  browser.click("#q-bulk");
+  browser.wait_for("document.getElementById('q-bulk-status').textContent === 're-drove 60'");
+  CHECK(store.counts("mail").dead == 60);
+  for (const auto& j : store.list("mail", jobq::JobState::dead, {0, 100})) CHECK(j.name == "digest");
+
+  // a job page: fields, payload, attempts; run now on the delayed one
+  browser.go(base + "/#/job/" + std::to_string(delayed));
+  browser.wait_for(R"(!document.getElementById("view-job").hidden && document.querySelector('#j-fields dd[data-field="unique key"]'))");
+  CHECK(browser.script(R"(return document.querySelector('#j-fields dd[data-field="unique key"]').textContent;)") == "digest:42");
+  CHECK(browser.script("return document.getElementById('j-payload').textContent;") ==
+        "{\n  \"to\": \"later@example.com\"\n}");
+  browser.click(R"(#j-actions button[data-action="run_now"])");
+  browser.wait_for(R"(!document.querySelector('#j-actions button[data-action="run_now"]'))");
+  CHECK(store.get(delayed)->run_at <= store.now());
+  // delete a finished job
+  browser.script("window.confirm = () => true;");
+  browser.go(base + "/#/job/" + std::to_string(done));
+  browser.wait_for(R"(document.querySelector('#j-actions button[data-action="remove"]'))");
+  browser.script("window.confirm = () => true;");
+  browser.click(R"(#j-actions button[data-action="remove"])");
+  browser.wait_for("location.hash === '#/queue/mail'");
+  CHECK_FALSE(store.get(done));
+
+  // search by unique key and by id, from any page
+  browser.script("document.getElementById('search').value = 'digest:42';");
+  browser.click("#search-go");
+  browser.wait_for("location.hash === '#/job/" + std::to_string(delayed) + "'");
+  browser.script("document.getElementById('search').value = 'no-such-key';");
+  browser.click("#search-go");
+  browser.wait_for("document.getElementById('search-status').textContent === 'nothing found for no-such-key'");
+
+  // schedules
+  browser.go(base + "/#/schedules");
+  browser.wait_for(R"(document.querySelector('#schedules tr[data-schedule="nightly"]'))");
+  CHECK(browser.script(R"(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)") ==
+        "Europe/Paris");
 }

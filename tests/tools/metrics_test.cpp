@@ -141,6 +141,17 @@ TEST_CASE("Metrics from a running Worker, a CountingQueue and the backend") {
 
   const std::vector<std::string> queues{"work"};
   metrics.sample(store, queues);
+  CHECK(has_line(metrics.prometheus(), "jobq_workers 0"));  // it stopped, and left the registry
+  {
+    jobq::Worker idle{store, {.queues = {"work"}, .poll_interval = 10ms, .log = {jobq::LogLevel::off, {}}}};
+    idle.start();
+    for (int i = 0; i < 500 && store.workers().empty(); ++i) std::this_thread::sleep_for(10ms);
+    metrics.sample(store, queues);
+    const auto text = metrics.prometheus();
+    CHECK(has_line(text, "jobq_workers 1"));
+    CHECK(has_line(text, R"(jobq_worker_jobs{state="running"} 0)"));
+    CHECK(has_line(text, R"(jobq_worker_jobs{state="leased"} 0)"));
+  }
   auto snap = metrics.snapshot()["work"];
   CHECK(snap["enqueued"] == 3);
   CHECK(snap["completed"] == 2);

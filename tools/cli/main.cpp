@@ -33,6 +33,13 @@
 
 #include "flow_tree.hpp"
 
+#if JOBQ_CLI_WITH_HTTP
+#include <csignal>
+#include <pthread.h>
+
+#include <jobq/http.hpp>
+#endif
+
 namespace {
 
 using json = nlohmann::json;
@@ -225,8 +232,14 @@ struct Cli {
     if (!j) {
       return report(json_out, "job " + std::to_string(id) + " not found", not_found);
     }
+    // an active job is running, or leased ahead of a free slot: the worker registry tells which
+    const auto holder = j->state == jobq::JobState::active ? jobq::holder_of(b.workers(), id) : std::nullopt;
     if (json_out) {
-      std::cout << jobq::to_json(*j).dump(2) << '\n';
+      auto out = jobq::to_json(*j);
+      if (j->state == jobq::JobState::active) {
+        out["holder"] = holder ? jobq::to_json(*holder) : json(nullptr);
+      }
+      std::cout << out.dump(2) << '\n';
       return ok;
     }
     std::cout << "job " << j->id << "\n"
@@ -239,6 +252,17 @@ struct Cli {
               << "  run at:     " << format_time(j->run_at) << "\n"
               << "  finished:   " << format_time(j->finished_at) << "\n";
     if (j->lease_until) std::cout << "  lease until: " << format_time(j->lease_until) << "\n";
+    if (j->state == jobq::JobState::active) {
+      std::cout << "  held by:    ";
+      if (!holder) {
+        std::cout << "no live worker (a lost one: the lease runs out, then the job is retried)\n";
+      } else {
+        std::cout << "worker " << holder->worker.id << " (" << holder->worker.host << ", pid " << holder->worker.pid
+                  << "), " << (holder->running_since ? "running since " + format_time(*holder->running_since)
+                                                     : std::string("leased ahead, not started yet"))
+                  << "\n";
+      }
+    }
     if (!j->unique_key.empty()) std::cout << "  unique key: " << j->unique_key << "\n";
     if (j->timeout.count() > 0) std::cout << "  timeout:    " << j->timeout.count() << " ms\n";
     if (j->flow_id != 0) {
@@ -358,6 +382,62 @@ struct Cli {
     if (json_out) std::cout << json{{"ok", done}, {"refused", failed}}.dump(2) << '\n';
     return rc;
   }
+
+  int workers(jobq::AnyBackend& b) {
+    const auto all = b.workers();
+    if (json_out) {
+      auto out = json::array();
+      for (const auto& w : all) out.push_back(jobq::to_json(w));
+      std::cout << out.dump(2) << '\n';
+      return ok;
+    }
+    const auto now = b.now();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& w : all) {
+      std::string queues;
+      for (const auto& q : w.queues) queues += (queues.empty() ? "" : ",") + q;
+      std::string running;
+      for (const auto& r : w.running) running += (running.empty() ? "" : " ") + std::to_string(r.id);
+      rows.push_back({w.id, w.host, std::to_string(w.pid), queues, std::to_string(w.concurrency),
+                      running.empty() ? "-" : running, std::to_string(w.leased.size()), format_time(w.started_at),
+                      format_age(std::chrono::duration_cast<jobq::Millis>(now - w.heartbeat_at)) + " ago"});
+    }
+    print_table({"ID", "HOST", "PID", "QUEUES", "CONCURRENCY", "RUNNING", "LEASED", "STARTED", "LAST-BEAT"}, rows);
+    return ok;
+  }
+
+#if JOBQ_CLI_WITH_HTTP
+  // Serves the dashboard until SIGINT or SIGTERM. The token comes from a file or the
+  // environment only: other users can read a command line.
+  int dashboard(jobq::AnyBackend& b, const std::string& url, jobq::HttpOptions o, const std::string& token_file) {
+    if (!token_file.empty()) {
+      std::ifstream in(token_file);
+      if (!in) throw jobq::InvalidArgument("dashboard: cannot read the token file '" + token_file + "'");
+      std::getline(in, o.token);
+      if (o.token.empty()) throw jobq::InvalidArgument("dashboard: the token file '" + token_file + "' is empty");
+    } else if (const char* env = std::getenv("JOBQ_DASHBOARD_TOKEN"); env != nullptr && *env != '\0') {
+      o.token = env;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before the server's threads: they inherit it
+    jobq::Metrics metrics;
+    jobq::HttpServer server{b, metrics, std::move(o)};
+    server.start();
+    const auto& opt = server.options();
+    const auto shown = opt.host.find(':') != std::string::npos ? "[" + opt.host + "]" : opt.host;
+    std::cout << "jobq dashboard on http://" << shown << ":" << server.port() << "/ for " << jobq::mask_url(url)
+              << (opt.actions ? "" : " (read-only)") << (opt.token.empty() ? "" : ", token required")
+              << "; Ctrl-C stops it" << std::endl;
+    int sig = 0;
+    sigwait(&set, &sig);
+    server.stop();
+    std::cout << "jobq dashboard stopped" << std::endl;
+    return ok;
+  }
+#endif
 
   int redrive_all(jobq::AnyBackend& b, const std::vector<std::string>& queues) {
     json out = json::object();
@@ -625,6 +705,22 @@ int main(int argc, char** argv) {
   enqueue_cmd->add_option("--unique-key", enq.unique_key, "dedup key within the queue");
   enqueue_cmd->add_option("--unique-for", enq_unique_for, "hold the key this long after completion");
 
+#if JOBQ_CLI_WITH_HTTP
+  jobq::HttpOptions http_opt;
+  std::string token_file;
+  bool read_only_dashboard = false;
+  auto* dashboard_cmd = app.add_subcommand("dashboard", "serve the web dashboard and /metrics until Ctrl-C");
+  dashboard_cmd->add_option("--host", http_opt.host, "address to listen on (127.0.0.1)");
+  dashboard_cmd->add_option("--port", http_opt.port, "TCP port (9464; 0: any free one)")->check(CLI::Range(0, 65535));
+  dashboard_cmd->add_flag("--read-only", read_only_dashboard, "no actions (re-drive, cancel, pause)");
+  dashboard_cmd->add_option("--token-file", token_file,
+                            "file whose first line is the access token (else $JOBQ_DASHBOARD_TOKEN)");
+  dashboard_cmd->add_flag("--no-auth", http_opt.no_auth, "serve a non-loopback address without a token");
+  dashboard_cmd->add_option("--allowed-host", http_opt.allowed_hosts,
+                            "host name the dashboard is reached by (repeat; default localhost, 127.0.0.1, [::1])");
+#endif
+  auto* workers_cmd = app.add_subcommand("workers", "live workers: host, pid, queues, the jobs each runs and holds");
+
   auto* schedules_cmd = app.add_subcommand("schedules", "list recurring (cron) schedules and their next run");
   std::string unschedule_name;
   auto* unschedule_cmd = app.add_subcommand("unschedule", "remove a recurring schedule");
@@ -664,6 +760,13 @@ int main(int argc, char** argv) {
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
     if (schedules_cmd->parsed()) return cli.schedules(backend);
+    if (workers_cmd->parsed()) return cli.workers(backend);
+#if JOBQ_CLI_WITH_HTTP
+    if (dashboard_cmd->parsed()) {
+      http_opt.actions = !read_only_dashboard;
+      return cli.dashboard(backend, url, std::move(http_opt), token_file);
+    }
+#endif
     if (unschedule_cmd->parsed()) return cli.unschedule(backend, unschedule_name);
     if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups);
     if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);

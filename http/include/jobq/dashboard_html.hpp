@@ -31,18 +31,66 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   button { cursor: pointer; border: 1px solid #9aa4b5; background: #fff; border-radius: 4px; padding: .15rem .6rem; }
   button:hover { background: #eef0f4; } .muted { color: #6b7385; } .paused { color: #a36a00; font-weight: 600; }
   #chart { background: #fff; border: 1px solid #e3e6eb; } #status.bad { color: #a32121; }
+  nav { margin: .25rem 0 .75rem; } nav a { margin-right: 1rem; } a { color: #2a56b8; }
+  pre { background: #fff; border: 1px solid #e3e6eb; padding: .5rem; max-width: 60rem; overflow: auto; white-space: pre-wrap; word-break: break-word; }
+  .tabs button.on { background: #3b6fd8; color: #fff; border-color: #3b6fd8; } dl { display: grid; grid-template-columns: 10rem auto; gap: .2rem .8rem; }
+  dt { color: #6b7385; } dd { margin: 0; }
 </style>
 </head>
 <body data-loaded="0">
 <h1>jobq</h1>
+<nav><a href="#/">overview</a><a href="#/schedules">schedules</a>
+<input id="search" size="28" placeholder="job id or unique key"> <button id="search-go">find</button>
+<span id="search-status" class="muted"></span></nav>
 <div id="status" class="muted">loading…</div>
 
+<section id="view-queue" hidden>
+<h2>Queue <span id="q-name"></span> <span id="q-paused" class="paused"></span></h2>
+<div id="q-limits" class="muted"></div>
+<div class="tabs" id="q-tabs"></div>
+<p>name <input id="q-filter-name" size="16"> text in payload or error <input id="q-filter-text" size="24">
+<button id="q-filter-go">filter</button> <button id="q-bulk" hidden></button> <span id="q-bulk-status" class="muted"></span></p>
+<table id="q-jobs">
+  <thead><tr><th>id</th><th>name</th><th>state</th><th>attempts</th><th>run at / finished</th><th>last error</th></tr></thead>
+  <tbody></tbody>
+</table>
+<p><button id="q-newer">newer</button> <button id="q-older">older</button> <span id="q-page" class="muted"></span></p>
+</section>
+
+<section id="view-job" hidden>
+<h2 id="j-title"></h2>
+<p id="j-actions"></p>
+<dl id="j-fields"></dl>
+<h2>Payload</h2><pre id="j-payload"></pre>
+<h2>Result</h2><pre id="j-result"></pre>
+<h2>Attempts</h2>
+<table id="j-errors"><thead><tr><th>attempt</th><th>at</th><th>error</th></tr></thead><tbody></tbody></table>
+</section>
+
+<section id="view-schedules" hidden>
+<h2>Schedules</h2>
+<table id="schedules">
+  <thead><tr><th>name</th><th>cron</th><th>time zone</th><th>queue</th><th>job</th><th>next run</th></tr></thead>
+  <tbody></tbody>
+</table>
+<div id="schedules-none" class="muted"></div>
+</section>
+
+<section id="view-overview">
 <h2>Queues</h2>
 <table id="queues">
   <thead><tr><th>queue</th><th>state</th><th>queued</th><th title="of the queued, not due yet">delayed</th><th>active</th><th>completed</th><th>dead</th>
   <th>cancelled</th><th>waiting</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
+
+<h2>Workers <span class="muted">(live, from every process)</span></h2>
+<table id="workers">
+  <thead><tr><th>worker</th><th>host</th><th>pid</th><th>queues</th><th>concurrency</th><th>running</th>
+  <th>leased ahead</th><th>started</th><th>last beat</th></tr></thead>
+  <tbody></tbody>
+</table>
+<div id="workers-none" class="muted"></div>
 
 <h2>Throughput, last hour <span class="muted">(completed jobs per minute, all queues)</span></h2>
 <svg id="chart" width="720" height="160" role="img" aria-label="completed jobs per minute"></svg>
@@ -68,6 +116,8 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   <thead><tr><th>id</th><th>queue</th><th>name</th><th>state</th><th>attempts</th><th>after</th><th>last error</th></tr></thead>
   <tbody></tbody>
 </table>
+
+</section>
 
 <script>
 "use strict";
@@ -130,6 +180,9 @@ function drawChart(series) {
 }
 
 const lastError = j => j.errors.length ? j.errors[j.errors.length - 1].message : "";
+const jobLink = id => el("a", { href: "#/job/" + encodeURIComponent(id) }, id);
+const when = ms => ms == null ? "–" : new Date(ms).toISOString().replace("T", " ").slice(0, 19) + "Z";
+const qs = o => Object.entries(o).filter(([, v]) => v !== "" && v != null).map(([k, v]) => k + "=" + encodeURIComponent(v)).join("&");
 
 function jobRow(j, button) {
   const cell = el("td", {}, button);
@@ -139,7 +192,7 @@ function jobRow(j, button) {
     cell.append(" ", f);
   }
   return el("tr", { "data-job-id": j.id },
-    el("td", { class: "num" }, j.id), el("td", {}, j.queue), el("td", {}, j.name),
+    el("td", { class: "num" }, jobLink(j.id)), el("td", {}, j.queue), el("td", {}, j.name),
     el("td", { class: "num" }, j.attempts + "/" + j.max_attempts), el("td", { class: "err" }, lastError(j)),
     cell);
 }
@@ -173,10 +226,8 @@ async function loadFlow() {
   }
 }
 
-async function refresh() {
-  if (refreshing) return;
-  refreshing = true;
-  try {
+async function refreshOverview() {
+  {
     const data = await api("/api/queues");
     actions = data.actions;
     const tbody = document.querySelector("#queues tbody");
@@ -190,7 +241,8 @@ async function refresh() {
       toggle.disabled = !actions;
       const cell = (field, v) => el("td", { class: "num", "data-field": field }, v);
       rows.push(el("tr", { "data-queue": q.queue },
-        el("td", {}, q.queue), el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
+        el("td", {}, el("a", { href: "#/queue/" + encodeURIComponent(q.queue) }, q.queue)),
+        el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
         cell("queued", c.queued), cell("delayed", c.delayed), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
         cell("cancelled", c.cancelled), cell("waiting", c.waiting), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
       const enc = encodeURIComponent(q.queue);
@@ -199,6 +251,15 @@ async function refresh() {
     }
     tbody.replaceChildren(...rows);
     drawChart(total);
+    const w = await api("/api/workers");
+    const when = ms => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+    document.querySelector("#workers tbody").replaceChildren(...w.workers.map(x => el("tr", { "data-worker": x.id },
+      el("td", {}, x.id), el("td", {}, x.host), el("td", { class: "num" }, x.pid), el("td", {}, x.queues.join(", ")),
+      el("td", { class: "num" }, x.concurrency),
+      el("td", { "data-field": "running" }, x.running.map(r => r.id + " (" + age((w.now - r.started_at) / 1000) + ")").join(", ")),
+      el("td", { class: "num", "data-field": "leased" }, x.leased.length), el("td", {}, when(x.started_at)),
+      el("td", {}, age((w.now - x.heartbeat_at) / 1000) + " ago"))));
+    document.getElementById("workers-none").textContent = w.workers.length ? "" : "no live worker";
     // Lists are cut per queue: say how many more there are (dead: from the counts; retrying: unknown).
     const more = (id, pages) => {
       const parts = pages.filter(p => p.more).map(p =>
@@ -229,22 +290,214 @@ async function refresh() {
     }
     document.querySelector("#retrying-jobs tbody").replaceChildren(...retryRows);
     await loadFlow();
-    setStatus("updated " + new Date(data.now).toISOString().replace("T", " ").slice(0, 19) + " UTC" +
+    return data.now;
+  }
+}
+
+// --- a queue: its jobs in one state, newest first, filtered, paged; bulk actions -------------
+const queueStates = ["queued", "retrying", "active", "waiting", "completed", "dead", "cancelled"];
+const qv = { name: null, state: "queued", offset: 0, limit: 50, filterName: "", filterText: "" };
+
+function queueParams() {
+  const retrying = qv.state === "retrying";
+  return { queue: qv.name, state: retrying ? "queued" : qv.state, failed: retrying ? "1" : "",
+           name: qv.filterName, text: qv.filterText };
+}
+
+async function refreshQueue() {
+  const data = await api("/api/queues");
+  actions = data.actions;
+  const q = data.queues.find(x => x.queue === qv.name);
+  document.getElementById("q-name").textContent = qv.name;
+  document.getElementById("q-paused").textContent = q && q.paused ? "paused" : "";
+  const l = q ? q.limits : null;
+  document.getElementById("q-limits").textContent = !l ? "" :
+    [l.rate ? "at most " + l.rate.max + " starts per " + age(l.rate.window_ms / 1000) : "no rate limit",
+     l.group_concurrency ? l.group_concurrency + " active per group" : "no group limit"].join(" · ");
+  document.getElementById("q-tabs").replaceChildren(...queueStates.map(st => {
+    const b = el("button", { class: st === qv.state ? "on" : "", "data-state": st },
+                 st + (q && st !== "retrying" ? " " + q.counts[st] : ""));
+    b.onclick = () => { qv.state = st; qv.offset = 0; route(); };
+    return b;
+  }));
+  const page = await api("/api/jobs?" + qs({ ...queueParams(), offset: qv.offset, limit: qv.limit, order: "desc" }));
+  document.querySelector("#q-jobs tbody").replaceChildren(...page.jobs.map(j => el("tr", { "data-job-id": j.id },
+    el("td", { class: "num" }, jobLink(j.id)), el("td", {}, j.name), el("td", {}, j.state),
+    el("td", { class: "num" }, j.attempts + "/" + j.max_attempts),
+    el("td", {}, when(j.finished_at != null ? j.finished_at : j.run_at)), el("td", { class: "err" }, lastError(j)))));
+  document.getElementById("q-page").textContent = page.jobs.length ?
+    "jobs " + (qv.offset + 1) + "–" + (qv.offset + page.jobs.length) + (page.more ? ", more older" : "") : "no jobs";
+  document.getElementById("q-newer").disabled = qv.offset === 0;
+  document.getElementById("q-older").disabled = !page.more;
+  const bulk = document.getElementById("q-bulk");
+  const verb = qv.state === "dead" ? "redrive" : ["queued", "retrying", "waiting", "active"].includes(qv.state) ? "cancel" : null;
+  bulk.hidden = !verb || !actions;
+  bulk.textContent = verb === "redrive" ? "re-drive all matching" : "cancel all matching";
+  bulk.onclick = async () => {
+    const status = document.getElementById("q-bulk-status");
+    try {
+      const c = await api("/api/jobs/count?" + qs(queueParams()));
+      const what = (c.exact ? "" : "at least ") + c.count + " " + qv.state + " job" + (c.count === 1 ? "" : "s") + " of " + qv.name +
+        (qv.filterName ? " named " + qv.filterName : "") + (qv.filterText ? " containing \u201c" + qv.filterText + "\u201d" : "");
+      if (!confirm((verb === "redrive" ? "Re-drive " : "Cancel ") + what + "?")) return;
+      const r = await api("/api/queues/bulk?" + qs({ ...queueParams(), action: verb }),
+                          { method: "POST", headers: { "X-Jobq-Action": "1" } });
+      status.textContent = (verb === "redrive" ? "re-drove " : "cancelled ") + r.done + (r.refused ? ", " + r.refused + " refused" : "");
+    } catch (e) {
+      status.textContent = "failed: " + e.message;
+    }
+    await route();
+  };
+  return data.now;
+}
+document.getElementById("q-filter-go").onclick = () => {
+  qv.filterName = document.getElementById("q-filter-name").value.trim();
+  qv.filterText = document.getElementById("q-filter-text").value;
+  qv.offset = 0;
+  route();
+};
+document.getElementById("q-newer").onclick = () => { qv.offset = Math.max(0, qv.offset - qv.limit); route(); };
+document.getElementById("q-older").onclick = () => { qv.offset += qv.limit; route(); };
+
+// --- a job: everything stored for it, its holder, its attempts; actions ---------------------
+async function refreshJob(id) {
+  const j = await api("/api/jobs/" + encodeURIComponent(id));
+  document.getElementById("j-title").replaceChildren("job " + j.id + " " + j.name + " [",
+    el("a", { href: "#/queue/" + encodeURIComponent(j.queue) }, j.queue), "] " + j.state);
+  const now = Date.now();
+  const can = { redrive: j.state === "dead", cancel: ["queued", "waiting", "active"].includes(j.state),
+                run_now: j.state === "queued" && j.run_at > now, remove: ["completed", "dead", "cancelled"].includes(j.state) };
+  const labels = { redrive: "re-drive", cancel: "cancel", run_now: "run now", remove: "delete" };
+  document.getElementById("j-actions").replaceChildren(...Object.keys(labels).filter(a => can[a] && actions).map(a => {
+    const b = el("button", { class: a, "data-action": a }, labels[a]);
+    b.onclick = async () => {
+      if (a === "remove" && !confirm("Delete job " + j.id + " for good?")) return;
+      await act("/api/jobs/" + encodeURIComponent(j.id) + "/" + a);
+      if (a === "remove") location.hash = "#/queue/" + encodeURIComponent(j.queue);
+    };
+    return b;
+  }));
+  const h = j.holder;
+  const fields = [["priority", j.priority], ["attempts", j.attempts + " of " + j.max_attempts], ["created", when(j.created_at)],
+    ["run at", when(j.run_at)], ["finished", when(j.finished_at)], ["lease until", when(j.lease_until)],
+    ["held by", h === undefined ? "–" : h === null ? "no live worker (its lease will run out)" :
+      h.worker + " (" + h.host + ", pid " + h.pid + "), " + (h.running ? "running since " + when(h.started_at) : "leased ahead, not started")],
+    ["backoff", j.backoff ? JSON.stringify(j.backoff) : "custom"], ["timeout", j.timeout_ms ? j.timeout_ms + " ms" : "none"],
+    ["unique key", j.unique_key || "–"], ["group", j.group || "–"],
+    ["progress", j.progress + "%" + (j.progress_message ? " " + j.progress_message : "")],
+    ["flow", j.flow_id ? j.flow_id + (j.depends_on && j.depends_on.length ? ", after " + j.depends_on.join(", ") : "") : "–"]];
+  document.getElementById("j-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k }, v)]));
+  document.getElementById("j-payload").textContent = JSON.stringify(j.payload, null, 2);
+  document.getElementById("j-result").textContent = j.result == null ? "–" : JSON.stringify(j.result, null, 2);
+  document.querySelector("#j-errors tbody").replaceChildren(...j.errors.map(e =>
+    el("tr", {}, el("td", { class: "num" }, e.attempt), el("td", {}, when(e.at)), el("td", { class: "err" }, e.message))));
+}
+
+async function refreshSchedules() {
+  const data = await api("/api/schedules");
+  document.querySelector("#schedules tbody").replaceChildren(...data.schedules.map(s => el("tr", { "data-schedule": s.name },
+    el("td", {}, s.name), el("td", {}, s.cron), el("td", {}, s.tz || "UTC"),
+    el("td", {}, el("a", { href: "#/queue/" + encodeURIComponent(s.queue) }, s.queue)), el("td", {}, s.job_name),
+    el("td", {}, when(s.next_run)))));
+  document.getElementById("schedules-none").textContent = data.schedules.length ? "" : "no schedules";
+  return data.now;
+}
+
+// #/ (overview), #/queue/NAME, #/job/ID, #/schedules
+let again = false;  // a click during a refresh: refresh once more when it ends
+async function route() {
+  if (refreshing) {
+    again = true;
+    return;
+  }
+  refreshing = true;
+  const [, view, arg] = (location.hash.match(/^#\/([a-z]+)\/?(.*)$/) || []);
+  const show = id => { for (const v of ["overview", "queue", "job", "schedules"]) document.getElementById("view-" + v).hidden = v !== id; };
+  try {
+    let now = Date.now();
+    if (view === "queue" && arg) {
+      const name = decodeURIComponent(arg);
+      if (qv.name !== name) Object.assign(qv, { name, state: "queued", offset: 0, filterName: "", filterText: "" });
+      show("queue");
+      now = await refreshQueue();
+    } else if (view === "job" && arg) {
+      show("job");
+      await refreshJob(decodeURIComponent(arg));
+    } else if (view === "schedules") {
+      show("schedules");
+      now = await refreshSchedules();
+    } else {
+      show("overview");
+      now = await refreshOverview();
+    }
+    setStatus("updated " + new Date(now).toISOString().replace("T", " ").slice(0, 19) + " UTC" +
               (actions ? "" : " · read-only"), false);
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded) + 1);
   } catch (e) {
     setStatus("cannot load: " + e.message, true);
   } finally {
     refreshing = false;
+    if (again) {
+      again = false;
+      route();
+    }
   }
 }
+const refresh = route;
+
+async function search() {
+  const v = document.getElementById("search").value.trim(), status = document.getElementById("search-status");
+  if (!v) return;
+  try {
+    const r = await api("/api/search?" + qs({ q: v }));
+    if (r.jobs.length === 1) {
+      status.textContent = "";
+      location.hash = "#/job/" + r.jobs[0].id;
+    } else {
+      status.replaceChildren(r.jobs.length ? "several: " : "nothing found for " + v,
+        ...r.jobs.flatMap(j => [jobLink(j.id), " (" + j.queue + ") "]));
+    }
+  } catch (e) {
+    status.textContent = e.message;
+  }
+}
+document.getElementById("search-go").onclick = search;
+document.getElementById("search").onkeydown = e => { if (e.key === "Enter") search(); };
+window.addEventListener("hashchange", () => route());
 document.getElementById("flow-show").onclick = () => {
   const v = document.getElementById("flow-job").value;
   if (/^[0-9]+$/.test(v)) showFlow(Number(v));
 };
-refresh();
-setInterval(refresh, 5000);
+route();
+setInterval(route, 5000);
 </script>
+</body>
+</html>
+)JOBQ";
+
+/// @brief The login page's policy: as the dashboard's, but its form may post to the server.
+inline constexpr std::string_view login_csp =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// @brief The login form (no script): the token is posted to /login, which sets the cookie.
+inline constexpr std::string_view login_html = R"JOBQ(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>jobq dashboard: log in</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 3rem auto; max-width: 28rem; color: #1d2433; background: #f7f8fa; }
+  input { width: 100%; padding: .4rem; margin: .5rem 0; box-sizing: border-box; } button { padding: .3rem 1rem; }
+</style>
+</head>
+<body>
+<h1>jobq</h1>
+<form method="post" action="/login">
+  <label for="token">Access token</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" autofocus required>
+  <button type="submit">Log in</button>
+</form>
 </body>
 </html>
 )JOBQ";

@@ -87,6 +87,33 @@ inline std::string http_error_text(int status) {
 
 }  // namespace detail
 
+namespace detail {
+
+/// @brief Whether a bind address is loopback only (127.0.0.0/8, ::1, localhost).
+inline bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+
+/// @brief The cookie the login form sets.
+inline constexpr std::string_view token_cookie = "jobq_token";
+
+/// @brief The value of cookie `name` in a Cookie header, if present.
+inline std::optional<std::string_view> cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    const auto end = header.find(';');
+    auto part = header.substr(0, end);
+    while (part.starts_with(' ')) part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=') {
+      return part.substr(name.size() + 1);
+    }
+    if (end == std::string_view::npos) break;
+    header.remove_prefix(end + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
 /// @brief Options of HttpServer.
 struct HttpOptions {
   std::string host = "127.0.0.1";  ///< address to bind (loopback by default: no auth is built in)
@@ -104,6 +131,14 @@ struct HttpOptions {
   Millis read_timeout{1'000};        ///< longest silence inside a request; then 408 and closed
   std::size_t max_header_bytes = 32 * 1024;  ///< request line + headers; larger: 431 and closed
   std::size_t max_body_bytes = 1024;  ///< larger or chunked bodies: 413 and closed, before being read
+  /// Access token (at least 16 characters); empty = none. With one, every request must carry
+  /// it: `Authorization: Bearer <token>` (the JSON API, /metrics) or the HttpOnly SameSite
+  /// cookie that the login form at /login sets (the dashboard). Read it from a file or the
+  /// environment, never from a command line (other users see argv in ps).
+  std::string token{};
+  /// Serve an address other than loopback without a token (behind a proxy that authenticates).
+  /// Without it, such a host and no token is refused when the server is made.
+  bool no_auth = false;
 };
 
 /// @brief Serves, on its own threads:
@@ -175,6 +210,9 @@ class HttpServer {
   /// @brief The bound port (after start()).
   [[nodiscard]] int port() const noexcept { return port_; }
 
+  /// @brief The options in force.
+  [[nodiscard]] const HttpOptions& options() const noexcept { return opt_; }
+
   /// @brief The queues shown: the configured ones, the backend's own list when it has one,
   /// and every queue the metrics registry has seen.
   std::vector<std::string> queues() {
@@ -199,7 +237,37 @@ class HttpServer {
       throw InvalidArgument(
           "http: max_connections and the timeouts must be positive, max_header_bytes at least 1024");
     }
+    if (!o.token.empty() && (o.token.size() < 16 || o.token.size() > 256 ||
+                             std::any_of(o.token.begin(), o.token.end(), [](char c) {
+                               return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == ';' || c == ',';
+                             }))) {
+      throw InvalidArgument("http: the access token must be 16 to 256 printable characters, without spaces, ';' or ','");
+    }
+    if (o.token.empty() && !o.no_auth && !detail::is_loopback_host(o.host)) {
+      throw InvalidArgument("http: serving " + o.host +
+                            " (not loopback) needs an access token (HttpOptions::token; jobq dashboard: "
+                            "--token-file or JOBQ_DASHBOARD_TOKEN), or no_auth (--no-auth) behind a proxy that "
+                            "authenticates");
+    }
     return o;
+  }
+
+  // Constant time in the length of `given`: how much of a guess was right must not show.
+  bool token_matches(std::string_view given) const {
+    const std::string_view want = opt_.token;
+    unsigned diff = given.size() == want.size() ? 0U : 1U;
+    for (std::size_t i = 0; i < given.size(); ++i) {
+      diff |= static_cast<unsigned char>(given[i]) ^ static_cast<unsigned char>(want[i % want.size()]);
+    }
+    return diff == 0;
+  }
+
+  bool authenticated(const httplib::Request& req) const {
+    if (opt_.token.empty()) return true;
+    const auto auth = req.get_header_value("Authorization");
+    if (auth.starts_with("Bearer ") && token_matches(std::string_view(auth).substr(7))) return true;
+    const auto cookie = detail::cookie_value(req.get_header_value("Cookie"), detail::token_cookie);
+    return cookie && token_matches(*cookie);
   }
 
   static detail::HttpLimits limits(const HttpOptions& o) {
@@ -238,6 +306,11 @@ class HttpServer {
         return Refusal{413, "request body over " + std::to_string(opt_.max_body_bytes) + " bytes"};
       }
     }
+    if (!authenticated(req) && req.path != "/login") {
+      // people are sent to the login form; programs get 401
+      if (req.method == "GET" && req.path == "/") return Refusal{303, "log in first"};
+      return Refusal{401, "authentication required: send Authorization: Bearer <token>, or log in at /login"};
+    }
     if (req.method != "GET" && req.method != "HEAD" && req.has_header("Origin")) {
       const auto origin = req.get_header_value("Origin");
       std::string_view rest = origin;
@@ -252,6 +325,8 @@ class HttpServer {
 
   static void refuse(const Refusal& r, httplib::Response& res) {
     send_json(res, {{"error", r.error}}, r.status);
+    if (r.status == 303) res.set_header("Location", "/login");
+    if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer");
     res.set_header("Connection", "close");
     if (auto* control = detail::http_current_request) control->close = true;  // its body stays unread
   }
@@ -332,6 +407,90 @@ class HttpServer {
     return n;
   }
 
+  static JobState state_param(const httplib::Request& req) {
+    return job_state_from_string(req.has_param("state") ? req.get_param_value("state") : "queued");
+  }
+
+  // The list filters: job name (exact), text in the payload or an error, failed (has errors:
+  // a queued one is waiting for a retry).
+  struct JobFilter {
+    std::string name, text;
+    bool failed = false;
+    [[nodiscard]] bool any() const { return !name.empty() || !text.empty() || failed; }
+    [[nodiscard]] bool matches(const JobRecord& j) const {
+      if (!name.empty() && j.name != name) return false;
+      if (failed && j.errors.empty()) return false;
+      if (text.empty()) return true;
+      if (j.payload.dump(-1, ' ', false, json::error_handler_t::replace).find(text) != std::string::npos) return true;
+      return std::any_of(j.errors.begin(), j.errors.end(),
+                         [&](const AttemptError& e) { return e.message.find(text) != std::string::npos; });
+    }
+  };
+  static JobFilter filter_of(const httplib::Request& req) {
+    return {req.get_param_value("name"), req.get_param_value("text"), req.get_param_value("failed") == "1"};
+  }
+
+  std::size_t count_in(const std::string& queue, JobState state) {
+    auto c = backend_->counts(queue);
+    return static_cast<std::size_t>(std::max<std::int64_t>(0, count_of(c, state)));
+  }
+
+  struct JobPage {
+    std::vector<JobRecord> jobs;
+    bool more = false;  // the list goes on (or, past max_failed_scan, may go on)
+  };
+
+  // `limit` jobs of the queue in `state` after `skip` (oldest first, or newest when `desc`).
+  // Filtered, pages of 500 are read until enough match, the list ends, or max_failed_scan jobs
+  // were read: retrying jobs sit among delayed ones, a name among thousands.
+  JobPage find_jobs(const std::string& queue, JobState state, const JobFilter& filter, std::size_t skip,
+                    std::size_t limit, bool desc) {
+    JobPage p;
+    const auto total = [&] { return count_in(queue, state); };
+    if (!filter.any() && !desc) {
+      p.jobs = backend_->list(queue, state, {skip, limit + 1});  // one extra tells "more"
+      p.more = p.jobs.size() > limit;
+      if (p.more) p.jobs.pop_back();
+      return p;
+    }
+    if (!filter.any()) {
+      const auto n = total();
+      if (skip >= n) return p;
+      const std::size_t end = n - skip;
+      const std::size_t start = end > limit ? end - limit : 0;
+      p.jobs = backend_->list(queue, state, {start, end - start});
+      std::reverse(p.jobs.begin(), p.jobs.end());
+      p.more = start > 0;
+      return p;
+    }
+    constexpr std::size_t page_size = 500;
+    std::size_t scanned = 0, matched = 0, at = 0, end = desc ? total() : 0;
+    while (scanned < opt_.max_failed_scan) {
+      if (desc && end == 0) return p;
+      const auto n = std::min({page_size, opt_.max_failed_scan - scanned, desc ? end : page_size});
+      const auto from = desc ? end - n : at;
+      auto page = backend_->list(queue, state, {from, n});
+      if (desc) std::reverse(page.begin(), page.end());
+      for (auto& j : page) {
+        if (!filter.matches(j) || matched++ < skip) continue;
+        if (p.jobs.size() == limit) {
+          p.more = true;
+          return p;
+        }
+        p.jobs.push_back(std::move(j));
+      }
+      scanned += page.size();
+      if (desc) {
+        end = from;
+      } else {
+        at += page.size();
+      }
+      if (page.size() < n) return p;
+    }
+    p.more = true;  // max_failed_scan read: there may be more
+    return p;
+  }
+
   static JobId id_of(const std::string& s) {
     JobId id = 0;
     const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
@@ -359,7 +518,8 @@ class HttpServer {
               {"paused", backend_->is_paused(q)},
               {"counts", counts_to_json(c)},
               {"oldest_waiting_seconds", oldest ? json(static_cast<double>(oldest->count()) / 1000.0) : json(nullptr)},
-              {"completed_per_minute", per_minute}};
+              {"completed_per_minute", per_minute},
+              {"limits", to_json(backend_->queue_limits(q))}};
     if (snapshot.contains(q)) {
       const auto& s = snapshot.at(q);
       j["process"] = {{"enqueued", s.at("enqueued")}, {"completed", s.at("completed")},
@@ -370,6 +530,32 @@ class HttpServer {
   }
 
   void routes() {
+    server_.Get("/login", [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Cache-Control", "no-store");
+      res.set_header("Content-Security-Policy", std::string(detail::login_csp));
+      res.set_content(std::string(detail::login_html), "text/html; charset=utf-8");
+    });
+    // The form posts the token; a right one is kept in a cookie scripts cannot read (HttpOnly)
+    // and other sites' requests do not carry (SameSite=Strict).
+    server_.Post("/login", [this](const httplib::Request& req, httplib::Response& res) {
+      const auto given = req.has_param("token") ? req.get_param_value("token") : std::string{};
+      res.set_header("Cache-Control", "no-store");
+      if (opt_.token.empty()) {
+        res.status = 303;
+        res.set_header("Location", "/");
+        return;
+      }
+      if (!token_matches(given)) {
+        res.status = 401;
+        res.set_header("Content-Security-Policy", std::string(detail::login_csp));
+        res.set_content(std::string(detail::login_html), "text/html; charset=utf-8");
+        return;
+      }
+      res.status = 303;
+      res.set_header("Location", "/");
+      res.set_header("Set-Cookie", std::string(detail::token_cookie) + "=" + opt_.token +
+                                       "; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+    });
     server_.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_header("Cache-Control", "no-store");
       res.set_header("Content-Security-Policy", std::string(detail::dashboard_csp));
@@ -385,46 +571,77 @@ class HttpServer {
       for (const auto& q : queues()) out.push_back(queue_json(q, snapshot));
       send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"actions", opt_.actions}, {"queues", out}});
     }));
+    server_.Get("/api/workers", guarded([this](const httplib::Request&, httplib::Response& res) {
+      json out = json::array();
+      for (const auto& w : backend_->workers()) out.push_back(to_json(w));
+      send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"workers", out}});
+    }));
     server_.Get("/api/jobs", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const auto queue = req.get_param_value("queue");
       validate_queue_name(queue);
-      const auto state = job_state_from_string(req.has_param("state") ? req.get_param_value("state") : "queued");
+      const auto state = state_param(req);
       const auto offset = number_param(req, "offset", 0);
       const auto limit = std::min<std::size_t>(number_param(req, "limit", opt_.jobs_per_list), 1000);
-      const bool only_failed = req.get_param_value("failed") == "1";  // queued jobs with errors: retrying
+      const auto page = find_jobs(queue, state, filter_of(req), offset, limit, req.get_param_value("order") == "desc");
       json jobs = json::array();
-      bool more = false;
-      if (!only_failed) {
-        auto page = backend_->list(queue, state, {offset, limit + 1});  // one extra tells "more"
-        more = page.size() > limit;
-        if (more) page.pop_back();
-        for (const auto& j : page) jobs.push_back(to_json(j));
-      } else {
-        // Retrying jobs sit among delayed ones: read pages until limit + 1 match, the queue ends,
-        // or max_failed_scan jobs were read (then "more" is true too: the rest is unknown).
-        std::size_t scanned = 0, matched = 0;
-        const std::size_t page_size = 500;
-        for (std::size_t at = offset; scanned < opt_.max_failed_scan && matched <= limit;) {
-          const auto n = std::min(page_size, opt_.max_failed_scan - scanned);
-          const auto page = backend_->list(queue, state, {at, n});
-          for (const auto& j : page) {
-            if (j.errors.empty()) continue;
-            if (++matched > limit) break;
-            jobs.push_back(to_json(j));
-          }
-          scanned += page.size();
-          at += page.size();
-          if (page.size() < n) break;
-        }
-        more = matched > limit || scanned >= opt_.max_failed_scan;
+      for (const auto& j : page.jobs) jobs.push_back(to_json(j));
+      send_json(res, {{"queue", queue}, {"state", to_string(state)}, {"jobs", jobs}, {"more", page.more}});
+    }));
+    // How many a bulk action would touch: exact without a filter (counts), else counted over at
+    // most max_failed_scan jobs (exact: false beyond).
+    server_.Get("/api/jobs/count", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const auto queue = req.get_param_value("queue");
+      validate_queue_name(queue);
+      const auto state = state_param(req);
+      const auto filter = filter_of(req);
+      const auto total = count_in(queue, state);
+      if (!filter.any()) return send_json(res, {{"count", total}, {"exact", true}});
+      std::size_t n = 0, scanned = 0;
+      for (std::size_t at = 0; scanned < opt_.max_failed_scan;) {
+        const auto want = std::min<std::size_t>(500, opt_.max_failed_scan - scanned);
+        const auto page = backend_->list(queue, state, {at, want});
+        for (const auto& j : page) n += filter.matches(j) ? 1 : 0;
+        scanned += page.size();
+        at += page.size();
+        if (page.size() < want) return send_json(res, {{"count", n}, {"exact", true}});
       }
-      send_json(res, {{"queue", queue}, {"state", to_string(state)}, {"jobs", jobs}, {"more", more}});
+      send_json(res, {{"count", n}, {"exact", scanned >= total}});
+    }));
+    // A job by id, or the holders of a unique key in every queue shown.
+    server_.Get("/api/search", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const auto q = req.get_param_value("q");
+      if (q.empty()) throw InvalidArgument("search: give a job id or a unique key (q=...)");
+      json jobs = json::array();
+      if (std::all_of(q.begin(), q.end(), [](char c) { return c >= '0' && c <= '9'; }) && q.size() < 19) {
+        if (const auto j = backend_->get(id_of(q))) jobs.push_back(to_json(*j));
+      }
+      for (const auto& name : queues()) {
+        if (const auto id = backend_->find_unique(name, q)) {
+          if (const auto j = backend_->get(*id)) jobs.push_back(to_json(*j));
+        }
+      }
+      send_json(res, {{"q", q}, {"jobs", jobs}});
+    }));
+    server_.Get("/api/schedules", guarded([this](const httplib::Request&, httplib::Response& res) {
+      json out = json::array();
+      for (const auto& s : load_schedules(*backend_)) {
+        auto j = to_json(s.schedule);
+        j["name"] = s.schedule.name;
+        j["next_run"] = to_epoch_ms(s.next_run);
+        out.push_back(std::move(j));
+      }
+      send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"schedules", out}});
     }));
     server_.Get(R"(/api/jobs/(\d+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const auto id = id_of(req.matches[1]);
       const auto j = backend_->get(id);
       if (!j) throw NotFound("job " + std::to_string(id) + " not found");
-      send_json(res, to_json(*j));
+      auto out = to_json(*j);
+      if (j->state == JobState::active) {
+        const auto holder = holder_of(backend_->workers(), id);
+        out["holder"] = holder ? to_json(*holder) : json(nullptr);
+      }
+      send_json(res, out);
     }));
     server_.Get(R"(/api/jobs/(\d+)/flow)", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const auto id = id_of(req.matches[1]);
@@ -449,22 +666,62 @@ class HttpServer {
                       {"members", members},
                       {"more", flow->members.size() > limit}});
     }));
-    server_.Post(R"(/api/jobs/(\d+)/(redrive|cancel))",
+    server_.Post(R"(/api/jobs/(\d+)/(redrive|cancel|run_now|remove))",
                  guarded([this](const httplib::Request& req, httplib::Response& res) {
                    if (!action_allowed(req, res)) return;
                    const auto id = id_of(req.matches[1]);
-                   const bool redrive = req.matches[2] == "redrive";
-                   const bool ok = redrive ? backend_->redrive(id) : backend_->cancel(id);
+                   const std::string action = req.matches[2];
+                   const bool ok = action == "redrive"  ? backend_->redrive(id)
+                                   : action == "cancel" ? backend_->cancel(id)
+                                   : action == "run_now" ? backend_->run_now(id)
+                                                         : backend_->remove(id);
                    if (ok) return send_json(res, {{"ok", true}, {"id", id}});
                    const auto j = backend_->get(id);
                    if (!j) throw NotFound("job " + std::to_string(id) + " not found");
+                   const char* wanted = action == "redrive"  ? "dead"
+                                        : action == "cancel" ? "queued, waiting or active"
+                                        : action == "run_now" ? "queued with a later run-at"
+                                                              : "finished";
                    send_json(res,
                              {{"ok", false},
                               {"id", id},
                               {"error", "job " + std::to_string(id) + " is " + std::string(to_string(j->state)) +
-                                            ", not " + (redrive ? "dead" : "queued, waiting or active")}},
+                                            ", not " + wanted}},
                              409);
                  }));
+    // Re-drive or cancel every job of a queue in a state that matches a filter, a page of 500
+    // at a time: each page is one list and one redrive_many / cancel_many, so a million jobs are
+    // a few thousand short calls and never one long lock.
+    server_.Post("/api/queues/bulk", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      if (!action_allowed(req, res)) return;
+      const auto queue = req.get_param_value("queue");
+      validate_queue_name(queue);
+      const auto action = req.get_param_value("action");
+      const auto state = state_param(req);
+      if (action == "redrive" ? state != JobState::dead
+                              : action != "cancel" || is_finished(state)) {
+        throw InvalidArgument("bulk: action=redrive takes state=dead; action=cancel takes queued, waiting or active");
+      }
+      const auto filter = filter_of(req);
+      std::size_t done = 0, refused = 0;
+      for (std::size_t at = 0;;) {
+        const auto page = backend_->list(queue, state, {at, 500});
+        std::vector<JobId> ids;
+        for (const auto& j : page) {
+          if (filter.matches(j)) ids.push_back(j.id);
+        }
+        std::size_t moved = 0;
+        if (!ids.empty()) {
+          for (const bool ok : action == "redrive" ? backend_->redrive_many(ids) : backend_->cancel_many(ids)) {
+            ok ? ++moved : ++refused;
+          }
+        }
+        done += moved;
+        at += page.size() - moved;  // the jobs acted on left this state's list
+        if (page.size() < 500) break;
+      }
+      send_json(res, {{"ok", true}, {"queue", queue}, {"action", action}, {"done", done}, {"refused", refused}});
+    }));
     const auto pause_or_resume = [this](const std::string& q, bool pause, httplib::Response& res) {
       validate_queue_name(q);
       pause ? backend_->pause(q) : backend_->resume(q);
