@@ -212,7 +212,7 @@ void exercise_workers(const Store& s, jobq::AnyBackend& b, const std::string& q)
   const auto first = queue.enqueue("block", {}, {.priority = 5});
   const auto second = queue.enqueue("block", {});
   std::atomic<bool> finish{false};
-  jobq::Worker w{b, {.queues = {q}, .concurrency = 1, .prefetch = 1, .lease = 3'000ms, .poll_interval = 10ms,
+  jobq::Worker w{b, {.queues = {q}, .concurrency = 1, .prefetch = 1, .lease = jobq::Millis{3'000}, .poll_interval = jobq::Millis{10},
                      .log = {jobq::LogLevel::off, {}}}};
   w.handle("block", [&](const nlohmann::json&, jobq::JobContext& ctx) {
     while (!finish && !ctx.stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -601,8 +601,8 @@ TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and it
   // filter by name, then by text in the error
   browser.script("document.getElementById('q-filter-name').value = 'digest';");
   browser.click("#q-filter-go");
-  browser.wait_for(R"([...document.querySelectorAll("#q-jobs tbody tr td:nth-child(2)")].every(td => td.textContent === "digest") &&
-                      document.querySelectorAll("#q-jobs tbody tr").length === 50)");
+  browser.wait_for(R"JS([...document.querySelectorAll("#q-jobs tbody tr td:nth-child(2)")].every(td => td.textContent === "digest") &&
+                        document.querySelectorAll("#q-jobs tbody tr").length === 50)JS");
   browser.script("document.getElementById('q-filter-name').value = ''; document.getElementById('q-filter-text').value = '<script>';");
   browser.click("#q-filter-go");
   browser.wait_for(R"(document.querySelectorAll("#q-jobs tbody tr").length === 1)");
@@ -649,6 +649,6 @@ TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and it
   // schedules
   browser.go(base + "/#/schedules");
   browser.wait_for(R"(document.querySelector('#schedules tr[data-schedule="nightly"]'))");
-  CHECK(browser.script(R"(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)") ==
+  CHECK(browser.script(R"JS(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)JS") ==
         "Europe/Paris");
 }
