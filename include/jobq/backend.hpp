@@ -60,8 +60,10 @@ inline void check_unique_key(const std::string& unique_key) {
 ///   Queue limits (set_queue_limits) hold across all processes: a job whose group already has
 ///   group_concurrency active jobs in its queue is skipped (jobs after it still qualify), and
 ///   a queue with a rate limit hands out at most rate.max jobs in any window of rate.window
-///   (counting claims, released ones included). A job held back by a limit stays queued
-///   untouched (no attempt used).
+///   (counting claims, released ones included), and a queue with a concurrency limit never has
+///   more than concurrency active jobs (a claim takes at most concurrency - active of it, even
+///   with many claimers at once). A job held back by a limit stays queued untouched (no
+///   attempt used); when an active job of a limited queue finishes, wait_for_work wakes.
 /// - `complete(id, token, result)`: if active with that token: completed, finished_at = now,
 ///   result stored, lease cleared, unique key released (or held until now + unique_for).
 ///   Otherwise change nothing and return false.

@@ -392,6 +392,7 @@ struct RateLimit {
 struct QueueLimits {
   std::optional<RateLimit> rate{};  ///< start rate; nullopt = unlimited
   int group_concurrency = 0;        ///< active jobs per group key at most; 0 = unlimited
+  int concurrency = 0;              ///< active jobs of the queue at most (all workers); 0 = unlimited
   friend bool operator==(const QueueLimits&, const QueueLimits&) = default;
 };
 
@@ -401,14 +402,16 @@ inline void validate(const QueueLimits& l) {
     throw InvalidArgument("rate limit needs max >= 1 and a window of at least 1 ms");
   }
   if (l.group_concurrency < 0) throw InvalidArgument("group_concurrency must not be negative");
+  if (l.concurrency < 0) throw InvalidArgument("concurrency must not be negative");
 }
 
-/// @brief Limits as JSON ({"rate":{"max","window_ms"}|null,"group_concurrency"}), for backends
+/// @brief Limits as JSON ({"rate":{"max","window_ms"}|null,"group_concurrency","concurrency"}), for backends
 /// that store them as one document.
 inline nlohmann::json to_json(const QueueLimits& l) {
   return {{"rate", l.rate ? nlohmann::json{{"max", l.rate->max}, {"window_ms", l.rate->window.count()}}
                           : nlohmann::json(nullptr)},
-          {"group_concurrency", l.group_concurrency}};
+          {"group_concurrency", l.group_concurrency},
+          {"concurrency", l.concurrency}};
 }
 
 /// @brief Inverse of to_json(QueueLimits); throws InvalidArgument on a malformed value.
@@ -421,6 +424,7 @@ inline QueueLimits queue_limits_from_json(const nlohmann::json& j) {
                          Millis{json_integer<std::int64_t>(j.at("rate").at("window_ms"), "rate window_ms")}};
     }
     l.group_concurrency = json_integer_or<int>(j, "group_concurrency", 0);
+    l.concurrency = json_integer_or<int>(j, "concurrency", 0);  // absent in documents from before
   } catch (const nlohmann::json::exception& e) {
     throw InvalidArgument(std::string("stored queue limits are malformed: ") + e.what());
   }

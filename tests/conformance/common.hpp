@@ -8,6 +8,7 @@
 #include <csignal>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>

@@ -251,6 +251,109 @@ TEMPLATE_LIST_TEST_CASE("a worker never runs more than the group limit at once",
   CHECK(most == std::map<std::string, int>{{"t0", 1}, {"t1", 1}});
 }
 
+TEMPLATE_LIST_TEST_CASE("queue concurrency caps the active jobs of a queue; each way out frees a slot",
+                        "[conformance][limits][queue-concurrency]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  const jobq::QueueLimits l{.concurrency = 3};
+  b.set_queue_limits("q", l);
+  CHECK(b.queue_limits("q") == l);
+  CHECK_THROWS_AS(b.set_queue_limits("q", {.concurrency = -1}), jobq::InvalidArgument);
+  CHECK(b.queue_limits("q") == l);  // a refused change changes nothing
+  std::vector<jobq::JobId> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(b.enqueue(make_job("q", {{"n", i}})).id);
+  auto got = b.claim(claim_from({"q"}, 10));
+  REQUIRE(ids_of(got) == std::vector<jobq::JobId>{ids[0], ids[1], ids[2]});
+  CHECK(b.claim(claim_from({"q"}, 10)).empty());
+  CHECK(b.get(ids[3])->attempts == 0);  // held back untouched
+  CHECK(b.get(ids[3])->state == JobState::queued);
+  CHECK(b.counts("q").active == 3);
+
+  REQUIRE(b.complete(got[0].id, got[0].lease_token, nullptr));
+  auto one = b.claim(claim_from({"q"}, 10));
+  REQUIRE(ids_of(one) == std::vector<jobq::JobId>{ids[3]});
+  CHECK(b.claim(claim_from({"q"}, 10)).empty());
+  CHECK(b.fail({got[1].id, got[1].lease_token, "boom", fx.clock.now() + 1h}) == jobq::FailOutcome::retried);
+  CHECK(ids_of(b.claim(claim_from({"q"}, 10))) == std::vector<jobq::JobId>{ids[4]});
+  REQUIRE(b.release(got[2].id, got[2].lease_token));
+  CHECK(ids_of(b.claim(claim_from({"q"}, 10))) == std::vector<jobq::JobId>{ids[2]});
+  REQUIRE(b.cancel(one[0].id));
+  CHECK(ids_of(b.claim(claim_from({"q"}, 10))) == std::vector<jobq::JobId>{ids[5]});
+  CHECK(b.claim(claim_from({"q"}, 10)).empty());
+  // Lease expiry frees every slot at once; the recovered jobs queue again, behind nobody.
+  fx.clock.advance(31s);
+  b.recover_expired();
+  CHECK(b.claim(claim_from({"q"}, 10, 1h)).size() == 3);
+  CHECK(b.counts("q").active == 3);
+
+  // Other queues are not limited, and a claim over both fills the rest from the free one.
+  for (int i = 0; i < 4; ++i) b.enqueue(make_job("free"));
+  CHECK(b.claim(claim_from({"q", "free"}, 10)).size() == 4);
+  // 0 = unlimited.
+  b.set_queue_limits("q", {});
+  CHECK(b.claim(claim_from({"q"}, 20)).size() == 4);  // the rest: 1 completed, 1 cancelled, 3 active, 1 retrying in 1h
+}
+
+TEMPLATE_LIST_TEST_CASE("queue concurrency combines with a group limit and a rate limit",
+                        "[conformance][limits][queue-concurrency]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  b.set_queue_limits("q", {.rate = jobq::RateLimit{5, 1min}, .group_concurrency = 1, .concurrency = 3});
+  CHECK(b.queue_limits("q").concurrency == 3);
+  CHECK(b.queue_limits("q").group_concurrency == 1);
+  for (int i = 0; i < 12; ++i) {
+    auto j = make_job("q", {{"n", i}});
+    j.group = "t" + std::to_string(i % 4);
+    b.enqueue(j);
+  }
+  // 4 groups could run one each, but the queue allows 3.
+  auto got = b.claim(claim_from({"q"}, 10));
+  REQUIRE(got.size() == 3);
+  std::set<std::string> groups;
+  for (const auto& j : got) groups.insert(j.group);
+  CHECK(groups.size() == 3);
+  CHECK(b.claim(claim_from({"q"}, 10)).empty());
+  // Finish two: the queue has room for 2, the group limit allows 2 (the fourth group and one
+  // of the finished), the rate limit has 2 starts left.
+  REQUIRE(b.complete(got[0].id, got[0].lease_token, nullptr));
+  REQUIRE(b.complete(got[1].id, got[1].lease_token, nullptr));
+  auto more = b.claim(claim_from({"q"}, 10));
+  CHECK(more.size() == 2);
+  CHECK(b.counts("q").active == 3);
+  // The rate limit is now spent: finishing frees a queue slot, but nothing starts this window.
+  REQUIRE(b.complete(more[0].id, more[0].lease_token, nullptr));
+  CHECK(b.claim(claim_from({"q"}, 10)).empty());
+  fx.clock.advance(1min);
+  CHECK(b.claim(claim_from({"q"}, 10)).size() == 1);  // the queue is full again
+  CHECK(b.counts("q").active == 3);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker never runs more than the queue's concurrency at once",
+                        "[conformance][limits][queue-concurrency][worker]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  jobq::Queue q{b, "q"};
+  q.set_limits({.concurrency = 2});
+  for (int i = 0; i < 8; ++i) q.enqueue(Greet{"n" + std::to_string(i)});
+  std::mutex m;
+  int running = 0;
+  int most = 0;
+  jobq::Worker w{b, fast_worker(6)};
+  w.template handle<Greet>([&](const Greet&) {
+    {
+      std::lock_guard lock(m);
+      most = std::max(most, ++running);
+    }
+    std::this_thread::sleep_for(5ms);
+    std::lock_guard lock(m);
+    --running;
+  });
+  CHECK(w.run_until_idle(60s));
+  CHECK(q.counts().completed == 8);
+  CHECK(most <= 2);
+  CHECK(w.stats().failed == 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Throttle and debounce
 

@@ -192,6 +192,27 @@ TEST_CASE("a version 2 schema is upgraded: jobs kept and claimable, unique keys 
   CHECK(b.claim({{"old"}, 10, 1h}).size() == 2);  // the keyed job and one of group t
 }
 
+TEST_CASE("a version 5 schema is upgraded to queue concurrency: limits kept, concurrency 0 until set",
+          "[postgres][migration][limits]") {
+  pgtest::TempSchema schema;
+  const std::string q = "\"" + schema.name + "\"";
+  jobq::ManualClock clock;
+  {
+    jobq::PostgresBackend b{pgtest::url(), {.clock = clock.fn(), .schema = schema.name}};
+    b.set_queue_limits("old", {std::nullopt, 2});
+    for (int i = 0; i < 5; ++i) b.enqueue(job("old"));
+  }
+  auto c = pgtest::connect();
+  pgtest::downgrade_to_v5(c.get(), q);
+  CHECK(pgtest::exec(c.get(), "SELECT max(version) FROM " + q + ".schema_migrations") == "5");
+  jobq::PostgresBackend b{pgtest::url(), {.clock = clock.fn(), .schema = schema.name}};
+  CHECK(b.schema_version() == jobq::PostgresBackend::latest_schema_version);
+  CHECK(b.queue_limits("old") == jobq::QueueLimits{std::nullopt, 2, 0});
+  b.set_queue_limits("old", {std::nullopt, 2, 3});
+  CHECK(b.claim({{"old"}, 10, 1h}).size() == 3);
+  CHECK(b.counts("old").queued == 2);
+}
+
 TEST_CASE("a version 4 schema is upgraded to the worker registry: jobs kept, workers stored",
           "[postgres][migration][workers]") {
   pgtest::TempSchema schema;

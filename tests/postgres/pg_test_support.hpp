@@ -77,9 +77,17 @@ struct TempSchema {
   }
 };
 
-/// Undoes migration 5 of schema `q` (quoted), keeping the jobs: a store written before the
-/// worker registry.
+/// Undoes migration 6 of schema `q` (quoted), keeping the jobs and limits: a store written
+/// before queue concurrency (claim_limited keeps its new text; the upgrade replaces it again).
+inline void downgrade_to_v5(PGconn* c, const std::string& q) {
+  exec(c, "ALTER TABLE " + q + ".queue_limits DROP COLUMN concurrency");
+  exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 5");
+}
+
+/// Undoes migrations 5 and 6 of schema `q` (quoted), keeping the jobs: a store written before
+/// the worker registry.
 inline void downgrade_to_v4(PGconn* c, const std::string& q) {
+  downgrade_to_v5(c, q);
   exec(c, "DROP TABLE " + q + ".workers");
   exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 4");
 }

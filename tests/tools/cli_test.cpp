@@ -454,10 +454,19 @@ void exercise(const Store& s) {
   r = jobq_cli(s.args({"limits", q}));
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("100 per") != std::string::npos);
+  CHECK(r.out.find("concurrency unlimited") != std::string::npos);
+  r = jobq_cli(s.args({"limits", q, "--concurrency", "4", "--json"}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.json().at("limits").at("concurrency") == 4);
+  CHECK(b.queue_limits(q) == jobq::QueueLimits{jobq::RateLimit{100, jobq::Millis{60'000}}, 3, 4});
+  r = jobq_cli(s.args({"limits", q}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find(", concurrency 4") != std::string::npos);
+  CHECK(jobq_cli(s.args({"limits", q, "--concurrency", "-1"})).rc == 2);
   CHECK(jobq_cli(s.args({"limits", q, "--rate", "lots"})).rc == 2);
   CHECK(jobq_cli(s.args({"limits", q, "--group-concurrency", "-5"})).rc == 2);
   CHECK(jobq_cli(s.args({"jobs", q, "--offset", "-1"})).rc == 2);
-  CHECK(jobq_cli(s.args({"limits", q, "--rate", "none", "--group-concurrency", "0"})).rc == 0);
+  CHECK(jobq_cli(s.args({"limits", q, "--rate", "none", "--group-concurrency", "0", "--concurrency", "0"})).rc == 0);
   CHECK(b.queue_limits(q) == jobq::QueueLimits{});
 
   exercise_flows(s, b, q + "-flow");

@@ -569,19 +569,22 @@ struct Cli {
     return jobq::RateLimit{n, parse_required_duration(s.substr(slash + 1))};
   }
 
-  int limits(jobq::AnyBackend& b, const std::string& queue, const std::string& rate, int group_concurrency) {
+  int limits(jobq::AnyBackend& b, const std::string& queue, const std::string& rate, int group_concurrency,
+             int concurrency) {
     jobq::validate_queue_name(queue);
     auto l = b.queue_limits(queue);
     if (!rate.empty()) l.rate = parse_rate(rate);
     if (group_concurrency >= 0) l.group_concurrency = group_concurrency;
-    if (!rate.empty() || group_concurrency >= 0) b.set_queue_limits(queue, l);
+    if (concurrency >= 0) l.concurrency = concurrency;
+    if (!rate.empty() || group_concurrency >= 0 || concurrency >= 0) b.set_queue_limits(queue, l);
     if (json_out) {
       std::cout << json{{"queue", queue}, {"limits", jobq::to_json(l)}}.dump(2) << '\n';
     } else {
       std::cout << queue << ": rate "
                 << (l.rate ? std::to_string(l.rate->max) + " per " + format_age(l.rate->window) : "unlimited")
                 << ", group concurrency "
-                << (l.group_concurrency > 0 ? std::to_string(l.group_concurrency) : "unlimited") << "\n";
+                << (l.group_concurrency > 0 ? std::to_string(l.group_concurrency) : "unlimited")
+                << ", concurrency " << (l.concurrency > 0 ? std::to_string(l.concurrency) : "unlimited") << "\n";
     }
     return ok;
   }
@@ -728,10 +731,15 @@ int main(int argc, char** argv) {
 
   std::string limits_queue, limits_rate;
   int limits_groups = -1;
-  auto* limits_cmd = app.add_subcommand("limits", "show or set a queue's rate limit and group concurrency");
+  int limits_concurrency = -1;
+  auto* limits_cmd =
+      app.add_subcommand("limits", "show or set a queue's rate limit, group concurrency and concurrency");
   limits_cmd->add_option("queue", limits_queue, "queue name")->required();
   limits_cmd->add_option("--rate", limits_rate, "at most MAX starts per WINDOW across all workers (100/1m), or none");
   limits_cmd->add_option("--group-concurrency", limits_groups, "active jobs per group key at most (0: unlimited)")
+      ->check(CLI::NonNegativeNumber);
+  limits_cmd->add_option("--concurrency", limits_concurrency,
+                         "active jobs of the queue at most, across all workers and processes (0: unlimited)")
       ->check(CLI::NonNegativeNumber);
 
   // --json is known before parsing, so that a usage error is reported as JSON too.
@@ -756,7 +764,7 @@ int main(int argc, char** argv) {
     // A mistyped URL, schema or prefix must not leave a new store behind: only the commands
     // that add to a store may create one.
     open_options.create = enqueue_cmd->parsed() || (pause_cmd->parsed() && pause_create) ||
-                          (limits_cmd->parsed() && (!limits_rate.empty() || limits_groups >= 0));
+                          (limits_cmd->parsed() && (!limits_rate.empty() || limits_groups >= 0 || limits_concurrency >= 0));
     auto backend = jobq::open_backend(url, open_options);
     if (queues_cmd->parsed()) return cli.queues(backend, queues_opt);
     if (schedules_cmd->parsed()) return cli.schedules(backend);
@@ -768,7 +776,7 @@ int main(int argc, char** argv) {
     }
 #endif
     if (unschedule_cmd->parsed()) return cli.unschedule(backend, unschedule_name);
-    if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups);
+    if (limits_cmd->parsed()) return cli.limits(backend, limits_queue, limits_rate, limits_groups, limits_concurrency);
     if (jobs_cmd->parsed()) return cli.jobs(backend, jobs_queue, jobs_state, offset, limit);
     if (show_cmd->parsed()) return cli.show(backend, show_id);
     if (flow_cmd->parsed()) return cli.flow(backend, flow_id);

@@ -88,6 +88,10 @@ class MemoryBackend {
         drop_old_starts_locked(q, t);
         allowed = std::min(allowed, q.limits.rate->max - static_cast<std::int64_t>(q.starts.size()));
       }
+      if (q.limits.concurrency > 0) {
+        allowed = std::min(allowed, static_cast<std::int64_t>(q.limits.concurrency) -
+                                        static_cast<std::int64_t>(q.counts.active));
+      }
       if (allowed <= 0) continue;
       Cursor c{&q, q.ready.begin(), allowed};
       skip_blocked_locked(c.q, c.next);
@@ -532,6 +536,9 @@ class MemoryBackend {
           continue;
         }
       }
+      if (q.limits.concurrency > 0 && static_cast<std::int64_t>(q.counts.active) >= q.limits.concurrency) {
+        continue;  // a job leaving active wakes us
+      }
       if (!q.ready.empty()) {
         auto first = q.ready.begin();
         skip_blocked_locked(&q, first);
@@ -891,6 +898,7 @@ class MemoryBackend {
   void leave_active_locked(QueueState& q, const JobRecord& job) {
     if (job.state != JobState::active) return;
     active_.erase(job.id);
+    if (q.limits.concurrency > 0) notify_locked();  // a held-back job of the queue may start
     if (job.group.empty()) return;
     auto it = q.active_by_group.find(job.group);
     if (it != q.active_by_group.end() && --it->second <= 0) q.active_by_group.erase(it);

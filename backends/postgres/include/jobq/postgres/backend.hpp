@@ -424,7 +424,8 @@ class PostgresBackend {
       return c.exec(S::set_limits,
                     {queue, rate ? detail::pg::Param(std::to_string(rate->max)) : std::nullopt,
                      rate ? detail::pg::Param(std::to_string(rate->window.count())) : std::nullopt,
-                     std::to_string(limits.group_concurrency), channel_}) != nullptr;
+                     std::to_string(limits.group_concurrency), channel_,
+                     std::to_string(limits.concurrency)}) != nullptr;
     });
     wake_.wake();
   }
@@ -441,6 +442,7 @@ class PostgresBackend {
                            Millis{detail::pg::to_i64(PQgetvalue(r.get(), 0, 1))}};
       }
       l.group_concurrency = static_cast<int>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 2)));
+      l.concurrency = static_cast<int>(detail::pg::to_i64(PQgetvalue(r.get(), 0, 3)));
       return l;
     });
   }

@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 5> migrations = {{
+inline constexpr std::array<Migration, 6> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -409,6 +409,107 @@ END $fn$;
 -- and its expiry beside it so that each registration deletes the expired rows by index.
 CREATE TABLE "{schema}".workers (id text PRIMARY KEY, expires_at bigint NOT NULL, info text NOT NULL);
 CREATE INDEX workers_expiry ON "{schema}".workers (expires_at);
+)sql"},
+    {6, "(issue 21) queue concurrency: queue_limits.concurrency, claim_limited honours it",
+     R"sql(
+ALTER TABLE "{schema}".queue_limits
+  ADD COLUMN concurrency int NOT NULL DEFAULT 0 CHECK (concurrency >= 0);  -- 0: unlimited
+-- As in migration 3, and a queue with a concurrency limit takes at most concurrency minus its
+-- active jobs, counted after the FOR UPDATE on its queue_limits row, so concurrent claimers
+-- (which wait for that lock) never see a stale count.
+CREATE OR REPLACE FUNCTION "{schema}".claim_limited(p_queues text[], p_now bigint, p_limit int,
+    p_lease_until bigint, p_tokens text[]) RETURNS SETOF "{schema}".jobs LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_lim record; r record; cur refcursor;
+  v_ids bigint[] := '{}';
+  v_allowed jsonb := '{}';  -- queue -> starts left in the window (rate-limited only)
+  v_gmax jsonb := '{}';     -- queue -> group concurrency (grouped queues only)
+  v_active jsonb := '{}';   -- queue \n group -> active jobs, picked ones included
+  v_full jsonb := '{}';     -- queue \n group of groups already at their limit
+  v_cap jsonb := '{}';      -- queue -> free slots (concurrency - active; limited queues only)
+  v_key text; v_n bigint;
+BEGIN
+  PERFORM 1 FROM "{schema}".queue_limits WHERE queue = ANY(p_queues) ORDER BY queue FOR UPDATE;
+  FOR v_lim IN SELECT * FROM "{schema}".queue_limits WHERE queue = ANY(p_queues) LOOP
+    IF v_lim.rate_max IS NOT NULL THEN
+      DELETE FROM "{schema}".rate_ledger WHERE queue = v_lim.queue AND at_ms <= p_now - v_lim.rate_window_ms;
+      SELECT v_lim.rate_max - coalesce(sum(x.n), 0) INTO v_n FROM "{schema}".rate_ledger x
+       WHERE x.queue = v_lim.queue;
+      v_allowed := v_allowed || jsonb_build_object(v_lim.queue, v_n);
+    END IF;
+    IF v_lim.group_concurrency > 0 THEN
+      v_gmax := v_gmax || jsonb_build_object(v_lim.queue, v_lim.group_concurrency);
+    END IF;
+    IF v_lim.concurrency > 0 THEN
+      SELECT v_lim.concurrency - count(*) INTO v_n FROM "{schema}".jobs j
+       WHERE j.queue = v_lim.queue AND j.state = 'active';
+      v_cap := v_cap || jsonb_build_object(v_lim.queue, v_n);
+    END IF;
+  END LOOP;
+  IF v_gmax <> '{}' THEN
+    SELECT coalesce(jsonb_object_agg(a.k, a.n), '{}'),
+           coalesce(jsonb_object_agg(a.k, true) FILTER (WHERE a.n >= (v_gmax ->> a.queue)::bigint), '{}')
+      INTO v_active, v_full
+      FROM (SELECT j.queue, j.queue || E'\n' || j.group_key AS k, count(*) AS n FROM "{schema}".jobs j
+             WHERE j.queue = ANY(p_queues) AND j.state = 'active' AND j.group_key IS NOT NULL
+               AND v_gmax ? j.queue GROUP BY j.queue, j.group_key) a;
+  END IF;
+  IF cardinality(p_queues) = 1 THEN
+    OPEN cur FOR SELECT j.id, j.queue, j.group_key FROM "{schema}".jobs j
+      WHERE j.state = 'queued' AND j.queue = p_queues[1] AND j.run_at <= p_now
+        AND NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = j.queue)
+        AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0
+        AND coalesce((v_cap ->> j.queue)::bigint, 1) > 0
+        AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\n' || j.group_key)))
+      ORDER BY j.priority DESC, j.run_at, j.id;
+  ELSE
+    OPEN cur FOR SELECT c.id, c.queue, c.group_key FROM unnest(p_queues) AS q(name)
+      CROSS JOIN LATERAL (SELECT j.id, j.queue, j.group_key, j.priority, j.run_at FROM "{schema}".jobs j
+        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= p_now
+          AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0
+          AND coalesce((v_cap ->> j.queue)::bigint, 1) > 0
+        AND coalesce((v_cap ->> j.queue)::bigint, 1) > 0
+          AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\n' || j.group_key)))
+        ORDER BY j.priority DESC, j.run_at, j.id LIMIT 4 * p_limit + 100) c
+      WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
+      ORDER BY c.priority DESC, c.run_at, c.id;
+  END IF;
+  LOOP
+    FETCH cur INTO r;
+    EXIT WHEN NOT FOUND;
+    IF v_allowed ? r.queue AND (v_allowed ->> r.queue)::bigint <= 0 THEN CONTINUE; END IF;
+    IF v_cap ? r.queue AND (v_cap ->> r.queue)::bigint <= 0 THEN CONTINUE; END IF;
+    IF r.group_key IS NOT NULL AND v_gmax ? r.queue THEN
+      v_key := r.queue || E'\n' || r.group_key;
+      v_n := coalesce((v_active ->> v_key)::bigint, 0);
+      IF v_n >= (v_gmax ->> r.queue)::bigint THEN CONTINUE; END IF;
+      v_active := v_active || jsonb_build_object(v_key, v_n + 1);
+    END IF;
+    IF v_allowed ? r.queue THEN
+      v_allowed := v_allowed || jsonb_build_object(r.queue, (v_allowed ->> r.queue)::bigint - 1);
+    END IF;
+    IF v_cap ? r.queue THEN
+      v_cap := v_cap || jsonb_build_object(r.queue, (v_cap ->> r.queue)::bigint - 1);
+    END IF;
+    v_ids := v_ids || r.id;
+    EXIT WHEN cardinality(v_ids) >= p_limit;
+    -- One queue whose slots or starts are used up: nothing after this row can be taken.
+    EXIT WHEN cardinality(p_queues) = 1 AND (coalesce((v_cap ->> r.queue)::bigint, 1) <= 0
+                                             OR coalesce((v_allowed ->> r.queue)::bigint, 1) <= 0);
+  END LOOP;
+  CLOSE cur;
+  IF cardinality(v_ids) = 0 THEN RETURN; END IF;
+  -- state = 'queued' again: a cancel or a debounce may have changed a row meanwhile
+  -- (claims of these queues cannot: they wait for our lock).
+  RETURN QUERY
+    WITH u AS (UPDATE "{schema}".jobs j SET state = 'active', attempts = j.attempts + 1,
+                      lease_token = p_tokens[p.ord], lease_until = p_lease_until
+                 FROM unnest(v_ids) WITH ORDINALITY AS p(id, ord)
+                WHERE j.id = p.id AND j.state = 'queued' AND j.run_at <= p_now RETURNING j.*),
+         led AS (INSERT INTO "{schema}".rate_ledger (queue, at_ms, n)
+                 SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)
+    SELECT * FROM u;
+END $fn$;
 )sql"},
 }};
 

@@ -471,13 +471,15 @@ SELECT 1 FROM unnest($1::text[]) AS q(name)
 // ---------------------------------------------------------------------------------------------
 // Limits and schedules
 
-// $1 queue $2 rate max $3 rate window ms (both NULL = no rate) $4 group concurrency $5 channel.
+// $1 queue $2 rate max $3 rate window ms (both NULL = no rate) $4 group concurrency $5 channel
+// $6 queue concurrency.
 // A raised limit may free work: waiters are woken.
 inline constexpr std::string_view set_limits = R"sql(
-WITH u AS (INSERT INTO "{schema}".queue_limits (queue, rate_max, rate_window_ms, group_concurrency)
-           VALUES ($1::text, $2::bigint, $3::bigint, $4::int) ON CONFLICT (queue) DO UPDATE
+WITH u AS (INSERT INTO "{schema}".queue_limits (queue, rate_max, rate_window_ms, group_concurrency, concurrency)
+           VALUES ($1::text, $2::bigint, $3::bigint, $4::int, $6::int) ON CONFLICT (queue) DO UPDATE
            SET rate_max = EXCLUDED.rate_max, rate_window_ms = EXCLUDED.rate_window_ms,
-               group_concurrency = EXCLUDED.group_concurrency RETURNING queue)
+               group_concurrency = EXCLUDED.group_concurrency, concurrency = EXCLUDED.concurrency
+           RETURNING queue)
 SELECT pg_notify($5::text, queue) FROM u
 )sql";
 
@@ -488,7 +490,7 @@ SELECT pg_notify($2::text, queue) FROM d
 )sql";
 
 inline constexpr std::string_view get_limits = R"sql(
-SELECT rate_max, rate_window_ms, group_concurrency FROM "{schema}".queue_limits
+SELECT rate_max, rate_window_ms, group_concurrency, concurrency FROM "{schema}".queue_limits
  WHERE queue = $1::text
 )sql";
 

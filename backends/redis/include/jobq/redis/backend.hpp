@@ -407,7 +407,7 @@ class RedisBackend {
     validate(limits);
     Args argv{limits.rate ? std::to_string(limits.rate->max) : std::string(),
               limits.rate ? std::to_string(limits.rate->window.count()) : std::string(),
-              std::to_string(limits.group_concurrency)};
+              std::to_string(limits.group_concurrency), std::to_string(limits.concurrency)};
     call(true, "set_queue_limits", Script::limits, queue, [&](bool) { return argv; });
   }
 
@@ -416,10 +416,10 @@ class RedisBackend {
     validate_queue_name(queue);
     const auto key = keys_.queue_base(queue) + "limits";
     const auto reply = run(true, [&](Connection& c, bool) {
-      return c.command({"HMGET", key, "rate_max", "rate_window", "group_concurrency"});
+      return c.command({"HMGET", key, "rate_max", "rate_window", "group_concurrency", "concurrency"});
     });
     expect_ok(reply, "queue_limits");
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) unexpected("queue_limits");
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) unexpected("queue_limits");
     return detail::redis::parse_limits(reply->element, key);
   }
 

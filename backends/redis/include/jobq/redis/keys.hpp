@@ -31,7 +31,7 @@
 //   17 Q:errors          hash    id -> JSON array of the failed attempts (absent: none)
 //   18 Q:results         hash    id -> the result JSON of a completed job (absent: null)
 //   19 Q:progress        hash    id -> "<percent> <message>" (absent: 0, "")
-//   20 Q:limits          hash    queue limits: rate_max, rate_window (ms), group_concurrency,
+//   20 Q:limits          hash    queue limits: rate_max, rate_window (ms), group_concurrency, concurrency,
 //                                and rate_used (starts in the ledger below); absent: none
 //   21 Q:starts          zset    rate-limit ledger: one entry per claim call that started jobs,
 //                                score = its time, member "<claim seed>:<n>"; entries older

@@ -141,6 +141,7 @@ return deleted
 )lua";
 
 // limits (set_queue_limits). ARGV: rate max ('' = no rate limit), window ms, group concurrency
+// (0 = none), queue concurrency
 // (0 = none). Every parked job goes back to the ready set: the next claims park again what the
 // new limit still holds back.
 inline constexpr std::string_view limits = R"lua(
@@ -154,6 +155,11 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('HSET', key(1, LIMITS), 'group_concurrency', ARGV[3])
 else
   redis.call('HDEL', key(1, LIMITS), 'group_concurrency')
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('HSET', key(1, LIMITS), 'concurrency', ARGV[4])
+else
+  redis.call('HDEL', key(1, LIMITS), 'concurrency')
 end
 local n = 0
 repeat

@@ -22,7 +22,8 @@ local QUEUED = '^queued (%d+) (%d+ %-?%d+ (%-?%d+)) %S+ (%S+ %S+) %S+ (%S+ %S+)$
 -- are read before the first write; the limit and group keys only where they are used).
 local lims, grouped = {}, {}
 for q = 1, nqueues() do
-  local l = redis.pcall('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used')
+  local l = redis.pcall('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used',
+                        'concurrency')
   if l.err then errors().read_failed(key(q, LIMITS), 'hash', l) end
   lims[q] = l
   grouped[q] = redis.call('EXISTS', key(q, GROUPS)) == 1
@@ -56,6 +57,10 @@ for q = 1, nqueues() do
         redis.call('HSET', key(q, LIMITS), 'rate_used', int(used))
       end
       want = math.min(want, tonumber(l[1]) - used)
+    end
+    -- Queue concurrency: at most the free slots (the script is atomic: no other claim runs).
+    if (tonumber(l[5]) or 0) > 0 then
+      want = math.min(want, tonumber(l[5]) - redis.call('ZCARD', key(q, IDS.active)))
     end
     if want > 0 then
       -- Bounded so one claim stays short; a larger backlog of due jobs is promoted over the next

@@ -82,7 +82,7 @@ if #changed > 0 then
   bulk('ZADD', key(1, DONE.completed), done, 2)
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
-  if grouped then grouping()(1, changed, true) end
+  if grouped then grouping()(1, changed, true) else freed_slots(1, #changed) end
   if flowing then
     -- Flow members: to Q:fdone, and what waits on them is settled (released) in this step.
     local fm = mget(key(1, MEMBER), changed)

@@ -258,6 +258,12 @@ end
 local function group_limit(q) return tonumber(redis.call('HGET', key(q, LIMITS), 'group_concurrency')) or 0 end
 
 -- §
+-- n jobs of a queue with a concurrency limit left the active state: as many waiters may claim.
+local function freed_slots(q, n)
+  if n > 0 and (tonumber(redis.call('HGET', key(q, LIMITS), 'concurrency')) or 0) > 0 then wake(q, n) end
+end
+
+-- §
 -- A ready job of group g went away (cancelled, debounced into the future): parked jobs of g
 -- that fit under the group limit go back to the ready set, so none waits for a completion
 -- that will not come.
@@ -274,6 +280,7 @@ end
 -- whether Q:groups exists, if the caller knows (nil: checked here).
 local function left_active(q, ids, grouped)
   if grouped == nil then grouped = redis.call('EXISTS', key(q, GROUPS)) == 1 end
+  freed_slots(q, #ids)
   if #ids == 0 or not grouped then return end
   local gs = mget(key(q, GROUPS), ids)
   local gc = nil

@@ -35,7 +35,11 @@ for q = 1, nqueues() do
   local blocked = false
   if redis.call('EXISTS', key(q, PAUSED)) == 0 then
     -- A queue at its rate limit has no work before its oldest start in the window expires.
-    local l = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'rate_used')
+    local l = redis.call('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'rate_used', 'concurrency')
+    -- A queue with all its concurrency slots taken has no work until one leaves (which wakes).
+    if (tonumber(l[4]) or 0) > 0 and redis.call('ZCARD', key(q, IDS.active)) >= tonumber(l[4]) then
+      blocked = true
+    end
     if l[1] then
       local cut = now - tonumber(l[2])
       local used = tonumber(l[3]) or 0

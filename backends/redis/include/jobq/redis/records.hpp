@@ -293,7 +293,7 @@ inline WorkerInfo parse_worker(std::string_view id, std::string_view v, const st
   }
 }
 
-/// @brief Queue limits from the HMGET of Q:limits' rate_max, rate_window, group_concurrency;
+/// @brief Queue limits from the HMGET of Q:limits' rate_max, rate_window, group_concurrency, concurrency;
 /// `key` names the hash in error messages.
 inline QueueLimits parse_limits(const redisReply* const* e, const std::string& key) {
   QueueLimits l;
@@ -302,6 +302,7 @@ inline QueueLimits parse_limits(const redisReply* const* e, const std::string& k
       l.rate = RateLimit{to_i64(text(e[0])), Millis{to_i64(text(e[1]))}};
     }
     if (e[2]->type == REDIS_REPLY_STRING) l.group_concurrency = to_int(text(e[2]));
+    if (e[3]->type == REDIS_REPLY_STRING) l.concurrency = to_int(text(e[3]));
   } catch (const std::exception& ex) {
     throw RedisError(ErrorCategory::backend, "redis: " + key + " is corrupted: " + ex.what());
   }

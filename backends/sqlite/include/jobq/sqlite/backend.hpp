@@ -430,7 +430,7 @@ class SqliteBackend {
     validate(limits);
     pool_.write("set queue limits", [&](Connection& c) {
       auto s = c.query(detail::sqlite::sql::set_limits, "set queue limits");
-      s.bind(1, queue).bind(2, limits.group_concurrency);
+      s.bind(1, queue).bind(2, limits.group_concurrency).bind(5, limits.concurrency);
       if (limits.rate) {
         s.bind(3, limits.rate->max).bind(4, static_cast<std::int64_t>(limits.rate->window.count()));
       } else {

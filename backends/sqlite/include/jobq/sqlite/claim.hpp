@@ -104,6 +104,11 @@ inline nlohmann::json pick_limited(Connection& c, const std::vector<std::string>
       if (used >= l.rate->max) continue;
       allowance = std::min(allowance, static_cast<std::size_t>(l.rate->max - used));
     }
+    if (l.concurrency > 0) {
+      const auto active = queue_active(c, q);
+      if (active >= l.concurrency) continue;
+      allowance = std::min(allowance, static_cast<std::size_t>(l.concurrency - active));
+    }
     walk(q, allowance, l.group_concurrency, l.rate.has_value());
   }
   std::sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {

@@ -30,7 +30,7 @@ struct Migration {
 
 /// @brief Every migration, oldest first. Append only: never edit one that has shipped (a file's
 /// stored table definitions are these texts, and migrations 6 and 7 rewrite one of them).
-inline constexpr std::array<Migration, 8> all_migrations{{
+inline constexpr std::array<Migration, 9> all_migrations{{
   {1, "jobs table",
    R"sql(
 CREATE TABLE jobq_jobs (
@@ -202,6 +202,11 @@ CREATE TABLE jobq_workers (
   info       TEXT    NOT NULL   -- JSON (to_json(WorkerInfo))
 ) WITHOUT ROWID;
 CREATE INDEX jobq_workers_expiry ON jobq_workers (expires_at);
+)sql"},
+  {9, "queue concurrency",
+   R"sql(
+-- claim takes at most concurrency minus the queue's active jobs (jobq_counts); 0: unlimited.
+ALTER TABLE jobq_queues ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 0;
 )sql"},
 }};
 

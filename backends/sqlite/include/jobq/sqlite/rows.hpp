@@ -75,7 +75,7 @@ inline JobRecord decode(const Stmt& s) {
 struct QueueSettings {
   bool paused = false;
   QueueLimits limits{};
-  [[nodiscard]] bool limited() const noexcept { return limits.rate || limits.group_concurrency > 0; }
+  [[nodiscard]] bool limited() const noexcept { return limits.rate || limits.group_concurrency > 0 || limits.concurrency > 0; }
 };
 
 /// @brief Reads a queue's settings row (defaults when it has none).
@@ -87,8 +87,16 @@ inline QueueSettings read_settings(Connection& c, const std::string& queue) {
     out.paused = s.integer(0) != 0;
     out.limits.group_concurrency = static_cast<int>(s.integer(1));
     if (!s.is_null(2) && !s.is_null(3)) out.limits.rate = RateLimit{s.integer(2), Millis{s.integer(3)}};
+    out.limits.concurrency = static_cast<int>(s.integer(4));
   }
   return out;
+}
+
+/// @brief A queue's active jobs (jobq_counts).
+inline std::int64_t queue_active(Connection& c, const std::string& q) {
+  auto s = c.query(sql::queue_active, "active jobs of the queue");
+  s.bind(1, q);
+  return s.step() ? s.integer(0) : 0;
 }
 
 /// @brief Jobs per state in a queue (jobq_counts).

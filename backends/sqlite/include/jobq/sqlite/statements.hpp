@@ -114,7 +114,12 @@ VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING i
 
 // A queue's paused flag and limits (no row: not paused, no limits).
 inline constexpr std::string_view queue_settings = R"sql(
-SELECT paused, group_concurrency, rate_max, rate_window_ms FROM jobq_queues WHERE name = ?1
+SELECT paused, group_concurrency, rate_max, rate_window_ms, concurrency FROM jobq_queues WHERE name = ?1
+)sql";
+
+// A queue's active jobs (jobq_counts, kept by triggers): for its concurrency limit.
+inline constexpr std::string_view queue_active = R"sql(
+SELECT n FROM jobq_counts WHERE queue = ?1 AND state = 'active'
 )sql";
 
 // Picks the ids a claim from one unlimited, non-paused queue leases: ?1 = now, ?2 = limit,
@@ -354,10 +359,10 @@ FROM jobq_jobs WHERE queue = ?1 AND state = ?2 ORDER BY id LIMIT ?3 OFFSET ?4
 static_assert(has_job_columns(list_jobs));
 
 inline constexpr std::string_view set_limits = R"sql(
-INSERT INTO jobq_queues (name, paused, group_concurrency, rate_max, rate_window_ms)
-VALUES (?1, 0, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET
+INSERT INTO jobq_queues (name, paused, group_concurrency, rate_max, rate_window_ms, concurrency)
+VALUES (?1, 0, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET
   group_concurrency = excluded.group_concurrency, rate_max = excluded.rate_max,
-  rate_window_ms = excluded.rate_window_ms
+  rate_window_ms = excluded.rate_window_ms, concurrency = excluded.concurrency
 )sql";
 
 // Schedules: name is the primary key.

@@ -53,6 +53,8 @@ inline std::optional<std::int64_t> limited_due(Connection& c, const std::string&
     s.bind(1, q).bind(2, t_ms - l.rate->window.count());
     if (s.step() && s.integer(0) >= l.rate->max && !s.is_null(1)) return s.integer(1) + l.rate->window.count();
   }
+  // The queue's slots are full: a completion (which notifies) frees one, nothing time-based.
+  if (l.concurrency > 0 && queue_active(c, q) >= l.concurrency) return std::nullopt;
   if (l.group_concurrency > 0) {
     std::set<std::string> full;
     {
