@@ -471,8 +471,10 @@ TEMPLATE_LIST_TEST_CASE("adaptive prefetch leases deep for fast handlers and har
   w1.start();
   w2.start();
   REQUIRE(eventually([&] { return ran[0] + ran[1] == 80; }, 60s));
-  CHECK(w1.stats().prefetch <= 2);
-  CHECK(w2.stats().prefetch <= 2);
+  // Hardly ahead: a job or two per thread (the sizing reads claim round trips, which a loaded
+  // machine stretches), where fast handlers got more than 16.
+  CHECK(w1.stats().prefetch <= 4);
+  CHECK(w2.stats().prefetch <= 4);
   w1.stop();
   w2.stop();
   CHECK(ran[0] >= 32);  // within 20% of an equal share
