@@ -266,7 +266,8 @@ class HttpServer {
     if (opt_.token.empty()) return true;
     const auto auth = req.get_header_value("Authorization");
     if (auth.starts_with("Bearer ") && token_matches(std::string_view(auth).substr(7))) return true;
-    const auto cookie = detail::cookie_value(req.get_header_value("Cookie"), detail::token_cookie);
+    const std::string cookies = req.get_header_value("Cookie");  // the value cookie_value points into
+    const auto cookie = detail::cookie_value(cookies, detail::token_cookie);
     return cookie && token_matches(*cookie);
   }
 
