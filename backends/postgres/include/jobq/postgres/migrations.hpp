@@ -468,7 +468,6 @@ BEGIN
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= p_now
           AND coalesce((v_allowed ->> j.queue)::bigint, 1) > 0
           AND coalesce((v_cap ->> j.queue)::bigint, 1) > 0
-        AND coalesce((v_cap ->> j.queue)::bigint, 1) > 0
           AND (j.group_key IS NULL OR NOT (v_full ? (j.queue || E'\n' || j.group_key)))
         ORDER BY j.priority DESC, j.run_at, j.id LIMIT 4 * p_limit + 100) c
       WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
