@@ -9,6 +9,10 @@
 // With --flows, a producer enqueues chords and chains across three queues during the drain
 // instead, and the check adds: every flow whole in the store, and every run of a member with
 // dependencies saw them all completed (D lines), after they had finished (the store's word).
+// With --cancels N, a canceller cancels about N jobs during the drain, most of them while they
+// run (active), from its own store connection; the check adds: every job cancel() said it
+// cancelled ends cancelled with no completion accepted (no C line), and a job ends cancelled
+// only if a cancel reached it.
 //
 //   jobq-chaos driver --backend sqlite|postgres|redis|memory [--jobs N] [--workers P] ...
 //   jobq-chaos worker ...   (started by the driver; not meant to be run by hand)
@@ -284,6 +288,7 @@ struct Options {
   bool keep = false;
   int chord_size = 50;   // flow mode: members of each chord
   int flow_gap_ms = 10;  // flow mode: the producer's pause between two flows
+  int cancels = 0;       // cancel mode: jobs to cancel during the drain
   WorkerConfig worker;
 };
 
@@ -358,6 +363,51 @@ struct Producer {
     }
     seconds = seconds_since(t0);
     done = true;
+  }
+};
+
+// Cancel mode: cancels jobs during the drain from its own store connection, through server
+// restarts. Three in four picks are active jobs (running, or leased ahead), the rest queued.
+// What cancel() said of each: cancelled (true), refused (false: it finished first), or unknown
+// (the call threw, so it may have committed).
+struct Canceller {
+  std::mutex mutex;
+  std::set<jobq::JobId> cancelled, unknown;
+  std::size_t refused = 0, picked_active = 0, errors = 0;
+  std::string error;  // it could not open the store
+  std::atomic<bool> stop{false};
+
+  template <class B>
+  void run(B& store, const std::string& queue, int target, unsigned seed) {
+    std::mt19937 rng(seed);
+    for (int sent = 0; sent < target && !stop;) {
+      std::this_thread::sleep_for(5ms);
+      const bool active = std::uniform_int_distribution<int>(0, 3)(rng) != 0;
+      std::vector<jobq::JobRecord> page;
+      try {
+        page = store.list(queue, active ? jobq::JobState::active : jobq::JobState::queued, {0, 100});
+      } catch (const std::exception&) {
+        ++errors;  // the server is restarting
+        continue;
+      }
+      if (page.empty()) continue;
+      const auto id = page[std::uniform_int_distribution<std::size_t>(0, page.size() - 1)(rng)].id;
+      ++sent;
+      try {
+        const bool ok = store.cancel(id);
+        std::lock_guard lock(mutex);
+        if (ok) {
+          cancelled.insert(id);
+          picked_active += active ? 1 : 0;
+        } else {
+          ++refused;
+        }
+      } catch (const std::exception&) {
+        std::lock_guard lock(mutex);
+        unknown.insert(id);
+        ++errors;
+      }
+    }
   }
 };
 
@@ -559,6 +609,7 @@ struct Ledgers {
   std::map<std::pair<jobq::JobId, int>, std::vector<long>> received;  // (id, attempt) -> pids (K lines)
   std::map<std::pair<long, std::uint64_t>, ClaimRecord> claims;      // (pid, seq) -> the claim
   std::unordered_map<jobq::JobId, std::vector<std::pair<int, long>>> completions;
+  std::set<jobq::JobId> refused;  // jobs with a result refused (L lines)
   std::size_t run_lines = 0, lost_lease_lines = 0, failed_lines = 0, error_lines = 0, partial_lines = 0;
   std::map<std::string, std::size_t> error_samples;  // a few distinct messages
 };
@@ -621,6 +672,9 @@ Ledgers read_ledgers(const std::string& dir) {
         c.returned = true;
         c.threw = n < 0;
       } else if (tag == "L") {
+        jobq::JobId id = 0;
+        line >> id;
+        l.refused.insert(id);
         ++l.lost_lease_lines;
       } else if (tag == "F") {
         ++l.failed_lines;
@@ -769,6 +823,20 @@ int driver_main(Options opt, const std::string& self) {
       }
     });
   }
+  Canceller canceller;
+  std::thread cancelling;
+  if (opt.cancels > 0) {
+    cancelling = std::thread([&] {
+      if (memory) return canceller.run(*memory, opt.worker.queue, opt.cancels, opt.seed);
+      try {
+        auto store = open_retrying(url, open_options(run.schema, run.prefix));
+        canceller.run(store, opt.worker.queue, opt.cancels, opt.seed);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(canceller.mutex);
+        canceller.error = e.what();
+      }
+    });
+  }
   std::uniform_int_distribution<int> kill_gap(opt.kill_min_ms, std::max(opt.kill_min_ms, opt.kill_max_ms));
   auto next_kill = Clock::now() + std::chrono::milliseconds(kill_gap(rng));
   int kills = 0, restarts = 0, restart_failures = 0, count_errors = 0;
@@ -782,14 +850,15 @@ int driver_main(Options opt, const std::string& self) {
     try {
       last = with_store([&](auto& s) { return counts_of(s, queues); });
       done = opt.worker.flows ? producer.done && last.queued == 0 && last.active == 0 && last.waiting == 0
-                              : last.completed + last.dead == opt.jobs && last.queued == 0 && last.active == 0;
+                              : last.completed + last.dead + last.cancelled == opt.jobs && last.queued == 0 &&
+                                    last.active == 0;
     } catch (const std::exception&) {
       ++count_errors;  // the server is restarting: ask again
     }
     if (done) break;
     // Server restarts at evenly spaced points of progress.
     if (restarts < opt.restarts &&
-        last.completed + last.dead >= total * (restarts + 1) / (opt.restarts + 1)) {
+        last.completed + last.dead + last.cancelled >= total * (restarts + 1) / (opt.restarts + 1)) {
       const auto t = Clock::now();
       const int rc = std::system(run.restart.c_str());
       restart_seconds.push_back(seconds_since(t));
@@ -808,6 +877,8 @@ int driver_main(Options opt, const std::string& self) {
     }
   }
   const double drain_s = seconds_since(t_start);
+  canceller.stop = true;
+  if (cancelling.joinable()) cancelling.join();
   run.stop_all();
   if (producing.joinable()) {
     producing.join();  // done, or its 60 s of retries are up
@@ -852,6 +923,7 @@ int driver_main(Options opt, const std::string& self) {
   std::size_t same_attempt_twice = 0, lease_expirations = 0, unlogged_completions = 0;
   std::size_t expired_after_run = 0, expired_held_by_killed = 0, expired_unreceived = 0, expired_unexplained = 0;
   std::size_t dead_without_run = 0, dead_unexplained = 0, dead_of_dependency = 0;
+  std::size_t cancelled_jobs = 0, cancelled_results_refused = 0, accepted_after_cancel = 0;
   std::set<jobq::JobId> dead_explained;  // flow mode: what a dependent may die of
   std::vector<std::string> examples;
   const auto example = [&](const std::string& s) {
@@ -929,6 +1001,22 @@ int driver_main(Options opt, const std::string& self) {
         job.state == jobq::JobState::waiting) {
       ++stuck;
       example("job " + std::to_string(id) + " is left " + std::string(jobq::to_string(job.state)));
+      continue;
+    }
+    // Cancel mode: a job cancel() said it cancelled ends cancelled, with no completion accepted;
+    // one it may have cancelled (the call threw) ends cancelled or as if never cancelled.
+    if (job.state == jobq::JobState::cancelled && (canceller.cancelled.contains(id) || canceller.unknown.contains(id))) {
+      ++cancelled_jobs;
+      if (ledgers.refused.contains(id)) ++cancelled_results_refused;
+      if (ledgers.completions.contains(id)) {
+        ++accepted_after_cancel;
+        example("job " + std::to_string(id) + " is cancelled, yet a completion of it was accepted");
+      }
+      continue;
+    }
+    if (canceller.cancelled.contains(id)) {
+      ++accepted_after_cancel;
+      example("job " + std::to_string(id) + " was cancelled, yet it ended " + std::string(jobq::to_string(job.state)));
       continue;
     }
     if (job.state == jobq::JobState::dead) {
@@ -1087,6 +1175,11 @@ int driver_main(Options opt, const std::string& self) {
                          flow_shape_errors == 0 && ran_early == 0 && bad_results == 0 && ran_before_finished == 0 &&
                          unchecked == 0);
 
+  // A cancel run proves something only if some cancels reached running or leased jobs.
+  const bool cancels_ok = opt.cancels == 0 || (accepted_after_cancel == 0 && canceller.error.empty() && canceller.picked_active > 0);
+  if (opt.cancels > 0 && canceller.picked_active == 0) run.notes.push_back("no cancel reached an active job");
+  if (!canceller.error.empty()) run.notes.push_back("the canceller could not open the store: " + canceller.error);
+
   std::string integrity = "n/a";
 #if JOBQ_OPEN_WITH_SQLITE
   if (b == "sqlite") {
@@ -1125,7 +1218,7 @@ int driver_main(Options opt, const std::string& self) {
                   completed_without_run == 0 && run.worker_failures == 0 && restart_failures == 0 &&
                   ledgers.failed_lines == 0 && read_error.empty() && (integrity == "n/a" || integrity == "ok") &&
                   (opt.worker.flows || static_cast<int>(ids.size()) == opt.jobs) && flows_ok &&
-                  kills + restarts >= opt.min_faults;
+                  kills + restarts >= opt.min_faults && cancels_ok;
   if (kills + restarts < opt.min_faults) {
     run.notes.push_back("only " + std::to_string(kills + restarts) + " faults were injected (--min-faults " +
                         std::to_string(opt.min_faults) + "): make the run longer or the kills more frequent");
@@ -1198,6 +1291,18 @@ int driver_main(Options opt, const std::string& self) {
                     {"dead_of_a_dependency", dead_of_dependency}};
     if (!producer.error.empty()) out["producer_error"] = producer.error;
   }
+  if (opt.cancels > 0) {
+    out["final_counts"]["cancelled"] = final_counts.cancelled;
+    out["cancels"] = {{"planned", opt.cancels},
+                      {"cancelled", canceller.cancelled.size()},
+                      {"of_active_jobs", canceller.picked_active},
+                      {"refused_already_finished", canceller.refused},
+                      {"outcome_unknown", canceller.unknown.size()},
+                      {"errors", canceller.errors},
+                      {"jobs_ended_cancelled", cancelled_jobs},
+                      {"late_results_refused", cancelled_results_refused},
+                      {"results_accepted_after_cancel", accepted_after_cancel}};
+  }
   if (count_errors > 0) out["driver_count_errors"] = count_errors;
   if (!read_error.empty()) out["read_error"] = read_error;
   if (!examples.empty()) out["examples"] = examples;
@@ -1242,6 +1347,9 @@ int main(int argc, char** argv) {
                    "flow mode: a producer enqueues chords and 3-queue chains (about --jobs members) during the drain");
   driver->add_option("--chord-size", opt.chord_size, "flow mode: members per chord")->check(CLI::Range(1, 100'000));
   driver->add_option("--flow-gap-ms", opt.flow_gap_ms, "flow mode: pause between two flows")->check(CLI::Range(0, 60'000));
+  driver->add_option("--cancels", opt.cancels, "cancel about this many jobs (most of them active) during the drain")
+      ->check(CLI::Range(0, 1'000'000))
+      ->excludes("--flows");
 
   std::string url, schema, prefix, ledger;
   auto* worker = app.add_subcommand("worker", "one worker process (started by the driver)");
