@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 6> migrations = {{
+inline constexpr std::array<Migration, 7> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -508,6 +508,40 @@ BEGIN
          led AS (INSERT INTO "{schema}".rate_ledger (queue, at_ms, n)
                  SELECT u.queue, p_now, count(*) FROM u WHERE v_allowed ? u.queue GROUP BY u.queue)
     SELECT * FROM u;
+END $fn$;
+)sql"},
+    {7, "(issue 16) flow_revive locks what it may change in id order first, as releases do",
+     R"sql(
+-- As in migration 4, after locking every job below p_id in id order: level by level, a later
+-- level could hold smaller ids than a release (complete_many, flow_died) locks first, and the
+-- two would deadlock.
+CREATE OR REPLACE FUNCTION "{schema}".flow_revive(p_id bigint) RETURNS int LANGUAGE plpgsql AS $fn$
+DECLARE v_ids bigint[] := ARRAY[p_id]; v_n int := 0;
+BEGIN
+  PERFORM 1 FROM "{schema}".jobs w
+   WHERE w.id IN (WITH RECURSIVE down(id) AS (
+                    SELECT d.job_id FROM "{schema}".job_deps d WHERE d.dep_id = p_id
+                    UNION SELECT d.job_id FROM "{schema}".job_deps d JOIN down ON d.dep_id = down.id)
+                  SELECT id FROM down)
+   ORDER BY w.id FOR UPDATE;
+  WHILE cardinality(v_ids) > 0 LOOP
+    UPDATE "{schema}".jobs w SET pending = w.pending + x.n
+      FROM (SELECT d.job_id, count(*) AS n FROM "{schema}".job_deps d WHERE d.dep_id = ANY(v_ids)
+             GROUP BY d.job_id) x
+     WHERE w.id = x.job_id AND w.state = 'waiting' AND w.continue_on_failure;
+    WITH back AS (
+      UPDATE "{schema}".jobs w SET state = 'waiting', finished_at = NULL,
+             pending = (SELECT count(*) FROM unnest(w.depends_on) AS o(id)
+                          JOIN "{schema}".jobs oj ON oj.id = o.id WHERE oj.state <> 'completed')
+       WHERE w.id IN (SELECT d.job_id FROM "{schema}".job_deps d WHERE d.dep_id = ANY(v_ids))
+         AND w.state = 'dead' AND w.attempts = 0
+         AND NOT EXISTS (SELECT 1 FROM unnest(w.depends_on) AS o(id)
+                           JOIN "{schema}".jobs oj ON oj.id = o.id WHERE oj.state IN ('dead', 'cancelled'))
+      RETURNING w.id)
+    SELECT coalesce(array_agg(id), '{}') INTO v_ids FROM back;
+    v_n := v_n + cardinality(v_ids);
+  END LOOP;
+  RETURN v_n;
 END $fn$;
 )sql"},
 }};
