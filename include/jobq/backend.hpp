@@ -119,6 +119,13 @@ inline void check_unique_key(const std::string& unique_key) {
 ///   process sharing the store, from when subscribe returns until the Subscription ends.
 ///   Delivery is best effort (a dropped connection may lose notices): callers that must know
 ///   poll get() as well (Queue::wait_for does).
+/// - `watch_cancels(queues, fn)`: fn gets a cancelled JobNotice for every cancel (cancel,
+///   cancel_many) of an active job of those queues (all when empty), from when it returns
+///   until the Subscription ends; other notices of the same call may come too (check kind).
+///   Unlike subscribe it costs the other operations nothing: Workers keep one open to stop a
+///   cancelled handler at once instead of at their next heartbeat. From every process sharing
+///   the store, except where the backend says otherwise (SQLite: this process only). Best
+///   effort like subscribe: a receiver confirms with extend_lease before acting.
 /// - `get_many(ids)`: get() of each id, in one round trip; nullopt for a missing one.
 /// - `run_now(id)`: a queued job whose run_at is still in the future (delayed, or waiting out a
 ///   retry backoff) gets run_at = now, and wait_for_work wakes for its queue; attempts, errors
@@ -231,6 +238,7 @@ concept Backend = requires(B& b, const B& cb, const NewJob& job, std::span<const
   { b.unregister_worker(token) } -> std::same_as<bool>;
   { b.workers() } -> std::same_as<std::vector<WorkerInfo>>;
   { b.subscribe(queues, fn) } -> std::same_as<Subscription>;
+  { b.watch_cancels(queues, fn) } -> std::same_as<Subscription>;
   { b.get_many(ids) } -> std::same_as<std::vector<std::optional<JobRecord>>>;
   { b.run_now(id) } -> std::same_as<bool>;
   { b.remove(id) } -> std::same_as<bool>;

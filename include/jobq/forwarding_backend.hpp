@@ -65,6 +65,7 @@ class BackendInterface {
   virtual bool unregister_worker(const std::string& id) = 0;
   virtual std::vector<WorkerInfo> workers() = 0;
   virtual Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) = 0;
+  virtual Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) = 0;
   virtual std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) = 0;
   virtual bool run_now(JobId id) = 0;
   virtual bool remove(JobId id) = 0;
@@ -186,6 +187,10 @@ class ForwardingBackend : public Interface {
   /// @brief See Backend::subscribe.
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     return forward("subscribe").subscribe(queues, std::move(fn));
+  }
+  /// @brief See Backend::watch_cancels.
+  Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) {
+    return forward("watch_cancels").watch_cancels(queues, std::move(fn));
   }
   /// @brief See Backend::get_many.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {

@@ -142,6 +142,10 @@ struct WorkerOptions {
   /// running/leased), renewed every heartbeat_interval with the jobs it runs and holds; the
   /// entry goes at stop(), or by itself max(lease, 3 heartbeats) after the last renewal.
   bool registry = true;
+  /// Stop a handler whose job is cancelled as soon as the store says so (Backend::watch_cancels:
+  /// one listening connection per worker on PostgreSQL and Redis), not at the next heartbeat.
+  /// The heartbeat still catches a cancel the watch missed.
+  bool instant_cancel = true;
   /// Called with errors the loops survive (backend down, ...). Default: logged at error level.
   std::function<void(const std::exception&)> on_error{};
   /// Called on worker threads for every JobEvent (metrics, custom hooks); must be thread-safe and
@@ -424,6 +428,7 @@ class Worker {
 
   /// @brief Starts the threads and returns; stop() or the destructor ends them.
   void start() {
+    watch_cancels();  // before the first claim: a cancel of any job it runs is heard
     std::lock_guard lock(mutex_);
     if (running_) return;
     running_ = true;
@@ -491,6 +496,10 @@ class Worker {
     keeper_.request_stop();
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    {
+      std::lock_guard lock(watch_mutex_);
+      cancel_watch_.cancel();  // waits for a callback in progress, which takes mutex_
+    }
     if (opt_.registry) {
       try {
         backend_->unregister_worker(id_);
@@ -1068,12 +1077,16 @@ class Worker {
                       Chore{opt_.registry ? opt_.heartbeat_interval : Millis{0}, &Worker::announce}};
     while (!st.stop_requested()) {
       const auto now = steady::now();
-      std::vector<std::shared_ptr<Flight>> flights;
+      std::vector<std::shared_ptr<Flight>> flights, cancelled;
       auto wake = next_beat;
       std::uint64_t kicks = 0;  // read with the flights so a kick after the scan still wakes us
       {
         std::lock_guard lock(mutex_);
         kicks = keeper_kicks_;
+        for (JobId id : cancel_checks_) {
+          if (auto it = flights_.find(id); it != flights_.end()) cancelled.push_back(it->second);
+        }
+        cancel_checks_.clear();
         for (auto& [id, f] : flights_) {
           flights.push_back(f);
           if (f->deadline) {
@@ -1085,15 +1098,10 @@ class Worker {
           }
         }
       }
+      for (auto& f : cancelled) renew(*f);  // the store confirms the cancel: its lease is gone
       if (now >= next_beat) {
-        for (auto& f : flights) {
-          if (f->released) continue;
-          try {
-            if (!backend_->extend_lease(f->id, f->token, opt_.lease)) f->stop.request_stop();
-          } catch (const std::exception& e) {
-            report(e);
-          }
-        }
+        for (auto& f : flights) renew(*f);
+        watch_cancels();  // again if it failed (the store was down): until then heartbeats catch cancels
         next_beat = steady::now() + opt_.heartbeat_interval;
         wake = std::min(wake, next_beat);
       }
@@ -1108,6 +1116,40 @@ class Worker {
       std::unique_lock lock(mutex_);
       keeper_cv_.wait_until(lock, st, wake, [&] { return keeper_kicks_ != kicks; });
     }
+  }
+
+  // Renews f's lease; a refusal (cancelled, or lost to another worker) stops its handler.
+  void renew(Flight& f) {
+    if (f.released) return;
+    try {
+      if (!backend_->extend_lease(f.id, f.token, opt_.lease)) f.stop.request_stop();
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  // WorkerOptions::instant_cancel: until it works, a failure is reported at each try.
+  void watch_cancels() {
+    if (!opt_.instant_cancel) return;
+    std::lock_guard lock(watch_mutex_);
+    if (cancel_watch_) return;
+    try {
+      cancel_watch_ = backend_->watch_cancels(opt_.queues, [this](const JobNotice& n) { heard_cancel(n); });
+    } catch (const std::exception& e) {
+      report(e);
+    }
+  }
+
+  // On the backend's notice thread (or the canceller's): the keeper checks with the store.
+  void heard_cancel(const JobNotice& n) {
+    if (n.kind != JobNotice::Kind::cancelled) return;
+    {
+      std::lock_guard lock(mutex_);
+      if (!flights_.contains(n.id)) return;
+      cancel_checks_.push_back(n.id);
+      ++keeper_kicks_;
+    }
+    keeper_cv_.notify_all();
   }
 
   void maintain() {
@@ -1205,6 +1247,9 @@ class Worker {
   std::condition_variable_any keeper_cv_;  // a timed job started
   std::uint64_t keeper_kicks_ = 0;         // bumped (under mutex_) to wake the keeper
   Flights flights_;
+  std::vector<JobId> cancel_checks_;        // flights a cancel notice named, for the keeper
+  std::mutex watch_mutex_;                  // guards cancel_watch_ (start, keeper, stop)
+  Subscription cancel_watch_;               // instant_cancel
   Retired retired_;  // from the committer, to be freed by the next runner that claims
   std::vector<Task> tasks_;   // claimed, not started: a FIFO from tasks_head_
   std::size_t tasks_head_ = 0;

@@ -388,6 +388,52 @@ TEMPLATE_LIST_TEST_CASE("a job one object claimed and another cancelled is lost 
   }
 }
 
+/// Runs one job whose handler waits for its stop token under a worker on the fixture's first
+/// object with `opt`, cancels it through the second, and checks that the handler stopped and
+/// its late result was refused.
+template <class F>
+void cancel_running_job(jobq::WorkerOptions opt) {
+  auto&& [fx, a, q] = WorkerCase<F>{};
+  auto& b = fx.second_backend();  // the operator's
+  const auto id = q.enqueue(Greet{"long"});
+  std::atomic<bool> started{false}, stopped{false};
+  jobq::Worker w{a, opt};
+  w.template handle<Greet>([&](const Greet&, jobq::JobContext& ctx) {
+    started = true;
+    while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+    stopped = true;
+    return std::string("too late");
+  });
+  w.start();
+  REQUIRE(eventually([&] { return started.load(); }));
+  REQUIRE(b.cancel(id));
+  CHECK(eventually([&] { return stopped.load(); }, 30s));
+  w.stop();
+  const auto j = b.get(id);
+  REQUIRE(j);
+  CHECK(j->state == JobState::cancelled);
+  CHECK(j->result.is_null());
+  CHECK(w.stats().lost_leases == 1);
+  CHECK(w.stats().processed == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("a running job cancelled through another object stops at once, not at a heartbeat",
+                        "[conformance][two-objects][cancel][worker]", Backends) {
+  auto opt = fast_worker(1);
+  opt.lease = 600s;
+  opt.heartbeat_interval = 300s;  // no heartbeat within the case: only the cancel watch can tell
+  cancel_running_job<TestType>(opt);
+}
+
+TEMPLATE_LIST_TEST_CASE("without instant_cancel a running job cancelled elsewhere stops at its next heartbeat",
+                        "[conformance][two-objects][cancel][worker]", Backends) {
+  auto opt = fast_worker(1);
+  opt.instant_cancel = false;
+  opt.lease = 30s;
+  opt.heartbeat_interval = 50ms;
+  cancel_running_job<TestType>(opt);
+}
+
 TEMPLATE_LIST_TEST_CASE("max_payload_bytes is per object and refuses before anything is written",
                         "[conformance][two-objects][bad-input][limits]", Backends) {
   TestType fx;

@@ -302,6 +302,7 @@ class MemoryBackend {
       for (JobId id : ids) out.push_back(cancel_one_locked(id, t, notices));
     }
     hub_.publish(notices);
+    cancels_.publish(notices);
     return out;
   }
 
@@ -638,6 +639,12 @@ class MemoryBackend {
   /// @brief Calls fn for every notice of `queues` (all when empty) until the subscription ends.
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
     return hub_.subscribe(queues, std::move(fn));
+  }
+
+  /// @brief Calls fn for every cancel_many notice of `queues` (all when empty): the cancelled
+  /// jobs', active or not, and their dependents'.
+  Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) {
+    return cancels_.subscribe(queues, std::move(fn));
   }
 
  private:
@@ -1048,6 +1055,7 @@ class MemoryBackend {
   ClockFn clock_;
   std::size_t max_payload_bytes_;
   NoticeHub hub_;
+  NoticeHub cancels_;  // watch_cancels
   std::map<std::string, StoredSchedule> schedules_;
   std::map<std::string, WorkerInfo> workers_;  // by id: workers() lists in this order
   std::mutex mutex_;

@@ -57,7 +57,8 @@ class PostgresBackend {
         channel_("jobq:" + opt_.schema),
         pool_(connector_, statements_, opt_),
         wake_(connector_, statements_, opt_),
-        notices_(connector_, statements_, opt_) {
+        notices_(connector_, statements_, opt_, detail::pg::NoticeListener::Channel::events),
+        cancels_(connector_, statements_, opt_, detail::pg::NoticeListener::Channel::cancels) {
     detail::pg::migrate(pool_, statements_, opt_.schema, connector_.target(), opt_.create);
   }
 
@@ -550,6 +551,13 @@ class PostgresBackend {
     return notices_.subscribe(queues, std::move(fn));
   }
 
+  /// @brief Calls fn for each cancel of an active job of `queues` (all when empty) by any
+  /// process on this schema, until the Subscription ends: a LISTEN of its own, on a channel the
+  /// cancel statement always sends to. Returns once LISTENing; ConnectionError if it cannot.
+  Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) {
+    return cancels_.subscribe(queues, std::move(fn));
+  }
+
   /// @brief The jobs, in the order of ids (nullopt where absent), in one round trip.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
     std::vector<std::optional<JobRecord>> out(ids.size());
@@ -765,6 +773,7 @@ class PostgresBackend {
   detail::pg::ConnectionPool pool_;
   detail::pg::WakeListener wake_;          // wait_for_work
   detail::pg::NoticeListener notices_;     // subscribe
+  detail::pg::NoticeListener cancels_;     // watch_cancels
 
   std::mutex pending_mutex_;
   std::vector<detail::pg::Param> pending_release_;  // tokens of claims whose answer was lost

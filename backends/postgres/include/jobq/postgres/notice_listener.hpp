@@ -1,8 +1,9 @@
 #pragma once
-// Job notices for Backend::subscribe: one connection and thread per backend object, started
-// by the first subscribe, stopped by the destructor. It LISTENs on the events channel
-// ('jobq:<schema>:events'), registers in event_listeners (so statements start sending
-// notices), and hands what arrives to the subscribers.
+// Job notices: one connection and thread per channel and backend object, started by the first
+// subscriber, stopped by the destructor. The events listener (Backend::subscribe) LISTENs on
+// 'jobq:<schema>:events' and registers in event_listeners (so statements start sending
+// notices); the cancels listener (watch_cancels) LISTENs on 'jobq:<schema>:cancels', which
+// the cancel statement always sends to. Both hand what arrives to their subscribers.
 
 #include <algorithm>
 #include <condition_variable>
@@ -27,8 +28,12 @@ namespace jobq::detail::pg {
 
 class NoticeListener {
  public:
-  NoticeListener(const Connector& connector, const StatementTable& statements, const PostgresOptions& opt)
-      : connector_(&connector), statements_(&statements), opt_(&opt) {}
+  /// Which channel: the events one (registered in event_listeners) or the cancels one.
+  enum class Channel { events, cancels };
+
+  NoticeListener(const Connector& connector, const StatementTable& statements, const PostgresOptions& opt,
+                 Channel channel)
+      : connector_(&connector), statements_(&statements), opt_(&opt), channel_(channel) {}
 
   NoticeListener(const NoticeListener&) = delete;
   NoticeListener& operator=(const NoticeListener&) = delete;
@@ -91,6 +96,10 @@ class NoticeListener {
 
   ConnPtr connect_and_register() {
     auto c = connector_->connect();
+    if (channel_ == Channel::cancels) {
+      exec_text(c.get(), statements_->listen_cancels);
+      return c;
+    }
     exec_text(c.get(), statements_->listen_events);
     exec_text(c.get(), statements_->forget_gone_listeners);
     exec_text(c.get(), statements_->register_listener);
@@ -150,7 +159,7 @@ class NoticeListener {
       }
       hub_.publish(got);
     }
-    if (conn) {
+    if (conn && channel_ == Channel::events) {
       // Best effort: a row left behind only makes statements send notices nobody reads.
       Result r{PQexec(conn.get(), statements_->unregister_listener.c_str())};
     }
@@ -159,6 +168,7 @@ class NoticeListener {
   const Connector* connector_;
   const StatementTable* statements_;
   const PostgresOptions* opt_;
+  Channel channel_;
 
   NoticeHub hub_;
   std::mutex mutex_;

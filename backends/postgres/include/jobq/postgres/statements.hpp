@@ -351,17 +351,25 @@ SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at
 
 // A queued, waiting or active job (its lease goes: the worker's calls are refused); its flow's
 // dependents follow (flow_died). done_token stays: it names a lease that finished the job.
+// The cancel of an active job is always sent on the cancels channel (watch_cancels), read from
+// the statement's snapshot: a claim that commits while this waits for the row is not seen, and
+// its worker learns of the cancel at its next heartbeat instead.
 inline constexpr std::string_view cancel = R"sql(
-WITH c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint,
-                  lease_token = NULL, lease_until = NULL
-            WHERE id = $1::bigint AND state IN ('queued', 'waiting', 'active')
-           RETURNING id, queue, attempts, progress, flow_id),
-  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
-                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
+WITH was AS (SELECT state FROM "{schema}".jobs WHERE id = $1::bigint),
+  c AS (UPDATE "{schema}".jobs SET state = 'cancelled', finished_at = $2::bigint,
+               lease_token = NULL, lease_until = NULL
+         WHERE id = $1::bigint AND state IN ('queued', 'waiting', 'active')
+        RETURNING id, queue, attempts, progress, flow_id,
+                  json_build_object('kind', 'cancelled', 'id', id, 'queue', queue, 'attempt', attempts,
+                                    'progress', progress, 'message', '')::text AS notice),
+  note AS (SELECT "{schema}".notify_events(array_agg(notice))
              FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  watch AS (SELECT pg_notify('jobq:{schema}:cancels', '[' || notice || ']')
+              FROM c WHERE (SELECT state FROM was) = 'active'),
   settle AS (SELECT "{schema}".flow_died(array_agg(id), true, '', false, $2::bigint)
                FROM c WHERE flow_id IS NOT NULL HAVING count(*) > 0)
-SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
+SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM watch) >= 0
+                   AND (SELECT count(*) FROM settle) >= 0
 )sql";
 
 // Every queued or waiting member of job $1's flow, rows locked in id order first (as releases
@@ -582,6 +590,8 @@ inline constexpr std::string_view listen_wake = R"sql(LISTEN "jobq:{schema}")sql
 // The notice listener's connection (notice_listener.hpp): LISTEN, forget the rows of sessions
 // that are gone, register (statements send notices while a row exists), unregister at the end.
 inline constexpr std::string_view listen_events = R"sql(LISTEN "jobq:{schema}:events")sql";
+// watch_cancels' connection: LISTEN only (cancels of active jobs are always sent).
+inline constexpr std::string_view listen_cancels = R"sql(LISTEN "jobq:{schema}:cancels")sql";
 inline constexpr std::string_view forget_gone_listeners = R"sql(
 DELETE FROM "{schema}".event_listeners e
  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = e.pid)
@@ -720,6 +730,7 @@ struct StatementTable {
     record_migration = with_schema(sql::record_migration, schema);
     listen_wake = with_schema(sql::listen_wake, schema);
     listen_events = with_schema(sql::listen_events, schema);
+    listen_cancels = with_schema(sql::listen_cancels, schema);
     forget_gone_listeners = with_schema(sql::forget_gone_listeners, schema);
     register_listener = with_schema(sql::register_listener, schema);
     unregister_listener = with_schema(sql::unregister_listener, schema);
@@ -734,6 +745,7 @@ struct StatementTable {
   std::string record_migration;
   std::string listen_wake;
   std::string listen_events;
+  std::string listen_cancels;
   std::string forget_gone_listeners;
   std::string register_listener;
   std::string unregister_listener;

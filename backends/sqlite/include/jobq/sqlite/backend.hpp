@@ -53,7 +53,7 @@ class SqliteBackend {
         opt_(detail::sqlite::checked(path_, std::move(options))),
         pool_(path_, opt_),
         db_file_(file_of(pool_.writer_handle())),
-        hub_(detail::sqlite::hub_for(db_file_.empty() ? path_ : db_file_)) {
+        hubs_(detail::sqlite::hubs_for(db_file_.empty() ? path_ : db_file_)) {
     detail::sqlite::migrate(pool_, path_, opt_.read_only, opt_.clock);
   }
 
@@ -145,7 +145,7 @@ class SqliteBackend {
     for (const auto& c : completions) results.push_back(dump_for_storage(c.result, "result"));
     if (completions.empty()) return {};
     // Notices cost a RETURNING per job: built only while someone in this process listens.
-    const bool announce = !hub_->empty();
+    const bool announce = !hubs_->events.empty();
     std::vector<JobNotice> notices;
     detail::sqlite::FlowEffects fx;
     auto ok = pool_.write("complete", [&](Connection& c) {
@@ -178,7 +178,7 @@ class SqliteBackend {
       }
       return out;
     });
-    hub_->publish(notices);  // after the commit: only committed changes are announced
+    hubs_->events.publish(notices);  // after the commit: only committed changes are announced
     after(fx);
     return ok;
   }
@@ -209,7 +209,7 @@ class SqliteBackend {
       return std::pair{retried ? FailOutcome::retried : FailOutcome::dead, retried && *f.retry_at <= t};
     });
     if (wake) notify();
-    if (outcome != FailOutcome::rejected) hub_->publish(notice);
+    if (outcome != FailOutcome::rejected) hubs_->events.publish(notice);
     after(fx);
     return outcome;
   }
@@ -254,7 +254,7 @@ class SqliteBackend {
       s.run();
       return true;
     });
-    if (ok) hub_->publish(notice);
+    if (ok) hubs_->events.publish(notice);
     return ok;
   }
 
@@ -283,7 +283,7 @@ class SqliteBackend {
       return rec;
     });
     if (r.retried > 0) notify();
-    hub_->publish(notices);
+    hubs_->events.publish(notices);
     after(fx);
     return r;
   }
@@ -315,6 +315,7 @@ class SqliteBackend {
       return done;
     });
     after(fx);
+    hubs_->cancels.publish(fx.notices);
     return out;
   }
 
@@ -536,9 +537,14 @@ class SqliteBackend {
   /// made through any SqliteBackend object on the same file in this process, announced after
   /// their commit. Other processes' changes are not delivered: backends/sqlite/README.md, "Limits, schedules, events".
   Subscription subscribe(std::span<const std::string> queues, NoticeFn fn) {
-    auto inner = std::make_shared<Subscription>(hub_->subscribe(queues, std::move(fn)));
-    // The hub may be shared with other objects on the file: keep it alive with the subscription.
-    return Subscription([hub = hub_, inner] { inner->cancel(); });
+    return keep_hubs(hubs_->events.subscribe(queues, std::move(fn)));
+  }
+
+  /// @brief Calls fn for every cancel_many notice of `queues` (all when empty) made through
+  /// any SqliteBackend object on the same file in this process, after its commit. Workers in
+  /// other processes see a cancel at their next heartbeat (backends/sqlite/README.md).
+  Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) {
+    return keep_hubs(hubs_->cancels.subscribe(queues, std::move(fn)));
   }
 
   /// @brief get() of each id, in one statement (one snapshot).
@@ -725,9 +731,15 @@ class SqliteBackend {
     return true;
   }
 
+  // The hubs may be shared with other objects on the file: kept alive with the subscription.
+  Subscription keep_hubs(Subscription sub) {
+    auto inner = std::make_shared<Subscription>(std::move(sub));
+    return Subscription([hubs = hubs_, inner] { inner->cancel(); });
+  }
+
   // After the commit: announce what a flow change did to other members, wake for released ones.
   void after(const detail::sqlite::FlowEffects& fx) {
-    hub_->publish(fx.notices);
+    hubs_->events.publish(fx.notices);
     if (fx.wake) notify();
   }
 
@@ -744,7 +756,7 @@ class SqliteBackend {
   SqliteOptions opt_;
   detail::sqlite::ConnectionPool pool_;  // refers to path_ and opt_
   std::string db_file_;                  // SQLite's absolute name of the file, to check callers' connections
-  std::shared_ptr<NoticeHub> hub_;       // shared by every object on this file in this process
+  std::shared_ptr<detail::sqlite::FileHubs> hubs_;  // shared by every object on this file in this process
   detail::sqlite::Waiters waiters_;
 };
 

@@ -29,20 +29,26 @@
 
 namespace jobq::detail::sqlite {
 
-/// @brief The notice hub of one database file in this process: every SqliteBackend object on
-/// the same file shares it, so a subscriber sees changes made through any of them.
-inline std::shared_ptr<NoticeHub> hub_for(const std::string& file) {
+/// @brief The notice hubs of one database file in this process: every SqliteBackend object on
+/// the same file shares them, so a subscriber sees changes made through any of them.
+struct FileHubs {
+  NoticeHub events;   ///< subscribe
+  NoticeHub cancels;  ///< watch_cancels
+};
+
+/// @brief The hubs of `file`, made on first use and freed with the last object on it.
+inline std::shared_ptr<FileHubs> hubs_for(const std::string& file) {
   static std::mutex mutex;
-  static std::map<std::string, std::weak_ptr<NoticeHub>> hubs;
+  static std::map<std::string, std::weak_ptr<FileHubs>> hubs;
   std::lock_guard lock(mutex);
   for (auto it = hubs.begin(); it != hubs.end();) {
     it = it->second.expired() ? hubs.erase(it) : std::next(it);
   }
   auto& slot = hubs[file];
-  if (auto hub = slot.lock()) return hub;
-  auto hub = std::make_shared<NoticeHub>();
-  slot = hub;
-  return hub;
+  if (auto h = slot.lock()) return h;
+  auto h = std::make_shared<FileHubs>();
+  slot = h;
+  return h;
 }
 
 /// @brief next_due of a limited queue that has ready jobs (read-only: the ledger is pruned by claims).
