@@ -149,7 +149,7 @@ TEST_CASE("a format-1 store (before #7) is read and upgraded in place", "[redis]
   raw.command({"HSET", Q + "unique", "k", "2"});
 
   jobq::RedisBackend upgraded(redis_test::server_url(), redis_test::options(clock.fn(), p));
-  CHECK(raw.command({"GET", p + ":version"}).str == "2");
+  CHECK(raw.command({"GET", p + ":version"}).str == "3");  // raised: older jobq refuses it now
   auto k = job("old");
   k.unique_key = "k";
   CHECK(upgraded.enqueue(k) == jobq::EnqueueResult{2, false});  // the old job holds its key
@@ -164,12 +164,12 @@ TEST_CASE("a format-1 store (before #7) is read and upgraded in place", "[redis]
   CHECK(upgraded.claim(from("old", 10)).size() == 1);
 
   // A newer format is refused, with the reason.
-  raw.command({"SET", p + ":version", "3"});
+  raw.command({"SET", p + ":version", "4"});
   try {
     jobq::RedisBackend newer(redis_test::server_url(), redis_test::options(clock.fn(), p));
-    FAIL("a format-3 store was opened");
+    FAIL("a format-4 store was opened");
   } catch (const jobq::RedisError& e) {
-    CHECK_THAT(e.what(), Catch::Contains("format 3"));
+    CHECK_THAT(e.what(), Catch::Contains("format 4"));
   }
 }
 

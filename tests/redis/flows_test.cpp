@@ -193,7 +193,8 @@ TEST_CASE("death, cancellation, the error callback and a re-drive across queues 
   }
 }
 
-TEST_CASE("an enqueue_flow that fails before its commit leaves no claimable member", "[redis][flow]") {
+TEST_CASE("an enqueue_flow that fails before its commit leaves no claimable member, and maintenance deletes it",
+          "[redis][flow]") {
   jobq::ManualClock clock;
   Store s(clock.fn());
   auto& b = s.backend;
@@ -209,6 +210,56 @@ TEST_CASE("an enqueue_flow that fails before its commit leaves no claimable memb
   b.command({"DEL", s.prefix + ":{home}:jobs"});
   b.recover_expired();
   CHECK(b.claim({{"other"}, 10, 30s}).empty());
+  CHECK(b.counts("other").waiting == 2);  // its commit may still come within the grace
+  clock.advance(61s);
+  b.recover_expired();
+  CHECK(b.counts("other") == jobq::Counts{});
+  CHECK(b.command({"HLEN", s.prefix + ":{other}:jobs"}).integer == 0);
+  CHECK(b.command({"ZCARD", s.prefix + ":{other}:uncommitted"}).integer == 0);
+  CHECK(b.command({"HLEN", s.prefix + ":{home}:flows"}).integer == 1);  // the aborted mark
+}
+
+TEST_CASE("a process that dies between an enqueue_flow's steps leaves nothing once the commit is overdue",
+          "[redis][flow]") {
+  jobq::ManualClock clock;
+  Store s(clock.fn());
+  auto o = redis_test::options(clock.fn(), s.prefix);
+  o.flow_stop_before_commit = true;
+  jobq::RedisBackend dying(server_url(), o);
+  jobq::Flow flow;
+  flow.chord({job("q1"), job("q2"), job("q3")}, job("q3"));
+  CHECK_THROWS_AS(dying.enqueue_flow(flow.spec()), jobq::RedisError);
+  CHECK(s.backend.counts("q2").waiting == 1);
+  CHECK(s.backend.counts("q3").waiting == 2);
+  CHECK(s.backend.counts("q1") == jobq::Counts{});  // the home queue is the commit: not written
+  clock.advance(61s);
+  s.backend.recover_expired();
+  for (const auto* q : {"q1", "q2", "q3"}) CHECK(s.backend.counts(q) == jobq::Counts{});
+  // The same flow enqueued again by a live process runs whole.
+  const auto ids = s.backend.enqueue_flow(flow.spec());
+  CHECK(s.backend.counts("q3").waiting == 1);  // the callback; its group member is queued
+  clock.advance(61s);
+  s.backend.recover_expired();  // committed: kept
+  for (const auto& q : {"q1", "q2", "q3"}) {
+    for (auto& j : s.backend.claim({{q}, 10, 30s})) REQUIRE(s.backend.complete(j.id, j.lease_token, nullptr));
+  }
+  CHECK(state_of(s.backend, ids.back()) == JobState::queued);
+}
+
+TEST_CASE("a committed flow whose commit records are overdue is released, never discarded", "[redis][flow]") {
+  Stopped fx(0);
+  auto& [clock, s, crash] = fx;
+  jobq::Flow flow;
+  flow.chain({job("q1"), job("q2")});
+  const auto ids = crash.backend.enqueue_flow(flow.spec());
+  CHECK(outbox(s.backend, s.prefix, "q1") == 1);  // the commit's record, not applied
+  clock.advance(10min);
+  s.backend.recover_expired();
+  CHECK(state_of(s.backend, ids[1]) == JobState::waiting);  // on its dependency only now
+  CHECK(s.backend.command({"ZCARD", s.prefix + ":{q2}:uncommitted"}).integer == 0);
+  auto first = claim_one(s.backend, "q1");
+  REQUIRE(s.backend.complete(first.id, first.lease_token, nullptr));
+  CHECK(claim_one(s.backend, "q2").id == ids[1]);
 }
 
 TEST_CASE("a flow's keys live in its queues' slots", "[redis][flow][keys]") {

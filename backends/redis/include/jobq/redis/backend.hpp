@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,7 +53,8 @@ class RedisBackend {
         opt_(std::move(options)),
         keys_(opt_.prefix),
         pool_(url_, opt_),
-        listener_(url_, opt_, hub_) {
+        listener_(url_, opt_, hub_, "events"),
+        cancels_listener_(url_, opt_, cancels_, "cancels") {
     if (!opt_.clock) throw InvalidArgument("redis: options.clock is empty");
     if (opt_.prefix.empty() || opt_.prefix.find_first_of("{} ") != std::string::npos) {
       throw InvalidArgument("redis: key prefix '" + opt_.prefix +
@@ -69,15 +71,21 @@ class RedisBackend {
     pool_.adopt(std::move(first));
   }
 
-  /// @brief Stops the notice listener (if subscribe started it). Subscriptions must end first.
-  ~RedisBackend() { listener_.stop(); }
+  /// @brief Stops the notice listeners (if started). Subscriptions must end first.
+  ~RedisBackend() {
+    listener_.stop();
+    cancels_listener_.stop();
+  }
 
   RedisBackend(const RedisBackend&) = delete;
   RedisBackend& operator=(const RedisBackend&) = delete;
 
   /// @brief The store format this backend writes (the `<prefix>:version` key). Format 2 (jobq
   /// #7: groups, limits, schedules) reads format-1 stores as they are: no data is rewritten.
-  static constexpr int format_version = 2;
+  /// Format 3 (flows and their waiting jobs, snoozes, cancels of active jobs) reads formats 1
+  /// and 2 as they are; opening one (unless options.create is off) raises its key to 3, so an
+  /// older jobq, which would misread a waiting job, refuses the store from then on.
+  static constexpr int format_version = 3;
 
   /// @brief The backend's clock.
   [[nodiscard]] TimePoint now() const { return opt_.clock(); }
@@ -244,13 +252,15 @@ class RedisBackend {
     constexpr std::size_t batch = 500;
     Recovered total;
     std::vector<std::string> outboxes;
+    Uncommitted stale;
     while (!pending.empty()) {
       const auto replies = run(true, [&](Connection& c, bool) {
         std::vector<Cmd> cmds;
-        const auto t = now_str();
+        const auto t = to_epoch_ms(now());
+        const auto cutoff = std::to_string(t - flow_commit_grace.count());
         for (const auto& q : pending) {
           cmds.push_back(scripts_.cmd(Script::recover, keys_for(q, Script::recover),
-                                      {t, std::to_string(batch), "lease expired (worker lost or too slow)"}));
+                                      {std::to_string(t), std::to_string(batch), "lease expired (worker lost or too slow)", cutoff}));
         }
         return scripts_.exec(c, cmds);
       });
@@ -258,16 +268,25 @@ class RedisBackend {
       for (std::size_t i = 0; i < pending.size(); ++i) {
         expect_ok(replies[i], "recover_expired");
         const auto* r = replies[i].get();
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) unexpected("recover_expired");
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 || r->element[4]->type != REDIS_REPLY_ARRAY) {
+          unexpected("recover_expired");
+        }
         const auto n = [&](std::size_t k) { return static_cast<std::size_t>(detail::redis::reply_int(r->element[k], "recover_expired")); };
         total.retried += n(0);
         total.dead += n(1);
         if (n(2) == batch) again.push_back(pending[i]);
         if (n(3) > 0 && std::find(outboxes.begin(), outboxes.end(), pending[i]) == outboxes.end()) outboxes.push_back(pending[i]);
+        for (std::size_t k = 0; k < r->element[4]->elements; ++k) {
+          const std::string_view entry = text(r->element[4]->element[k]);
+          const auto sp = entry.find(' ');
+          if (sp == std::string_view::npos) unexpected("recover_expired");
+          stale[std::string(entry.substr(sp + 1))][pending[i]].emplace_back(entry.substr(0, sp));
+        }
       }
       pending = std::move(again);
     }
     if (!outboxes.empty()) settle_records(std::move(outboxes), true);
+    if (!stale.empty()) discard_uncommitted(stale);
     return total;
   }
 
@@ -501,6 +520,14 @@ class RedisBackend {
     listener_.start();
     return sub;
   }
+  /// @brief Calls fn for every cancel of an active job of `queues` (all when empty) from any
+  /// process on this prefix, until the subscription ends (a connection of its own,
+  /// SUBSCRIBEd to "<prefix>:cancels", which the cancel script always publishes to).
+  Subscription watch_cancels(std::span<const std::string> queues, NoticeFn fn) {
+    auto sub = cancels_.subscribe(queues, std::move(fn));
+    cancels_listener_.start();
+    return sub;
+  }
   /// @brief The jobs, in the order of `ids` (nullopt: no such job): one script call per queue,
   /// in one round trip.
   std::vector<std::optional<JobRecord>> get_many(std::span<const JobId> ids) {
@@ -582,6 +609,9 @@ class RedisBackend {
     const auto replies = run(true, [&](Connection& c, bool) { return scripts_.exec(c, first); });
     for (const auto& r : replies) expect_ok(r, "enqueue_flow");
     if (writes.size() > 1) {
+      if (opt_.flow_stop_before_commit) {
+        throw RedisError(ErrorCategory::connection, "redis: enqueue_flow stopped before its commit (flow_stop_before_commit)");
+      }
       const std::vector<Cmd> commit{write_cmd(writes.back())};
       expect_ok(run(true, [&](Connection& c, bool) { return scripts_.exec(c, commit); }).front(), "enqueue_flow");
     }
@@ -1061,6 +1091,37 @@ class RedisBackend {
     cache_.mark_registered(one);
   }
 
+  // --- flows whose enqueue_flow stopped before its commit ---------------------------------------
+
+  // How long after its first step a flow's commit may still come: the members of a flow not
+  // committed by then are discarded (a later commit fails, so nothing is half-stored).
+  static constexpr Millis flow_commit_grace{60'000};
+
+  // flow id -> queue -> members written there that still wait for the commit.
+  using Uncommitted = std::map<std::string, std::map<std::string, Args>>;
+
+  // The home slot decides once (flow_abort): committed (its records reach the members) or
+  // aborted; the members of an aborted flow are then deleted queue by queue.
+  void discard_uncommitted(const Uncommitted& stale) {
+    for (const auto& [fid, by_queue] : stale) {
+      JobId id = 0;
+      try {
+        id = detail::redis::to_i64(fid);
+      } catch (const std::exception&) {
+        continue;  // not a member jobq wrote
+      }
+      const auto home = queue_of(id);
+      if (!home) continue;  // the first step maps every id first: not ours
+      const bool committed = job_call(true, "recover_expired (flow_abort)", Script::flow_abort, *home,
+                                      [&](bool) { return Args{fid, now_str()}; });
+      if (committed) continue;
+      for (const auto& [q, ids] : by_queue) {
+        const auto gone = call(true, "recover_expired (flow_discard)", Script::flow_discard, q, [&](bool) { return ids; });
+        if (gone->elements > 0) forget_pruned(gone);
+      }
+    }
+  }
+
   // --- pruned jobs leave the global id map --------------------------------------------------
 
   void forget_pruned(const detail::redis::Reply& reply) {
@@ -1144,6 +1205,8 @@ class RedisBackend {
 
   NoticeHub hub_;
   detail::redis::Listener listener_;  // after hub_: stopped before hub_ goes
+  NoticeHub cancels_;
+  detail::redis::Listener cancels_listener_;  // watch_cancels
 };
 
 static_assert(Backend<RedisBackend>);

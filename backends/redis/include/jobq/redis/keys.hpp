@@ -56,11 +56,15 @@
 //   32 Q:seq             string  counter of this slot's flow records
 //   33 Q:flows           hash    flow-wide data of the flows whose first member is here (home):
 //                                "<fid>:m" members "<id>:<queue> ...", "<fid>:f" the on_failure
-//                                job, "<fid>:x" fired ("<id> <nonce> <dependency>", or "-")
-//   34 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
+//                                job, "<fid>:x" fired ("<id> <nonce> <dependency>", or "-"),
+//                                "<fid>:a" aborted (its commit came too late: the time)
+//   34 Q:uncommitted     zset    members written here by an enqueue_flow whose commit (in the
+//                                home slot) has not reached them yet; score = written at, for
+//                                the maintenance pass that discards those of a flow never committed
+//   35 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
 // Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
-// receive all but Q:none (33). key(q, NAME) finds a key by its position in the script's own layout.
+// receive all but Q:none (34). key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
@@ -136,6 +140,7 @@ inline constexpr std::array queue_keys = {
     QueueKey{"outbox", "OUTBOX", KeyType::list},
     QueueKey{"seq", "SEQ", KeyType::string},
     QueueKey{"flows", "FLOWS", KeyType::hash},
+    QueueKey{"uncommitted", "UNCOMMITTED", KeyType::zset},
     QueueKey{"none", "NONE", KeyType::zset},
 };
 

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -68,14 +69,16 @@ inline bool blocking_pop(Connection& conn, const Args& wake_keys, Millis wait, M
   return true;
 }
 
-/// @brief The notice listener: a thread with a connection of its own SUBSCRIBEd to
-/// "<prefix>:events", publishing what arrives to a NoticeHub. Started on first use.
+/// @brief A notice listener: a thread with a connection of its own SUBSCRIBEd to
+/// "<prefix>:<kind>" (events: subscribe, cancels: watch_cancels), publishing what arrives to a
+/// NoticeHub. Started on first use.
 class Listener {
  public:
   /// @brief A listener for `url` with the timeouts and prefix of `opt`, publishing to `hub`.
-  Listener(Url url, const RedisOptions& opt, NoticeHub& hub)
+  Listener(Url url, const RedisOptions& opt, NoticeHub& hub, std::string_view kind)
       : url_(std::move(url)),
-        channel_(opt.prefix + ":events"),
+        kind_(kind),
+        channel_(opt.prefix + ":" + kind_),
         prefix_(opt.prefix),
         connect_timeout_(opt.connect_timeout),
         command_timeout_(opt.command_timeout),
@@ -131,7 +134,7 @@ class Listener {
     while (!stop_) {
       try {
         Connection c(url_, connect_timeout_, command_timeout_);
-        c.command({"CLIENT", "SETNAME", "jobq-events:" + prefix_});  // for CLIENT LIST; an error is fine
+        c.command({"CLIENT", "SETNAME", "jobq-" + kind_ + ":" + prefix_});  // for CLIENT LIST; an error is fine
         const auto r = c.command({"SUBSCRIBE", channel_});
         if (is_error(r)) throw_reply("SUBSCRIBE " + channel_, text(r.get()));
         {
@@ -196,6 +199,7 @@ class Listener {
   }
 
   Url url_;
+  std::string kind_;
   std::string channel_;
   std::string prefix_;
   Millis connect_timeout_;

@@ -8,7 +8,8 @@ namespace jobq::detail::redis::lua {
 
 // cancel (queued, waiting or active jobs: cancel, cancel_many), each id in turn as if alone.
 // ARGV: now, ids. Returns {1 or 0 per id, flow records sent}. An active job's lease token goes
-// (finish), so its worker's calls are refused; its group's slot is freed as when it ends.
+// (finish), so its worker's calls are refused; its group's slot is freed as when it ends; its
+// cancel is published on channel('cancels') whoever listens (watch_cancels).
 inline constexpr std::string_view cancel = R"lua(
 errors().check_types(1)
 local now = tonumber(ARGV[1])
@@ -27,9 +28,11 @@ local function one(id)
     if g then refill(1, g) end
   end
   local ch = channel()
-  if listening(ch) then
-    local p = percent(redis.call('HGET', key(1, PROGRESS), id))
-    publish(ch, {notice('cancelled', id, qname(1), h.attempts, p, '')})
+  local heard = listening(ch)
+  if heard or was == 'active' then
+    local n = {notice('cancelled', id, qname(1), h.attempts, percent(redis.call('HGET', key(1, PROGRESS), id)), '')}
+    if heard then publish(ch, n) end
+    if was == 'active' then publish(channel('cancels'), n) end
   end
   if redis.call('HEXISTS', key(1, MEMBER), id) == 1 then
     local notes, n = flow_spread(now, {{id, 'x', ''}}, {})

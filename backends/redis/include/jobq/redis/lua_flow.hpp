@@ -37,7 +37,13 @@ if first then
   fail('jobq: job id ' .. ARGV[FIRST] .. ' already exists in ' .. key(1, JOBS) ..
        ': the id counter went back (was the <prefix>:id key deleted?)')
 end
+local home = ARGV[4] ~= ''
+if home and redis.call('HEXISTS', key(1, FLOWS), fid .. ':a') == 1 then
+  fail('jobq: enqueue_flow: flow ' .. fid .. ' came too late to commit: the maintenance pass had ' ..
+       'discarded its members in other queues; nothing of it is stored')
+end
 local jobs, state, mem, queued, waiting, r, d, pend, deps, groups = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+local uncommitted = {}
 local function add(t, a, b)
   t[#t + 1] = a
   t[#t + 1] = b
@@ -50,6 +56,7 @@ for i = FIRST, #ARGV, W do
   add(mem, id, fid)
   if ARGV[i + 3] == 'w' then
     add(waiting, id, id)
+    if not home then add(uncommitted, now, id) end
   else
     add(queued, id, id)
     add(ARGV[i + 3] == 'r' and r or d, ARGV[i + 4], ARGV[i + 5])
@@ -69,7 +76,8 @@ bulk('ZADD', key(1, DELAYED), d, 2)
 bulk('HSET', key(1, PENDING), pend, 2)
 bulk('HSET', key(1, DEPENDENTS), deps, 2)
 bulk('HSET', key(1, GROUPS), groups, 2)
-if ARGV[4] ~= '' then redis.call('HSET', key(1, FLOWS), fid .. ':m', ARGV[4]) end
+bulk('ZADD', key(1, UNCOMMITTED), uncommitted, 2)
+if home then redis.call('HSET', key(1, FLOWS), fid .. ':m', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', key(1, FLOWS), fid .. ':f', ARGV[5]) end
 if ARGV[6] ~= '' then
   local seq = int(redis.call('INCR', key(1, SEQ)))
@@ -87,8 +95,12 @@ return 1
 inline constexpr std::string_view settle = R"lua(
 errors().check_types(1)
 local now = tonumber(ARGV[1])
-local applies = {}
-for i = 2, #ARGV, 5 do applies[#applies + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]} end
+local applies, committed = {}, {}
+for i = 2, #ARGV, 5 do
+  applies[#applies + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}
+  if ARGV[i + 1] == '0' then committed[#committed + 1] = ARGV[i] end
+end
+bulk('ZREM', key(1, UNCOMMITTED), committed, 1)
 local notes, sent = flow_spread(now, {}, applies)
 flow_notices(notes)
 return sent
@@ -133,6 +145,34 @@ if not x then
   redis.call('HSET', key(1, FLOWS), fid .. ':m', m .. ' ' .. ARGV[2] .. ':' .. cjson.decode(job).queue)
 end
 return {x, job}
+)lua";
+
+// flow_abort (home slot): decides the fate of a flow whose members elsewhere still wait for
+// its commit. ARGV: flow id, now. Returns 1 when it is committed (its records will reach them),
+// else marks it aborted (its commit will fail) and returns 0.
+inline constexpr std::string_view flow_abort = R"lua(
+-- keys: FLOWS NONE
+errors().check_types(1)
+if redis.call('HEXISTS', key(1, FLOWS), ARGV[1] .. ':m') == 1 then return 1 end
+redis.call('HSETNX', key(1, FLOWS), ARGV[1] .. ':a', ARGV[2])
+return 0
+)lua";
+
+// flow_discard: deletes members of an aborted flow (flow_abort) written here, those still
+// waiting for the commit. ARGV: ids. Returns the deleted ids.
+inline constexpr std::string_view flow_discard = R"lua(
+errors().check_types(1)
+local deleted = {}
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  local h = redis.call('ZSCORE', key(1, UNCOMMITTED), id) and hot(1, id)
+  if h and h.state == 'waiting' then
+    forget_member(1, id, h)
+    deleted[#deleted + 1] = id
+  end
+  redis.call('ZREM', key(1, UNCOMMITTED), id)
+end
+return deleted
 )lua";
 
 // flow_home (home slot): a flow's member list ("<id>:<queue> ...", '' unknown). ARGV: flow id,
@@ -253,19 +293,7 @@ local deleted = {}
 for i = 3, #ARGV do
   local id, h = ARGV[i], hs[i]
   if h then
-    local doc = redis.call('HGET', key(1, JOBS), id)
-    local ok, d = pcall(cjson.decode, doc or '')
-    local fields = {id .. ':0'}
-    if ok and type(d) == 'table' and type(d.depends_on) == 'string' then
-      for dep in string.gmatch(d.depends_on, '%d+') do fields[#fields + 1] = id .. ':' .. dep end
-    end
-    redis.call('HDEL', key(1, RESOLVED), unpack(fields))
-    for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS, MEMBER, PENDING, DEPENDENTS}) do
-      redis.call('HDEL', key(1, k), id)
-    end
-    redis.call('ZREM', key(1, IDS[h.state]), id)
-    redis.call('ZREM', key(1, FDONE), id)
-    redis.call('ZREM', key(1, DONE[h.state]), id)
+    forget_member(1, id, h)
     deleted[#deleted + 1] = id
   end
 end

@@ -193,7 +193,9 @@ end
 return 1
 )lua";
 
-// recover. ARGV: now, max jobs, error message. Returns {retried, dead, examined, outbox length}.
+// recover. ARGV: now, max jobs, error message, the cutoff for uncommitted flow members.
+// Returns {retried, dead, examined, outbox length, {"<id> <flow id>" of the members written
+// before the cutoff and still waiting for their flow's commit}}.
 inline constexpr std::string_view recover = R"lua(
 errors().check_types(1)
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -229,7 +231,9 @@ left_active(1, left)
 local ch = channel()
 if #list > 0 and listening(ch) then publish(ch, list) end
 for _, id in ipairs(died) do flow_died(id, ARGV[3], now) end
-return {retried, dead, #ids, redis.call('LLEN', key(1, OUTBOX))}
+local stale = redis.call('ZRANGEBYSCORE', key(1, UNCOMMITTED), '-inf', ARGV[4], 'LIMIT', 0, max)
+for i, id in ipairs(stale) do stale[i] = id .. ' ' .. (redis.call('HGET', key(1, MEMBER), id) or '0') end
+return {retried, dead, #ids, redis.call('LLEN', key(1, OUTBOX)), stale}
 )lua";
 
 }  // namespace jobq::detail::redis::lua

@@ -301,9 +301,27 @@ local function left_active(q, ids, grouped)
 end
 
 -- §
--- Notices go to one channel per prefix, and are built only while someone listens there.
-local function channel()
-  return (string.match(KEYS[1], '^(.*):{[^}]*}:jobs$') or 'jobq') .. ':events'
+-- Notices go to one channel per prefix, and are built only while someone listens there;
+-- cancels of active jobs also go to channel('cancels'), always (watch_cancels).
+local function channel(kind)
+  return (string.match(KEYS[1], '^(.*):{[^}]*}:jobs$') or 'jobq') .. ':' .. (kind or 'events')
+end
+
+-- §
+-- Deletes flow member id of queue q (its Q:state entry parsed: h) and everything stored for it.
+local function forget_member(q, id, h)
+  local ok, d = pcall(cjson.decode, redis.call('HGET', key(q, JOBS), id) or '')
+  local fields = {id .. ':0'}
+  if ok and type(d) == 'table' and type(d.depends_on) == 'string' then
+    for dep in string.gmatch(d.depends_on, '%d+') do fields[#fields + 1] = id .. ':' .. dep end
+  end
+  redis.call('HDEL', key(q, RESOLVED), unpack(fields))
+  for _, k in ipairs({JOBS, STATE, ERRORS, RESULTS, PROGRESS, GROUPS, MEMBER, PENDING, DEPENDENTS}) do
+    redis.call('HDEL', key(q, k), id)
+  end
+  redis.call('ZREM', key(q, IDS[h.state]), id)
+  redis.call('ZREM', key(q, FDONE), id)
+  if DONE[h.state] then redis.call('ZREM', key(q, DONE[h.state]), id) end
 end
 
 -- §

@@ -27,6 +27,9 @@ struct RedisOptions {
   /// lua_flow.hpp): 2 applies and removes them, 1 applies without removing (a crash before the
   /// removal), 0 leaves them (a crash after the first step). recover_expired always takes both.
   int flow_record_steps = 2;
+  /// Tests only: an enqueue_flow across queues throws after its first step, before the commit
+  /// (a crash there): recover_expired discards its members once the commit is overdue.
+  bool flow_stop_before_commit = false;
 };
 
 }  // namespace jobq

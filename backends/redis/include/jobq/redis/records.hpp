@@ -339,6 +339,14 @@ inline void check_store_format(Connection& c, const std::string& key, int versio
                                                  "; this jobq reads formats up to " + std::to_string(version) +
                                                  " (upgrade jobq)");
   }
+  if (create && v < version) {
+    // Only ever raised: a newer jobq may have raised it further meanwhile.
+    expect_ok(c.command({"EVAL",
+                         "if (tonumber(redis.call('GET', KEYS[1])) or 0) < tonumber(ARGV[1]) then "
+                         "redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+                         "1", key, std::to_string(version)}),
+              "raising the store format (" + key + ")");
+  }
 }
 
 }  // namespace jobq::detail::redis

@@ -28,7 +28,7 @@ enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
   cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
   flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
-  flow_expired, flow_drop,
+  flow_expired, flow_drop, flow_abort, flow_discard,
   worker_register, worker_unregister, workers,
   run_now, remove, find_unique,
   count_
@@ -72,6 +72,8 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
     ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
     ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
+    ScriptDef{Script::flow_abort, "flow_abort", lua::flow_abort},
+    ScriptDef{Script::flow_discard, "flow_discard", lua::flow_discard},
     ScriptDef{Script::worker_register, "worker_register", lua::worker_register},
     ScriptDef{Script::worker_unregister, "worker_unregister", lua::worker_unregister},
     ScriptDef{Script::workers, "workers", lua::workers},
