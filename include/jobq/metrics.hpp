@@ -54,6 +54,28 @@ struct QueueSample {
   std::optional<Millis> oldest_waiting{};///< wait of the oldest due queued job (none: empty)
 };
 
+namespace detail {
+
+/// @brief The newest (highest-id) `sample` jobs of a queue in one state, `count` being how many
+/// it holds (from counts()): the ones that finished or failed most recently, as ids grow.
+template <Backend B>
+std::vector<JobRecord> newest_jobs(B& backend, const std::string& queue, JobState state, std::int64_t count,
+                                   std::size_t sample) {
+  const auto total = static_cast<std::size_t>(std::max<std::int64_t>(count, 0));
+  if (total == 0) return {};
+  const auto offset = total > sample ? total - sample : 0;
+  return backend.list(queue, state, {offset, sample});
+}
+
+/// @brief Counts `at` into a 60-minute series whose last bucket is the minute `this_minute`
+/// (epoch minutes); older or future times are left out.
+inline void count_in_hour(std::array<std::uint64_t, 60>& series, std::int64_t this_minute, TimePoint at) {
+  const auto age = this_minute - to_epoch_ms(at) / 60'000;
+  if (age >= 0 && age < 60) ++series[static_cast<std::size_t>(59 - age)];
+}
+
+}  // namespace detail
+
 /// @brief Per-minute completions of one queue over the last hour, oldest first (60 buckets,
 /// the last one is the current minute), computed from the backend's completed jobs.
 ///
@@ -64,18 +86,50 @@ template <Backend B>
 std::array<std::uint64_t, 60> completions_per_minute(B& backend, const std::string& queue,
                                                      std::size_t sample = 1000) {
   std::array<std::uint64_t, 60> out{};
-  const auto c = backend.counts(queue);
-  const auto total = static_cast<std::size_t>(std::max<std::int64_t>(c.completed, 0));
-  if (total == 0) return out;
-  const auto offset = total > sample ? total - sample : 0;
-  const auto now_ms = to_epoch_ms(backend.now());
-  const auto this_minute = now_ms / 60'000;
-  for (const auto& j : backend.list(queue, JobState::completed, {offset, sample})) {
-    if (!j.finished_at) continue;
-    const auto age = this_minute - to_epoch_ms(*j.finished_at) / 60'000;
-    if (age >= 0 && age < 60) ++out[static_cast<std::size_t>(59 - age)];
+  const auto this_minute = to_epoch_ms(backend.now()) / 60'000;
+  for (const auto& j : detail::newest_jobs(backend, queue, JobState::completed, backend.counts(queue).completed, sample)) {
+    if (j.finished_at) detail::count_in_hour(out, this_minute, *j.finished_at);
   }
   return out;
+}
+
+/// @brief Completions and failed attempts of one queue per minute over the last hour (see
+/// throughput_per_minute()).
+struct Throughput {
+  std::array<std::uint64_t, 60> completed{};  ///< jobs completed per minute, oldest first
+  std::array<std::uint64_t, 60> failed{};     ///< failed attempts per minute, oldest first
+};
+
+/// @brief completions_per_minute() and, from the same reads, failed attempts per minute: every
+/// attempt error the store keeps (AttemptError::at), so an attempt that was retried counts in
+/// the minute it failed, a dead job in the minute of its last failure, and the failures of every
+/// worker process are there (an expired lease, recorded by whoever recovered it, too).
+///
+/// Cost: one counts(), then per state holding jobs (waiting excepted: those never ran) one list()
+/// of its newest `sample` jobs by id. Left out, so under-counted: errors of jobs older than the
+/// newest `sample` of their state (a busy hour; a job retrying behind `sample` newer queued
+/// ones), and of jobs pruned or deleted since.
+template <Backend B>
+Throughput throughput_per_minute(B& backend, const std::string& queue, std::size_t sample = 1000) {
+  Throughput out;
+  const auto this_minute = to_epoch_ms(backend.now()) / 60'000;
+  auto counts = backend.counts(queue);
+  for (const auto state : all_job_states) {
+    if (state == JobState::waiting) continue;
+    for (const auto& j : detail::newest_jobs(backend, queue, state, count_of(counts, state), sample)) {
+      if (state == JobState::completed && j.finished_at) detail::count_in_hour(out.completed, this_minute, *j.finished_at);
+      for (const auto& e : j.errors) detail::count_in_hour(out.failed, this_minute, e.at);
+    }
+  }
+  return out;
+}
+
+/// @brief Jobs completed per minute averaged over the last five full minutes of a series
+/// (the current, partial minute is left out so the rate does not dip at each minute's start).
+inline double jobs_per_minute(const std::array<std::uint64_t, 60>& completed) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 54; i < 59; ++i) sum += completed[i];
+  return static_cast<double>(sum) / 5.0;
 }
 
 /// @brief Age of the oldest queued job that is due (run_at <= now), measured from its run_at;

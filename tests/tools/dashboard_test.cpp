@@ -67,6 +67,28 @@ json cli_json(const std::vector<std::string>& args) {
   return json::parse(text);
 }
 
+// A SQLite file in the temp directory, removed with its -wal and -shm files at the end of the scope.
+struct TempDb {
+  std::filesystem::path path;
+  explicit TempDb(const std::string& stem)
+      : path(std::filesystem::temp_directory_path() / (stem + "-" + random_suffix() + ".db")) {}
+  TempDb(const TempDb&) = delete;
+  TempDb& operator=(const TempDb&) = delete;
+  ~TempDb() {
+    for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + ext);
+  }
+  [[nodiscard]] std::string url() const { return "sqlite://" + path.string(); }
+};
+
+// GET `path`, expecting `status`; the JSON answer.
+json get_json(httplib::Client& http, const std::string& path, int status = 200) {
+  auto r = http.Get(path.c_str());
+  REQUIRE(r);
+  INFO(path << ": " << r->body);
+  REQUIRE(r->status == status);
+  return json::parse(r->body);
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -172,15 +194,117 @@ class Browser {
 
 }  // namespace
 
+namespace {
+
+std::string required_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) FAIL(name << " is not set (the test servers: source /tmp/srv/env or CI's services)");
+  return v;
+}
+
+// /api/queues' per-queue history on one store whose clock the test moves: completions and failed
+// attempts per minute read from the store (no worker of this process ran), jobs/min over the
+// last five full minutes, and the depth that the server samples (at start, then at most every
+// 10 s on request; its own thread is kept out by a depth_interval of an hour).
+void check_queue_history(jobq::AnyBackend& store, jobq::ManualClock& clock, const std::string& q) {
+  jobq::Queue work{store, q};
+  for (int i = 0; i < 8; ++i) work.enqueue("work", {{"n", i}}, {.max_attempts = 2});
+  auto c = store.claim({{q}, 5, 60s});
+  REQUIRE(c.size() == 5);
+  for (int i = 0; i < 3; ++i) REQUIRE(store.complete(c[i].id, c[i].lease_token, {}));
+  REQUIRE(store.fail({c[3].id, c[3].lease_token, "timeout", store.now() + 1h}) == jobq::FailOutcome::retried);
+  REQUIRE(store.fail({c[4].id, c[4].lease_token, "broken", std::nullopt}) == jobq::FailOutcome::dead);
+  // the same unique key in two queues: search finds both
+  jobq::Queue other{store, q + "-other"};
+  const auto held_a = work.enqueue("work", {}, {.delay = 1h, .unique_key = "report:7"});
+  const auto held_b = other.enqueue("work", {}, {.unique_key = "report:7"});
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {q, q + "-other"}, .depth_interval = 1h}};
+  server.start();
+  httplib::Client http("127.0.0.1", server.port());
+  const auto get = [&](const std::string& path, int status = 200) { return get_json(http, path, status); };
+  const auto queue = [&] { return get("/api/queues").at("queues").at(0); };
+  const auto total = [](const json& series) {
+    long n = 0;
+    for (const auto& v : series) n += v.get<long>();
+    return n;
+  };
+
+  auto j = queue();
+  REQUIRE(j.at("queue") == q);
+  REQUIRE(j.at("completed_per_minute").size() == 60);
+  CHECK(j["completed_per_minute"][59] == 3);
+  CHECK(total(j["completed_per_minute"]) == 3);
+  REQUIRE(j.at("failed_per_minute").size() == 60);
+  CHECK(j["failed_per_minute"][59] == 2);  // the retried attempt and the dead one
+  CHECK(total(j["failed_per_minute"]) == 2);
+  CHECK(j.at("jobs_per_minute") == 0.0);  // the current minute is not a full one
+  REQUIRE(j.at("depth_per_minute").size() == 60);
+  CHECK(j["depth_per_minute"][59] == 5);  // 3 never claimed, the retrying one, the delayed one
+  CHECK(j["depth_per_minute"][58].is_null());  // before the server started
+
+  clock.advance(1min);  // the minute is a full one now; the depth is sampled again
+  j = queue();
+  CHECK(j["completed_per_minute"][58] == 3);
+  CHECK(j["failed_per_minute"][58] == 2);
+  CHECK(j.at("jobs_per_minute") == 0.6);
+  CHECK(j["depth_per_minute"][58] == 5);
+  CHECK(j["depth_per_minute"][59] == 5);
+  work.enqueue("work", {});
+  work.enqueue("work", {});
+  CHECK(queue()["depth_per_minute"][59] == 5);  // sampled less than 10 s ago
+  clock.advance(10s);
+  CHECK(queue()["depth_per_minute"][59] == 7);
+
+  clock.advance(2h);  // all of it out of the last hour
+  j = queue();
+  CHECK(total(j["completed_per_minute"]) == 0);
+  CHECK(total(j["failed_per_minute"]) == 0);
+  CHECK(j["depth_per_minute"][58].is_null());
+  CHECK(j["depth_per_minute"][59] == 7);
+
+  auto found = get("/api/search?q=report:7").at("jobs");
+  REQUIRE(found.size() == 2);
+  CHECK(found[0].at("id") == held_a);
+  CHECK(found[1].at("id") == held_b);
+  found = get("/api/search?q=" + std::to_string(held_b)).at("jobs");
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].at("queue") == q + "-other");
+  server.stop();
+}
+
+}  // namespace
+
+TEST_CASE("dashboard API: completed, failed and depth per minute, and search across queues, on every backend") {
+  jobq::ManualClock clock;
+  jobq::OpenOptions o;
+  o.clock = clock.fn();
+  const auto q = "charts-" + random_suffix();
+  SECTION("memory") {
+    auto store = jobq::open_backend("memory://", o);
+    check_queue_history(store, clock, q);
+  }
+  SECTION("sqlite") {
+    const TempDb db{"jobq-dash-charts"};
+    auto store = jobq::open_backend(db.url(), o);
+    check_queue_history(store, clock, q);
+  }
+  SECTION("postgres") {
+    o.postgres_schema = "jobq_dash_" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
+    check_queue_history(store, clock, q);
+  }
+  SECTION("redis") {
+    o.redis_prefix = "jobq-dash-" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
+    check_queue_history(store, clock, q);
+  }
+}
+
 TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, cancel and pause work") {
-  const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-" + random_suffix() + ".db");
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() {
-      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
-    }
-  } cleanup{db};
-  const std::string url = "sqlite://" + db.string();
+  const TempDb db{"jobq-dashboard"};
+  const auto url = db.url();
   auto store = jobq::open_backend(url);
 
   // emails: 3 completed, 2 dead, 1 failing (retry in an hour), 2 waiting; images: 1 dead
@@ -255,6 +379,18 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   CHECK(workers[0]["id"] == worker.id);
   CHECK(workers[0]["running"].get<std::string>().starts_with(std::to_string(claimed[0].id) + " (3"));
   CHECK(workers[0]["leased"] == "2");
+
+  // per queue: jobs/min, completed and failed attempts of the last hour, and the depth sampled
+  const auto spark = [&](const std::string& queue, const std::string& svg, const std::string& attr) {
+    return browser.script("return document.querySelector('#queues tr[data-queue=\"" + queue + "\"] svg." + svg +
+                          "').getAttribute('" + attr + "');");
+  };
+  CHECK(shown["emails"]["rate"] == "0.0");  // all of it in the current minute
+  CHECK(spark("emails", "spark-throughput", "data-completed") == "3");
+  CHECK(spark("emails", "spark-throughput", "data-failed") == "3");  // 2 dead, 1 retried
+  CHECK(spark("images", "spark-throughput", "data-failed") == "1");
+  CHECK(spark("emails", "spark-depth", "data-last") == "3");
+  CHECK(browser.script(R"(return document.querySelectorAll('#queues tr[data-queue="emails"] svg.spark-throughput rect.fail').length;)") == 1);
 
   // throughput chart: 60 one-minute bars, the 3 completions in the last one
   CHECK(browser.script(R"(return document.querySelectorAll("#chart rect").length;)") == 60);
@@ -340,13 +476,7 @@ TEST_CASE("dashboard API: retrying jobs behind many delayed ones are listed; lis
   jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"mail"}}};
   server.start();
   httplib::Client http("127.0.0.1", server.port());
-  const auto get = [&](const std::string& path) {
-    auto r = http.Get(path.c_str());
-    REQUIRE(r);
-    INFO(path << ": " << r->body);
-    REQUIRE(r->status == 200);
-    return json::parse(r->body);
-  };
+  const auto get = [&](const std::string& path, int status = 200) { return get_json(http, path, status); };
 
   auto page = get("/api/jobs?state=queued&failed=1&queue=mail");
   REQUIRE(page.at("jobs").size() == 2);
@@ -401,13 +531,7 @@ TEST_CASE("dashboard: waiting counts, and the flow of a job in the page and the 
   jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"videos", "mail"}}};
   server.start();
   httplib::Client http("127.0.0.1", server.port());
-  const auto get = [&](const std::string& path, int status = 200) {
-    auto r = http.Get(path.c_str());
-    REQUIRE(r);
-    INFO(path << ": " << r->body);
-    REQUIRE(r->status == status);
-    return json::parse(r->body);
-  };
+  const auto get = [&](const std::string& path, int status = 200) { return get_json(http, path, status); };
 
   auto queues = get("/api/queues");
   REQUIRE(queues.at("queues").size() == 2);
@@ -545,14 +669,8 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
 }
 
 TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and its actions, search, bulk, schedules") {
-  const auto db = std::filesystem::temp_directory_path() / ("jobq-dashboard-pages-" + random_suffix() + ".db");
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() {
-      for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(p.string() + ext);
-    }
-  } cleanup{db};
-  const std::string url = "sqlite://" + db.string();
+  const TempDb db{"jobq-dashboard-pages"};
+  const auto url = db.url();
   auto store = jobq::open_backend(url);
   // mail: 60 dead "welcome" jobs and 60 dead "digest" ones, one of them with <script> in its error;
   // a delayed job holding a unique key; a completed one; a nightly schedule

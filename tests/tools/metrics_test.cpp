@@ -275,3 +275,44 @@ TEST_CASE("Metrics: build info, and every error series at 0 before the first err
   CHECK(has_line(text, R"(jobq_worker_errors_total{category="backend"} 0)"));
   CHECK(m.errors() == std::map<std::string, std::uint64_t>{{"connection", 1}});  // observed ones only
 }
+
+TEST_CASE("throughput_per_minute: failed attempts of jobs in any state, by each attempt's time; the newest `sample` per state") {
+  jobq::ManualClock clock;
+  jobq::MemoryBackend store{{clock.fn()}};
+  jobq::Queue q{store, "work"};
+  const auto fail_once = [&](jobq::JobId id, std::optional<jobq::TimePoint> retry_at) {
+    const auto c = store.claim({{"work"}, 1, 60s});
+    REQUIRE(c.size() == 1);
+    REQUIRE(c[0].id == id);
+    return store.fail({id, c[0].lease_token, "boom", retry_at});
+  };
+  // a: fails, then completes 2 minutes later; b: fails twice, a minute apart (the second: dead)
+  const auto a = q.enqueue("a", {});
+  REQUIRE(fail_once(a, store.now() + 2min) == jobq::FailOutcome::retried);
+  const auto b = q.enqueue("b", {});
+  clock.advance(1min);
+  REQUIRE(fail_once(b, store.now()) == jobq::FailOutcome::retried);
+  clock.advance(1min);
+  REQUIRE(fail_once(b, std::nullopt) == jobq::FailOutcome::dead);
+  const auto c = store.claim({{"work"}, 1, 60s});
+  REQUIRE(c.at(0).id == a);
+  REQUIRE(store.complete(a, c[0].lease_token, {}));
+
+  auto t = jobq::throughput_per_minute(store, "work");
+  CHECK(t.failed[57] == 1);  // a's failure, counted although a completed since
+  CHECK(t.failed[58] == 1);  // b's first failure, whose job is dead now
+  CHECK(t.failed[59] == 1);
+  CHECK(t.completed[59] == 1);
+  CHECK(t.completed == jobq::completions_per_minute(store, "work"));
+
+  // with a sample of 1 per state, only the newest dead and completed job is read
+  const auto d = q.enqueue("d", {});
+  REQUIRE(fail_once(d, std::nullopt) == jobq::FailOutcome::dead);
+  t = jobq::throughput_per_minute(store, "work", 1);
+  CHECK(t.failed[58] == 0);  // b, now the older of two dead jobs, is not read
+  CHECK(t.failed[59] == 1);  // d
+  CHECK(t.failed[57] == 1);  // a, the one completed job
+
+  clock.advance(1min);  // the last full minute holds a's completion: 1 in 5 minutes
+  CHECK(jobq::jobs_per_minute(jobq::throughput_per_minute(store, "work").completed) == 0.2);
+}

@@ -35,6 +35,8 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   pre { background: #fff; border: 1px solid #e3e6eb; padding: .5rem; max-width: 60rem; overflow: auto; white-space: pre-wrap; word-break: break-word; }
   .tabs button.on { background: #3b6fd8; color: #fff; border-color: #3b6fd8; } dl { display: grid; grid-template-columns: 10rem auto; gap: .2rem .8rem; }
   dt { color: #6b7385; } dd { margin: 0; }
+  svg.spark { display: block; background: #fbfcfd; } .spark .done { fill: #3b6fd8; } .spark .fail { fill: #c8332f; }
+  .spark .depth { fill: none; stroke: #5b6475; stroke-width: 1.2; } .spark circle { fill: #5b6475; }
 </style>
 </head>
 <body data-loaded="0">
@@ -80,7 +82,10 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
 <h2>Queues</h2>
 <table id="queues">
   <thead><tr><th>queue</th><th>state</th><th>queued</th><th title="of the queued, not due yet">delayed</th><th>active</th><th>completed</th><th>dead</th>
-  <th>cancelled</th><th>waiting</th><th>done / hour</th><th>oldest wait</th><th></th></tr></thead>
+  <th>cancelled</th><th>waiting</th><th>done / hour</th><th title="completed per minute, averaged over the last 5 full minutes">jobs/min</th>
+  <th title="completed (blue) and failed attempts (red) per minute, last hour">done / failed</th>
+  <th title="queued jobs (due and delayed) per minute, last hour, since the dashboard server started">depth</th>
+  <th>oldest wait</th><th></th></tr></thead>
   <tbody></tbody>
 </table>
 
@@ -154,30 +159,74 @@ function setStatus(text, bad) {
   s.className = bad ? "bad" : "muted";
 }
 
+const svgNs = "http://www.w3.org/2000/svg";
+const svgEl = (tag, attrs, text) => {
+  const e = document.createElementNS(svgNs, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  return e;
+};
+const sum = a => a.reduce((x, y) => x + y, 0);
+
 function drawChart(series) {
   const svg = document.getElementById("chart");
   const W = 720, H = 160, pad = 24, n = series.length, max = Math.max(1, ...series);
   const bw = (W - 2 * pad) / n;
   svg.replaceChildren();
-  const ns = "http://www.w3.org/2000/svg";
   series.forEach((v, i) => {
     const h = (H - 2 * pad) * v / max;
-    const r = document.createElementNS(ns, "rect");
-    r.setAttribute("x", pad + i * bw + 1); r.setAttribute("y", H - pad - h);
-    r.setAttribute("width", Math.max(1, bw - 2)); r.setAttribute("height", h);
-    r.setAttribute("fill", "#3b6fd8"); r.setAttribute("data-count", v);
-    const t = document.createElementNS(ns, "title");
-    t.textContent = (n - 1 - i) + " min ago: " + v;
-    r.append(t); svg.append(r);
+    const r = svgEl("rect", { x: pad + i * bw + 1, y: H - pad - h, width: Math.max(1, bw - 2), height: h,
+                              fill: "#3b6fd8", "data-count": v });
+    r.append(svgEl("title", {}, (n - 1 - i) + " min ago: " + v));
+    svg.append(r);
   });
-  const label = (x, y, text, anchor) => {
-    const t = document.createElementNS(ns, "text");
-    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "11");
-    t.setAttribute("fill", "#6b7385"); t.setAttribute("text-anchor", anchor); t.textContent = text; svg.append(t);
-  };
+  const label = (x, y, text, anchor) =>
+    svg.append(svgEl("text", { x, y, "font-size": "11", fill: "#6b7385", "text-anchor": anchor }, text));
   label(pad, H - 6, "-60 min", "start"); label(W - pad, H - 6, "now", "end"); label(pad, 14, "max " + max + "/min", "start");
-  svg.setAttribute("data-total", series.reduce((a, b) => a + b, 0));
+  svg.setAttribute("data-total", sum(series));
 }
+
+const SW = 120, SH = 28;  // a sparkline: one minute is 2 px
+
+// A queue's last hour: completed (blue) and failed attempts (red) per minute, stacked bars.
+function throughputSpark(q) {
+  const done = q.completed_per_minute, failed = q.failed_per_minute, bw = SW / done.length;
+  const max = Math.max(1, ...done.map((c, i) => c + failed[i]));
+  const svg = svgEl("svg", { width: SW, height: SH, class: "spark spark-throughput", role: "img",
+                             "data-completed": sum(done), "data-failed": sum(failed) });
+  const label = "last hour: " + sum(done) + " completed, " + sum(failed) + " failed attempts; busiest minute " + max;
+  svg.append(svgEl("title", {}, label));
+  svg.setAttribute("aria-label", label);
+  done.forEach((c, i) => {
+    const hc = (SH - 2) * c / max, hf = (SH - 2) * failed[i] / max, x = i * bw;
+    if (c > 0) svg.append(svgEl("rect", { class: "done", x, y: SH - hc, width: bw - 0.4, height: hc }));
+    if (failed[i] > 0) svg.append(svgEl("rect", { class: "fail", x, y: SH - hc - hf, width: bw - 0.4, height: hf }));
+  });
+  return svg;
+}
+
+// A queue's depth per minute as a line; minutes the server did not sample (before it started) are gaps.
+function depthSpark(q) {
+  const depth = q.depth_per_minute, bw = SW / depth.length, known = depth.filter(d => d != null);
+  const max = Math.max(1, ...known), y = d => SH - 2 - (SH - 4) * d / max;
+  const svg = svgEl("svg", { width: SW, height: SH, class: "spark spark-depth", role: "img",
+                             "data-points": known.length, "data-last": known.length ? known[known.length - 1] : "" });
+  const label = known.length ? "queued now " + known[known.length - 1] + ", at most " + Math.max(...known) +
+    " in the last " + known.length + " sampled minutes" : "no depth sampled yet";
+  svg.append(svgEl("title", {}, label));
+  svg.setAttribute("aria-label", label);
+  let run = [];
+  const flush = () => {
+    if (run.length > 1) svg.append(svgEl("polyline", { class: "depth", points: run.join(" ") }));
+    run = [];
+  };
+  depth.forEach((d, i) => d == null ? flush() : run.push((i * bw + bw / 2) + "," + y(d)));
+  flush();
+  const last = depth.length - 1 - [...depth].reverse().findIndex(d => d != null);
+  if (known.length) svg.append(svgEl("circle", { cx: last * bw + bw / 2, cy: y(depth[last]), r: 1.5 }));
+  return svg;
+}
+const rate = r => r < 10 ? r.toFixed(1) : String(Math.round(r));
 
 const lastError = j => j.errors.length ? j.errors[j.errors.length - 1].message : "";
 const jobLink = id => el("a", { href: "#/job/" + encodeURIComponent(id) }, id);
@@ -233,7 +282,7 @@ async function refreshOverview() {
     const tbody = document.querySelector("#queues tbody");
     const rows = [], total = new Array(60).fill(0), dead = [], retrying = [];
     for (const q of data.queues) {
-      const c = q.counts, hour = q.completed_per_minute.reduce((a, b) => a + b, 0);
+      const c = q.counts, hour = sum(q.completed_per_minute);
       q.completed_per_minute.forEach((v, i) => total[i] += v);
       const toggle = el("button", { class: q.paused ? "resume" : "pause" }, q.paused ? "resume" : "pause");
       // the name goes in the query: a browser resolves "." and ".." path segments, even as %2E
@@ -244,7 +293,9 @@ async function refreshOverview() {
         el("td", {}, el("a", { href: "#/queue/" + encodeURIComponent(q.queue) }, q.queue)),
         el("td", { class: q.paused ? "paused" : "", "data-field": "paused" }, q.paused ? "paused" : "running"),
         cell("queued", c.queued), cell("delayed", c.delayed), cell("active", c.active), cell("completed", c.completed), cell("dead", c.dead),
-        cell("cancelled", c.cancelled), cell("waiting", c.waiting), cell("hour", hour), cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
+        cell("cancelled", c.cancelled), cell("waiting", c.waiting), cell("hour", hour), cell("rate", rate(q.jobs_per_minute)),
+        el("td", { "data-field": "throughput" }, throughputSpark(q)), el("td", { "data-field": "depth" }, depthSpark(q)),
+        cell("oldest", age(q.oldest_waiting_seconds)), el("td", {}, toggle)));
       const enc = encodeURIComponent(q.queue);
       if (c.dead > 0) dead.push(api("/api/jobs?state=dead&queue=" + enc).then(p => ({ ...p, total: c.dead })));
       if (c.queued > 0) retrying.push(api("/api/jobs?state=queued&failed=1&queue=" + enc));

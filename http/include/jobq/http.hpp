@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <array>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -114,6 +117,42 @@ inline std::optional<std::string_view> cookie_value(std::string_view header, std
 
 }  // namespace detail
 
+namespace detail {
+
+/// @brief Queued jobs (due and delayed) per queue, one point per minute over the last hour: a
+/// ring of 60 slots per queue keyed by epoch minute, the last sample of a minute winning.
+/// In memory only, so the history starts when the server does. Thread-safe.
+class DepthHistory {
+ public:
+  /// @brief Records `queued` as the depth of `queue` in epoch minute `minute`.
+  void record(const std::string& queue, std::int64_t minute, std::int64_t queued) {
+    std::lock_guard lock(mutex_);
+    rings_[queue][static_cast<std::size_t>(minute % 60)] = {minute, queued};
+  }
+
+  /// @brief The 60 minutes up to `minute`, oldest first: the depth, or null where none was sampled.
+  [[nodiscard]] nlohmann::json series(const std::string& queue, std::int64_t minute) const {
+    std::lock_guard lock(mutex_);
+    auto out = nlohmann::json::array();
+    const auto it = rings_.find(queue);
+    for (auto m = minute - 59; m <= minute; ++m) {
+      const Slot* slot = it == rings_.end() ? nullptr : &it->second[static_cast<std::size_t>(m % 60)];
+      out.push_back(slot && slot->minute == m ? nlohmann::json(slot->queued) : nlohmann::json(nullptr));
+    }
+    return out;
+  }
+
+ private:
+  struct Slot {
+    std::int64_t minute = -1;
+    std::int64_t queued = 0;
+  };
+  mutable std::mutex mutex_;
+  std::map<std::string, std::array<Slot, 60>> rings_;
+};
+
+}  // namespace detail
+
 /// @brief Options of HttpServer.
 struct HttpOptions {
   std::string host = "127.0.0.1";  ///< address to bind (loopback by default: no auth is built in)
@@ -126,6 +165,9 @@ struct HttpOptions {
   /// Host names served (the Host header, any port) and accepted in the Origin of an action; the
   /// bound address is accepted too. Others get 421, so a DNS-rebinding page cannot read or act.
   std::vector<std::string> allowed_hosts{"localhost", "127.0.0.1", "[::1]"};
+  /// How often a thread of the server samples each queue's depth (queued jobs) for the charts;
+  /// `GET /api/queues` samples too, at most once per 10 s. Kept for an hour, in memory.
+  Millis depth_interval{60'000};
   std::size_t max_connections = 32;  ///< connections served at once; more are answered 503 and closed
   Millis request_timeout{5'000};     ///< time from a request's first byte to its last; then 408 and closed
   Millis read_timeout{1'000};        ///< longest silence inside a request; then 408 and closed
@@ -143,9 +185,10 @@ struct HttpOptions {
 
 /// @brief Serves, on its own threads:
 /// - `GET /metrics`: Metrics::prometheus() after sampling the backend (counts, paused, oldest);
-/// - `GET /`: the dashboard page (queues with counts, throughput over the last hour, failed and
-///   dead jobs with their errors, re-drive / cancel buttons, the flow of a job);
-/// - `GET /api/queues`, `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
+/// - `GET /`: the dashboard page (queues with counts, jobs/min and per-queue charts of the last
+///   hour, failed and dead jobs with their errors, re-drive / cancel buttons, the flow of a job);
+/// - `GET /api/queues` (per queue also completed and failed per minute from the store, and the
+///   queue depth per minute that a thread of this server samples: docs/operating.md), `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
 ///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow[?limit=]`
 ///   (the flow of a member: `{id, size, counts, members[], more}`, the first `limit` (1000)
 ///   members by id, each with its depends_on; 404 if the job is in no flow);
@@ -197,11 +240,13 @@ class HttpServer {
     }
     server_.widen_backlog();
     thread_ = std::thread([this] { server_.listen_after_bind(); });
+    start_sampler();
   }
 
   /// @brief Stops serving and joins the thread (idempotent).
   void stop() {
     if (!thread_.joinable()) return;
+    stop_sampler();
     server_.stop();
     server_.close_connections();  // a slow client must not hold stop() up
     thread_.join();
@@ -233,9 +278,9 @@ class HttpServer {
 
   static HttpOptions checked(HttpOptions o) {
     if (o.max_connections == 0 || o.request_timeout <= Millis(0) || o.read_timeout <= Millis(0) ||
-        o.max_header_bytes < 1024) {
+        o.depth_interval <= Millis(0) || o.max_header_bytes < 1024) {
       throw InvalidArgument(
-          "http: max_connections and the timeouts must be positive, max_header_bytes at least 1024");
+          "http: max_connections, the timeouts and depth_interval must be positive, max_header_bytes at least 1024");
     }
     if (!o.token.empty() && (o.token.size() < 16 || o.token.size() > 256 ||
                              std::any_of(o.token.begin(), o.token.end(), [](char c) {
@@ -511,15 +556,20 @@ class HttpServer {
     return true;
   }
 
-  json queue_json(const std::string& q, const json& snapshot) {
+  json queue_json(const std::string& q, const json& snapshot, bool sample_depth) {
     const auto c = backend_->counts(q);
     const auto oldest = oldest_waiting(*backend_, q);
-    const auto per_minute = completions_per_minute(*backend_, q);
+    const auto minute = to_epoch_ms(backend_->now()) / 60'000;
+    if (sample_depth) depth_.record(q, minute, c.queued);
+    const auto per_minute = throughput_per_minute(*backend_, q);
     json j = {{"queue", q},
               {"paused", backend_->is_paused(q)},
               {"counts", counts_to_json(c)},
               {"oldest_waiting_seconds", oldest ? json(static_cast<double>(oldest->count()) / 1000.0) : json(nullptr)},
-              {"completed_per_minute", per_minute},
+              {"completed_per_minute", per_minute.completed},
+              {"failed_per_minute", per_minute.failed},
+              {"jobs_per_minute", jobs_per_minute(per_minute.completed)},
+              {"depth_per_minute", depth_.series(q, minute)},
               {"limits", to_json(backend_->queue_limits(q))}};
     if (snapshot.contains(q)) {
       const auto& s = snapshot.at(q);
@@ -568,8 +618,9 @@ class HttpServer {
     }));
     server_.Get("/api/queues", guarded([this](const httplib::Request&, httplib::Response& res) {
       const auto snapshot = metrics_->snapshot();
+      const bool sample_depth = depth_due(backend_->now());
       json out = json::array();
-      for (const auto& q : queues()) out.push_back(queue_json(q, snapshot));
+      for (const auto& q : queues()) out.push_back(queue_json(q, snapshot, sample_depth));
       send_json(res, {{"now", to_epoch_ms(backend_->now())}, {"actions", opt_.actions}, {"queues", out}});
     }));
     server_.Get("/api/workers", guarded([this](const httplib::Request&, httplib::Response& res) {
@@ -740,6 +791,54 @@ class HttpServer {
                  }));
   }
 
+  // Whether to sample the depth now: at most once per 10 s of the store's clock, however many
+  // pages poll /api/queues; `always` (the sampler thread) samples and restarts the 10 s.
+  bool depth_due(TimePoint now, bool always = false) {
+    std::lock_guard lock(sampler_mutex_);
+    if (!always && last_depth_sample_ && now - *last_depth_sample_ < std::chrono::seconds(10)) return false;
+    last_depth_sample_ = now;
+    return true;
+  }
+
+  void sample_depth() {
+    try {
+      const auto now = backend_->now();
+      depth_due(now, true);
+      for (const auto& q : queues()) depth_.record(q, to_epoch_ms(now) / 60'000, backend_->counts(q).queued);
+    } catch (const std::exception&) {
+      // the store is unreachable: this minute gets no point, the next sample tries again
+    }
+  }
+
+  // The depth history is wanted for the hour before someone looks (an operator opens the page
+  // during an incident), so a thread samples every depth_interval instead of only on request; it
+  // costs one counts() per queue a minute. The first sample is taken here, before start() returns.
+  // stop() wakes and joins it.
+  void start_sampler() {
+    sample_depth();
+    {
+      std::lock_guard lock(sampler_mutex_);
+      sampler_stop_ = false;
+    }
+    sampler_ = std::thread([this] {
+      std::unique_lock lock(sampler_mutex_);
+      while (!sampler_wake_.wait_for(lock, opt_.depth_interval, [this] { return sampler_stop_; })) {
+        lock.unlock();
+        sample_depth();
+        lock.lock();
+      }
+    });
+  }
+
+  void stop_sampler() {
+    {
+      std::lock_guard lock(sampler_mutex_);
+      sampler_stop_ = true;
+    }
+    sampler_wake_.notify_all();
+    if (sampler_.joinable()) sampler_.join();
+  }
+
   B* backend_;
   Metrics* metrics_;
   HttpOptions opt_;
@@ -747,6 +846,12 @@ class HttpServer {
   std::set<std::string> allowed_hosts_;
   std::thread thread_;
   int port_ = -1;
+  detail::DepthHistory depth_;
+  std::mutex sampler_mutex_;  // guards sampler_stop_ and last_depth_sample_
+  std::condition_variable sampler_wake_;
+  bool sampler_stop_ = false;
+  std::optional<TimePoint> last_depth_sample_;
+  std::thread sampler_;
 };
 
 }  // namespace jobq
