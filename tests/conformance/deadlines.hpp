@@ -198,3 +198,23 @@ TEMPLATE_LIST_TEST_CASE("a flow member that expires cancels what depends on it",
   CHECK(state_of(a, ids[1]) == JobState::cancelled);
   CHECK(a.get(ids[1])->errors.back().message == jobq::cancelled_dependency_error(ids[0]));
 }
+
+TEMPLATE_LIST_TEST_CASE("a claim from limited queues steps over jobs past their deadline too",
+                        "[conformance][deadline][limits]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  b.set_queue_limits("lim", {.group_concurrency = 1, .concurrency = 10});
+  auto late = expiring(fx.clock.now() + 1s, make_job("lim"));
+  late.priority = 5;
+  late.group = "g";
+  const auto expired = b.enqueue(late).id;
+  auto grouped = make_job("lim");
+  grouped.group = "g";
+  const auto ready = b.enqueue(grouped).id;
+  const auto other = b.enqueue(make_job("q")).id;
+  fx.clock.advance(2s);
+  CHECK(ids_of(b.claim(claim_from({"lim"}, 10))) == std::vector<jobq::JobId>{ready});
+  CHECK(ids_of(b.claim(claim_from({"lim", "q"}, 10))) == std::vector<jobq::JobId>{other});
+  b.recover_expired();
+  check_expired(b, expired, fx.clock.now() - 1s, fx.clock.now());
+}

@@ -57,10 +57,15 @@
 //   33 Q:flows           hash    flow-wide data of the flows whose first member is here (home):
 //                                "<fid>:m" members "<id>:<queue> ...", "<fid>:f" the on_failure
 //                                job, "<fid>:x" fired ("<id> <nonce> <dependency>", or "-")
-//   34 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
+//   34 Q:deadlines       zset    jobs with a deadline (expires_at), score = it, member id: added by
+//                                enqueue, read by claim (a queued job past it is not started) and
+//                                by recover, which expires queued ones and drops entries of jobs
+//                                that ended or are gone (active and waiting ones stay: the deadline
+//                                counts again if they are queued again)
+//   35 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
 // Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
-// receive all but Q:none (33). key(q, NAME) finds a key by its position in the script's own layout.
+// receive all but Q:none. key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
@@ -136,6 +141,7 @@ inline constexpr std::array queue_keys = {
     QueueKey{"outbox", "OUTBOX", KeyType::list},
     QueueKey{"seq", "SEQ", KeyType::string},
     QueueKey{"flows", "FLOWS", KeyType::hash},
+    QueueKey{"deadlines", "DEADLINES", KeyType::zset},
     QueueKey{"none", "NONE", KeyType::zset},
 };
 
