@@ -43,8 +43,9 @@ inline void check_unique_key(const std::string& unique_key) {
 ///
 /// Semantics (checked by tests/conformance for every backend):
 /// - `now()`: the backend's clock (injected; system clock by default). All times below use it.
-/// - `enqueue(job)`: validate(job) first, and check_payload_size(serialized payload,
-///   Options::max_payload_bytes) (InvalidArgument, nothing written). The key holder is the
+/// - `enqueue(job)`: validate(job) first, check_deadline(job, now()), and
+///   check_payload_size(serialized payload, Options::max_payload_bytes) (InvalidArgument,
+///   nothing written). The key holder is the
 ///   latest job of the same queue with job.unique_key (when non-empty):
 ///   - debounce > 0: if the holder is queued, replace its payload and set its run_at =
 ///     now + debounce, return {holder, created=false}; otherwise (none, active or finished)
@@ -54,8 +55,8 @@ inline void check_unique_key(const std::string& unique_key) {
 ///     return {holder, created=false}, nothing changed.
 ///   - otherwise store it as queued with run_at = job.run_at or now, attempts 0, its group.
 /// - `enqueue_many(jobs)`: the same for each, all-or-nothing (one transaction / pipeline).
-/// - `claim(req)`: atomically take up to req.limit queued jobs with run_at <= now from the
-///   non-paused queues in req.queues, ordered by priority desc, run_at asc, id asc; for each:
+/// - `claim(req)`: atomically take up to req.limit queued jobs with run_at <= now, and no
+///   deadline passed (expires_at unset or >= now), from the non-paused queues in req.queues, ordered by priority desc, run_at asc, id asc; for each:
 ///   state active, attempts + 1, a fresh lease token, lease_until = now + req.lease.
 ///   Queue limits (set_queue_limits) hold across all processes: a job whose group already has
 ///   group_concurrency active jobs in its queue is skipped (jobs after it still qualify), and
@@ -64,6 +65,10 @@ inline void check_unique_key(const std::string& unique_key) {
 ///   more than concurrency active jobs (a claim takes at most concurrency - active of it, even
 ///   with many claimers at once). A job held back by a limit stays queued untouched (no
 ///   attempt used); when an active job of a limited queue finishes, wait_for_work wakes.
+///   A queued job past its deadline is never returned: the claim may expire it (as
+///   recover_expired does) or step over it and leave it to recover_expired. The deadline is
+///   checked only while a job is queued: an active job keeps running, and a job queued again
+///   (retry, release, snooze, redrive) is checked against the same deadline.
 /// - `complete(id, token, result)`: if active with that token: completed, finished_at = now,
 ///   result stored, lease cleared, unique key released (or held until now + unique_for).
 ///   Otherwise change nothing and return false.
@@ -80,6 +85,9 @@ inline void check_unique_key(const std::string& unique_key) {
 /// - `set_progress(id, token, percent 0..100, message)`: progress of an active job.
 /// - `recover_expired()`: every active job with lease_until <= now: an error "lease expired"
 ///   appended; queued at run_at = now if attempts < max_attempts, else dead. Returns counts.
+///   Then every queued job with expires_at < now expires: cancelled (finished_at = now), the
+///   error {attempts, expired_error(expires_at)} appended, unique key released, a cancelled
+///   notice, its flow's dependents as for cancel (not counted in the result).
 /// - `get(id)`: the job, or nullopt.
 /// - `cancel(id)`: a queued, waiting or active job becomes cancelled (finished_at = now, lease
 ///   and lease token cleared, unique key released, a cancelled notice); any other state: false.

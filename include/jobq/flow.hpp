@@ -130,7 +130,11 @@ inline void validate(const NewFlow& flow) {
       }
     }
   }
-  if (flow.on_failure) detail::validate_flow_job(*flow.on_failure, "flow on_failure job");
+  if (flow.on_failure) {
+    detail::validate_flow_job(*flow.on_failure, "flow on_failure job");
+    // It is enqueued when a member dies, long after the flow: a deadline fixed now means little.
+    if (flow.on_failure->expires_at) throw InvalidArgument("flow on_failure job: it cannot have a deadline (expires_at)");
+  }
 }
 
 /// @brief A NewJob as JSON, for backends that store the flow's on_failure job as a document.

@@ -141,6 +141,7 @@ struct NewJob {
   std::string group{};                   ///< group key (e.g. tenant); empty = none
   Millis throttle{0};                    ///< with unique_key: key held this long from enqueue
   Millis debounce{0};                    ///< with unique_key: run this long after the last enqueue
+  std::optional<TimePoint> expires_at{}; ///< not started (claimed) by then: cancelled, never run; nullopt = no deadline
 };
 
 /// @brief Throws InvalidArgument when a NewJob cannot be stored as given. Backends call it
@@ -165,8 +166,11 @@ inline void validate(const NewJob& job) {
   if (job.throttle.count() > 0 && job.debounce.count() > 0) {
     throw InvalidArgument("a job is either throttled or debounced, not both");
   }
-  if (job.debounce.count() > 0 && (job.run_at || job.unique_for.count() > 0)) {
-    throw InvalidArgument("debounce sets run_at itself; do not combine it with delay, run_at or unique_for");
+  if (job.debounce.count() > 0 && (job.run_at || job.unique_for.count() > 0 || job.expires_at)) {
+    throw InvalidArgument("debounce sets run_at itself; do not combine it with delay, run_at, unique_for or a deadline");
+  }
+  if (job.expires_at && (*job.expires_at < min_time || *job.expires_at > max_time)) {
+    throw InvalidArgument("expires_at must be between 1970-01-01 and 9999-12-31");
   }
   if (job.payload.is_discarded()) throw InvalidArgument("payload is not valid JSON");
   if (job.backoff.kind() == Backoff::Kind::custom) {
@@ -175,6 +179,23 @@ inline void validate(const NewJob& job) {
         "handler instead (worker.handle<T>(fn, {.backoff = ...}))");
   }
 }
+
+/// @brief Throws InvalidArgument when job.expires_at is before `now` or before its run_at: a job
+/// that could never start. Backends call it beside validate(job), with their clock's now.
+inline void check_deadline(const NewJob& job, TimePoint now) {
+  if (!job.expires_at) return;
+  if (*job.expires_at < now) {
+    throw InvalidArgument("expires_at " + iso_time(*job.expires_at) + " is in the past (now " + iso_time(now) +
+                          "): the job could never start");
+  }
+  if (job.run_at && *job.expires_at < *job.run_at) {
+    throw InvalidArgument("expires_at " + iso_time(*job.expires_at) + " is before run_at " + iso_time(*job.run_at) +
+                          ": the job could never start");
+  }
+}
+
+/// @brief The error an expired job ends with (cancelled, never run).
+inline std::string expired_error(TimePoint expires_at) { return "expired: not started by " + iso_time(expires_at); }
 
 /// @brief Throws InvalidArgument when a serialized payload is larger than `max_bytes`.
 /// Backends call it on the text they are about to store, so the check costs no extra dump.
@@ -228,7 +249,11 @@ struct JobRecord {
   JobId flow_id = 0;                        ///< the flow it belongs to (its first member's id); 0 = none
   std::vector<JobId> depends_on{};          ///< flow members it waits for, in the order given
   bool continue_on_failure = false;         ///< runs even when a dependency is dead or cancelled
+  std::optional<TimePoint> expires_at;      ///< not started by then: cancelled as expired; nullopt = none
 };
+
+/// @brief Whether a queued job has missed its deadline at `now` (it may no longer be claimed).
+inline bool expired(const JobRecord& job, TimePoint now) noexcept { return job.expires_at && *job.expires_at < now; }
 
 /// @brief The claim order every backend honours: higher priority first, then earlier run_at,
 /// then enqueue order (id). For backends whose claim statement returns rows unordered.
@@ -285,6 +310,7 @@ inline nlohmann::json to_json(const JobRecord& r) {
       {"progress", r.progress},
       {"progress_message", r.progress_message},
       {"group", r.group},
+      {"expires_at", r.expires_at ? nlohmann::json(to_epoch_ms(*r.expires_at)) : nullptr},
   };
   if (r.flow_id != 0) {
     j["flow_id"] = r.flow_id;

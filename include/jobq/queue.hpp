@@ -25,6 +25,8 @@ struct EnqueueOptions {
   int priority = 0;                  ///< higher runs first
   std::optional<Millis> delay{};     ///< not before now + delay
   std::optional<TimePoint> run_at{}; ///< not before this instant (wins over delay)
+  std::optional<Millis> expire_in{}; ///< deadline now + expire_in: not started by then, never run
+  std::optional<TimePoint> expires_at{}; ///< deadline (wins over expire_in); see Backend::claim
   int max_attempts = 3;              ///< attempts before dead (>= 1)
   Backoff backoff = {};              ///< retry delays (default: exponential from 1 s, cap 1 h)
   Millis timeout{0};                 ///< per-attempt time limit; 0 = none
@@ -63,6 +65,12 @@ class Queue {
     } else if (o.delay) {
       check_duration(*o.delay, "delay");  // before the sum, which could overflow
       j.run_at = backend_->now() + *o.delay;
+    }
+    if (o.expires_at) {
+      j.expires_at = o.expires_at;
+    } else if (o.expire_in) {
+      check_duration(*o.expire_in, "expire_in");
+      j.expires_at = backend_->now() + *o.expire_in;
     }
     j.max_attempts = o.max_attempts;
     j.backoff = o.backoff;

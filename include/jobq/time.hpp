@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -53,6 +54,20 @@ constexpr std::int64_t to_epoch_ms(TimePoint t) noexcept { return t.time_since_e
 
 /// @brief Inverse of to_epoch_ms.
 constexpr TimePoint from_epoch_ms(std::int64_t ms) noexcept { return TimePoint{Millis{ms}}; }
+
+/// @brief `t` as ISO 8601 UTC with milliseconds ("2030-01-01T00:00:00.000Z"), for messages.
+inline std::string iso_time(TimePoint t) {
+  using namespace std::chrono;
+  const auto day = floor<days>(t);
+  const year_month_day ymd{day};
+  const hh_mm_ss hms{t - day};
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), static_cast<int>(hms.hours().count()),
+                static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()),
+                static_cast<int>(hms.subseconds().count()));
+  return buf;
+}
 
 /// @brief A clock that only moves when told to; thread-safe. Used by the conformance suite.
 class ManualClock {

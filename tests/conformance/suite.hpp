@@ -40,3 +40,5 @@
 #include "conformance/workers.hpp"
 // The job page's actions and search: run_now, remove, find_unique.
 #include "conformance/job_admin.hpp"
+// Deadlines of queued jobs: expires_at / expire_in, at claim and in the maintenance pass.
+#include "conformance/deadlines.hpp"

@@ -77,9 +77,34 @@ struct TempSchema {
   }
 };
 
+/// Undoes migration 8 of schema `q` (quoted), keeping the jobs: a store written before deadlines
+/// (the two functions get back their migration 7 text, the edits of migration 8 taken out).
+inline void downgrade_to_v7(PGconn* c, const std::string& q) {
+  exec(c, "DO $do$ DECLARE d text; BEGIN\n"
+          "  d := pg_get_functiondef('" + q + ".claim_limited(text[], bigint, int, bigint, text[])'::regprocedure);\n"
+          "  EXECUTE replace(d, ' AND (j.expires_at IS NULL OR j.expires_at >= p_now)', '');\n"
+          "  d := pg_get_functiondef('" + q + ".enqueue_keyed(text, text, json, int, int, bigint, bigint, jsonb, bigint,"
+          " bigint, text, text, bigint, bigint, bigint)'::regprocedure);\n"
+          "  DROP FUNCTION " + q + ".enqueue_keyed(text, text, json, int, int, bigint, bigint, jsonb, bigint, bigint,"
+          " text, text, bigint, bigint, bigint);\n"
+          "  EXECUTE regexp_replace(regexp_replace(d, ',\\s*p_expires_at( bigint)?\\)', ')', 'g'),"
+          " ',\\s*expires_at\\)', ')', 'g');\n"
+          "END $do$");
+  exec(c, "ALTER TABLE " + q + ".jobs DROP COLUMN expires_at");
+  exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 7");
+}
+
+/// Undoes migration 7 of schema `q` (quoted) too (flow_revive keeps its new text; the upgrade
+/// replaces it again).
+inline void downgrade_to_v6(PGconn* c, const std::string& q) {
+  downgrade_to_v7(c, q);
+  exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 6");
+}
+
 /// Undoes migration 6 of schema `q` (quoted), keeping the jobs and limits: a store written
 /// before queue concurrency (claim_limited keeps its new text; the upgrade replaces it again).
 inline void downgrade_to_v5(PGconn* c, const std::string& q) {
+  downgrade_to_v6(c, q);
   exec(c, "ALTER TABLE " + q + ".queue_limits DROP COLUMN concurrency");
   exec(c, "DELETE FROM " + q + ".schema_migrations WHERE version > 5");
 }

@@ -98,6 +98,7 @@ class MemoryBackend {
       cs.push_back(c);
     }
     std::vector<JobRecord> out;
+    std::vector<JobNotice> notices;  // of jobs met past their deadline
     std::size_t ready = 0;
     for (const auto& c : cs) ready += c.q->ready.size();
     out.reserve(std::min(req.limit, ready));
@@ -111,6 +112,12 @@ class MemoryBackend {
       const JobId id = std::get<2>(*best->next);
       best->next = q.ready.erase(best->next);
       auto& job = jobs_.at(id);
+      if (expired(job, t)) {  // met here before the maintenance pass: it ends, never runs
+        expire_locked(job, t, notices);
+        skip_blocked_locked(&q, best->next);
+        continue;
+      }
+      if (job.expires_at) deadlines_.erase({to_epoch_ms(*job.expires_at), id});
       move_counts(q, job.state, JobState::active);
       job.state = JobState::active;
       job.attempts += 1;
@@ -123,6 +130,8 @@ class MemoryBackend {
       skip_blocked_locked(&q, best->next);
       out.push_back(job);
     }
+    lock.unlock();
+    hub_.publish(notices);
     return out;
   }
 
@@ -390,7 +399,22 @@ class MemoryBackend {
       }
     }
     if (r.retried > 0) notify_locked();
+    expire_due_locked(t, notices);
     return r;
+  }
+
+  // Every queued job past its deadline ends cancelled (deadlines_: queued jobs only).
+  void expire_due_locked(TimePoint t, std::vector<JobNotice>& notices) {
+    std::vector<JobId> due;
+    for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first < to_epoch_ms(t); ++it) due.push_back(it->second);
+    for (JobId id : due) expire_locked(jobs_.at(id), t, notices);
+  }
+
+  // A queued job not started by its deadline: cancelled with the reason, as cancel() does.
+  void expire_locked(JobRecord& job, TimePoint t, std::vector<JobNotice>& notices) {
+    job.errors.push_back({job.attempts, expired_error(*job.expires_at), t});
+    cancel_locked(job, t, notices);
+    resolved_locked(job, t, notices);
   }
 
  public:
@@ -725,6 +749,7 @@ class MemoryBackend {
     r.unique_key = nj.unique_key;
     r.unique_for = nj.unique_for;
     r.group = nj.group;
+    r.expires_at = nj.expires_at;
     return r;
   }
 
@@ -882,6 +907,7 @@ class MemoryBackend {
 
   void check(const NewJob& job) const {
     validate(job);
+    check_deadline(job, now());
     check_payload_size(job.payload.dump().size(), max_payload_bytes_);
   }
 
@@ -972,6 +998,7 @@ class MemoryBackend {
     } else {
       q.delayed.emplace(at, job.id);
     }
+    if (job.expires_at) deadlines_.emplace(to_epoch_ms(*job.expires_at), job.id);
   }
 
   void unlink_queued_locked(const JobRecord& job) {
@@ -979,6 +1006,7 @@ class MemoryBackend {
     const auto at = to_epoch_ms(job.run_at);
     q.ready.erase({rank(job.priority), at, job.id});
     q.delayed.erase({at, job.id});
+    if (job.expires_at) deadlines_.erase({to_epoch_ms(*job.expires_at), job.id});
   }
 
   void promote_due_locked(QueueState& q, TimePoint t) {
@@ -1066,6 +1094,7 @@ class MemoryBackend {
   std::map<JobId, JobRecord> jobs_;  // ordered: list() pages by id
   std::unordered_map<std::string, QueueState> queues_;
   std::unordered_set<JobId> active_;
+  std::set<std::pair<std::int64_t, JobId>> deadlines_;         // queued jobs with expires_at, by it
   std::unordered_map<JobId, FlowState> flows_;                 // by flow id (its first member)
   std::unordered_map<JobId, std::vector<JobId>> dependents_;   // job -> flow members waiting for it
   std::unordered_map<JobId, std::size_t> pending_;             // waiting job -> unresolved dependencies

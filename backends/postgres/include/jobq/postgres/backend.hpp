@@ -254,6 +254,9 @@ class PostgresBackend {
       return out;
     });
     if (rec.retried > 0 || rec.dead > 0) wake_.wake();
+    constexpr int batch = 500;  // a bounded transaction each
+    while (expire_due(batch) == batch) {
+    }
     return rec;
   }
 
@@ -699,11 +702,19 @@ class PostgresBackend {
   static std::string strip_nul(std::string s) { return detail::pg::strip_nul(std::move(s)); }
 
   // ------------------------------------------------------------------------------------------
+  // Cancels up to `batch` queued jobs past their deadline (sql::expire); returns how many.
+  int expire_due(int batch) {
+    return pool_.with_retry("recover_expired: deadlines", Replay::safe, [&](Conn& c, bool) {
+      return PQntuples(c.exec(S::expire, {ms(now()), std::to_string(batch)}).get());
+    });
+  }
+
   // Enqueue internals
 
   /// validate(job) and the payload as it will be stored, refused when above max_payload_bytes.
   std::string checked_payload(const NewJob& job) const {
     validate(job);
+    check_deadline(job, now());
     detail::pg::require_no_nul(job.unique_key, "unique key");
     detail::pg::require_no_nul(job.group, "group key");
     auto text = job.payload.dump();  // validate(job) ran check_json: no throw, no second walk

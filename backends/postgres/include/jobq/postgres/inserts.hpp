@@ -43,7 +43,12 @@ inline PGconn* check_caller_conn(PGconn* tx) {
   return tx;
 }
 
-/// $1..$11 of sql::enqueue_one (and of sql::enqueue_keyed, which adds three).
+/// The job's deadline as a parameter: NULL for none.
+inline Param deadline_param(const NewJob& j) {
+  return j.expires_at ? Param(ms(*j.expires_at)) : std::nullopt;
+}
+
+/// $1..$12 of sql::enqueue_one (and of sql::enqueue_keyed, which adds three).
 inline Params job_params(const NewJob& j, const std::string& payload, TimePoint t) {
   return {j.queue,
           j.name,
@@ -55,7 +60,8 @@ inline Params job_params(const NewJob& j, const std::string& payload, TimePoint 
           j.backoff.to_json().dump(),
           std::to_string(j.timeout.count()),
           std::to_string(j.unique_for.count()),
-          group_param(j)};
+          group_param(j),
+          deadline_param(j)};
 }
 
 /// Inserts one job (C: Conn or CallerConn), or finds the holder of its unique key.
@@ -78,7 +84,7 @@ EnqueueResult insert_one(C& c, const NewJob& job, const std::string& payload, Ti
 /// The per-job arrays of a multi-row insert (enqueue_batch, insert_flow). Backoff policies go
 /// once each with a 1-based index per job; queues once each, for their NOTIFY.
 struct BatchColumns {
-  std::vector<Param> q, n, p, pr, ma, ra, b, bi, to, uf, g, queues;
+  std::vector<Param> q, n, p, pr, ma, ra, b, bi, to, uf, g, ex, queues;
   std::unordered_map<std::string, std::size_t> policy_index;  // backoff text -> index in b
   std::unordered_set<std::string> seen;                        // queues so far
 
@@ -88,6 +94,7 @@ struct BatchColumns {
     n.emplace_back(j.name);
     p.emplace_back(payload);
     g.emplace_back(group_param(j));
+    ex.emplace_back(deadline_param(j));
     pr.emplace_back(std::to_string(j.priority));
     ma.emplace_back(std::to_string(j.max_attempts));
     ra.emplace_back(ms(j.run_at.value_or(t)));
@@ -121,7 +128,8 @@ std::vector<EnqueueResult> insert_many(C& c, std::span<const NewJob> jobs,
     auto r = c.exec(Statement::enqueue_batch,
                     {text_array(cols.q), text_array(cols.n), text_array(cols.p), text_array(cols.pr),
                      text_array(cols.ma), text_array(cols.ra), ms(t), text_array(cols.b), text_array(cols.bi),
-                     text_array(cols.to), text_array(cols.uf), text_array(cols.queues), text_array(cols.g)});
+                     text_array(cols.to), text_array(cols.uf), text_array(cols.queues), text_array(cols.g),
+                     text_array(cols.ex)});
     std::vector<JobId> ids;
     for (int row = 0; row < PQntuples(r.get()); ++row) ids.push_back(to_i64(PQgetvalue(r.get(), row, 0)));
     std::sort(ids.begin(), ids.end());
@@ -171,7 +179,7 @@ std::vector<JobId> insert_flow(C& c, const NewFlow& flow, const std::vector<std:
          {int_array(ids), text_array(cols.q), text_array(cols.n), text_array(cols.p), text_array(cols.pr),
           text_array(cols.ma), text_array(cols.ra), ms(t), text_array(cols.b), text_array(cols.bi),
           text_array(cols.to), text_array(cols.uf), text_array(cols.g), text_array(deps), text_array(cont),
-          std::to_string(ids.front()), doc, text_array(cols.queues)});
+          std::to_string(ids.front()), doc, text_array(cols.queues), text_array(cols.ex)});
   return ids;
 }
 

@@ -22,7 +22,7 @@ struct Migration {
   std::string_view sql;
 };
 
-inline constexpr std::array<Migration, 7> migrations = {{
+inline constexpr std::array<Migration, 8> migrations = {{
     {1, "jobs (times are epoch ms from the backend's clock), paused queues, wake-up triggers",
      R"sql(
 CREATE TABLE "{schema}".jobs (
@@ -543,6 +543,72 @@ BEGIN
   END LOOP;
   RETURN v_n;
 END $fn$;
+)sql"},
+    {8, "(issue 21) deadlines of queued jobs: jobs.expires_at, claims step over jobs past it",
+     R"sql(
+-- EnqueueOptions::expires_at, epoch ms; NULL: no deadline. A queued job past it is never claimed;
+-- recover_expired cancels it (sql::expire), reading queued jobs with a deadline only.
+ALTER TABLE "{schema}".jobs ADD COLUMN expires_at bigint;
+CREATE INDEX jobs_deadline ON "{schema}".jobs (expires_at) WHERE state = 'queued' AND expires_at IS NOT NULL;
+-- enqueue_keyed as in migration 1, storing the deadline too (a new parameter, so a new function).
+DROP FUNCTION "{schema}".enqueue_keyed(text, text, json, int, int, bigint, bigint, jsonb, bigint, bigint,
+                                       text, text, bigint, bigint);
+CREATE FUNCTION "{schema}".enqueue_keyed(p_queue text, p_name text, p_payload json,
+    p_priority int, p_max_attempts int, p_run_at bigint, p_now bigint, p_backoff jsonb,
+    p_timeout bigint, p_unique_for bigint, p_group text, p_key text, p_throttle bigint,
+    p_debounce bigint, p_expires_at bigint)
+ RETURNS TABLE (job_id bigint, created boolean) LANGUAGE plpgsql AS $fn$
+DECLARE h record; v_id bigint;
+BEGIN
+  FOR v_try IN 1..50 LOOP
+    SELECT j.id, j.state, j.created_at, j.finished_at, j.unique_for_ms INTO h
+      FROM "{schema}".jobs j WHERE j.queue = p_queue AND j.unique_key = p_key AND j.holds_key;
+    IF FOUND THEN
+      IF p_debounce > 0 THEN
+        IF h.state = 'queued' THEN
+          UPDATE "{schema}".jobs SET payload = p_payload, run_at = p_now + p_debounce
+           WHERE id = h.id AND state = 'queued' AND holds_key;
+          IF FOUND THEN job_id := h.id; created := false; RETURN NEXT; RETURN; END IF;
+          CONTINUE;  -- claimed meanwhile: look again
+        END IF;
+      ELSIF h.state IN ('queued', 'active')
+         OR (h.state = 'completed' AND h.finished_at + h.unique_for_ms > p_now)
+         OR (p_throttle > 0 AND h.created_at + p_throttle > p_now) THEN
+        job_id := h.id; created := false; RETURN NEXT; RETURN;
+      END IF;
+      -- The key passes to the new job; the old holder keeps its state (an active one runs on).
+      UPDATE "{schema}".jobs SET holds_key = false WHERE id = h.id AND holds_key AND state = h.state;
+      IF NOT FOUND THEN CONTINUE; END IF;
+    END IF;
+    INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
+                                 created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key,
+                                 expires_at)
+    VALUES (p_queue, p_name, p_payload, 'queued', p_priority, p_max_attempts,
+            CASE WHEN p_debounce > 0 THEN p_now + p_debounce ELSE p_run_at END, p_now, p_backoff,
+            p_timeout, p_key, p_unique_for, p_group, p_expires_at)
+    ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND holds_key DO NOTHING
+    RETURNING id INTO v_id;
+    IF FOUND THEN
+      PERFORM pg_notify('jobq:{schema}', p_queue);
+      job_id := v_id; created := true; RETURN NEXT; RETURN;
+    END IF;
+  END LOOP;
+  RAISE EXCEPTION 'unique key % of queue % is held by a job this transaction cannot see (REPEATABLE READ?)',
+    p_key, p_queue USING ERRCODE = '40001';
+END $fn$;
+-- claim_limited (migration 6) steps over jobs past their deadline too: its three run_at tests
+-- (both candidate scans and the final update) gain the deadline's, edited into the installed
+-- definition rather than copied, so the filter is the same wherever the claim tests run_at.
+DO $do$
+DECLARE d text; e text;
+BEGIN
+  d := pg_get_functiondef('"{schema}".claim_limited(text[], bigint, int, bigint, text[])'::regprocedure);
+  e := replace(d, 'j.run_at <= p_now', 'j.run_at <= p_now AND (j.expires_at IS NULL OR j.expires_at >= p_now)');
+  IF (length(e) - length(d)) <> 3 * length(' AND (j.expires_at IS NULL OR j.expires_at >= p_now)') THEN
+    RAISE EXCEPTION 'claim_limited is not the definition migration 6 installed';
+  END IF;
+  EXECUTE e;
+END $do$;
 )sql"},
 }};
 

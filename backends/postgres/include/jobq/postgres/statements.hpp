@@ -22,21 +22,22 @@ namespace sql {
 // when the jobs are visible.
 
 // $1 queue $2 name $3 payload $4 priority $5 max_attempts $6 run_at $7 now $8 backoff
-// $9 timeout_ms $10 unique_for_ms $11 group (NULL = none)
+// $9 timeout_ms $10 unique_for_ms $11 group (NULL = none) $12 expires_at (NULL = none)
 inline constexpr std::string_view enqueue_one = R"sql(
 WITH ins AS (INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
-                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)
+                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key,
+                                          expires_at)
              VALUES ($1, $2, $3::json, 'queued', $4::int, $5::int, $6::bigint, $7::bigint,
-                     $8::jsonb, $9::bigint, NULL, $10::bigint, $11::text) RETURNING id, queue)
+                     $8::jsonb, $9::bigint, NULL, $10::bigint, $11::text, $12::bigint) RETURNING id, queue)
 SELECT i.id FROM ins i CROSS JOIN LATERAL pg_notify('jobq:{schema}', i.queue) n
 )sql";
 
-// The same plus $12 unique_key $13 throttle_ms $14 debounce_ms: see enqueue_keyed in
-// migration 3 (the key's holder, throttle and debounce, retried on a lost race).
+// The same ($12 expires_at) plus $13 unique_key $14 throttle_ms $15 debounce_ms: see
+// enqueue_keyed in migration 7 (the key's holder, throttle and debounce, retried on a lost race).
 inline constexpr std::string_view enqueue_keyed = R"sql(
 SELECT job_id, created FROM "{schema}".enqueue_keyed($1::text, $2::text, $3::json, $4::int,
-  $5::int, $6::bigint, $7::bigint, $8::jsonb, $9::bigint, $10::bigint, $11::text, $12::text,
-  $13::bigint, $14::bigint)
+  $5::int, $6::bigint, $7::bigint, $8::jsonb, $9::bigint, $10::bigint, $11::text, $13::text,
+  $14::bigint, $15::bigint, $12::bigint)
 )sql";
 
 // Arrays of a batch; ids come from one sequence in ORDER BY ord, so sorted ids map back to
@@ -44,14 +45,15 @@ SELECT job_id, created FROM "{schema}".enqueue_keyed($1::text, $2::text, $3::jso
 // parsing the same jsonb for every row was a tenth of the statement's server time.
 // $1 queues $2 names $3 payloads $4 priorities $5 max_attempts $6 run_ats $7 now
 // $8 distinct backoffs $9 backoff index $10 timeouts $11 unique_fors $12 distinct queues
-// $13 groups
+// $13 groups $14 expires_ats
 inline constexpr std::string_view enqueue_batch = R"sql(
 WITH ins AS (INSERT INTO "{schema}".jobs (queue, name, payload, state, priority, max_attempts, run_at,
-                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key)
-             SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, ($8::jsonb[])[bi], t, NULL, uf, g
+                                          created_at, backoff, timeout_ms, unique_key, unique_for_ms, group_key,
+                                          expires_at)
+             SELECT q, n, p::json, 'queued', pr, ma, ra, $7::bigint, ($8::jsonb[])[bi], t, NULL, uf, g, ex
                FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],
-                           $9::int[], $10::bigint[], $11::bigint[], $13::text[])
-                    WITH ORDINALITY AS x(q, n, p, pr, ma, ra, bi, t, uf, g, ord)
+                           $9::int[], $10::bigint[], $11::bigint[], $13::text[], $14::bigint[])
+                    WITH ORDINALITY AS x(q, n, p, pr, ma, ra, bi, t, uf, g, ex, ord)
               ORDER BY ord RETURNING id),
      woke AS (SELECT count(*) FROM unnest($12::text[]) AS q(name)
               CROSS JOIN LATERAL pg_notify('jobq:{schema}', q.name) n)
@@ -69,19 +71,19 @@ SELECT nextval('"{schema}".jobs_id_seq'::regclass) FROM generate_series(1, $1::i
 // with dependencies waits with all of them pending. $1 ids $2 queues $3 names $4 payloads
 // $5 priorities $6 max_attempts $7 run_ats $8 now $9 distinct backoffs $10 backoff index
 // $11 timeouts $12 unique_fors $13 groups $14 depends_on (array literals) $15 continue on
-// failure $16 flow id $17 on_failure (flow_doc, NULL = none) $18 distinct queues
+// failure $16 flow id $17 on_failure (flow_doc, NULL = none) $18 distinct queues $19 expires_ats
 inline constexpr std::string_view insert_flow = R"sql(
 WITH fl AS (INSERT INTO "{schema}".flows (id, on_failure) VALUES ($16::bigint, $17::jsonb) RETURNING id),
   ins AS (INSERT INTO "{schema}".jobs (id, queue, name, payload, state, priority, max_attempts, run_at,
                                        created_at, backoff, timeout_ms, unique_key, unique_for_ms,
-                                       group_key, flow_id, depends_on, continue_on_failure, pending)
+                                       group_key, flow_id, depends_on, continue_on_failure, pending, expires_at)
           OVERRIDING SYSTEM VALUE
           SELECT i, q, n, p::json, CASE WHEN cardinality(d::bigint[]) = 0 THEN 'queued' ELSE 'waiting' END,
                  pr, ma, ra, $8::bigint, ($9::jsonb[])[bi], t, NULL, uf, g, $16::bigint, d::bigint[], cf,
-                 cardinality(d::bigint[])
+                 cardinality(d::bigint[]), ex
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                         $7::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::text[], $14::text[],
-                        $15::boolean[]) AS x(i, q, n, p, pr, ma, ra, bi, t, uf, g, d, cf)
+                        $15::boolean[], $19::bigint[]) AS x(i, q, n, p, pr, ma, ra, bi, t, uf, g, d, cf, ex)
           RETURNING id, depends_on),
   deps AS (INSERT INTO "{schema}".job_deps (dep_id, job_id) SELECT unnest(depends_on), id FROM ins),
   woke AS (SELECT count(*) FROM unnest($18::text[]) AS q(name)
@@ -99,7 +101,8 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woke), (SELECT count(*)
 
 // Per queue, an ordered scan of the partial index jobs_ready (queue, priority DESC, run_at,
 // id) WHERE state = 'queued', locking with SKIP LOCKED so concurrent claimers never wait
-// for or share a row; then the best `limit` across the queues.
+// for or share a row; then the best `limit` across the queues. A job past its deadline is
+// stepped over (recover_expired ends it): a filter on the row the scan reads anyway.
 // When one of the queues has limits (a queue_limits row), the fast path takes nothing and
 // claim_limited (migration 3) claims instead, under a lock on those queues' limits rows.
 // Both branches test the same InitPlan in the same snapshot, so exactly one of them runs;
@@ -112,6 +115,7 @@ WITH picked AS (
     CROSS JOIN LATERAL (
       SELECT j.id, j.priority, j.run_at FROM "{schema}".jobs j
        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= $2::bigint
+         AND (j.expires_at IS NULL OR j.expires_at >= $2::bigint)
        ORDER BY j.priority DESC, j.run_at, j.id
        LIMIT $3::int FOR UPDATE SKIP LOCKED) c
    WHERE NOT EXISTS (SELECT 1 FROM "{schema}".paused_queues p WHERE p.queue = q.name)
@@ -123,13 +127,14 @@ WITH picked AS (
            RETURNING j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
                      j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
                      j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-                     j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure)
+                     j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure,
+                     j.expires_at)
 SELECT * FROM fast
 UNION ALL
 SELECT j.id, j.queue, j.name, j.payload, j.state, j.priority, j.attempts, j.max_attempts,
        j.run_at, j.created_at, j.finished_at, j.lease_until, j.lease_token, j.backoff,
        j.timeout_ms, j.unique_key, j.unique_for_ms, j.result, j.errors, j.progress,
-       j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure
+       j.progress_message, j.group_key, j.flow_id, j.depends_on, j.continue_on_failure, j.expires_at
   FROM "{schema}".claim_limited($1::text[], $2::bigint, $3::int, $4::bigint, $5::text[]) j
  WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".queue_limits l WHERE l.queue = ANY($1::text[])))
 )sql";
@@ -252,6 +257,28 @@ WITH r AS (UPDATE "{schema}".jobs SET
 SELECT state FROM r WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
 )sql";
 
+// Queued jobs past their deadline (jobs_deadline), at most $2, become cancelled with the reason
+// "expired: not started by <ISO time>", as cancel does (flow dependents too). SKIP LOCKED: a
+// concurrent pass takes other rows. $1 now $2 batch
+inline constexpr std::string_view expire = R"sql(
+WITH x AS (SELECT id FROM "{schema}".jobs WHERE state = 'queued' AND expires_at < $1::bigint
+            ORDER BY expires_at LIMIT $2::int FOR UPDATE SKIP LOCKED),
+  c AS (UPDATE "{schema}".jobs j SET state = 'cancelled', finished_at = $1::bigint,
+               errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempts,
+                 'message', 'expired: not started by ' || to_char((to_timestamp(j.expires_at / 1000)
+                    + (j.expires_at % 1000) * interval '1 millisecond') AT TIME ZONE 'UTC',
+                    'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                 'at', $1::bigint))
+          FROM x WHERE j.id = x.id AND j.state = 'queued'
+        RETURNING j.id, j.queue, j.attempts, j.progress, j.flow_id),
+  note AS (SELECT "{schema}".notify_events(array_agg(json_build_object('kind', 'cancelled', 'id', id,
+                    'queue', queue, 'attempt', attempts, 'progress', progress, 'message', '')::text))
+             FROM c WHERE (SELECT EXISTS (SELECT 1 FROM "{schema}".event_listeners)) HAVING count(*) > 0),
+  settle AS (SELECT "{schema}".flow_died(array_agg(id), true, '', false, $1::bigint)
+               FROM c WHERE flow_id IS NOT NULL HAVING count(*) > 0)
+SELECT id FROM c WHERE (SELECT count(*) FROM note) >= 0 AND (SELECT count(*) FROM settle) >= 0
+)sql";
+
 // Flow members are left to prune_flows.
 // Uses jobs_finished (queue, state, finished_at); at most 10,000 rows per statement so a
 // large backlog is deleted in short transactions. $1 queue $2 now $3..$5 keep ms (NULL =
@@ -305,7 +332,8 @@ DELETE FROM "{schema}".jobs WHERE id = ANY (ARRAY(
 inline constexpr std::string_view get = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure,
+       expires_at
   FROM "{schema}".jobs WHERE id = $1::bigint
 )sql";
 
@@ -313,7 +341,8 @@ SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at
 inline constexpr std::string_view get_many = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure,
+       expires_at
   FROM "{schema}".jobs WHERE id = ANY($1::bigint[])
 )sql";
 
@@ -344,7 +373,8 @@ SELECT id FROM "{schema}".jobs
 inline constexpr std::string_view flow_members = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure,
+       expires_at
   FROM "{schema}".jobs WHERE flow_id = (SELECT flow_id FROM "{schema}".jobs WHERE id = $1::bigint)
  ORDER BY id
 )sql";
@@ -456,7 +486,8 @@ UNION SELECT queue FROM "{schema}".paused_queues ORDER BY 1
 inline constexpr std::string_view list = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts, max_attempts, run_at, created_at,
        finished_at, lease_until, lease_token, backoff, timeout_ms, unique_key, unique_for_ms,
-       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure
+       result, errors, progress, progress_message, group_key, flow_id, depends_on, continue_on_failure,
+       expires_at
   FROM "{schema}".jobs WHERE queue = $1::text AND state = $2::text
  ORDER BY queue, state, id LIMIT $3::bigint OFFSET $4::bigint
 )sql";
@@ -621,6 +652,7 @@ enum class Statement : std::size_t {
   release_tokens,
   progress,
   recover,
+  expire,
   get,
   get_many,
   run_now,
@@ -694,6 +726,7 @@ struct StatementTable {
     def(S::release_tokens, "release_tokens", sql::release_tokens);
     def(S::progress, "progress", sql::progress);
     def(S::recover, "recover", sql::recover);
+    def(S::expire, "expire", sql::expire);
     def(S::get, "get", sql::get);
     def(S::get_many, "get_many", sql::get_many);
     def(S::run_now, "run_now", sql::run_now);

@@ -144,6 +144,7 @@ inline JobRecord row_to_job(const PGresult* r, int row) {
   if (!PQgetisnull(r, row, 22)) j.flow_id = i64(22);
   j.depends_on = int_array_from(PQgetvalue(r, row, 23));
   j.continue_on_failure = PQgetvalue(r, row, 24)[0] == 't';
+  j.expires_at = opt_time(r, row, 25);
   return j;
 }
 

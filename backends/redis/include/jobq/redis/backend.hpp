@@ -268,16 +268,16 @@ class RedisBackend {
       for (std::size_t i = 0; i < pending.size(); ++i) {
         expect_ok(replies[i], "recover_expired");
         const auto* r = replies[i].get();
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 || r->element[4]->type != REDIS_REPLY_ARRAY) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 || r->element[5]->type != REDIS_REPLY_ARRAY) {
           unexpected("recover_expired");
         }
         const auto n = [&](std::size_t k) { return static_cast<std::size_t>(detail::redis::reply_int(r->element[k], "recover_expired")); };
         total.retried += n(0);
         total.dead += n(1);
-        if (n(2) == batch) again.push_back(pending[i]);
+        if (n(2) == batch || n(4) >= batch) again.push_back(pending[i]);  // n(4): deadlines settled
         if (n(3) > 0 && std::find(outboxes.begin(), outboxes.end(), pending[i]) == outboxes.end()) outboxes.push_back(pending[i]);
-        for (std::size_t k = 0; k < r->element[4]->elements; ++k) {
-          const std::string_view entry = text(r->element[4]->element[k]);
+        for (std::size_t k = 0; k < r->element[5]->elements; ++k) {
+          const std::string_view entry = text(r->element[5]->element[k]);
           const auto sp = entry.find(' ');
           if (sp == std::string_view::npos) unexpected("recover_expired");
           stale[std::string(entry.substr(sp + 1))][pending[i]].emplace_back(entry.substr(0, sp));
@@ -573,7 +573,9 @@ class RedisBackend {
     validate(flow);
     std::vector<std::string> payloads;
     payloads.reserve(flow.members.size());
+    const auto checked_at = now();
     for (const auto& m : flow.members) {
+      check_deadline(m.job, checked_at);
       payloads.push_back(m.job.payload.dump());
       check_payload_size(payloads.back().size(), opt_.max_payload_bytes);
     }
@@ -739,7 +741,7 @@ class RedisBackend {
   // first compares-and-sets the schedule (<prefix>:schedules) and enqueues only if that
   // succeeded. Returns (fired, results); plain enqueues always "fire".
   std::pair<bool, std::vector<EnqueueResult>> enqueue_impl(std::span<const NewJob> jobs, const std::string& cas) {
-    const auto batch = detail::redis::prepare_batch(jobs, opt_.max_payload_bytes);
+    const auto batch = detail::redis::prepare_batch(jobs, opt_.max_payload_bytes, now());
     const auto ids = allocate_ids(jobs.size());
     const auto cmds = enqueue_commands(jobs, batch, ids, cas);
     const auto reply = run(true, [&](Connection& c, bool) {

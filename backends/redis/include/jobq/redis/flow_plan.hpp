@@ -49,6 +49,7 @@ inline void append_flow_member(Args& argv, const NewJob& j, JobId id, JobId fid,
   argv.push_back(pending > 0 ? std::to_string(pending) + " 0 " + (cof ? "1" : "0") : std::string());
   argv.push_back(dependents);
   argv.push_back(j.group);
+  argv.push_back(deadline_arg(j));
 }
 
 /// @brief The flow_write calls of a validated flow with ids `ids` (ids[0] = the flow's id): the

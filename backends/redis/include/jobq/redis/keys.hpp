@@ -61,10 +61,15 @@
 //   34 Q:uncommitted     zset    members written here by an enqueue_flow whose commit (in the
 //                                home slot) has not reached them yet; score = written at, for
 //                                the maintenance pass that discards those of a flow never committed
-//   35 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
+//   35 Q:deadlines       zset    jobs with a deadline (expires_at), score = it, member id: added by
+//                                enqueue, read by claim (a queued job past it is not started) and
+//                                by recover, which expires queued ones and drops entries of jobs
+//                                that ended or are gone (active and waiting ones stay: the deadline
+//                                counts again if they are queued again)
+//   36 Q:none            zset    never written: the empty first key of check_keys' ZDIFF
 //
 // Scripts with a "-- keys: NAME ..." line receive only those keys (in this order); the others
-// receive all but Q:none (34). key(q, NAME) finds a key by its position in the script's own layout.
+// receive all but Q:none (35). key(q, NAME) finds a key by its position in the script's own layout.
 // Notices (Backend::subscribe) are PUBLISHed to "<prefix>:events" (not a key: a channel) as a
 // JSON array per script call, only while someone subscribes to it (PUBSUB NUMSUB).
 //
@@ -141,6 +146,7 @@ inline constexpr std::array queue_keys = {
     QueueKey{"seq", "SEQ", KeyType::string},
     QueueKey{"flows", "FLOWS", KeyType::hash},
     QueueKey{"uncommitted", "UNCOMMITTED", KeyType::zset},
+    QueueKey{"deadlines", "DEADLINES", KeyType::zset},
     QueueKey{"none", "NONE", KeyType::zset},
 };
 

@@ -19,26 +19,7 @@ local function one(id)
   if not h then return 0 end
   check_doc(1, id, redis.call('HGET', key(1, JOBS), id))
   if h.state ~= 'queued' and h.state ~= 'waiting' and h.state ~= 'active' then return 0 end
-  local was = h.state
-  finish(1, id, h, 'cancelled', now)
-  if was == 'active' then
-    left_active(1, {id})
-  else
-    local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), id)
-    if g then refill(1, g) end
-  end
-  local ch = channel()
-  local heard = listening(ch)
-  if heard or was == 'active' then
-    local n = {notice('cancelled', id, qname(1), h.attempts, percent(redis.call('HGET', key(1, PROGRESS), id)), '')}
-    if heard then publish(ch, n) end
-    if was == 'active' then publish(channel('cancels'), n) end
-  end
-  if redis.call('HEXISTS', key(1, MEMBER), id) == 1 then
-    local notes, n = flow_spread(now, {{id, 'x', ''}}, {})
-    flow_notices(notes)
-    sent = sent + n
-  end
+  sent = sent + cancel_job(id, h, now)
   return 1
 end
 for i = 2, #ARGV do out[#out + 1] = one(ARGV[i]) end

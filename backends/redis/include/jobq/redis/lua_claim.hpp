@@ -9,7 +9,7 @@ namespace jobq::detail::redis::lua {
 // takes the best `limit` ready jobs over all unpaused queues within their limits, leases them.
 // Returns per job: fixed part, new state entry, errors (false: none), progress (false: none).
 inline constexpr std::string_view claim = R"lua(
--- keys: JOBS READY DELAYED LEASES IDS.queued IDS.active PAUSED STATE ERRORS PROGRESS LIMITS STARTS GROUPS GACTIVE PARKED NONE
+-- keys: JOBS READY DELAYED LEASES IDS.queued IDS.active PAUSED STATE ERRORS PROGRESS LIMITS STARTS GROUPS GACTIVE PARKED DEADLINES NONE
 -- lazy parsing: parse_hot
 -- lazy parking: pmember
 local now, limit, lease, seed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -20,13 +20,14 @@ local QUEUED = '^queued (%d+) (%d+ %-?%d+ (%-?%d+)) %S+ (%S+ %S+) %S+ (%S+ %S+)$
 -- anything changed) and whether the queue has grouped jobs; then the type checks of the keys
 -- each queue will write without reading them first (Q:jobs, Q:state, Q:errors and Q:progress
 -- are read before the first write; the limit and group keys only where they are used).
-local lims, grouped = {}, {}
+local lims, grouped, dated = {}, {}, {}
 for q = 1, nqueues() do
   local l = redis.pcall('HMGET', key(q, LIMITS), 'rate_max', 'rate_window', 'group_concurrency', 'rate_used',
                         'concurrency')
   if l.err then errors().read_failed(key(q, LIMITS), 'hash', l) end
   lims[q] = l
   grouped[q] = redis.call('EXISTS', key(q, GROUPS)) == 1
+  dated[q] = redis.call('ZCARD', key(q, DEADLINES)) > 0  -- no deadlines: no check per job
   local touched = {READY, DELAYED, LEASES, IDS.queued, IDS.active}
   if l[1] then touched[#touched + 1] = STARTS end
   if l[3] or grouped[q] then
@@ -37,6 +38,14 @@ end
 -- Ready entries a group-limited queue examines per claim beyond `limit`: what it skips is
 -- parked, so a later claim does not examine it again.
 local SCAN = 2000
+-- Past its deadline: never started. Taken out of the ready set (as a stale entry is); the job
+-- stays queued in Q:deadlines, where recover ends it.
+local function late(q, id)
+  if not dated[q] then return false end
+  local d = redis.call('ZSCORE', key(q, DEADLINES), id)
+  return d and tonumber(d) < now
+end
+local stale = {}
 local cands = {}
 local info = {}
 for q = 1, nqueues() do
@@ -93,7 +102,9 @@ for q = 1, nqueues() do
           for k = 1, #ids do
             if taken >= want then break end
             local m, score, g = top[2 * k - 1], tonumber(top[2 * k]), gs[k]
-            if not g then
+            if late(q, ids[k]) then  -- before its group counts it
+              stale[#stale + 1] = {q = q, m = m}
+            elseif not g then
               cands[#cands + 1] = {q, m, score}
               taken = taken + 1
             else
@@ -124,7 +135,6 @@ if nqueues() > 1 then
 end
 local horizon = math.max(now, 0)
 local picked = {}
-local stale = {}
 local pos = 1
 -- Reads in batches (one HMGET per queue and key); entries whose job is gone or no longer
 -- queued at that rank are index leftovers: dropped, and the next candidates are read.
@@ -164,6 +174,7 @@ while #picked < limit and pos <= #cands do
       if ok then at, mid, fu, tail = int(h.attempts), h.max_attempts .. ' ' .. h.priority .. ' ' .. h.run_at,
           h.finished_at .. ' ' .. h.unique_for, h.last_token .. ' ' .. h.outcome end
     end
+    if ok and late(e.q, e.id) then ok = false end
     if ok then
       check_doc(e.q, e.id, e.doc)
       e.at, e.mid, e.fu, e.tail = tonumber(at) + 1, mid, fu, tail

@@ -10,7 +10,8 @@ namespace jobq::detail::redis::lua {
 // ARGV: now, call nonce, compare-and-set ('' for enqueue; "name expected next" for
 // fire_schedule), layout ('1' wide, '' narrow), then per job, wide: queue index, id, 'r' (due:
 // ready) or 'd' (delayed), its index score and member, the state entry, the fixed part
-// (carrying the nonce), unique key, group, mode ('' plain, 't<ms>' throttle, 'd<ms>' debounce);
+// (carrying the nonce), unique key, group, mode ('' plain, 't<ms>' throttle, 'd<ms>' debounce),
+// deadline ('' none, else expires_at: Q:deadlines);
 // narrow (a batch of one queue without unique keys, groups, throttle or debounce: fewer
 // arguments to parse): id .. fixed part only. The client formats them (rank() and the state
 // entry as here). Returns id, created (1/0) per job, then for fire_schedule 1 (fired),
@@ -18,14 +19,14 @@ namespace jobq::detail::redis::lua {
 // per key; a batch with throttle or debounce jobs writes job by job (a later job of the batch
 // must see an earlier one as its key's holder).
 inline constexpr std::string_view enqueue = R"lua(
--- keys: JOBS READY DELAYED IDS.queued UNIQUE WAKE STATE LIMITS GROUPS GACTIVE PARKED NONE
+-- keys: JOBS READY DELAYED IDS.queued UNIQUE WAKE STATE LIMITS GROUPS GACTIVE PARKED DEADLINES NONE
 -- lazy uniqueness: hot holds_unique
 local now, nonce, cas, wide = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1'
 local FIRST = 5
 local W, O = 6, 0  -- fields per job, offset of the id
-if wide then W, O = 10, 1 end
+if wide then W, O = 11, 1 end
 local byq = {}
-local special, grouped, uniq = false, false, false
+local special, grouped, uniq, expiring = false, false, false, false
 for i = FIRST, #ARGV, W do
   local q = wide and tonumber(ARGV[i]) or 1
   local g = byq[q]
@@ -39,6 +40,7 @@ for i = FIRST, #ARGV, W do
     if ARGV[i + 9] ~= '' then special = true end
     if ARGV[i + 8] ~= '' then grouped = true end
     if ARGV[i + 7] ~= '' then uniq = true end
+    if ARGV[i + 10] ~= '' then expiring = true end
   end
 end
 -- Only the keys this batch may write and does not read first (Q:jobs is read below; a read of
@@ -46,6 +48,7 @@ end
 -- for the wake-up of the (single) flush below.
 local touched = {STATE, READY, DELAYED, IDS.queued}
 if uniq then touched[#touched + 1] = UNIQUE end
+if expiring then touched[#touched + 1] = DEADLINES end
 if grouped or special then touched[#touched + 1] = GROUPS end
 if special then
   touched[#touched + 1] = PARKED
@@ -92,6 +95,7 @@ local function flush()
     bulk('ZADD', key(q, DELAYED), g.d, 2)
     bulk('HSET', key(q, UNIQUE), g.unique, 2)
     bulk('HSET', key(q, GROUPS), g.groups, 2)
+    bulk('ZADD', key(q, DEADLINES), g.dls, 2)
     wake(q, g.n, wlen[q])
     wlen[q] = nil  -- a later flush (job by job) reads it again
   end
@@ -142,7 +146,7 @@ for i = FIRST, #ARGV, W do
     else
       local g = w[q]
       if not g then
-        g = {jobs = {}, state = {}, ids = {}, r = {}, d = {}, unique = {}, groups = {}, n = 0}
+        g = {jobs = {}, state = {}, ids = {}, r = {}, d = {}, unique = {}, groups = {}, dls = {}, n = 0}
         w[q] = g
       end
       local n = #g.jobs
@@ -160,6 +164,10 @@ for i = FIRST, #ARGV, W do
       if grp ~= '' then
         g.groups[#g.groups + 1] = id
         g.groups[#g.groups + 1] = grp
+      end
+      if wide and ARGV[i + 10] ~= '' then
+        g.dls[#g.dls + 1] = ARGV[i + 10]
+        g.dls[#g.dls + 1] = id
       end
       g.n = g.n + 1
       if special then flush() end

@@ -25,12 +25,13 @@ namespace jobq::detail::redis::lua {
 // ...", home only, else ''), the on_failure job (JSON, home only, else ''), the commit records'
 // targets ("<id>:<queue> ...": the members of other queues, home only, else ''), then per
 // member: id, fixed part, state entry, 'r' ready / 'd' delayed / 'w' waiting, index score and
-// member, Q:pending entry ('' none), Q:dependents entry ('' none), group ('' none). Returns 1,
+// member, Q:pending entry ('' none), Q:dependents entry ('' none), group ('' none), deadline
+// ('' none; Q:deadlines). Returns 1,
 // or 0 when this call's nonce already wrote them (a resend).
 inline constexpr std::string_view flow_write = R"lua(
 errors().check_types(1)
 local now, nonce, fid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local FIRST, W = 7, 9
+local FIRST, W = 7, 10
 local first = redis.call('HGET', key(1, JOBS), ARGV[FIRST])
 if first then
   if string.find(first, '"nonce":"' .. nonce .. '"', 1, true) then return 0 end
@@ -42,7 +43,7 @@ if home and redis.call('HEXISTS', key(1, FLOWS), fid .. ':a') == 1 then
   fail('jobq: enqueue_flow: flow ' .. fid .. ' came too late to commit: the maintenance pass had ' ..
        'discarded its members in other queues; nothing of it is stored')
 end
-local jobs, state, mem, queued, waiting, r, d, pend, deps, groups = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+local jobs, state, mem, queued, waiting, r, d, pend, deps, groups, dls = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
 local uncommitted = {}
 local function add(t, a, b)
   t[#t + 1] = a
@@ -65,6 +66,7 @@ for i = FIRST, #ARGV, W do
   if ARGV[i + 6] ~= '' then add(pend, id, ARGV[i + 6]) end
   if ARGV[i + 7] ~= '' then add(deps, id, ARGV[i + 7]) end
   if ARGV[i + 8] ~= '' then add(groups, id, ARGV[i + 8]) end
+  if ARGV[i + 9] ~= '' then add(dls, ARGV[i + 9], id) end
 end
 bulk('HSET', key(1, JOBS), jobs, 2)
 bulk('HSET', key(1, STATE), state, 2)
@@ -77,6 +79,7 @@ bulk('HSET', key(1, PENDING), pend, 2)
 bulk('HSET', key(1, DEPENDENTS), deps, 2)
 bulk('HSET', key(1, GROUPS), groups, 2)
 bulk('ZADD', key(1, UNCOMMITTED), uncommitted, 2)
+bulk('ZADD', key(1, DEADLINES), dls, 2)
 if home then redis.call('HSET', key(1, FLOWS), fid .. ':m', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', key(1, FLOWS), fid .. ':f', ARGV[5]) end
 if ARGV[6] ~= '' then

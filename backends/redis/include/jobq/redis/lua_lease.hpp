@@ -194,8 +194,11 @@ return 1
 )lua";
 
 // recover. ARGV: now, max jobs, error message, the cutoff for uncommitted flow members.
-// Returns {retried, dead, examined, outbox length, {"<id> <flow id>" of the members written
-// before the cutoff and still waiting for their flow's commit}}.
+// Returns {retried, dead, examined, outbox length, deadline entries settled, {"<id> <flow id>" of
+// the members written before the cutoff and still waiting for their flow's commit}}. After the
+// leases, the deadlines (Q:deadlines) passed before now: a queued job ends cancelled, "expired:
+// not started by <ISO time>" appended; an entry of a job that ended or is gone is dropped; an
+// active or waiting job keeps its entry (stepped over).
 inline constexpr std::string_view recover = R"lua(
 errors().check_types(1)
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -231,9 +234,28 @@ left_active(1, left)
 local ch = channel()
 if #list > 0 and listening(ch) then publish(ch, list) end
 for _, id in ipairs(died) do flow_died(id, ARGV[3], now) end
+local settled, kept = 0, 0
+while settled < max do
+  local late = redis.call('ZRANGEBYSCORE', key(1, DEADLINES), '-inf', '(' .. int(now), 'WITHSCORES', 'LIMIT', kept, 100)
+  if #late == 0 then break end
+  for i = 1, #late, 2 do
+    local id = late[i]
+    local h = hot(1, id)
+    if h and (h.state == 'active' or h.state == 'waiting') then
+      kept = kept + 1
+    else
+      if h and h.state == 'queued' then
+        append_error(1, id, h.attempts, 'expired: not started by ' .. iso_time(tonumber(late[i + 1])), now)
+        cancel_job(id, h, now)
+      end
+      redis.call('ZREM', key(1, DEADLINES), id)
+      settled = settled + 1
+    end
+  end
+end
 local stale = redis.call('ZRANGEBYSCORE', key(1, UNCOMMITTED), '-inf', ARGV[4], 'LIMIT', 0, max)
 for i, id in ipairs(stale) do stale[i] = id .. ' ' .. (redis.call('HGET', key(1, MEMBER), id) or '0') end
-return {retried, dead, #ids, redis.call('LLEN', key(1, OUTBOX)), stale}
+return {retried, dead, #ids, redis.call('LLEN', key(1, OUTBOX)), settled, stale}
 )lua";
 
 }  // namespace jobq::detail::redis::lua

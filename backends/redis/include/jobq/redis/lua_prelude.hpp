@@ -515,6 +515,55 @@ local function flow_died(id, msg, now)
 end
 
 -- §
+-- Cancels job `id` of queue 1, queued, waiting or active in `h` (cancel; recover for a job past
+-- its deadline): its group's slot, a notice, its flow's dependents. Returns how many records went
+-- to the outbox.
+local function cancel_job(id, h, now)
+  local was = h.state
+  finish(1, id, h, 'cancelled', now)
+  if was == 'active' then
+    left_active(1, {id})
+  else
+    local g = was == 'queued' and redis.call('HGET', key(1, GROUPS), id)
+    if g then refill(1, g) end
+  end
+  local ch = channel()
+  local heard = listening(ch)
+  -- A running job's worker may be elsewhere: the cancels channel tells it at once.
+  if heard or was == 'active' then
+    local n = {notice('cancelled', id, qname(1), h.attempts, percent(redis.call('HGET', key(1, PROGRESS), id)), '')}
+    if heard then publish(ch, n) end
+    if was == 'active' then publish(channel('cancels'), n) end
+  end
+  if redis.call('HEXISTS', key(1, MEMBER), id) == 1 then
+    local notes, n = flow_spread(now, {{id, 'x', ''}}, {})
+    flow_notices(notes)
+    return n
+  end
+  return 0
+end
+
+-- §
+-- Epoch ms as ISO 8601 UTC with milliseconds (jobq::iso_time): civil date from days since the
+-- epoch (H. Hinnant's algorithm), since scripts have no os.date.
+local function iso_time(ms)
+  local s = math.floor(ms / 1000)
+  local z = math.floor(s / 86400)
+  local sec = s - z * 86400
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(sec / 3600),
+                       math.floor(sec % 3600 / 60), sec % 60, ms % 1000)
+end
+
+-- §
 -- What get/list return per job: fixed part, state entry, errors, result, progress.
 local function row(q, id, out)
   local h = redis.call('HGET', key(q, STATE), id)

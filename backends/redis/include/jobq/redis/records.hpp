@@ -82,6 +82,7 @@ inline std::string make_doc(const NewJob& j, JobId id, std::int64_t t, const std
     d += "{\"backoff\":";
     append_json_string(d, backoff);
     d += ",\"created_at\":\"" + std::to_string(t) + '"';
+    if (j.expires_at) d += ",\"expires_at\":\"" + std::to_string(to_epoch_ms(*j.expires_at)) + '"';
     if (!j.group.empty()) {
       d += ",\"group\":";
       append_json_string(d, j.group);
@@ -139,6 +140,7 @@ inline JobRecord parse_job(std::string_view raw, std::string_view hot, std::stri
     r.unique_key = str("unique_key");
     r.unique_for = Millis{to_i64(str("unique_for_ms"))};
     if (const auto g = d.find("group"); g != d.end()) r.group = g->get<std::string>();
+    if (const auto e = d.find("expires_at"); e != d.end()) r.expires_at = from_epoch_ms(to_i64(e->get_ref<const std::string&>()));
     if (const auto f = d.find("flow_id"); f != d.end()) {
       r.flow_id = to_i64(f->get_ref<const std::string&>());
       const auto& deps = str("depends_on");
@@ -196,13 +198,14 @@ struct Batch {
   std::vector<std::string> payloads;
 };
 
-/// @brief Validates every job of a batch (InvalidArgument, nothing written) and serializes
-/// the payloads.
-inline Batch prepare_batch(std::span<const NewJob> jobs, std::size_t max_payload_bytes) {
+/// @brief Validates every job of a batch at `now` (InvalidArgument, nothing written) and
+/// serializes the payloads.
+inline Batch prepare_batch(std::span<const NewJob> jobs, std::size_t max_payload_bytes, TimePoint now) {
   Batch b;
   b.payloads.reserve(jobs.size());
   for (const auto& j : jobs) {
     validate(j);
+    check_deadline(j, now);
     if (b.index.emplace(j.queue, b.queues.size()).second) b.queues.push_back(j.queue);
     b.payloads.push_back(j.payload.dump());  // validate(j) ran check_json: no throw, no second walk
     check_payload_size(b.payloads.back().size(), max_payload_bytes);
@@ -210,12 +213,18 @@ inline Batch prepare_batch(std::span<const NewJob> jobs, std::size_t max_payload
   return b;
 }
 
-/// @brief Whether a batch needs the enqueue script's wide layout (10 arguments per job instead
-/// of 6): more than one queue, or a unique key, group, throttle or debounce.
+/// @brief Whether a batch needs the enqueue script's wide layout (11 arguments per job instead
+/// of 6): more than one queue, or a unique key, group, throttle, debounce or deadline.
 inline bool wide_layout(std::span<const NewJob> jobs, std::size_t queue_count) {
   return queue_count > 1 || std::any_of(jobs.begin(), jobs.end(), [](const NewJob& j) {
-           return !j.unique_key.empty() || !j.group.empty() || j.debounce.count() > 0 || j.throttle.count() > 0;
+           return !j.unique_key.empty() || !j.group.empty() || j.debounce.count() > 0 || j.throttle.count() > 0 ||
+                  j.expires_at;
          });
+}
+
+/// @brief A job's deadline as a script argument: epoch ms, '' for none (Q:deadlines).
+inline std::string deadline_arg(const NewJob& j) {
+  return j.expires_at ? std::to_string(to_epoch_ms(*j.expires_at)) : std::string();
 }
 
 /// @brief Appends one job's arguments to the enqueue script's ARGV (see lua::enqueue): `queue`
@@ -242,6 +251,7 @@ inline void append_enqueue_args(Args& argv, const NewJob& j, JobId id, std::int6
     argv.push_back(j.debounce.count() > 0   ? "d" + std::to_string(j.debounce.count())
                    : j.throttle.count() > 0 ? "t" + std::to_string(j.throttle.count())
                                             : std::string());
+    argv.push_back(deadline_arg(j));
   }
 }
 

@@ -285,6 +285,9 @@ class SqliteBackend {
     if (r.retried > 0) notify();
     hubs_->events.publish(notices);
     after(fx);
+    constexpr std::size_t batch = 500;  // a bounded write transaction each
+    while (expire_due(batch) == batch) {
+    }
     return r;
   }
 
@@ -743,7 +746,37 @@ class SqliteBackend {
     if (fx.wake) notify();
   }
 
-  detail::sqlite::Encoded encode(const NewJob& job) const { return detail::sqlite::encode(job, opt_.max_payload_bytes); }
+  detail::sqlite::Encoded encode(const NewJob& job) const {
+    check_deadline(job, now());
+    return detail::sqlite::encode(job, opt_.max_payload_bytes);
+  }
+
+  // Cancels up to `batch` queued jobs past their deadline, each with its reason, in one
+  // transaction; returns how many.
+  std::size_t expire_due(std::size_t batch) {
+    detail::sqlite::FlowEffects fx;
+    const auto n = pool_.write("expire jobs past their deadline", [&](Connection& c) {
+      fx = {};
+      const auto t = now();
+      std::vector<std::pair<JobId, std::int64_t>> due;
+      {
+        auto s = c.query(detail::sqlite::sql::due_deadlines, "expire jobs past their deadline");
+        s.bind(1, to_epoch_ms(t)).bind(2, static_cast<std::int64_t>(batch));
+        while (s.step()) due.emplace_back(s.integer(0), s.integer(1));
+      }
+      for (const auto& [id, at] : due) {
+        c.query(detail::sqlite::sql::note_expired, "expire job")
+            .bind(1, id)
+            .bind(2, detail::sqlite::as_json_text(expired_error(from_epoch_ms(at))))
+            .bind(3, to_epoch_ms(t))
+            .run();
+        cancel_in(c, id, t, fx);
+      }
+      return due.size();
+    });
+    after(fx);
+    return n;
+  }
 
   void set_paused(const std::string& queue, bool paused) {
     validate_queue_name(queue);

@@ -39,6 +39,11 @@ inline Encoded encode(const NewJob& job, std::size_t max_payload_bytes) {
   return e;
 }
 
+/// @brief The expires_at column of `job` (NULL: no deadline).
+inline std::optional<std::int64_t> deadline_ms(const NewJob& job) {
+  return job.expires_at ? std::optional(to_epoch_ms(*job.expires_at)) : std::nullopt;
+}
+
 /// @brief Whether the key holder in row `s` of sql::find_holder (in state `state`) holds its key
 /// at `t_ms`: queued or active, or completed less than unique_for ago (throttle aside). What
 /// enqueue dedupes on and find_unique reports.
@@ -101,6 +106,7 @@ EnqueueResult insert_job(Prepare&& prepare, const NewJob& job, const Encoded& e,
   } else {
     s.bind(12, job.group);
   }
+  s.bind(13, deadline_ms(job));
   if (own_writer) {
     s.run();
     return {s.last_insert_rowid(), true};

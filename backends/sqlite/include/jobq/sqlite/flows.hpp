@@ -53,7 +53,8 @@ inline JobId insert_member(Connection& c, const NewJob& job, const Encoded& e, s
       .bind(12, static_cast<std::int64_t>(job.unique_for.count()))
       .bind(14, flow_id)
       .bind(15, continue_on_failure ? 1 : 0)
-      .bind(16, depends_on);
+      .bind(16, depends_on)
+      .bind(17, deadline_ms(job));
   if (job.group.empty()) {
     s.bind_null(13);
   } else {

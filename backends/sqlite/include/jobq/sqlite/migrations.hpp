@@ -30,7 +30,7 @@ struct Migration {
 
 /// @brief Every migration, oldest first. Append only: never edit one that has shipped (a file's
 /// stored table definitions are these texts, and migrations 6 and 7 rewrite one of them).
-inline constexpr std::array<Migration, 9> all_migrations{{
+inline constexpr std::array<Migration, 10> all_migrations{{
   {1, "jobs table",
    R"sql(
 CREATE TABLE jobq_jobs (
@@ -207,6 +207,18 @@ CREATE INDEX jobq_workers_expiry ON jobq_workers (expires_at);
    R"sql(
 -- claim takes at most concurrency minus the queue's active jobs (jobq_counts); 0: unlimited.
 ALTER TABLE jobq_queues ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 0;
+)sql"},
+  {10, "deadlines of queued jobs",
+   R"sql(
+-- EnqueueOptions::expires_at, epoch ms; NULL: no deadline. A queued job past it is never claimed.
+ALTER TABLE jobq_jobs ADD COLUMN expires_at INTEGER;
+-- The claim steps over jobs past their deadline: the claim order index carries expires_at, so it
+-- still covers the claim's pick (no row read until the update).
+DROP INDEX jobq_jobs_ready;
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_at, id, group_key, state, expires_at)
+  WHERE state = 'queued';
+-- recover_expired: queued jobs with a deadline only, so jobs without one never write to it.
+CREATE INDEX jobq_jobs_deadline ON jobq_jobs (expires_at) WHERE state = 'queued' AND expires_at IS NOT NULL;
 )sql"},
 }};
 

@@ -58,6 +58,7 @@ inline JobRecord decode(const Stmt& s) {
   r.created_at = from_epoch_ms(s.integer(9));
   if (!s.is_null(10)) r.finished_at = from_epoch_ms(s.integer(10));
   if (!s.is_null(11)) r.lease_until = from_epoch_ms(s.integer(11));
+  if (!s.is_null(25)) r.expires_at = from_epoch_ms(s.integer(25));
   r.lease_token = s.text(12);
   r.timeout = Millis{s.integer(14)};
   r.unique_key = s.text(15);

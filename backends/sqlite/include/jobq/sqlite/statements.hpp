@@ -73,7 +73,7 @@ static_assert(ends_in_nul(set_synchronous[0]) && ends_in_nul(set_synchronous[1])
 inline constexpr std::string_view job_columns = R"sql(id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on)sql";
+  flow_id, continue_on_failure, depends_on, expires_at)sql";
 
 /// @brief True when `statement` selects job_columns as one piece.
 consteval bool has_job_columns(std::string_view statement) {
@@ -101,13 +101,13 @@ UPDATE jobq_jobs SET payload = ?2, run_at = ?3 WHERE id = ?1 AND state = 'queued
 // enqueue) may be shared by threads, so there the id comes back with the row (insert_returning).
 inline constexpr std::string_view insert = R"sql(
 INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at,
-  backoff, timeout_ms, unique_key, unique_for_ms, group_key)
-VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+  backoff, timeout_ms, unique_key, unique_for_ms, group_key, expires_at)
+VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 )sql";
 inline constexpr std::string_view insert_returning = R"sql(
 INSERT INTO jobq_jobs (queue, name, payload, state, priority, max_attempts, run_at, created_at,
-  backoff, timeout_ms, unique_key, unique_for_ms, group_key)
-VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id
+  backoff, timeout_ms, unique_key, unique_for_ms, group_key, expires_at)
+VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id
 )sql";
 
 // Claim.
@@ -123,13 +123,14 @@ SELECT n FROM jobq_counts WHERE queue = ?1 AND state = 'active'
 )sql";
 
 // Picks the ids a claim from one unlimited, non-paused queue leases: ?1 = now, ?2 = limit,
-// ?4 = the queue. It walks jobq_jobs_ready in claim order and stops after ?2 rows, so a batch
+// ?4 = the queue. A job past its deadline is stepped over (recover_expired ends it); the index
+// carries expires_at, so it still covers the pick. It walks jobq_jobs_ready in claim order and stops after ?2 rows, so a batch
 // costs O(limit) index steps however many jobs wait (ready ones; delayed jobs of a higher
 // priority are stepped over). INDEXED BY because, without ANALYZE statistics, the planner
 // preferred the run_at range of an index on (queue, run_at) and sorted every ready job.
 inline constexpr std::string_view claim_pick_one_queue = R"sql(
 SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_ready WHERE state = 'queued' AND queue = ?4
-AND run_at <= ?1 ORDER BY priority DESC, run_at, id LIMIT ?2
+AND run_at <= ?1 AND (expires_at IS NULL OR expires_at >= ?1) ORDER BY priority DESC, run_at, id LIMIT ?2
 )sql";
 
 /// @brief claim_pick_one_queue for `n` queues, ?4… : each queue is its own arm (stopping after
@@ -144,7 +145,7 @@ inline std::string claim_pick(std::size_t n) {
     if (i > 0) arms += " UNION ALL ";
     arms += "SELECT * FROM (SELECT id, priority, run_at FROM jobq_jobs INDEXED BY jobq_jobs_ready "
             "WHERE state = 'queued' AND queue = " +
-            p + " AND run_at <= ?1 ORDER BY priority DESC, run_at, id LIMIT ?2)";
+            p + " AND run_at <= ?1 AND (expires_at IS NULL OR expires_at >= ?1) ORDER BY priority DESC, run_at, id LIMIT ?2)";
   }
   return "SELECT id FROM (" + arms + ") ORDER BY priority DESC, run_at, id LIMIT ?2";
 }
@@ -158,7 +159,7 @@ inline constexpr std::string_view claim_batch_tail = R"sql(
 ) RETURNING id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 )sql";
 static_assert(has_job_columns(claim_batch_tail));
 
@@ -187,7 +188,7 @@ WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'queued'
 RETURNING id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 )sql";
 static_assert(has_job_columns(claim_ids));
 
@@ -201,7 +202,7 @@ AND group_key IS NOT NULL GROUP BY group_key
 // saturated ones). Stepped only as far as the claim needs (no LIMIT: the index gives the order).
 inline constexpr std::string_view candidates = R"sql(
 SELECT id, priority, run_at, group_key FROM jobq_jobs INDEXED BY jobq_jobs_ready
-WHERE state = 'queued' AND queue = ?1 AND run_at <= ?2
+WHERE state = 'queued' AND queue = ?1 AND run_at <= ?2 AND (expires_at IS NULL OR expires_at >= ?2)
 AND (group_key IS NULL OR group_key NOT IN (SELECT value FROM json_each(?3)))
 ORDER BY priority DESC, run_at, id
 )sql";
@@ -281,6 +282,17 @@ UPDATE jobq_jobs SET
 WHERE state = 'active' AND lease_until <= ?1 RETURNING state, id, queue, attempts, flow_id
 )sql";
 
+// jobq_jobs_deadline: queued jobs past their deadline (?1 = now), at most ?2, for recover_expired.
+inline constexpr std::string_view due_deadlines = R"sql(
+SELECT id, expires_at FROM jobq_jobs WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at < ?1
+ORDER BY expires_at LIMIT ?2
+)sql";
+// An expiring job's reason (?2, JSON text) at ?3, appended just before cancel ends it.
+inline constexpr std::string_view note_expired = R"sql(
+UPDATE jobq_jobs SET errors = json_insert(errors, '$[#]', json_object('attempt', attempts, 'message', json(?2), 'at', ?3))
+WHERE id = ?1 AND state = 'queued'
+)sql";
+
 // Jobs.
 
 // Primary key (get; a single claim reads its job back).
@@ -288,7 +300,7 @@ inline constexpr std::string_view read_job = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 FROM jobq_jobs WHERE id = ?1
 )sql";
 static_assert(has_job_columns(read_job));
@@ -353,7 +365,7 @@ inline constexpr std::string_view list_jobs = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 FROM jobq_jobs WHERE queue = ?1 AND state = ?2 ORDER BY id LIMIT ?3 OFFSET ?4
 )sql";
 static_assert(has_job_columns(list_jobs));
@@ -399,7 +411,7 @@ inline constexpr std::string_view read_jobs = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 FROM jobq_jobs WHERE id IN (SELECT value FROM json_each(?1))
 )sql";
 static_assert(has_job_columns(read_jobs));
@@ -423,7 +435,7 @@ inline constexpr std::string_view read_flow = R"sql(
 SELECT id, queue, name, payload, state, priority, attempts,
   max_attempts, run_at, created_at, finished_at, lease_until, lease_token, backoff, timeout_ms,
   unique_key, unique_for_ms, result, errors, progress, progress_message, group_key,
-  flow_id, continue_on_failure, depends_on
+  flow_id, continue_on_failure, depends_on, expires_at
 FROM jobq_jobs WHERE flow_id = (SELECT flow_id FROM jobq_jobs WHERE id = ?1) AND flow_id IS NOT NULL
 ORDER BY id
 )sql";
@@ -441,8 +453,8 @@ SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobq_jobs'), 
 // A flow member; ?1 NULL (the error callback) takes the next id. ?5: 'queued' or 'waiting'.
 inline constexpr std::string_view insert_member = R"sql(
 INSERT INTO jobq_jobs (id, queue, name, payload, state, priority, max_attempts, run_at, created_at,
-  backoff, timeout_ms, unique_for_ms, group_key, flow_id, continue_on_failure, depends_on)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+  backoff, timeout_ms, unique_for_ms, group_key, flow_id, continue_on_failure, depends_on, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
 )sql";
 
 // The edges and pending counts of the members ?1..?2 (primary key range), from depends_on.
