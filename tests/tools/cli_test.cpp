@@ -260,6 +260,30 @@ void exercise_workers(const Store& s, jobq::AnyBackend& b, const std::string& q)
   for (const auto& e : r.json()) CHECK(e.at("id") != w.id());  // gone at a clean stop
 }
 
+// enqueue --expire-in: the deadline is stored, shown, and refused when malformed.
+void exercise_deadlines(const Store& s, jobq::AnyBackend& b, const std::string& q) {
+  auto r = jobq_cli(s.args({"--json", "enqueue", q, "report", "{}", "--expire-in", "10m"}));
+  REQUIRE(r.rc == 0);
+  const auto id = r.json().at("id").get<jobq::JobId>();
+  const auto stored = b.get(id);
+  REQUIRE(stored);
+  REQUIRE(stored->expires_at);
+  const auto left = *stored->expires_at - b.now();
+  CHECK(left > std::chrono::minutes(9));
+  CHECK(left <= std::chrono::minutes(10));
+  r = jobq_cli(s.args({"show", std::to_string(id)}));
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("expires:") != std::string::npos);
+  r = jobq_cli(s.args({"show", std::to_string(id), "--json"}));
+  CHECK(r.json().at("expires_at") == jobq::to_epoch_ms(*stored->expires_at));
+  r = jobq_cli(s.args({"enqueue", q, "report", "{}", "--expire-in", "soon"}));
+  CHECK(r.rc == 2);
+  r = jobq_cli(s.args({"enqueue", q, "report", "{}", "--delay", "1h", "--expire-in", "1m"}));
+  CHECK(r.rc == 2);
+  CHECK(r.err.find("before run_at") != std::string::npos);
+  CHECK(b.counts(q).queued == 1);  // the refused ones wrote nothing
+}
+
 // Every command against one store.
 void exercise(const Store& s) {
   auto b = jobq::open_backend(s.url, s.open);
@@ -472,6 +496,7 @@ void exercise(const Store& s) {
   exercise_flows(s, b, q + "-flow");
   exercise_bulk(s, b, q + "-bulk");
   exercise_workers(s, b, q + "-work");
+  exercise_deadlines(s, b, q + "-deadline");
 }
 
 }  // namespace

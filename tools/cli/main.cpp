@@ -252,6 +252,7 @@ struct Cli {
               << "  run at:     " << format_time(j->run_at) << "\n"
               << "  finished:   " << format_time(j->finished_at) << "\n";
     if (j->lease_until) std::cout << "  lease until: " << format_time(j->lease_until) << "\n";
+    if (j->expires_at) std::cout << "  expires:    " << format_time(j->expires_at) << " (not started by then: cancelled)\n";
     if (j->state == jobq::JobState::active) {
       std::cout << "  held by:    ";
       if (!holder) {
@@ -694,7 +695,7 @@ int main(int argc, char** argv) {
   prune_cmd->add_option("--max-jobs", keep_max, "keep at most this many per finished state, newest first (0: no cap)")
       ->check(CLI::NonNegativeNumber);
 
-  std::string enq_queue, enq_name, enq_payload, enq_file, enq_delay, enq_timeout, enq_unique_for;
+  std::string enq_queue, enq_name, enq_payload, enq_file, enq_delay, enq_timeout, enq_unique_for, enq_expire_in;
   jobq::EnqueueOptions enq;
   auto* enqueue_cmd = app.add_subcommand("enqueue", "enqueue one job from JSON");
   enqueue_cmd->add_option("queue", enq_queue, "queue name")->required();
@@ -707,6 +708,7 @@ int main(int argc, char** argv) {
   enqueue_cmd->add_option("--timeout", enq_timeout, "per-attempt limit (e.g. 5m)");
   enqueue_cmd->add_option("--unique-key", enq.unique_key, "dedup key within the queue");
   enqueue_cmd->add_option("--unique-for", enq_unique_for, "hold the key this long after completion");
+  enqueue_cmd->add_option("--expire-in", enq_expire_in, "not started within this (e.g. 10m): cancelled, never run");
 
 #if JOBQ_CLI_WITH_HTTP
   jobq::HttpOptions http_opt;
@@ -812,6 +814,7 @@ int main(int argc, char** argv) {
       if (!enq_delay.empty()) enq.delay = parse_required_duration(enq_delay);
       if (!enq_timeout.empty()) enq.timeout = parse_required_duration(enq_timeout);
       if (!enq_unique_for.empty()) enq.unique_for = parse_required_duration(enq_unique_for);
+      if (!enq_expire_in.empty()) enq.expire_in = parse_required_duration(enq_expire_in);
       return cli.enqueue(backend, enq_queue, enq_name, read_payload(enq_payload, enq_file), enq);
     }
     return usage;

@@ -430,7 +430,8 @@ async function refreshJob(id) {
   }));
   const h = j.holder;
   const fields = [["priority", j.priority], ["attempts", j.attempts + " of " + j.max_attempts], ["created", when(j.created_at)],
-    ["run at", when(j.run_at)], ["finished", when(j.finished_at)], ["lease until", when(j.lease_until)],
+    ["run at", when(j.run_at)], ["expires", j.expires_at ? when(j.expires_at) + " (not started by then: cancelled)" : "never"],
+    ["finished", when(j.finished_at)], ["lease until", when(j.lease_until)],
     ["held by", h === undefined ? "–" : h === null ? "no live worker (its lease will run out)" :
       h.worker + " (" + h.host + ", pid " + h.pid + "), " + (h.running ? "running since " + when(h.started_at) : "leased ahead, not started")],
     ["backoff", j.backoff ? JSON.stringify(j.backoff) : "custom"], ["timeout", j.timeout_ms ? j.timeout_ms + " ms" : "none"],
