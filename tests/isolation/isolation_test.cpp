@@ -211,6 +211,24 @@ TEST_CASE("a timeout asks the child to stop, and one that does not listen is kil
   w.stop();
 }
 
+TEST_CASE("cancelling a running job stops its child, and one that does not listen is killed after the grace period",
+          "[isolation][cancel]") {
+  Case c;
+  auto pool = isolated().start({.grace = 300ms});
+  const auto deaf = c.q.enqueue(Task{"deaf"}, {.max_attempts = 1});
+  jobq::Worker w{c.store, c.options(1)};
+  w.handle<Task>(pool.handler<Task>());
+  w.start();
+  REQUIRE(jobq_test::eventually([&] { return c.q.get(deaf)->state == jobq::JobState::active; }, 30s));
+  REQUIRE(c.q.cancel(deaf));
+  // The only slot frees once the child is gone: the next job runs in a new child.
+  const auto next = c.q.enqueue(Task{"ok"});
+  CHECK(c.finished(next).state == jobq::JobState::completed);
+  CHECK(c.q.get(deaf)->state == jobq::JobState::cancelled);
+  w.stop();
+  CHECK(pool.started() == 2);
+}
+
 TEST_CASE("limits: CPU time per attempt and memory, from the kernel's own rlimits", "[isolation]") {
   Case c;
 #if defined(__SANITIZE_ADDRESS__)
