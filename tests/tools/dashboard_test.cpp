@@ -274,6 +274,51 @@ void check_queue_history(jobq::AnyBackend& store, jobq::ManualClock& clock, cons
   server.stop();
 }
 
+// /api/queues' per-minute completions and failures are read from the store at most once per
+// throughput_refresh (10 s) of its clock, and again in a new minute; the counts never wait.
+void check_throughput_cache(jobq::AnyBackend& store, jobq::ManualClock& clock, const std::string& q) {
+  jobq::Queue work{store, q};
+  const auto finish = [&](int n) {
+    for (int i = 0; i < n; ++i) work.enqueue("work", {});
+    auto c = store.claim({{q}, static_cast<std::size_t>(n), 60s});
+    REQUIRE(c.size() == static_cast<std::size_t>(n));
+    for (const auto& j : c) REQUIRE(store.complete(j.id, j.lease_token, {}));
+  };
+  finish(2);
+  clock.advance(45s);
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {q}, .depth_interval = 1h}};
+  REQUIRE(server.options().throughput_refresh == 10s);
+  jobq::HttpServer uncached{store, metrics, {.port = 0, .queues = {q}, .depth_interval = 1h, .throughput_refresh = 0s}};
+  server.start();
+  uncached.start();
+  httplib::Client http("127.0.0.1", server.port());
+  httplib::Client http_uncached("127.0.0.1", uncached.port());
+  const auto queue = [&](httplib::Client& c) { return get_json(c, "/api/queues").at("queues").at(0); };
+
+  auto j = queue(http);  // :45, computed
+  CHECK(j["completed_per_minute"][59] == 2);
+  finish(3);
+  clock.advance(9s);
+  j = queue(http);  // :54
+  CHECK(j["completed_per_minute"][59] == 2);  // computed 9 s ago
+  CHECK(j["counts"]["completed"] == 5);       // read on each request
+  CHECK(queue(http_uncached)["completed_per_minute"][59] == 5);
+  clock.advance(1s);
+  CHECK(queue(http)["completed_per_minute"][59] == 5);  // :55, 10 s: computed again
+  finish(1);
+  clock.advance(4s);
+  CHECK(queue(http)["completed_per_minute"][59] == 5);  // :59
+  clock.advance(2s);  // 6 s later, but the series of the last minute would be one minute off
+  j = queue(http);
+  CHECK(j["completed_per_minute"][58] == 6);
+  CHECK(j["completed_per_minute"][59] == 0);
+  server.stop();
+  uncached.stop();
+  CHECK_THROWS_AS((jobq::HttpServer{store, metrics, {.port = 0, .throughput_refresh = -1s}}), jobq::InvalidArgument);
+}
+
 }  // namespace
 
 TEST_CASE("dashboard API: completed, failed and depth per minute, and search across queues, on every backend") {
@@ -770,3 +815,30 @@ TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and it
   CHECK(browser.script(R"JS(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)JS") ==
         "Europe/Paris");
 }
+
+TEST_CASE("dashboard API: per-minute figures are cached for throughput_refresh, on every backend") {
+  jobq::ManualClock clock;
+  jobq::OpenOptions o;
+  o.clock = clock.fn();
+  const auto q = "cache-" + random_suffix();
+  SECTION("memory") {
+    auto store = jobq::open_backend("memory://", o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("sqlite") {
+    const TempDb db{"jobq-dash-cache"};
+    auto store = jobq::open_backend(db.url(), o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("postgres") {
+    o.postgres_schema = "jobq_dash_" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("redis") {
+    o.redis_prefix = "jobq-dash-" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
+    check_throughput_cache(store, clock, q);
+  }
+}
+
