@@ -102,6 +102,27 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
+std::string base64_decode(const std::string& in) {
+  std::string out;
+  unsigned bits = 0;
+  int have = 0;
+  for (const char c : in) {
+    int v = -1;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+') v = 62;
+    else if (c == '/') v = 63;
+    if (v < 0) continue;  // '=' padding, line breaks
+    bits = (bits << 6) | static_cast<unsigned>(v);
+    if ((have += 6) >= 8) {
+      have -= 8;
+      out += static_cast<char>((bits >> have) & 0xff);
+    }
+  }
+  return out;
+}
+
 // chromedriver as a child process, and one WebDriver session on headless Chromium.
 class Browser {
  public:
@@ -162,6 +183,20 @@ class Browser {
       if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting for: " << expr);
       std::this_thread::sleep_for(100ms);
     }
+  }
+
+  // The viewport size, through the window's (headless Chromium has no window decorations).
+  void resize(int width, int height) {
+    call("POST", path("/window/rect"), {{"width", width}, {"height", height}});
+    const auto inner = script("return [window.innerWidth, window.innerHeight];");
+    call("POST", path("/window/rect"), {{"width", 2 * width - inner[0].get<int>()},
+                                        {"height", 2 * height - inner[1].get<int>()}});
+  }
+
+  // The visible part of the page as a PNG file (WebDriver answers it in base64).
+  void screenshot(const std::filesystem::path& file) {
+    const auto png = base64_decode(call("GET", path("/screenshot"), json()).get<std::string>());
+    std::ofstream(file, std::ios::binary).write(png.data(), static_cast<std::streamsize>(png.size()));
   }
 
   // A real (WebDriver) click on the element matching a CSS selector.
@@ -272,6 +307,51 @@ void check_queue_history(jobq::AnyBackend& store, jobq::ManualClock& clock, cons
   REQUIRE(found.size() == 1);
   CHECK(found[0].at("queue") == q + "-other");
   server.stop();
+}
+
+// /api/queues' per-minute completions and failures are read from the store at most once per
+// throughput_refresh (10 s) of its clock, and again in a new minute; the counts never wait.
+void check_throughput_cache(jobq::AnyBackend& store, jobq::ManualClock& clock, const std::string& q) {
+  jobq::Queue work{store, q};
+  const auto finish = [&](int n) {
+    for (int i = 0; i < n; ++i) work.enqueue("work", {});
+    auto c = store.claim({{q}, static_cast<std::size_t>(n), 60s});
+    REQUIRE(c.size() == static_cast<std::size_t>(n));
+    for (const auto& j : c) REQUIRE(store.complete(j.id, j.lease_token, {}));
+  };
+  finish(2);
+  clock.advance(45s);
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {q}, .depth_interval = 1h}};
+  REQUIRE(server.options().throughput_refresh == 10s);
+  jobq::HttpServer uncached{store, metrics, {.port = 0, .queues = {q}, .depth_interval = 1h, .throughput_refresh = 0s}};
+  server.start();
+  uncached.start();
+  httplib::Client http("127.0.0.1", server.port());
+  httplib::Client http_uncached("127.0.0.1", uncached.port());
+  const auto queue = [&](httplib::Client& c) { return get_json(c, "/api/queues").at("queues").at(0); };
+
+  auto j = queue(http);  // :45, computed
+  CHECK(j["completed_per_minute"][59] == 2);
+  finish(3);
+  clock.advance(9s);
+  j = queue(http);  // :54
+  CHECK(j["completed_per_minute"][59] == 2);  // computed 9 s ago
+  CHECK(j["counts"]["completed"] == 5);       // read on each request
+  CHECK(queue(http_uncached)["completed_per_minute"][59] == 5);
+  clock.advance(1s);
+  CHECK(queue(http)["completed_per_minute"][59] == 5);  // :55, 10 s: computed again
+  finish(1);
+  clock.advance(4s);
+  CHECK(queue(http)["completed_per_minute"][59] == 5);  // :59
+  clock.advance(2s);  // 6 s later, but the series of the last minute would be one minute off
+  j = queue(http);
+  CHECK(j["completed_per_minute"][58] == 6);
+  CHECK(j["completed_per_minute"][59] == 0);
+  server.stop();
+  uncached.stop();
+  CHECK_THROWS_AS((jobq::HttpServer{store, metrics, {.port = 0, .throughput_refresh = -1s}}), jobq::InvalidArgument);
 }
 
 }  // namespace
@@ -769,4 +849,154 @@ TEST_CASE("dashboard pages: a queue's jobs filtered and paged, a job page and it
   browser.wait_for(R"(document.querySelector('#schedules tr[data-schedule="nightly"]'))");
   CHECK(browser.script(R"JS(return document.querySelector('#schedules tr[data-schedule="nightly"] td:nth-child(3)').textContent;)JS") ==
         "Europe/Paris");
+}
+
+TEST_CASE("dashboard API: per-minute figures are cached for throughput_refresh, on every backend") {
+  jobq::ManualClock clock;
+  jobq::OpenOptions o;
+  o.clock = clock.fn();
+  const auto q = "cache-" + random_suffix();
+  SECTION("memory") {
+    auto store = jobq::open_backend("memory://", o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("sqlite") {
+    const TempDb db{"jobq-dash-cache"};
+    auto store = jobq::open_backend(db.url(), o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("postgres") {
+    o.postgres_schema = "jobq_dash_" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
+    check_throughput_cache(store, clock, q);
+  }
+  SECTION("redis") {
+    o.redis_prefix = "jobq-dash-" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
+    check_throughput_cache(store, clock, q);
+  }
+}
+
+// Not a check: makes the PNGs of docs/screenshots/ (docs/operating.md says how to run it). A
+// SQLite store lives through a simulated hour on a manual clock that ends at the real time, so
+// the charts have an hour of completions, failures and depth: four queues, retries, dead jobs, a
+// paused queue, a worker of another process, schedules and a flow.
+TEST_CASE("dashboard screenshots for the docs", "[.screenshots]") {
+  const TempDb db{"jobq-dashboard-shots"};
+  const auto real_now = std::chrono::floor<std::chrono::seconds>(jobq::system_now());
+  jobq::ManualClock clock{real_now - 60min};
+  jobq::OpenOptions o;
+  o.clock = clock.fn();
+  auto store = jobq::open_backend(db.url(), o);
+  jobq::Queue emails{store, "emails"}, images{store, "images"}, webhooks{store, "webhooks"}, reports{store, "reports"};
+
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {"emails", "images", "webhooks", "reports"},
+                                           .depth_interval = 1h}};
+  server.start();
+  httplib::Client http("127.0.0.1", server.port());
+
+  std::mt19937 rng(18);
+  const auto between = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const char* smtp_errors[] = {"smtp: connection refused (mx1.example.net:25)", "smtp: timeout after 30 s",
+                               "smtp: 550 5.1.1 mailbox unavailable"};
+  // Runs what is due in `q`, up to `n`; a job fails with `fail_pct` % chance (its attempt's
+  // error), retried in 2 min until its attempts are used up.
+  const auto work = [&](const std::string& q, std::size_t n, int fail_pct, auto&& error_of) {
+    for (const auto& j : store.claim({{q}, n, 60s})) {
+      if (between(1, 100) <= fail_pct || j.payload.contains("bounces")) {
+        const auto retry = j.attempts < j.max_attempts ? std::optional(store.now() + 2min) : std::nullopt;
+        store.fail({j.id, j.lease_token, error_of(j), retry});
+      } else {
+        store.complete(j.id, j.lease_token, {{"ok", true}});
+      }
+    }
+  };
+  int user = 0;
+  for (int minute = 0; minute < 60; ++minute) {
+    for (int i = between(8, 16); i > 0; --i) {
+      emails.enqueue("send-welcome", {{"to", "user" + std::to_string(++user) + "@example.com"}});
+    }
+    if (minute % 4 == 0) emails.enqueue("send-receipt", {{"order", 41'000 + minute}});
+    if (minute % 8 == 3) {
+      emails.enqueue("send-welcome", {{"to", "user" + std::to_string(++user) + "@mail.invalid"}, {"bounces", true}});
+    }
+    for (int i = between(2, 6); i > 0; --i) images.enqueue("resize", {{"path", "uploads/" + std::to_string(user + i) + ".jpg"}, {"width", 640}});
+    // webhooks back up from minute 20 to 40 (the endpoint is slow), then drain
+    for (int i = between(4, 9); i > 0; --i) webhooks.enqueue("deliver", {{"url", "https://hooks.example.com/orders"}, {"event", "order.paid"}});
+    if (minute % 10 == 0) reports.enqueue("build-report", {{"kind", "daily"}}, {.delay = 2h});
+    work("emails", 20, 6, [&](const jobq::JobRecord& j) { return smtp_errors[(j.attempts - 1) % 3]; });
+    work("images", 8, 3, [](const jobq::JobRecord&) { return "libvips: VipsJpeg: premature end of JPEG file"; });
+    work("webhooks", minute >= 20 && minute < 40 ? 3 : 14, 10,
+         [](const jobq::JobRecord&) { return "HTTP 503 from hooks.example.com: upstream unavailable"; });
+    clock.advance(1min);
+    REQUIRE(http.Get("/api/queues"));  // the depth sample of this minute
+  }
+  REQUIRE(clock.now() == real_now);
+  // now: two images running on a worker of another process, one of them leased ahead; reports paused
+  for (const char* path : {"uploads/huge-panorama.tif", "uploads/scan-0042.tif", "uploads/team.jpg"}) {
+    images.enqueue("resize", {{"path", path}, {"width", 4096}});
+  }
+  const auto running = store.claim({{"images"}, 3, 10min});
+  REQUIRE(running.size() == 3);
+  store.register_worker({.id = "web-1:4242:1-7f3a", .host = "web-1", .pid = 4242, .queues = {"emails", "images"},
+                         .concurrency = 4, .started_at = store.now() - 3h, .heartbeat_at = store.now() - 2s,
+                         .expires_at = store.now() + 1h,
+                         .running = {{running[0].id, store.now() - 95s}, {running[1].id, store.now() - 12s}},
+                         .leased = {running.back().id}});
+  store.register_worker({.id = "web-2:977:1-c2d9", .host = "web-2", .pid = 977, .queues = {"webhooks"},
+                         .concurrency = 8, .started_at = store.now() - 50min, .heartbeat_at = store.now() - 4s,
+                         .expires_at = store.now() + 1h});
+  store.pause("reports");
+  emails.schedule("weekly-digest", "0 8 * * 1", {.tz = "Europe/Paris"}, "send-digest", {});
+  reports.schedule("nightly-revenue", "30 2 * * *", {.tz = "America/New_York"}, "build-report", {{"kind", "revenue"}});
+  images.schedule("purge-thumbnails", "*/15 * * * *", {}, "purge", {});
+  const auto v = enqueue_video_flow(store, "images", "emails");
+  {
+    auto c = store.claim({{"images"}, 1, 60s});  // the fetch completes, the 720p transcode dies
+    REQUIRE(c.at(0).id == v.fetch);
+    REQUIRE(store.complete(v.fetch, c[0].lease_token, {}));
+    c = store.claim({{"images"}, 1, 60s});
+    REQUIRE(c.at(0).id == v.low);
+    REQUIRE(store.fail({v.low, c[0].lease_token, "ffmpeg: Unknown encoder 'libx264'", std::nullopt}) ==
+            jobq::FailOutcome::dead);
+  }
+  auto dead_mail = store.list("emails", jobq::JobState::dead, {0, 1000});
+  std::erase_if(dead_mail, [](const jobq::JobRecord& j) { return !j.payload.contains("bounces"); });
+  REQUIRE(dead_mail.size() >= 5);
+  REQUIRE(dead_mail[0].errors.size() == 3);
+
+  const std::filesystem::path dir = JOBQ_SCREENSHOT_DIR;
+  std::filesystem::create_directories(dir);
+  const auto base = "http://127.0.0.1:" + std::to_string(server.port());
+  Browser browser;
+  browser.resize(1280, 800);
+  const auto shot = [&](const std::string& name) {
+    std::this_thread::sleep_for(300ms);  // the last paint
+    browser.screenshot(dir / (name + ".png"));
+  };
+  browser.go(base + "/");
+  browser.wait_for("Number(document.body.dataset.loaded) >= 1");
+  CHECK(browser.script("return document.documentElement.scrollWidth;") <= 1280);  // no sideways scrolling
+  shot("overview");
+  browser.script("document.getElementById('workers').previousElementSibling.scrollIntoView();");
+  shot("workers");
+
+  browser.go(base + "/#/queue/emails");
+  browser.wait_for(R"(!document.getElementById("view-queue").hidden && document.querySelectorAll("#q-jobs tbody tr").length > 0)");
+  browser.click(R"(#q-tabs button[data-state="dead"])");
+  browser.wait_for(R"(document.querySelector('#q-tabs button.on').dataset.state === "dead" &&
+                      document.querySelectorAll("#q-jobs tbody tr").length > 0)");
+  shot("queue");
+
+  browser.go(base + "/#/job/" + std::to_string(dead_mail[0].id));
+  browser.wait_for(R"(!document.getElementById("view-job").hidden && document.querySelectorAll("#j-errors tbody tr").length === 3)");
+  // the attempts' errors at the bottom of the picture, the fields above them
+  browser.script("window.scrollBy(0, document.getElementById('j-errors').getBoundingClientRect().bottom - innerHeight + 16);");
+  shot("job");
+
+  browser.go(base + "/#/schedules");
+  browser.wait_for(R"(document.querySelectorAll("#schedules tbody tr").length === 3)");
+  shot("schedules");
+  server.stop();
 }

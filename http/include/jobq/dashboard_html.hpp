@@ -26,6 +26,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
   table { border-collapse: collapse; background: #fff; min-width: 40rem; }
   th, td { padding: .35rem .7rem; border-bottom: 1px solid #e3e6eb; text-align: left; vertical-align: top; }
+  #queues th, #queues td { padding: .35rem .45rem; } /* 15 columns: fit a 1280 px screen */
   th { background: #eef0f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
   .err { color: #a32121; font-family: ui-monospace, monospace; font-size: 12px; max-width: 40rem; word-break: break-word; white-space: pre-wrap; }
   button { cursor: pointer; border: 1px solid #9aa4b5; background: #fff; border-radius: 4px; padding: .15rem .6rem; }

@@ -168,6 +168,10 @@ struct HttpOptions {
   /// How often a thread of the server samples each queue's depth (queued jobs) for the charts;
   /// `GET /api/queues` samples too, at most once per 10 s. Kept for an hour, in memory.
   Millis depth_interval{60'000};
+  /// How long `GET /api/queues` reuses a queue's completed/failed per-minute figures (each
+  /// computation reads up to 1000 jobs per state) before reading them again, by the store's
+  /// clock; a new minute always reads again. 0 = on every request.
+  Millis throughput_refresh{10'000};
   std::size_t max_connections = 32;  ///< connections served at once; more are answered 503 and closed
   Millis request_timeout{5'000};     ///< time from a request's first byte to its last; then 408 and closed
   Millis read_timeout{1'000};        ///< longest silence inside a request; then 408 and closed
@@ -187,7 +191,8 @@ struct HttpOptions {
 /// - `GET /metrics`: Metrics::prometheus() after sampling the backend (counts, paused, oldest);
 /// - `GET /`: the dashboard page (queues with counts, jobs/min and per-queue charts of the last
 ///   hour, failed and dead jobs with their errors, re-drive / cancel buttons, the flow of a job);
-/// - `GET /api/queues` (per queue also completed and failed per minute from the store, and the
+/// - `GET /api/queues` (per queue also completed and failed per minute from the store, read at
+///   most once per HttpOptions::throughput_refresh, and the
 ///   queue depth per minute that a thread of this server samples: docs/operating.md), `GET /api/jobs?queue=&state=&offset=&limit=[&failed=1]` (with `more`:
 ///   whether the list goes on past `limit`), `GET /api/jobs/{id}`, `GET /api/jobs/{id}/flow[?limit=]`
 ///   (the flow of a member: `{id, size, counts, members[], more}`, the first `limit` (1000)
@@ -278,9 +283,10 @@ class HttpServer {
 
   static HttpOptions checked(HttpOptions o) {
     if (o.max_connections == 0 || o.request_timeout <= Millis(0) || o.read_timeout <= Millis(0) ||
-        o.depth_interval <= Millis(0) || o.max_header_bytes < 1024) {
+        o.depth_interval <= Millis(0) || o.throughput_refresh < Millis(0) || o.max_header_bytes < 1024) {
       throw InvalidArgument(
-          "http: max_connections, the timeouts and depth_interval must be positive, max_header_bytes at least 1024");
+          "http: max_connections, the timeouts and depth_interval must be positive, throughput_refresh not "
+          "negative, max_header_bytes at least 1024");
     }
     if (!o.token.empty() && (o.token.size() < 16 || o.token.size() > 256 ||
                              std::any_of(o.token.begin(), o.token.end(), [](char c) {
@@ -561,7 +567,7 @@ class HttpServer {
     const auto oldest = oldest_waiting(*backend_, q);
     const auto minute = to_epoch_ms(backend_->now()) / 60'000;
     if (sample_depth) depth_.record(q, minute, c.queued);
-    const auto per_minute = throughput_per_minute(*backend_, q);
+    const auto per_minute = throughput(q);
     json j = {{"queue", q},
               {"paused", backend_->is_paused(q)},
               {"counts", counts_to_json(c)},
@@ -578,6 +584,23 @@ class HttpServer {
                       {"dead", s.at("dead")}};
     }
     return j;
+  }
+
+  // Every open dashboard polls /api/queues every 5 s, and each computation reads up to 5 x 1000
+  // jobs per queue: within throughput_refresh the last figures are served instead. The lock is
+  // held while computing so that requests arriving together read the store once, not once each.
+  // The series end at the current minute, so one computed in an earlier minute is never reused.
+  Throughput throughput(const std::string& q) {
+    const auto now = backend_->now();
+    const auto minute = to_epoch_ms(now) / 60'000;
+    std::lock_guard lock(throughput_mutex_);
+    auto& cached = throughput_cache_[q];
+    if (!cached.at || cached.minute != minute || now - *cached.at >= opt_.throughput_refresh) {
+      cached.figures = throughput_per_minute(*backend_, q);
+      cached.at = now;
+      cached.minute = minute;
+    }
+    return cached.figures;
   }
 
   void routes() {
@@ -852,6 +875,13 @@ class HttpServer {
   bool sampler_stop_ = false;
   std::optional<TimePoint> last_depth_sample_;
   std::thread sampler_;
+  struct CachedThroughput {
+    std::optional<TimePoint> at;  // when computed, by the store's clock; none: never
+    std::int64_t minute = 0;      // the epoch minute its series end at
+    Throughput figures;
+  };
+  std::mutex throughput_mutex_;  // guards throughput_cache_, held while one is computed
+  std::map<std::string, CachedThroughput> throughput_cache_;
 };
 
 }  // namespace jobq
