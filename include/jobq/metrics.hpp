@@ -404,7 +404,8 @@ class Metrics {
     for (const auto& [qname, q] : queues_) line("jobq_jobs_enqueued_total", ql(qname), static_cast<double>(q.enqueued));
     const auto counter = [&](const char* name, const char* help, std::uint64_t JobMetrics::*field) {
       family(name, "counter", help);
-      for (const auto& [qname, q] : queues_) {
+      for (const auto& [qname_, q] : queues_) {
+        const auto& qname = qname_;  // clang 14 lambdas cannot capture a structured binding
         per_job(q, [&](const JobMetrics& m, const std::string& jl) { line(name, ql(qname) + jl, static_cast<double>(m.*field)); });
       }
     };
@@ -448,7 +449,8 @@ class Metrics {
     const auto histogram = [&](const std::string& name, const char* help, Histogram JobMetrics::*field,
                                const std::vector<double>& bounds) {
       family(name.c_str(), "histogram", help);
-      for (const auto& [qname, q] : queues_) {
+      for (const auto& [qname_, q] : queues_) {
+        const auto& qname = qname_;  // as above
         per_job(q, [&](const JobMetrics& m, const std::string& jl) {
           const auto& h = m.*field;
           const auto labels = ql(qname) + jl;

@@ -1105,7 +1105,8 @@ class RedisBackend {
   // The home slot decides once (flow_abort): committed (its records reach the members) or
   // aborted; the members of an aborted flow are then deleted queue by queue.
   void discard_uncommitted(const Uncommitted& stale) {
-    for (const auto& [fid, by_queue] : stale) {
+    for (const auto& entry : stale) {
+      const auto& fid = entry.first;  // not a structured binding: lambdas below capture it
       JobId id = 0;
       try {
         id = detail::redis::to_i64(fid);
@@ -1117,7 +1118,8 @@ class RedisBackend {
       const bool committed = job_call(true, "recover_expired (flow_abort)", Script::flow_abort, *home,
                                       [&](bool) { return Args{fid, now_str()}; });
       if (committed) continue;
-      for (const auto& [q, ids] : by_queue) {
+      for (const auto& [q, ids_here] : entry.second) {
+        const auto& ids = ids_here;
         const auto gone = call(true, "recover_expired (flow_discard)", Script::flow_discard, q, [&](bool) { return ids; });
         if (gone->elements > 0) forget_pruned(gone);
       }
