@@ -354,6 +354,30 @@ void check_throughput_cache(jobq::AnyBackend& store, jobq::ManualClock& clock, c
   CHECK_THROWS_AS((jobq::HttpServer{store, metrics, {.port = 0, .throughput_refresh = -1s}}), jobq::InvalidArgument);
 }
 
+// Runs check on a fresh store of each backend (a SECTION each), opened with `o`.
+template <class F>
+void on_every_backend(jobq::OpenOptions o, const std::string& sqlite_stem, F&& check) {
+  SECTION("memory") {
+    auto store = jobq::open_backend("memory://", o);
+    check(store);
+  }
+  SECTION("sqlite") {
+    const TempDb db{sqlite_stem};
+    auto store = jobq::open_backend(db.url(), o);
+    check(store);
+  }
+  SECTION("postgres") {
+    o.postgres_schema = "jobq_dash_" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
+    check(store);
+  }
+  SECTION("redis") {
+    o.redis_prefix = "jobq-dash-" + random_suffix();
+    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
+    check(store);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("dashboard API: completed, failed and depth per minute, and search across queues, on every backend") {
@@ -361,25 +385,7 @@ TEST_CASE("dashboard API: completed, failed and depth per minute, and search acr
   jobq::OpenOptions o;
   o.clock = clock.fn();
   const auto q = "charts-" + random_suffix();
-  SECTION("memory") {
-    auto store = jobq::open_backend("memory://", o);
-    check_queue_history(store, clock, q);
-  }
-  SECTION("sqlite") {
-    const TempDb db{"jobq-dash-charts"};
-    auto store = jobq::open_backend(db.url(), o);
-    check_queue_history(store, clock, q);
-  }
-  SECTION("postgres") {
-    o.postgres_schema = "jobq_dash_" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
-    check_queue_history(store, clock, q);
-  }
-  SECTION("redis") {
-    o.redis_prefix = "jobq-dash-" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
-    check_queue_history(store, clock, q);
-  }
+  on_every_backend(o, "jobq-dash-charts", [&](jobq::AnyBackend& store) { check_queue_history(store, clock, q); });
 }
 
 TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, cancel and pause work") {
@@ -856,25 +862,7 @@ TEST_CASE("dashboard API: per-minute figures are cached for throughput_refresh, 
   jobq::OpenOptions o;
   o.clock = clock.fn();
   const auto q = "cache-" + random_suffix();
-  SECTION("memory") {
-    auto store = jobq::open_backend("memory://", o);
-    check_throughput_cache(store, clock, q);
-  }
-  SECTION("sqlite") {
-    const TempDb db{"jobq-dash-cache"};
-    auto store = jobq::open_backend(db.url(), o);
-    check_throughput_cache(store, clock, q);
-  }
-  SECTION("postgres") {
-    o.postgres_schema = "jobq_dash_" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
-    check_throughput_cache(store, clock, q);
-  }
-  SECTION("redis") {
-    o.redis_prefix = "jobq-dash-" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
-    check_throughput_cache(store, clock, q);
-  }
+  on_every_backend(o, "jobq-dash-cache", [&](jobq::AnyBackend& store) { check_throughput_cache(store, clock, q); });
 }
 
 // Not a check: makes the PNGs of docs/screenshots/ (docs/operating.md says how to run it). A
