@@ -450,13 +450,15 @@ TEMPLATE_LIST_TEST_CASE("adaptive prefetch leases deep for fast handlers and har
   std::vector<jobq::NewJob> fast;
   for (int i = 0; i < 3'000; ++i) fast.push_back(q.make("fast", nullptr));
   q.enqueue_many(fast);
+  std::uint64_t fast_prefetch = 0;
   {
     jobq::Worker w{b, fast_worker(4)};
     CHECK(w.stats().prefetch == 4);  // before anything is measured: prefetch = concurrency
     w.handle("fast", [](const nlohmann::json&, jobq::JobContext&) {});
     w.start();
     REQUIRE(eventually([&] { return q.counts().completed == 3'000; }, 60s));
-    CHECK(w.stats().prefetch > 16);
+    fast_prefetch = w.stats().prefetch;
+    CHECK(fast_prefetch > 16);
     w.stop();
   }
   // Two workers (two processes on a shared store) with 30 ms handlers share a backlog evenly.
@@ -471,10 +473,13 @@ TEMPLATE_LIST_TEST_CASE("adaptive prefetch leases deep for fast handlers and har
   w1.start();
   w2.start();
   REQUIRE(eventually([&] { return ran[0] + ran[1] == 80; }, 60s));
-  // Hardly ahead: a job or two per thread (the sizing reads claim round trips, which a loaded
-  // machine stretches), where fast handlers got more than 16.
-  CHECK(w1.stats().prefetch <= 4);
-  CHECK(w2.stats().prefetch <= 4);
+  // Hardly ahead: what two threads start in two claim round trips, a job or two per thread here
+  // and up to 4 under ThreadSanitizer on a loaded machine (a 45 ms claim on PostgreSQL gave 6),
+  // far below what fast handlers got. The fair share below is what "no hoarding" means.
+  CHECK(w1.stats().prefetch <= 8);
+  CHECK(w2.stats().prefetch <= 8);
+  CHECK(w1.stats().prefetch * 4 <= fast_prefetch);
+  CHECK(w2.stats().prefetch * 4 <= fast_prefetch);
   w1.stop();
   w2.stop();
   CHECK(ran[0] >= 32);  // within 20% of an equal share
