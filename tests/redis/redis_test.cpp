@@ -528,6 +528,20 @@ TEST_CASE("a corrupted job is a clear error naming the job", "[redis][bad-data]"
   const auto id2 = std::stoll(doc["id"].get<std::string>());
   b.command({"HSET", jobs, std::to_string(id2), doc.dump()});
   CHECK_THROWS_WITH(b.get(id2), Catch::Contains("corrupted") && Catch::Contains("job " + std::to_string(id2)));
+  // The fixed part is a flat object of strings: a number, a nested object or a missing field is
+  // refused (get and get_many read it the same way), naming the job.
+  const auto good = doc;
+  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"timeout_ms", 5}, {"backoff", nlohmann::json::object()}, {"name", nullptr}, {"queue", nlohmann::json()}}) {
+    CAPTURE(field);
+    auto d = good;
+    d["payload"] = "{}";
+    if (value.is_null() && field == "queue") d.erase(field); else d[field] = value;
+    b.command({"HSET", jobs, std::to_string(id2), d.dump()});
+    CHECK_THROWS_WITH(b.get(id2), Catch::Contains("corrupted") && Catch::Contains("job " + std::to_string(id2)));
+    const std::vector<jobq::JobId> both{id2};
+    CHECK_THROWS_WITH(b.get_many(both), Catch::Contains("corrupted"));
+  }
 }
 
 TEST_CASE("an id counter that went back is detected, not silently merged", "[redis][bad-data]") {

@@ -212,20 +212,6 @@ flow_notices(notes)
 return {n, sent}
 )lua";
 
-// fetch_many (read-only; get_many, flow). ARGV: ids. Returns the 5 values of row() per id
-// (all '' when the job does not exist).
-inline constexpr std::string_view fetch_many = R"lua(
-local out = {}
-for _, id in ipairs(ARGV) do
-  local n = #out
-  row(1, id, out)
-  if #out == n then
-    for _ = 1, 5 do out[#out + 1] = '' end
-  end
-end
-return out
-)lua";
-
 // flow_prunable: the flows with a finished member here that is past the retention of its state
 // (candidates: flow_expired then checks every member). ARGV: cutoff for completed, dead,
 // cancelled (finished_at strictly before it; '' keeps forever), most flows to return. Returns

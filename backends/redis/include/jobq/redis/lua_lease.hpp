@@ -70,11 +70,20 @@ if #changed > 0 then
   end
   check_keys(1, touched)
   local ps = listen and mget(key(1, PROGRESS), changed)
-  local idpairs, done, state = {}, {}, {}
+  -- Flow members go to Q:fdone instead of Q:done:completed (only whole flows are pruned).
+  local fm = flowing and mget(key(1, MEMBER), changed) or {}
+  local idpairs, done, state, ends, moved = {}, {}, {}, {}, {}
   for j, id in ipairs(changed) do
     idpairs[2 * j - 1], idpairs[2 * j] = id, id
-    done[2 * j - 1], done[2 * j] = fin, id
     state[2 * j - 1], state[2 * j] = id, cur[id]
+    if fm[j] then
+      ends[#ends + 1] = {id, 'c', ''}
+      moved[#moved + 1] = fin
+      moved[#moved + 1] = id
+    else
+      done[#done + 1] = fin
+      done[#done + 1] = id
+    end
   end
   bulk('ZREM', key(1, IDS.active), changed, 1)
   bulk('ZREM', key(1, LEASES), changed, 1)
@@ -83,24 +92,11 @@ if #changed > 0 then
   bulk('HSET', key(1, STATE), state, 2)
   bulk('HSET', key(1, RESULTS), results, 2)
   if grouped then grouping()(1, changed, true) else freed_slots(1, #changed) end
-  if flowing then
-    -- Flow members: to Q:fdone, and what waits on them is settled (released) in this step.
-    local fm = mget(key(1, MEMBER), changed)
-    local ends, only, moved = {}, {}, {}
-    for j, id in ipairs(changed) do
-      if fm[j] then
-        ends[#ends + 1] = {id, 'c', ''}
-        only[#only + 1] = id
-        moved[#moved + 1] = fin
-        moved[#moved + 1] = id
-      end
-    end
-    if #ends > 0 then
-      bulk('ZREM', key(1, DONE.completed), only, 1)
-      bulk('ZADD', key(1, FDONE), moved, 2)
-      local _
-      _, sent = flow_spread(now, ends, {})
-    end
+  if #ends > 0 then
+    -- What waits on these members is settled (released) in this step.
+    bulk('ZADD', key(1, FDONE), moved, 2)
+    local _
+    _, sent = flow_spread(now, ends, {})
   end
   if listen then
     local nt, pub, pct, qn = notifying()

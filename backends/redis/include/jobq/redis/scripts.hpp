@@ -27,7 +27,7 @@ namespace jobq::detail::redis {
 enum class Script : std::size_t {
   enqueue, claim, complete, fail, extend, release, progress, recover,
   cancel, redrive, pause, resume, counts, list, prune, peek, fetch, limits, undo_claim,
-  flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, fetch_many, flow_prunable,
+  flow_write, settle, outbox_ack, flow_fire, flow_home, cancel_many, flow_prunable,
   flow_expired, flow_drop, flow_abort, flow_discard,
   worker_register, worker_unregister, workers,
   run_now, remove, find_unique,
@@ -68,7 +68,6 @@ inline constexpr std::array script_defs = {
     ScriptDef{Script::flow_fire, "flow_fire", lua::flow_fire},
     ScriptDef{Script::flow_home, "flow_home", lua::flow_home},
     ScriptDef{Script::cancel_many, "cancel_many", lua::cancel_many},
-    ScriptDef{Script::fetch_many, "fetch_many", lua::fetch_many},
     ScriptDef{Script::flow_prunable, "flow_prunable", lua::flow_prunable},
     ScriptDef{Script::flow_expired, "flow_expired", lua::flow_expired},
     ScriptDef{Script::flow_drop, "flow_drop", lua::flow_drop},
