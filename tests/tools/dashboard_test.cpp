@@ -826,6 +826,21 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
                         " dashboard --port 0 >/dev/null 2>&1").c_str());
   CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));  // no store there, and none made
   CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
+  // --throughput-refresh takes a positive duration, checked before the store is opened
+  const auto refresh_error = [&](const std::string& value) {
+    const auto err = dir / "err";
+    status = std::system((quote(JOBQ_CLI_PATH) + " --url " + quote("sqlite://" + (dir / "typo.db").string()) +
+                          " dashboard --port 0 --throughput-refresh " + quote(value) + " >/dev/null 2>" +
+                          quote(err.string())).c_str());
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+    return slurp(err);
+  };
+  for (const char* bad : {"0s", "never"}) {
+    CHECK(refresh_error(bad) == "jobq: dashboard: --throughput-refresh must be a positive duration (e.g. 10s, 1m), not '" +
+                                    std::string(bad) + "'\n");
+  }
+  CHECK(refresh_error("10").starts_with("jobq: invalid duration '10'"));
+  CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
 
   const std::string token = "tok-0123456789abcdef";
   std::ofstream(dir / "token") << token << "\n";
@@ -838,7 +853,7 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
     ::dup2(out[1], 1);
     ::close(out[0]);
     ::execl(JOBQ_CLI_PATH, "jobq", "--url", url.c_str(), "dashboard", "--port", "0", "--token-file",
-            token_file.c_str(), static_cast<char*>(nullptr));
+            token_file.c_str(), "--throughput-refresh", "1m", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(out[1]);
