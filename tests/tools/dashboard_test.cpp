@@ -1,7 +1,8 @@
 // The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven over
 // the WebDriver protocol): the page is loaded from a live HttpServer over a SQLite store, the
 // numbers it shows are checked against the admin CLI's view of the same file, and clicking
-// "re-drive" / "cancel" moves the jobs. Then the JSON API's paging of the job lists.
+// "re-drive" / "cancel" moves the jobs; the workers page follows worker processes (one killed).
+// Then the JSON API's paging of the job lists.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
