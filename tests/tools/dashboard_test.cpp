@@ -1,9 +1,11 @@
 // The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven over
 // the WebDriver protocol): the page is loaded from a live HttpServer over a SQLite store, the
 // numbers it shows are checked against the admin CLI's view of the same file, and clicking
-// "re-drive" / "cancel" moves the jobs. Then the JSON API's paging of the job lists.
+// "re-drive" / "cancel" moves the jobs; the workers page follows worker processes (one killed).
+// Then the JSON API's paging of the job lists.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -25,6 +27,7 @@
 #include <jobq/http.hpp>
 #include <jobq/memory.hpp>
 #include <jobq/open.hpp>
+#include <jobq/worker.hpp>
 
 #include "video_flow.hpp"
 
@@ -354,28 +357,138 @@ void check_throughput_cache(jobq::AnyBackend& store, jobq::ManualClock& clock, c
   CHECK_THROWS_AS((jobq::HttpServer{store, metrics, {.port = 0, .throughput_refresh = -1s}}), jobq::InvalidArgument);
 }
 
-// Runs check on a fresh store of each backend (a SECTION each), opened with `o`.
+// Runs check(url, options) for a fresh store of each backend (a SECTION each), based on `o`;
+// the memory one only if `with_memory` (it cannot be shared with another process).
 template <class F>
-void on_every_backend(jobq::OpenOptions o, const std::string& sqlite_stem, F&& check) {
-  SECTION("memory") {
-    auto store = jobq::open_backend("memory://", o);
-    check(store);
+void on_every_store(jobq::OpenOptions o, const std::string& sqlite_stem, bool with_memory, F&& check) {
+  if (with_memory) {
+    SECTION("memory") { check(std::string("memory://"), o); }
   }
   SECTION("sqlite") {
     const TempDb db{sqlite_stem};
-    auto store = jobq::open_backend(db.url(), o);
-    check(store);
+    check(db.url(), o);
   }
   SECTION("postgres") {
     o.postgres_schema = "jobq_dash_" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_POSTGRES_URL"), o);
-    check(store);
+    check(required_env("JOBQ_TEST_POSTGRES_URL"), o);
   }
   SECTION("redis") {
     o.redis_prefix = "jobq-dash-" + random_suffix();
-    auto store = jobq::open_backend(required_env("JOBQ_TEST_REDIS_URL"), o);
-    check(store);
+    check(required_env("JOBQ_TEST_REDIS_URL"), o);
   }
+}
+
+// Runs check on a fresh store of each backend (a SECTION each), opened with `o`.
+template <class F>
+void on_every_backend(jobq::OpenOptions o, const std::string& sqlite_stem, F&& check) {
+  on_every_store(std::move(o), sqlite_stem, true, [&](const std::string& url, const jobq::OpenOptions& opened) {
+    auto store = jobq::open_backend(url, opened);
+    check(store);
+  });
+}
+
+// A worker process on the store at `url`: forked while this process has no other thread, it
+// runs one jobq::Worker (one handler thread, nothing leased ahead, a 1 s heartbeat, so its
+// registry entry goes 3 s after the last one) whose "hold" handler runs until the process is
+// killed.
+pid_t fork_worker(const std::string& url, const jobq::OpenOptions& o, const std::string& queue) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    try {
+      auto store = jobq::open_backend(url, o);
+      jobq::Worker worker{store, {.queues = {queue}, .concurrency = 1, .prefetch = 0, .lease = 3s,
+                                  .heartbeat_interval = 1s, .poll_interval = 200ms, .retention = std::nullopt}};
+      worker.handle("hold", [](const json&, jobq::JobContext&) {
+        for (;;) std::this_thread::sleep_for(1s);
+      });
+      worker.start();
+      for (;;) ::pause();
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  return pid;
+}
+
+// Child processes SIGKILLed and reaped at the end of the scope (or earlier, one by one).
+struct Children {
+  std::vector<pid_t> pids;
+  Children() = default;
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+  ~Children() {
+    for (const pid_t p : pids) kill(p);
+  }
+  static void kill(pid_t p) {
+    ::kill(p, SIGKILL);
+    int st = 0;
+    ::waitpid(p, &st, 0);
+  }
+};
+
+// The workers page (#/workers) over two worker processes on one store: a row each with the job
+// it runs (a link to the job's page); the one SIGKILLed leaves the page once its registry
+// entry expires, the other stays.
+void check_workers_page(const std::string& url, const jobq::OpenOptions& o) {
+  const auto q = "held-" + random_suffix();
+  std::vector<jobq::JobId> jobs;
+  {
+    auto store = jobq::open_backend(url, o);  // made here, and closed before the fork
+    jobq::Queue held{store, q};
+    for (int i = 0; i < 2; ++i) jobs.push_back(held.enqueue("hold", {{"n", i}}));
+  }
+  Children children;
+  for (int i = 0; i < 2; ++i) children.pids.push_back(fork_worker(url, o, q));
+
+  auto store = jobq::open_backend(url, o);
+  jobq::Metrics metrics;
+  jobq::HttpServer server{store, metrics, {.port = 0, .queues = {q}}};
+  server.start();
+  Browser browser;
+  browser.go("http://127.0.0.1:" + std::to_string(server.port()) + "/#/workers");
+  const auto rows = [&] {
+    return browser.script(R"JS(
+      return [...document.querySelectorAll("#workers tbody tr")].map(tr => {
+        const f = name => tr.querySelector('[data-field="' + name + '"]').textContent;
+        return { id: tr.dataset.worker, pid: Number(f("pid")), host: f("host"), queues: f("queues"),
+                 concurrency: f("concurrency"), leased: f("leased"), age: f("heartbeat-age"),
+                 jobs: [...tr.querySelectorAll('[data-field="running"] a')].map(a => a.getAttribute("href")) };
+      }).sort((a, b) => a.pid - b.pid);)JS");
+  };
+  // both running their job (each worker claims one: one thread, no prefetch)
+  browser.wait_for(R"(!document.getElementById("view-workers").hidden && document.getElementById("view-overview").hidden &&
+                      [...document.querySelectorAll('#workers td[data-field="running"] a')].length === 2)", 30s);
+  auto shown = rows();
+  REQUIRE(shown.size() == 2);
+  auto pids = children.pids;
+  std::sort(pids.begin(), pids.end());  // as the rows are
+  std::vector<std::string> links;
+  for (std::size_t i = 0; i < 2; ++i) {
+    INFO(shown.dump());
+    CHECK(shown[i]["pid"] == pids[i]);
+    CHECK(shown[i]["id"].get<std::string>().find(":" + std::to_string(pids[i]) + ":") != std::string::npos);
+    CHECK(shown[i]["queues"] == q);
+    CHECK(shown[i]["concurrency"] == "1");
+    CHECK(shown[i]["leased"] == "");
+    CHECK(shown[i]["age"].get<std::string>().ends_with("s"));
+    REQUIRE(shown[i]["jobs"].size() == 1);
+    links.push_back(shown[i]["jobs"][0].get<std::string>());
+  }
+  std::sort(links.begin(), links.end());
+  CHECK(links == std::vector<std::string>{"#/job/" + std::to_string(jobs[0]), "#/job/" + std::to_string(jobs[1])});
+
+  // one killed: its entry expires (3 s) and the page's next refresh drops its row
+  const pid_t killed = children.pids[0], alive = children.pids[1];
+  Children::kill(killed);
+  children.pids.erase(children.pids.begin());
+  browser.wait_for(R"(document.querySelectorAll("#workers tbody tr").length === 1)", 30s);
+  shown = rows();
+  REQUIRE(shown.size() == 1);
+  CHECK(shown[0]["pid"] == alive);
+  CHECK(shown[0]["jobs"].size() == 1);
+  CHECK(store.workers().size() == 1);
+  server.stop();
 }
 
 }  // namespace
@@ -456,15 +569,10 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
   CHECK(shown["emails"]["delayed"] == "1");  // the retry in an hour
   CHECK(shown["images"]["dead"] == "1");
 
-  // the live workers, with what each runs and holds
-  const auto workers = browser.script(R"(
-    return [...document.querySelectorAll("#workers tbody tr")].map(tr => ({ id: tr.dataset.worker,
-      running: tr.querySelector('[data-field="running"]').textContent,
-      leased: tr.querySelector('[data-field="leased"]').textContent }));)");
-  REQUIRE(workers.size() == 1);
-  CHECK(workers[0]["id"] == worker.id);
-  CHECK(workers[0]["running"].get<std::string>().starts_with(std::to_string(claimed[0].id) + " (3"));
-  CHECK(workers[0]["leased"] == "2");
+  // the live workers in short, linked to their page
+  CHECK(browser.script("return document.getElementById('workers-summary').textContent;") ==
+        "1 live worker: 1 running, 2 leased ahead, 4 handler threads");
+  CHECK(browser.script("return document.querySelector('#workers-summary a').getAttribute('href');") == "#/workers");
 
   // per queue: jobs/min, completed and failed attempts of the last hour, and the depth sampled
   const auto spark = [&](const std::string& queue, const std::string& svg, const std::string& attr) {
@@ -541,7 +649,25 @@ TEST_CASE("dashboard in headless Chromium: numbers match the store, re-drive, ca
                                     std::to_string(batch[0].id) + "\"] td.err').innerText;");
   CHECK(multi == "decode failed\n  at frame 3\n  <b>not markup</b>");
   CHECK(browser.script(R"(return document.getElementById("retrying-more").textContent;)") == "");
+
+  // the workers page: what each runs (for how long) and holds, linked to the jobs' pages
+  browser.click("#workers-summary a");
+  browser.wait_for(R"(!document.getElementById("view-workers").hidden && document.querySelector("#workers tbody tr"))");
+  const auto workers = browser.script(R"(
+    return [...document.querySelectorAll("#workers tbody tr")].map(tr => ({ id: tr.dataset.worker,
+      running: tr.querySelector('[data-field="running"]').textContent,
+      leased: tr.querySelector('[data-field="leased"]').textContent,
+      links: [...tr.querySelectorAll("a")].map(a => a.getAttribute("href")) }));)");
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0]["id"] == worker.id);
+  CHECK(workers[0]["running"].get<std::string>().starts_with(std::to_string(claimed[0].id) + " ("));
+  CHECK(workers[0]["leased"] == "7, 8");
+  CHECK(workers[0]["links"] == json{"#/queue/emails", "#/job/" + std::to_string(claimed[0].id), "#/job/7", "#/job/8"});
   server.stop();
+}
+
+TEST_CASE("dashboard workers page: two worker processes; the one killed leaves when its heartbeat expires") {
+  on_every_store({}, "jobq-dash-workers", false, check_workers_page);
 }
 
 TEST_CASE("dashboard API: retrying jobs behind many delayed ones are listed; lists say when there is more") {
@@ -701,6 +827,21 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
                         " dashboard --port 0 >/dev/null 2>&1").c_str());
   CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));  // no store there, and none made
   CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
+  // --throughput-refresh takes a positive duration, checked before the store is opened
+  const auto refresh_error = [&](const std::string& value) {
+    const auto err = dir / "err";
+    status = std::system((quote(JOBQ_CLI_PATH) + " --url " + quote("sqlite://" + (dir / "typo.db").string()) +
+                          " dashboard --port 0 --throughput-refresh " + quote(value) + " >/dev/null 2>" +
+                          quote(err.string())).c_str());
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+    return slurp(err);
+  };
+  for (const char* bad : {"0s", "never"}) {
+    CHECK(refresh_error(bad) == "jobq: dashboard: --throughput-refresh must be a positive duration (e.g. 10s, 1m), not '" +
+                                    std::string(bad) + "'\n");
+  }
+  CHECK(refresh_error("10").starts_with("jobq: invalid duration '10'"));
+  CHECK_FALSE(std::filesystem::exists(dir / "typo.db"));
 
   const std::string token = "tok-0123456789abcdef";
   std::ofstream(dir / "token") << token << "\n";
@@ -713,7 +854,7 @@ TEST_CASE("jobq dashboard: serves a store until SIGINT, the token from a file; a
     ::dup2(out[1], 1);
     ::close(out[0]);
     ::execl(JOBQ_CLI_PATH, "jobq", "--url", url.c_str(), "dashboard", "--port", "0", "--token-file",
-            token_file.c_str(), static_cast<char*>(nullptr));
+            token_file.c_str(), "--throughput-refresh", "1m", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(out[1]);
@@ -868,7 +1009,7 @@ TEST_CASE("dashboard API: per-minute figures are cached for throughput_refresh, 
 // Not a check: makes the PNGs of docs/screenshots/ (docs/operating.md says how to run it). A
 // SQLite store lives through a simulated hour on a manual clock that ends at the real time, so
 // the charts have an hour of completions, failures and depth: four queues, retries, dead jobs, a
-// paused queue, a worker of another process, schedules and a flow.
+// paused queue, two workers of other processes, schedules and a flow.
 TEST_CASE("dashboard screenshots for the docs", "[.screenshots]") {
   const TempDb db{"jobq-dashboard-shots"};
   const auto real_now = std::chrono::floor<std::chrono::seconds>(jobq::system_now());
@@ -967,7 +1108,9 @@ TEST_CASE("dashboard screenshots for the docs", "[.screenshots]") {
   browser.wait_for("Number(document.body.dataset.loaded) >= 1");
   CHECK(browser.script("return document.documentElement.scrollWidth;") <= 1280);  // no sideways scrolling
   shot("overview");
-  browser.script("document.getElementById('workers').previousElementSibling.scrollIntoView();");
+
+  browser.go(base + "/#/workers");
+  browser.wait_for(R"(!document.getElementById("view-workers").hidden && document.querySelectorAll("#workers tbody tr").length === 2)");
   shot("workers");
 
   browser.go(base + "/#/queue/emails");

@@ -712,7 +712,7 @@ int main(int argc, char** argv) {
 
 #if JOBQ_CLI_WITH_HTTP
   jobq::HttpOptions http_opt;
-  std::string token_file;
+  std::string token_file, throughput_refresh;
   bool read_only_dashboard = false;
   auto* dashboard_cmd = app.add_subcommand("dashboard", "serve the web dashboard and /metrics until Ctrl-C");
   dashboard_cmd->add_option("--host", http_opt.host, "address to listen on (127.0.0.1)");
@@ -723,6 +723,8 @@ int main(int argc, char** argv) {
   dashboard_cmd->add_flag("--no-auth", http_opt.no_auth, "serve a non-loopback address without a token");
   dashboard_cmd->add_option("--allowed-host", http_opt.allowed_hosts,
                             "host name the dashboard is reached by (repeat; default localhost, 127.0.0.1, [::1])");
+  dashboard_cmd->add_option("--throughput-refresh", throughput_refresh,
+                            "read the per-minute charts from the store at most this often (10s)");
 #endif
   auto* workers_cmd = app.add_subcommand("workers", "live workers: host, pid, queues, the jobs each runs and holds");
 
@@ -763,6 +765,16 @@ int main(int argc, char** argv) {
       return report(cli.json_out, "no backend URL: pass --url or set JOBQ_URL (e.g. sqlite:///var/lib/app/jobs.db)",
                     usage);
     }
+#if JOBQ_CLI_WITH_HTTP
+    if (dashboard_cmd->parsed() && !throughput_refresh.empty()) {  // before the store is opened: a usage error
+      const auto every = parse_duration(throughput_refresh);  // throws on a malformed one
+      if (!every || *every <= jobq::Millis{0}) {
+        throw jobq::InvalidArgument("dashboard: --throughput-refresh must be a positive duration (e.g. 10s, 1m), not '" +
+                                    throughput_refresh + "'");
+      }
+      http_opt.throughput_refresh = *every;
+    }
+#endif
     // A mistyped URL, schema or prefix must not leave a new store behind: only the commands
     // that add to a store may create one.
     open_options.create = enqueue_cmd->parsed() || (pause_cmd->parsed() && pause_create) ||

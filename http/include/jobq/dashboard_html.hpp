@@ -27,6 +27,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   table { border-collapse: collapse; background: #fff; min-width: 40rem; }
   th, td { padding: .35rem .7rem; border-bottom: 1px solid #e3e6eb; text-align: left; vertical-align: top; }
   #queues th, #queues td { padding: .35rem .45rem; } /* 15 columns: fit a 1280 px screen */
+  #workers th, #workers td { white-space: nowrap; } #workers td[data-field="running"], #workers td[data-field="leased"] { white-space: normal; }
   th { background: #eef0f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
   .err { color: #a32121; font-family: ui-monospace, monospace; font-size: 12px; max-width: 40rem; word-break: break-word; white-space: pre-wrap; }
   button { cursor: pointer; border: 1px solid #9aa4b5; background: #fff; border-radius: 4px; padding: .15rem .6rem; }
@@ -42,7 +43,7 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
 </head>
 <body data-loaded="0">
 <h1>jobq</h1>
-<nav><a href="#/">overview</a><a href="#/schedules">schedules</a>
+<nav><a href="#/">overview</a><a href="#/workers">workers</a><a href="#/schedules">schedules</a>
 <input id="search" size="28" placeholder="job id or unique key"> <button id="search-go">find</button>
 <span id="search-status" class="muted"></span></nav>
 <div id="status" class="muted">loading…</div>
@@ -70,6 +71,17 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
 <table id="j-errors"><thead><tr><th>attempt</th><th>at</th><th>error</th></tr></thead><tbody></tbody></table>
 </section>
 
+<section id="view-workers" hidden>
+<h2>Workers <span class="muted">(live, from every process)</span></h2>
+<table id="workers">
+  <thead><tr><th>worker</th><th>host</th><th>pid</th><th>queues</th><th>concurrency</th><th title="jobs whose handler runs, and for how long">running</th>
+  <th title="jobs leased ahead of a free handler thread, not started">leased ahead</th><th>started</th><th>last heartbeat</th>
+  <th title="time since the last heartbeat">age</th></tr></thead>
+  <tbody></tbody>
+</table>
+<div id="workers-none" class="muted"></div>
+</section>
+
 <section id="view-schedules" hidden>
 <h2>Schedules</h2>
 <table id="schedules">
@@ -90,13 +102,8 @@ inline constexpr std::string_view dashboard_html = R"JOBQ(<!doctype html>
   <tbody></tbody>
 </table>
 
-<h2>Workers <span class="muted">(live, from every process)</span></h2>
-<table id="workers">
-  <thead><tr><th>worker</th><th>host</th><th>pid</th><th>queues</th><th>concurrency</th><th>running</th>
-  <th>leased ahead</th><th>started</th><th>last beat</th></tr></thead>
-  <tbody></tbody>
-</table>
-<div id="workers-none" class="muted"></div>
+<h2><a href="#/workers">Workers</a> <span class="muted">(live, from every process)</span></h2>
+<div id="workers-summary"></div>
 
 <h2>Throughput, last hour <span class="muted">(completed jobs per minute, all queues)</span></h2>
 <svg id="chart" width="720" height="160" role="img" aria-label="completed jobs per minute"></svg>
@@ -303,15 +310,11 @@ async function refreshOverview() {
     }
     tbody.replaceChildren(...rows);
     drawChart(total);
-    const w = await api("/api/workers");
-    const when = ms => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
-    document.querySelector("#workers tbody").replaceChildren(...w.workers.map(x => el("tr", { "data-worker": x.id },
-      el("td", {}, x.id), el("td", {}, x.host), el("td", { class: "num" }, x.pid), el("td", {}, x.queues.join(", ")),
-      el("td", { class: "num" }, x.concurrency),
-      el("td", { "data-field": "running" }, x.running.map(r => r.id + " (" + age((w.now - r.started_at) / 1000) + ")").join(", ")),
-      el("td", { class: "num", "data-field": "leased" }, x.leased.length), el("td", {}, when(x.started_at)),
-      el("td", {}, age((w.now - x.heartbeat_at) / 1000) + " ago"))));
-    document.getElementById("workers-none").textContent = w.workers.length ? "" : "no live worker";
+    const w = (await api("/api/workers")).workers, n = w.length, sumOf = f => sum(w.map(f));
+    document.getElementById("workers-summary").replaceChildren(n === 0 ? "no live worker" :
+      el("a", { href: "#/workers" }, n + " live worker" + (n === 1 ? "" : "s")),
+      n === 0 ? "" : ": " + sumOf(x => x.running.length) + " running, " + sumOf(x => x.leased.length) +
+      " leased ahead, " + sumOf(x => x.concurrency) + " handler threads");
     // Lists are cut per queue: say how many more there are (dead: from the counts; retrying: unknown).
     const more = (id, pages) => {
       const parts = pages.filter(p => p.more).map(p =>
@@ -446,6 +449,25 @@ async function refreshJob(id) {
     el("tr", {}, el("td", { class: "num" }, e.attempt), el("td", {}, when(e.at)), el("td", { class: "err" }, e.message))));
 }
 
+// --- workers: every live worker of every process, the jobs it runs and holds ----------------
+const joined = (items, part) => items.flatMap((x, i) => i ? [", ", ...part(x)] : part(x));
+
+async function refreshWorkers() {
+  const w = await api("/api/workers");
+  const since = ms => age((w.now - ms) / 1000);
+  document.querySelector("#workers tbody").replaceChildren(...w.workers.map(x => el("tr", { "data-worker": x.id },
+    el("td", { "data-field": "id" }, x.id), el("td", { "data-field": "host" }, x.host),
+    el("td", { class: "num", "data-field": "pid" }, x.pid),
+    el("td", { "data-field": "queues" }, ...joined(x.queues, q => [el("a", { href: "#/queue/" + encodeURIComponent(q) }, q)])),
+    el("td", { class: "num", "data-field": "concurrency" }, x.concurrency),
+    el("td", { "data-field": "running" }, ...joined(x.running, r => [jobLink(r.id), " (" + since(r.started_at) + ")"])),
+    el("td", { "data-field": "leased" }, ...joined(x.leased, id => [jobLink(id)])),
+    el("td", { "data-field": "started" }, when(x.started_at)), el("td", { "data-field": "heartbeat" }, when(x.heartbeat_at)),
+    el("td", { class: "num", "data-field": "heartbeat-age" }, since(x.heartbeat_at)))));
+  document.getElementById("workers-none").textContent = w.workers.length ? "" : "no live worker";
+  return w.now;
+}
+
 async function refreshSchedules() {
   const data = await api("/api/schedules");
   document.querySelector("#schedules tbody").replaceChildren(...data.schedules.map(s => el("tr", { "data-schedule": s.name },
@@ -456,7 +478,7 @@ async function refreshSchedules() {
   return data.now;
 }
 
-// #/ (overview), #/queue/NAME, #/job/ID, #/schedules
+// #/ (overview), #/queue/NAME, #/job/ID, #/workers, #/schedules
 let again = false;  // a click during a refresh: refresh once more when it ends
 async function route() {
   if (refreshing) {
@@ -465,7 +487,7 @@ async function route() {
   }
   refreshing = true;
   const [, view, arg] = (location.hash.match(/^#\/([a-z]+)\/?(.*)$/) || []);
-  const show = id => { for (const v of ["overview", "queue", "job", "schedules"]) document.getElementById("view-" + v).hidden = v !== id; };
+  const show = id => { for (const v of ["overview", "queue", "job", "workers", "schedules"]) document.getElementById("view-" + v).hidden = v !== id; };
   try {
     let now = Date.now();
     if (view === "queue" && arg) {
@@ -476,6 +498,9 @@ async function route() {
     } else if (view === "job" && arg) {
       show("job");
       await refreshJob(decodeURIComponent(arg));
+    } else if (view === "workers") {
+      show("workers");
+      now = await refreshWorkers();
     } else if (view === "schedules") {
       show("schedules");
       now = await refreshSchedules();
