@@ -11,8 +11,9 @@
 //       median ratio to a W3 drain at concurrency 16 run right before each repetition
 //   W6  (only when named) cost as work grows: W3 c=16 from a backlog of 1,000,000 queued jobs
 //       (W6-backlog), and again after 10,000,000 jobs have passed through the store with the
-//       default retention (W6-passed); ratios to a 20,000-job W3 c=16 drain in each repetition,
-//       and the store's size before and after (PostgreSQL, Redis, SQLite)
+//       default retention (W6-passed; W6-passed-pruned: that store pruned first, untimed, and
+//       drained again); ratios to a 20,000-job W3 c=16 drain in each repetition, and the
+//       store's size before and after (PostgreSQL, Redis, SQLite)
 //
 // Usage: jobq-bench --backend memory|sqlite|postgres|redis [--url URL] [--workloads W1,W3]
 //                   [--reps 3] [--scale 1.0] [--processes 1 2 4]   (W3 in P worker processes)
@@ -519,13 +520,14 @@ void run(Target& target, const std::string& url, const std::vector<std::string>&
     // 10,000,000 jobs have passed through the store (both scaled). Each repetition first runs a
     // plain W3 c=16 drain of 20,000 jobs (or of the backlog, if smaller): the ratios are the
     // median of each repetition's rate over that one's. The pass-through's Worker prunes every
-    // 60 s x scale, so a scaled run prunes as often per job passed as the full one would.
+    // 60 s x scale, so a scaled run prunes as often per job passed as the full one would; the
+    // drain's Worker prunes at its start, as every Worker does, while it drains.
     constexpr int c = 16;
     const int backlog = scaled(1'000'000);
     const int passed = scaled(10'000'000);
     const int n_w3 = std::min(20'000, backlog);
     const jobq::Millis prune_every{std::max<long long>(1000, std::llround(60'000 * scale))};
-    std::vector<double> w3, ra, rb, ratio_a, ratio_b;
+    std::vector<double> w3, ra, rb, rq, ratio_a, ratio_b, ratio_q;
     json sizes;
     double pass_s = 0;
     for (int i = 0; i < reps; ++i) {
@@ -554,9 +556,17 @@ void run(Target& target, const std::string& url, const std::vector<std::string>&
         rb.push_back(drain(*store, backlog, c));
         sizes["b_after"] = target.size(id);
         sizes["b_after_counts"] = counts_json(store->counts("bench"));
+        // The same store once more, pruned first (untimed): what the drain's own prune costs.
+        const auto t1 = steady::now();
+        sizes["b2_pruned"] = store->prune("bench", *jobq::WorkerOptions{}.retention);
+        sizes["b2_prune_s"] = std::round(seconds_since(t1) * 100) / 100;
+        enqueue_n(*store, backlog);
+        rq.push_back(drain(*store, backlog, c));
+        sizes["b2_after"] = target.size(id);
       }
       ratio_a.push_back(ra.back() / w3.back());
       ratio_b.push_back(rb.back() / w3.back());
+      ratio_q.push_back(rq.back() / w3.back());
     }
     const auto r3 = [](double x) { return std::round(x * 1000) / 1000; };
     print(name, "W6-backlog",
@@ -568,6 +578,10 @@ void run(Target& target, const std::string& url, const std::vector<std::string>&
            {"concurrency", c}, {"w3_paired", std::round(median(w3))}, {"ratio_to_w3", r3(median(ratio_b))},
            {"ratios", ratio_b}, {"sizes", sizes}},
           rb, "jobs/s");
+    print(name, "W6-passed-pruned",
+          {{"backlog", backlog}, {"passed", passed}, {"concurrency", c}, {"w3_paired", std::round(median(w3))},
+           {"ratio_to_w3", r3(median(ratio_q))}, {"ratios", ratio_q}},
+          rq, "jobs/s");
   }
 }
 
