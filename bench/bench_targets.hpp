@@ -190,21 +190,25 @@ struct RedisTarget {
   std::unique_ptr<jobq::RedisBackend, void (*)(jobq::RedisBackend*)> open(const std::string& prefix) const {
     return {new jobq::RedisBackend(url, jobq::RedisOptions{.prefix = prefix}), [](jobq::RedisBackend* b) { delete b; }};
   }
-  /// The server's used_memory (INFO memory: server-wide) and the number of keys under the
-  /// store's prefix (SCAN).
+  /// The server's used_memory (INFO memory: server-wide, so earlier repetitions' stores, kept
+  /// until the target goes, count too), and the keys under the store's prefix (SCAN) with
+  /// their MEMORY USAGE summed.
   nlohmann::json size(const std::string& prefix) const {
     auto b = open(prefix);
     const auto info = b->command({"INFO", "memory"}).str;
     const auto at = info.find("used_memory:");
     long long used = at == std::string::npos ? -1 : std::stoll(info.substr(at + 12));
-    long long keys = 0;
+    long long keys = 0, bytes = 0;
     std::string cursor = "0";
     do {
       auto r = b->command({"SCAN", cursor, "MATCH", prefix + ":*", "COUNT", "1000"});
       cursor = r.elements.at(0).str;
-      keys += static_cast<long long>(r.elements.at(1).elements.size());
+      for (const auto& k : r.elements.at(1).elements) {
+        ++keys;
+        bytes += b->command({"MEMORY", "USAGE", k.str, "SAMPLES", "0"}).integer;  // every element
+      }
     } while (cursor != "0");
-    return {{"used_memory", used}, {"keys", keys}};
+    return {{"used_memory", used}, {"keys", keys}, {"prefix_bytes", bytes}};
   }
   static nlohmann::json conflicts() { return nlohmann::json::object(); }  // scripts run one at a time
 };
