@@ -5,6 +5,8 @@
 # and redis-benchmark (lpush, rpop, zadd, unpipelined, 50 clients; lpush from 1 client). Prints
 # JSON lines, then a table of medians.
 # Usage: bench/run.sh [reps] [scale]   (JOBQ_BENCH_BACKENDS="postgres redis": a subset)
+# W6 and W3 --processes are not part of this run (jobq-bench runs W6 only when named: at scale 1
+# it passes 10,000,000 jobs through each store); see docs/performance.md for their commands.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPS="${1:-3}"
