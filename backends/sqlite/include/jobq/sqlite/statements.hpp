@@ -347,17 +347,19 @@ SELECT 'delayed', coalesce(sum((SELECT count(*) FROM jobq_jobs INDEXED BY jobq_j
 FROM p WHERE p.pr IS NOT NULL
 )sql";
 
-// jobq_jobs_finished.
+// jobq_jobs_finished; at most ?4 jobs (one batch: prune loops, a transaction per batch).
 inline constexpr std::string_view prune = R"sql(
-DELETE FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
-AND finished_at < ?3 AND flow_id IS NULL
+DELETE FROM jobq_jobs WHERE id IN (
+  SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
+  AND finished_at < ?3 AND flow_id IS NULL LIMIT ?4)
 )sql";
-// jobq_jobs_finished, read backwards (its implicit last column is the id): all but the newest ?3.
-// Flow members are pruned with their flow (flow_prunable), and not counted here.
+// jobq_jobs_finished, read backwards (its implicit last column is the id): the ?4 after the
+// newest ?3 (a batch; repeated, all but the newest ?3). Flow members are pruned with their flow
+// (flow_prunable), and not counted here.
 inline constexpr std::string_view prune_beyond = R"sql(
 DELETE FROM jobq_jobs WHERE id IN (
   SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
-  AND flow_id IS NULL ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?3)
+  AND flow_id IS NULL ORDER BY finished_at DESC, id DESC LIMIT ?4 OFFSET ?3)
 )sql";
 
 // jobq_jobs_by_state.
