@@ -376,11 +376,13 @@ class SqliteBackend {
     validate_queue_name(queue);
     const auto t = now();
     std::size_t n = 0;
-    const auto batches = [&](std::string_view sql, std::string_view state, std::int64_t third) {
+    // Each batch is found from the index's start (what the last one deleted is gone), so the
+    // batches together cost what one DELETE would.
+    const auto batches = [&](auto&& bind_cut) {
       for (;;) {
         const auto done = pool_.write("prune", [&](Connection& c) {
-          return static_cast<std::size_t>(
-              c.query(sql, "prune").bind(1, queue).bind(2, state).bind(3, third).bind(4, kPruneBatch).run());
+          auto s = bind_cut(c);
+          return static_cast<std::size_t>(s.run());
         });
         n += done;
         if (done < static_cast<std::size_t>(kPruneBatch)) return;
@@ -390,12 +392,30 @@ class SqliteBackend {
         {JobState::completed, retention.completed},
         {JobState::dead, retention.dead},
         {JobState::cancelled, retention.cancelled}};
-    for (const auto& [state, keep] : rules) {
-      if (keep) batches(detail::sqlite::sql::prune, to_string(state), to_epoch_ms(t - *keep));
-      if (retention.max_jobs > 0) {
-        batches(detail::sqlite::sql::prune_beyond, to_string(state),
-                static_cast<std::int64_t>(std::min<std::size_t>(retention.max_jobs, INT64_MAX)));
+    for (const auto& rule : rules) {
+      const std::string_view state = to_string(rule.first);
+      if (const auto keep = rule.second) {
+        const auto cut = to_epoch_ms(t - *keep);
+        batches([&](Connection& c) {
+          auto s = c.query(detail::sqlite::sql::prune, "prune");
+          s.bind(1, queue).bind(2, state).bind(3, cut).bind(4, kPruneBatch);
+          return s;
+        });
       }
+      if (retention.max_jobs == 0) continue;
+      // By count: the newest job past the kept ones, read once; then everything up to it.
+      const auto cut = pool_.read("prune", [&](Connection& c) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+        auto s = c.query(detail::sqlite::sql::prune_cutoff, "prune");
+        s.bind(1, queue).bind(2, state).bind(3, static_cast<std::int64_t>(std::min<std::size_t>(retention.max_jobs, INT64_MAX)));
+        if (!s.step()) return std::nullopt;
+        return std::pair{s.integer(0), s.integer(1)};
+      });
+      if (!cut) continue;
+      batches([&](Connection& c) {
+        auto s = c.query(detail::sqlite::sql::prune_before, "prune");
+        s.bind(1, queue).bind(2, state).bind(3, cut->first).bind(4, cut->second).bind(5, kPruneBatch);
+        return s;
+      });
     }
     return n + pool_.write("prune", [&](Connection& c) { return detail::sqlite::prune_flows(c, queue, retention, t); });
   }

@@ -353,13 +353,18 @@ DELETE FROM jobq_jobs WHERE id IN (
   SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
   AND finished_at < ?3 AND flow_id IS NULL LIMIT ?4)
 )sql";
-// jobq_jobs_finished, read backwards (its implicit last column is the id): the ?4 after the
-// newest ?3 (a batch; repeated, all but the newest ?3). Flow members are pruned with their flow
-// (flow_prunable), and not counted here.
-inline constexpr std::string_view prune_beyond = R"sql(
+// jobq_jobs_finished, read backwards (its implicit last column is the id): the newest job past
+// the newest ?3, i.e. the first one prune_before deletes (no row: nothing to cut). Flow members
+// are pruned with their flow (flow_prunable), and not counted here.
+inline constexpr std::string_view prune_cutoff = R"sql(
+SELECT finished_at, id FROM jobq_jobs INDEXED BY jobq_jobs_finished WHERE queue = ?1 AND state = ?2
+  AND finished_at IS NOT NULL AND flow_id IS NULL ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET ?3
+)sql";
+// jobq_jobs_finished: at most ?5 jobs at or before (finished_at ?3, id ?4) (a batch of the cut).
+inline constexpr std::string_view prune_before = R"sql(
 DELETE FROM jobq_jobs WHERE id IN (
-  SELECT id FROM jobq_jobs WHERE queue = ?1 AND state = ?2 AND finished_at IS NOT NULL
-  AND flow_id IS NULL ORDER BY finished_at DESC, id DESC LIMIT ?4 OFFSET ?3)
+  SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_finished WHERE queue = ?1 AND state = ?2
+  AND finished_at IS NOT NULL AND flow_id IS NULL AND (finished_at, id) <= (?3, ?4) LIMIT ?5)
 )sql";
 
 // jobq_jobs_by_state.
