@@ -78,6 +78,22 @@ TEST_CASE("the file is created in WAL mode with jobq_ tables beside the applicat
   CHECK(raw.scalar("SELECT count(*) FROM jobq_jobs") == "1");
 }
 
+TEST_CASE("a WAL that a long reader made grow shrinks back once the reader is gone", "[sqlite]") {
+  TempDir dir;
+  jobq::SqliteBackend store{dir.file()};
+  const auto wal = [&] { return std::filesystem::file_size(dir.file() + "-wal"); };
+  RawDb reader(dir.file());
+  reader.exec("BEGIN");
+  CHECK(reader.scalar("SELECT count(*) FROM jobq_jobs") == "0");  // holds its snapshot
+  std::vector<jobq::NewJob> batch(1'000, make_job("q", {{"text", std::string(1'000, 'x')}}));
+  for (int i = 0; i < 24; ++i) store.enqueue_many(batch);
+  REQUIRE(wal() > 20'000'000);  // no checkpoint could pass the reader
+  reader.exec("COMMIT");
+  for (int i = 0; i < 10 && wal() > 16'777'216; ++i) store.enqueue(make_job());
+  CHECK(wal() <= 16'777'216);
+  CHECK(RawDb(dir.file()).scalar("SELECT count(*) FROM jobq_jobs WHERE length(payload) > 1000") == "24000");
+}
+
 TEST_CASE("re-opening keeps jobs, and a second backend on the same file sees them", "[sqlite]") {
   TempDir dir;
   jobq::ManualClock clock;

@@ -170,6 +170,7 @@ class Connection {
       // RETURNING and IN (subquery) build small ephemeral tables; on disk (Debian's default)
       // they cost a temp file per claim, about 10x the claim itself.
       exec(sql::set_temp_store_memory.data(), "set temp_store");
+      exec(sql::set_wal_size_limit.data(), "set journal_size_limit");
       // SQLite checkpoints the WAL into the file (and fsyncs both) once it holds 1000 pages: 4 MB
       // at the default page size. Kept at about 4 MB whatever the page size, so smaller pages
       // mean fewer bytes per commit, not more checkpoints (each costs two fsyncs).

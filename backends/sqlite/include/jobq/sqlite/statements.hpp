@@ -35,6 +35,9 @@ inline constexpr std::array<std::string_view, 4> set_synchronous = {
     R"sql(PRAGMA synchronous = OFF)sql", R"sql(PRAGMA synchronous = NORMAL)sql",
     R"sql(PRAGMA synchronous = FULL)sql", R"sql(PRAGMA synchronous = EXTRA)sql"};
 inline constexpr std::string_view set_temp_store_memory = R"sql(PRAGMA temp_store = MEMORY)sql";
+// A WAL that grew while a long reader held back checkpoints is cut back to 16 MB when it is next
+// reset (SQLite otherwise keeps the file at its largest size forever).
+inline constexpr std::string_view set_wal_size_limit = R"sql(PRAGMA journal_size_limit = 16777216)sql";
 // A read-only open's probe: fails when the file cannot be read at all (no WAL index possible).
 inline constexpr std::string_view probe_schema = R"sql(SELECT count(*) FROM sqlite_schema)sql";
 
